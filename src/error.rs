@@ -1,0 +1,477 @@
+//! The crate's one error type.
+//!
+//! Every message names the command that ran, so a log line on its own says
+//! what failed. The cause sits in [`std::error::Error::source`], not in the
+//! message (reqwest's habit), and the variants that carry the child's
+//! output append the last lines of its stderr (xshell's "stderr suffix").
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Signal;
+
+/// What a finished child wrote, and how it ended.
+///
+/// This is [`std::process::Output`]: `status`, `stdout` and `stderr` are
+/// public fields.
+pub type Output = std::process::Output;
+
+/// How a child ended: [`std::process::ExitStatus`].
+///
+/// [`std::os::unix::process::ExitStatusExt::signal`] tells which signal
+/// killed it.
+pub type ExitStatus = std::process::ExitStatus;
+
+/// `Result` with this crate's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong running a child process.
+///
+/// Match on the variant, or use the accessors ([`Error::output`],
+/// [`Error::is_timeout`], [`Error::exit_status`], [`Error::command`]) so
+/// that a new variant does not break your code.
+///
+/// # Examples
+///
+/// ```no_run
+/// use child_process as cp;
+///
+/// # async fn run() -> cp::Result<()> {
+/// match cp::exec("exit 3").await {
+///     Err(cp::Error::Exit { output, .. }) => assert_eq!(output.status.code(), Some(3)),
+///     other => panic!("unexpected: {other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The process could not be started: the program or cwd is missing, the
+    /// program is not executable, an argument holds a NUL byte, the system
+    /// is out of fds or processes.
+    #[error("failed to spawn `{command}`: {reason}")]
+    Spawn {
+        /// The command line that was to run.
+        command: CommandLine,
+        /// What went wrong, in words that name the path involved.
+        reason: String,
+        /// The underlying OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The child exited with a non-zero code or was killed by a signal
+    /// (from [`exec`](crate::exec) and [`exec_file`](crate::exec_file) only,
+    /// unless `ignore_status()`).
+    #[error("`{command}` failed: {status}{tail}", status = output.status, tail = StderrTail(output))]
+    Exit {
+        /// The command line that ran.
+        command: CommandLine,
+        /// Its status and everything it wrote.
+        output: Box<Output>,
+    },
+    /// The child ran longer than its timeout and was killed, with its whole
+    /// process group.
+    #[error(
+        "`{command}` timed out after {timeout:?} and was killed with {signal}{tail}",
+        tail = StderrTail(output)
+    )]
+    Timeout {
+        /// The command line that ran.
+        command: CommandLine,
+        /// The timeout that expired.
+        timeout: Duration,
+        /// The signal sent first (`kill_signal`).
+        signal: Signal,
+        /// What the child wrote before it was killed; `status` says how it
+        /// died.
+        output: Box<Output>,
+    },
+    /// The child wrote more than `max_buffer` bytes to one stream and was
+    /// killed, with its whole process group.
+    #[error(
+        "`{command}` wrote more than {limit} bytes to {stream} (max_buffer) and was killed with {signal}{tail}",
+        tail = StderrTail(output)
+    )]
+    MaxBuffer {
+        /// The command line that ran.
+        command: CommandLine,
+        /// The stream that overflowed.
+        stream: Stream,
+        /// The limit, in bytes.
+        limit: usize,
+        /// The signal sent first (`kill_signal`).
+        signal: Signal,
+        /// What was read, at most `limit` bytes per stream.
+        output: Box<Output>,
+    },
+    /// Reading from, writing to or waiting for the child failed.
+    #[error("i/o error while running `{command}`")]
+    Io {
+        /// The command line that ran.
+        command: CommandLine,
+        /// The underlying OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The IPC channel failed: it is closed, a message did not parse, or the
+    /// channel fd is unusable.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+}
+
+impl Error {
+    /// What the child wrote before the failure, for [`Error::Exit`],
+    /// [`Error::Timeout`] and [`Error::MaxBuffer`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process as cp;
+    ///
+    /// # async fn run() -> cp::Result<()> {
+    /// let err = cp::exec("echo partial; exit 1").await.unwrap_err();
+    /// assert_eq!(err.output().unwrap().stdout, b"partial\n");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn output(&self) -> Option<&Output> {
+        match self {
+            Error::Exit { output, .. }
+            | Error::Timeout { output, .. }
+            | Error::MaxBuffer { output, .. } => Some(output),
+            _ => None,
+        }
+    }
+
+    /// How the child ended, where it ended and the error knows.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process as cp;
+    ///
+    /// # async fn run() -> cp::Result<()> {
+    /// let err = cp::exec("exit 4").await.unwrap_err();
+    /// assert_eq!(err.exit_status().and_then(|s| s.code()), Some(4));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.output().map(|o| o.status)
+    }
+
+    /// Whether this is [`Error::Timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process as cp;
+    /// use std::time::Duration;
+    ///
+    /// # async fn run() -> cp::Result<()> {
+    /// let err = cp::exec("sleep 10").timeout(Duration::from_millis(10)).await.unwrap_err();
+    /// assert!(err.is_timeout());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    /// The command line the error is about, if it is about one.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process as cp;
+    ///
+    /// # async fn run() -> cp::Result<()> {
+    /// let err = cp::exec("exit 1").await.unwrap_err();
+    /// assert_eq!(err.command().unwrap().to_string(), "exit 1");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn command(&self) -> Option<&CommandLine> {
+        match self {
+            Error::Spawn { command, .. }
+            | Error::Exit { command, .. }
+            | Error::Timeout { command, .. }
+            | Error::MaxBuffer { command, .. }
+            | Error::Io { command, .. } => Some(command),
+            Error::Channel(_) => None,
+        }
+    }
+
+    pub(crate) fn spawn(
+        command: &CommandLine,
+        reason: impl Into<String>,
+        source: io::Error,
+    ) -> Self {
+        Error::Spawn {
+            command: command.clone(),
+            reason: reason.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn io(command: &CommandLine, source: io::Error) -> Self {
+        Error::Io {
+            command: command.clone(),
+            source,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    /// Keeps the message and maps the kind: a timeout is
+    /// [`io::ErrorKind::TimedOut`], a spawn or i/o failure keeps its OS error
+    /// kind, everything else is [`io::ErrorKind::Other`].
+    fn from(err: Error) -> io::Error {
+        let kind = match &err {
+            Error::Timeout { .. } => io::ErrorKind::TimedOut,
+            Error::Spawn { source, .. } | Error::Io { source, .. } => source.kind(),
+            Error::Channel(ChannelError::Closed) => io::ErrorKind::BrokenPipe,
+            Error::Channel(ChannelError::Io(e)) => e.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, err)
+    }
+}
+
+/// Which output stream of a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// The child's standard output.
+    Stdout,
+    /// The child's standard error.
+    Stderr,
+}
+
+impl fmt::Display for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        })
+    }
+}
+
+/// Why the IPC channel failed; carried by [`Error::Channel`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// The channel is closed: we disconnected, or the peer closed its end or
+    /// exited.
+    #[error("the IPC channel is closed")]
+    Closed,
+    /// A message could not be encoded as JSON.
+    #[error("could not encode an IPC message as JSON")]
+    Encode(#[source] serde_json::Error),
+    /// One received line is not JSON, or not of the requested type. Only
+    /// that message is lost; the next `recv` returns the next one.
+    #[error("could not decode an IPC message: {excerpt}")]
+    Decode {
+        /// The start of the offending line, lossily decoded.
+        excerpt: String,
+        /// What serde_json said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// One received line was longer than the channel's limit; it was
+    /// skipped without being buffered whole.
+    #[error("an IPC message of more than {limit} bytes was skipped")]
+    TooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// `NODE_CHANNEL_FD` or `NODE_CHANNEL_SERIALIZATION_MODE` is unusable.
+    #[error("cannot open the IPC channel from the parent: {reason}")]
+    Setup {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading from or writing to the channel's socket failed.
+    #[error("i/o error on the IPC channel")]
+    Io(#[source] io::Error),
+}
+
+/// A command line as shown in messages: the `exec` string as given, or the
+/// program and its arguments, quoted where a shell would need it.
+///
+/// # Examples
+///
+/// ```no_run
+/// use child_process as cp;
+///
+/// # async fn run() -> cp::Result<()> {
+/// let err = cp::exec_file("false", ["a b"]).await.unwrap_err();
+/// assert_eq!(err.command().unwrap().to_string(), "false 'a b'");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CommandLine(Arc<str>);
+
+impl CommandLine {
+    /// The command line as text.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use child_process as cp;
+    /// # fn f(line: &cp::CommandLine) -> &str {
+    /// line.as_str()
+    /// # }
+    /// ```
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A command line given as one string (`exec`).
+    pub(crate) fn verbatim(line: &str) -> Self {
+        CommandLine(line.into())
+    }
+
+    /// A command line built from a program and its arguments, each quoted
+    /// for a POSIX shell when it needs it.
+    pub(crate) fn from_argv<'a>(argv: impl IntoIterator<Item = &'a std::ffi::OsStr>) -> Self {
+        let mut line = String::new();
+        for (i, arg) in argv.into_iter().enumerate() {
+            if i > 0 {
+                line.push(' ');
+            }
+            push_quoted(&mut line, &arg.to_string_lossy());
+        }
+        CommandLine(line.into())
+    }
+}
+
+fn push_quoted(line: &mut String, arg: &str) {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if plain {
+        line.push_str(arg);
+    } else if arg.chars().any(char::is_control) {
+        // Bash's $'...' quoting, so a NUL or a newline shows as an escape.
+        line.push_str("$'");
+        for c in arg.chars() {
+            match c {
+                '\'' => line.push_str("\\'"),
+                '\\' => line.push_str("\\\\"),
+                '\n' => line.push_str("\\n"),
+                '\t' => line.push_str("\\t"),
+                '\r' => line.push_str("\\r"),
+                c if c.is_control() => line.push_str(&format!("\\x{:02x}", c as u32)),
+                c => line.push(c),
+            }
+        }
+        line.push('\'');
+    } else {
+        line.push('\'');
+        line.push_str(&arg.replace('\'', r"'\''"));
+        line.push('\'');
+    }
+}
+
+impl fmt::Display for CommandLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for CommandLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// The last lines of a child's stderr, for error messages: at most 20 lines
+/// and 4 KiB, introduced by a newline; nothing when stderr is empty.
+struct StderrTail<'a>(&'a Output);
+
+const TAIL_LINES: usize = 20;
+const TAIL_BYTES: usize = 4096;
+
+impl fmt::Display for StderrTail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stderr = self.0.stderr.strip_suffix(b"\n").unwrap_or(&self.0.stderr);
+        if stderr.is_empty() {
+            return Ok(());
+        }
+        let mut start = stderr.len().saturating_sub(TAIL_BYTES);
+        if let Some(nth) = stderr
+            .iter()
+            .rev()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .nth(TAIL_LINES - 1)
+        {
+            start = start.max(stderr.len() - nth.0);
+        }
+        let cut = if start > 0 { "...\n" } else { "" };
+        write!(
+            f,
+            "\nstderr:\n{cut}{}",
+            String::from_utf8_lossy(&stderr[start..])
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn output(stderr: &[u8]) -> Box<Output> {
+        Box::new(Output {
+            status: ExitStatus::from_raw(2 << 8),
+            stdout: vec![],
+            stderr: stderr.to_vec(),
+        })
+    }
+
+    #[test]
+    fn error_is_send_sync_static() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<Error>();
+    }
+
+    #[test]
+    fn exit_message_names_command_status_and_stderr_tail() {
+        let err = Error::Exit {
+            command: CommandLine::verbatim("make all"),
+            output: output(b"boom\n"),
+        };
+        assert_eq!(
+            err.to_string(),
+            "`make all` failed: exit status: 2\nstderr:\nboom"
+        );
+    }
+
+    #[test]
+    fn stderr_tail_keeps_last_twenty_lines() {
+        let text: String = (0..30).map(|i| format!("line {i}\n")).collect();
+        let err = Error::Exit {
+            command: CommandLine::verbatim("x"),
+            output: output(text.as_bytes()),
+        };
+        let msg = err.to_string();
+        assert!(msg.contains("...\nline 10\n"), "{msg}");
+        assert!(!msg.contains("line 9\n"), "{msg}");
+        assert!(msg.ends_with("line 29"), "{msg}");
+    }
+
+    #[test]
+    fn argv_is_quoted_for_display() {
+        let argv = ["echo", "a b", "it's", "$HOME", "", "a\0b\n"].map(std::ffi::OsStr::new);
+        assert_eq!(
+            CommandLine::from_argv(argv).as_str(),
+            r#"echo 'a b' 'it'\''s' '$HOME' '' $'a\x00b\n'"#
+        );
+    }
+}

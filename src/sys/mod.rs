@@ -1,0 +1,480 @@
+//! Syscall-level code: the only place in the crate with `unsafe`.
+//!
+//! Nothing here depends on tokio. The async layer (`spawn.rs`, `stdio.rs`)
+//! wraps these calls in `AsyncFd`; a blocking layer can drive the same fds
+//! with `poll(2)`.
+
+pub(crate) mod reaper;
+pub(crate) mod tokio_fd;
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::process::ExitStatus;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use std::os::unix::process::ExitStatusExt;
+
+/// Turn a C-style `-1 + errno` return into `io::Result`.
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Retry a call that failed with `EINTR`.
+fn cvt_r(mut f: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
+    loop {
+        match cvt(f()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// A null-terminated array of C strings (`argv`, `envp`) that owns them.
+pub(crate) struct CStringArray {
+    items: Vec<CString>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the raw pointers point into `items`, which the array owns and never
+// mutates after construction; sharing or sending them is as safe as sharing
+// the `CString`s.
+unsafe impl Send for CStringArray {}
+// SAFETY: as above, the array is immutable once built.
+unsafe impl Sync for CStringArray {}
+
+impl CStringArray {
+    pub(crate) fn new(items: Vec<CString>) -> Self {
+        let mut ptrs: Vec<*const libc::c_char> = items.iter().map(|s| s.as_ptr()).collect();
+        ptrs.push(ptr::null());
+        CStringArray { items, ptrs }
+    }
+
+    pub(crate) fn total_bytes(&self) -> usize {
+        self.items
+            .iter()
+            .map(|s| s.as_bytes_with_nul().len() + std::mem::size_of::<usize>())
+            .sum()
+    }
+}
+
+/// Everything `posix_spawn` needs, already converted to C types.
+pub(crate) struct SpawnPlan<'a> {
+    /// The program's path (already resolved against `PATH`).
+    pub path: &'a CStr,
+    pub argv: &'a CStringArray,
+    pub envp: &'a CStringArray,
+    pub cwd: Option<&'a CStr>,
+    /// `(source, target)`: the child gets `source` at fd number `target`.
+    /// Every source is `>= close_from`, so no dup2 clobbers a later source
+    /// and `dup2(fd, fd)` (which would keep CLOEXEC) never happens.
+    pub fds: &'a [(BorrowedFd<'a>, RawFd)],
+    /// The child closes every fd from here up before `exec`.
+    pub close_from: RawFd,
+    /// `setpgid(0, 0)` in the child: its own process group.
+    pub process_group: bool,
+    /// `setsid()` in the child: its own session (and group).
+    pub new_session: bool,
+}
+
+/// `posix_spawn_file_actions_t`, destroyed on drop.
+struct FileActions(libc::posix_spawn_file_actions_t);
+
+impl FileActions {
+    fn new() -> io::Result<Box<Self>> {
+        // SAFETY: posix_spawn_file_actions_t is a plain C struct; zeroed memory
+        // is a valid place for `init` to write into.
+        let mut actions = Box::new(FileActions(unsafe { std::mem::zeroed() }));
+        // SAFETY: `actions.0` is valid, writable memory for the object.
+        errno(unsafe { libc::posix_spawn_file_actions_init(&mut actions.0) })?;
+        Ok(actions)
+    }
+}
+
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: the object was initialised by `new` and is destroyed once.
+        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
+    }
+}
+
+/// `posix_spawnattr_t`, destroyed on drop.
+struct SpawnAttr(libc::posix_spawnattr_t);
+
+impl SpawnAttr {
+    fn new() -> io::Result<Box<Self>> {
+        // SAFETY: a plain C struct; zeroed memory is a valid place for `init`.
+        let mut attr = Box::new(SpawnAttr(unsafe { std::mem::zeroed() }));
+        // SAFETY: `attr.0` is valid, writable memory for the object.
+        errno(unsafe { libc::posix_spawnattr_init(&mut attr.0) })?;
+        Ok(attr)
+    }
+}
+
+impl Drop for SpawnAttr {
+    fn drop(&mut self) {
+        // SAFETY: the object was initialised by `new` and is destroyed once.
+        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+    }
+}
+
+/// posix_spawn-family calls return the error number instead of setting errno.
+fn errno(ret: libc::c_int) -> io::Result<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(ret))
+    }
+}
+
+/// Start a process with `posix_spawn`.
+///
+/// glibc implements it with `clone(CLONE_VM | CLONE_VFORK)`, so the cost does
+/// not grow with the parent's memory (a `fork()` from a parent with 1 GiB
+/// resident is ~18× slower), and it reports a failed `chdir` or `execve` in
+/// the child as its return value.
+pub(crate) fn spawn(plan: &SpawnPlan<'_>) -> io::Result<libc::pid_t> {
+    let mut actions = FileActions::new()?;
+    for (source, target) in plan.fds {
+        debug_assert!(source.as_raw_fd() >= plan.close_from);
+        // SAFETY: `actions` is initialised; both fds are plain integers here,
+        // the source stays open (borrowed) until posix_spawn returns.
+        errno(unsafe {
+            libc::posix_spawn_file_actions_adddup2(&mut actions.0, source.as_raw_fd(), *target)
+        })?;
+    }
+    if let Some(cwd) = plan.cwd {
+        // SAFETY: `actions` is initialised; glibc copies the path string.
+        errno(unsafe { libc::posix_spawn_file_actions_addchdir_np(&mut actions.0, cwd.as_ptr()) })?;
+    }
+    // Like Python's close_fds=True: an fd some other library opened without
+    // CLOEXEC never leaks into our children. glibc runs one close_range(2).
+    // SAFETY: `actions` is initialised.
+    errno(unsafe {
+        libc::posix_spawn_file_actions_addclosefrom_np(&mut actions.0, plan.close_from)
+    })?;
+
+    let mut attr = SpawnAttr::new()?;
+    let mut flags = (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
+    if plan.new_session {
+        flags |= libc::POSIX_SPAWN_SETSID;
+    } else if plan.process_group {
+        flags |= libc::POSIX_SPAWN_SETPGROUP as libc::c_short;
+        // SAFETY: `attr` is initialised; 0 means "a group named after the child".
+        errno(unsafe { libc::posix_spawnattr_setpgroup(&mut attr.0, 0) })?;
+    }
+    // The child starts with an empty signal mask and every signal at its
+    // default disposition, whatever the parent blocked or ignored (Rust
+    // ignores SIGPIPE; `yes | head -1` must still end). glibc's child already
+    // walks every signal to drop handlers, so a full SETSIGDEF set costs no
+    // extra syscalls.
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set it is given.
+    unsafe { libc::sigemptyset(set.as_mut_ptr()) };
+    // SAFETY: initialised just above.
+    let empty = unsafe { set.assume_init() };
+    // SAFETY: `attr` is initialised; the set is copied.
+    errno(unsafe { libc::posix_spawnattr_setsigmask(&mut attr.0, &empty) })?;
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigfillset initialises the set it is given.
+    unsafe { libc::sigfillset(set.as_mut_ptr()) };
+    // SAFETY: initialised just above.
+    let full = unsafe { set.assume_init() };
+    // SAFETY: `attr` is initialised; the set is copied.
+    errno(unsafe { libc::posix_spawnattr_setsigdefault(&mut attr.0, &full) })?;
+    // SAFETY: `attr` is initialised; the flags are valid POSIX_SPAWN_* bits.
+    errno(unsafe { libc::posix_spawnattr_setflags(&mut attr.0, flags) })?;
+
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: every pointer is valid for the call: the path is a C string, argv
+    // and envp are null-terminated arrays of C strings that outlive the call,
+    // and actions/attr were initialised above.
+    errno(unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            plan.path.as_ptr(),
+            &actions.0,
+            &attr.0,
+            plan.argv.ptrs.as_ptr() as *const *mut libc::c_char,
+            plan.envp.ptrs.as_ptr() as *const *mut libc::c_char,
+        )
+    })?;
+    Ok(pid)
+}
+
+static NO_PIDFD: AtomicBool = AtomicBool::new(false);
+
+/// `pidfd_open(pid)`, CLOEXEC. `None` where the kernel has no pidfds (before
+/// Linux 5.3, or a seccomp filter that refuses the call): callers then fall
+/// back to `waitpid(pid)`.
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<Option<OwnedFd>> {
+    if NO_PIDFD.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENOSYS) | Some(libc::EPERM) => {
+                NO_PIDFD.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            _ => Err(err),
+        };
+    }
+    // SAFETY: the kernel just gave us this fd; nothing else owns it.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as RawFd) }))
+}
+
+/// Make every later `pidfd_open` report "unsupported", so tests can exercise
+/// the `SIGCHLD` + `waitpid(pid)` fallback on a kernel that has pidfds.
+#[cfg(test)]
+pub(crate) fn disable_pidfd_for_tests() {
+    NO_PIDFD.store(true, Ordering::Relaxed);
+}
+
+/// Send `signal` to one process: through its pidfd when there is one, so a
+/// recycled pid can never be hit. A process that is already gone is not an
+/// error.
+pub(crate) fn kill(pid: libc::pid_t, pidfd: Option<BorrowedFd<'_>>, signal: i32) -> io::Result<()> {
+    let ret = match pidfd {
+        // SAFETY: pidfd_send_signal takes an fd we borrow, a signal number and
+        // null info; it does not retain anything.
+        Some(fd) => unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                signal,
+                ptr::null::<libc::siginfo_t>(),
+                0,
+            ) as libc::c_int
+        },
+        // SAFETY: kill takes two integers. The pid is our unreaped child, so
+        // it cannot have been recycled.
+        None => unsafe { libc::kill(pid, signal) },
+    };
+    ignore_esrch(cvt(ret))
+}
+
+/// Send `signal` to every process in group `pgid`. The caller keeps the group
+/// leader unreaped, so the group id cannot have been recycled.
+pub(crate) fn kill_group(pgid: libc::pid_t, signal: i32) -> io::Result<()> {
+    // SAFETY: killpg takes two integers.
+    ignore_esrch(cvt(unsafe { libc::killpg(pgid, signal) }))
+}
+
+fn ignore_esrch(ret: io::Result<libc::c_int>) -> io::Result<()> {
+    match ret {
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        Err(e) => Err(e),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Reap `pid` if it has exited (`WNOHANG`): `Ok(None)` while it runs.
+pub(crate) fn try_reap(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `status` is a valid out-pointer; waitpid on one pid of ours
+    // (never -1, which would steal other code's children).
+    let ret = cvt_r(|| unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) })?;
+    Ok((ret != 0).then(|| ExitStatus::from_raw(status)))
+}
+
+/// Reap `pid`, blocking until it exits.
+pub(crate) fn reap_blocking(pid: libc::pid_t) -> io::Result<ExitStatus> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: as in `try_reap`.
+    cvt_r(|| unsafe { libc::waitpid(pid, &mut status, 0) })?;
+    Ok(ExitStatus::from_raw(status))
+}
+
+/// Whether `pid` has exited, without reaping it (`WNOWAIT`): the zombie keeps
+/// its pid and process group id reserved while we signal the group.
+pub(crate) fn has_exited(pid: libc::pid_t) -> io::Result<bool> {
+    // SAFETY: siginfo_t is a plain C struct; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid out-pointer; P_PID names one child of ours.
+    cvt_r(|| unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    })?;
+    // SAFETY: waitid filled `info`; with WNOHANG and no exited child it leaves
+    // si_pid at 0, which the zeroed struct already holds.
+    Ok(unsafe { info.si_pid() } != 0)
+}
+
+/// A pipe, both ends CLOEXEC: `(read, write)`.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((r, w))
+}
+
+/// A connected `AF_UNIX`/`SOCK_STREAM` pair, both ends CLOEXEC.
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    Ok(socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// A CLOEXEC duplicate of `fd` numbered at least `min`.
+pub(crate) fn dup_at_least(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let new = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(min))?;
+    // SAFETY: fcntl just created this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Grow a pipe's kernel buffer (`F_SETPIPE_SZ`). Best effort: an
+/// unprivileged process is capped by `/proc/sys/fs/pipe-max-size`.
+pub(crate) fn set_pipe_size(fd: BorrowedFd<'_>, size: usize) -> io::Result<usize> {
+    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: fcntl with F_SETPIPE_SZ takes an int; the fd is borrowed.
+    let ret = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) })?;
+    Ok(ret as usize)
+}
+
+/// One `read(2)` into the spare capacity of `buf`, at most `max` bytes,
+/// without zeroing it first: large captures are bound by page faults, and
+/// zeroing would touch every page twice.
+pub(crate) fn read_to_spare(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(max);
+    // SAFETY: `spare` is writable memory of at least `len` bytes that `buf`
+    // owns; read(2) writes at most `len` bytes into it.
+    let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: read(2) initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// One `read(2)` into `buf`.
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    Ok(nix::unistd::read(fd, buf)?)
+}
+
+/// One `write(2)` from `buf`.
+pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    Ok(nix::unistd::write(fd, buf)?)
+}
+
+/// Ask for transparent huge pages on a large capture buffer: fewer page
+/// faults when the kernel's THP mode is `madvise`. Best effort.
+pub(crate) fn advise_huge_pages(buf: &mut Vec<u8>) {
+    const HUGE: usize = 2 << 20;
+    let start = buf.as_mut_ptr() as usize;
+    let aligned = (start + HUGE - 1) & !(HUGE - 1);
+    let end = (start + buf.capacity()) & !(HUGE - 1);
+    if end > aligned {
+        // SAFETY: the range lies inside memory `buf` owns; MADV_HUGEPAGE only
+        // changes how the kernel backs it, never its contents.
+        unsafe {
+            libc::madvise(
+                aligned as *mut libc::c_void,
+                end - aligned,
+                libc::MADV_HUGEPAGE,
+            )
+        };
+    }
+}
+
+/// `/dev/null`, opened once for the life of the process and shared by every
+/// child whose stdio is `Stdio::null()`: one `open` saved per spawn.
+pub(crate) fn dev_null() -> io::Result<BorrowedFd<'static>> {
+    use std::os::fd::AsFd;
+    static DEV_NULL: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = DEV_NULL.get() {
+        return Ok(fd.as_fd());
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    let fd = OwnedFd::from(file);
+    Ok(DEV_NULL.get_or_init(|| fd).as_fd())
+}
+
+/// `poll(2)` over `fds`; `None` waits forever. `EINTR` counts as "nothing
+/// ready" so the caller re-checks its deadlines.
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let ms = match timeout {
+        None => -1,
+        // Round up so a 0.5 ms deadline does not spin with timeout 0.
+        Some(t) => {
+            libc::c_int::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
+        }
+    };
+    // SAFETY: `fds` is a valid, writable array of `fds.len()` pollfd structs.
+    match cvt(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) }) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// An eventfd, CLOEXEC and non-blocking, to wake a thread blocked in poll.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes an initial value and flags and returns a new fd.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    // SAFETY: the kernel just gave us this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) {
+    // EAGAIN means the counter is already non-zero: the reader wakes anyway.
+    let _ = write(fd, &1u64.to_ne_bytes());
+}
+
+pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
+    let mut buf = [0u8; 8];
+    let _ = read(fd, &mut buf);
+}
+
+/// The largest argument-plus-environment size `execve` accepts.
+pub(crate) fn arg_max() -> usize {
+    // SAFETY: sysconf takes an integer name.
+    let n = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+    if n > 0 {
+        n as usize
+    } else {
+        128 * 1024
+    }
+}
+
+pub(crate) fn set_blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags & !OFlag::O_NONBLOCK))?;
+    Ok(())
+}
