@@ -107,8 +107,10 @@ pub enum Error {
         /// What was read, at most `limit` bytes per stream.
         output: Box<Output>,
     },
-    /// Reading from, writing to or waiting for the child failed.
-    #[error("i/o error while running `{command}`")]
+    /// Reading from, writing to or waiting for the child failed. Also what
+    /// `?` makes of a plain [`io::Error`] (then `command` is empty), so a
+    /// `main` returning [`Result`] can mix pipe I/O with this crate's calls.
+    #[error("i/o error{}", IoContext(command))]
     Io {
         /// The command line that ran.
         command: CommandLine,
@@ -221,6 +223,28 @@ impl Error {
         Error::Io {
             command: command.clone(),
             source,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    /// An [`Error::Io`] with an empty command line.
+    fn from(source: io::Error) -> Error {
+        Error::Io {
+            command: CommandLine::verbatim(""),
+            source,
+        }
+    }
+}
+
+struct IoContext<'a>(&'a CommandLine);
+
+impl fmt::Display for IoContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.as_str().is_empty() {
+            Ok(())
+        } else {
+            write!(f, " while running `{}`", self.0)
         }
     }
 }

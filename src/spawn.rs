@@ -168,17 +168,6 @@ pub(crate) struct RawChild {
     pub stderr: Option<OwnedFd>,
 }
 
-impl RawChild {
-    /// Hand the child to the background reaper (used when wrapping it failed).
-    fn abandon(self) {
-        reaper::adopt(Orphan {
-            pid: self.pid,
-            pidfd: self.pidfd,
-            kill: None,
-        });
-    }
-}
-
 /// Start a process. The only caller of `sys::spawn` in the crate.
 ///
 /// `extra` places more fds in the child (the IPC socket of `fork`), as
@@ -1097,10 +1086,6 @@ impl Child {
         &self.line
     }
 
-    pub(crate) fn leads_group(&self) -> bool {
-        self.leads_group
-    }
-
     /// Kill the child (and its group when it leads one) with `signal`, give
     /// it `grace` to exit, then `SIGKILL`; stragglers of the group get
     /// `SIGKILL` once the leader is gone. Then reap it.
@@ -1131,10 +1116,6 @@ impl Child {
             sys::kill(self.pid, self.pidfd(), signal)
         };
         result.map_err(|e| Error::io(&self.line, e))
-    }
-
-    pub(crate) fn set_on_drop(&mut self, on_drop: OnDrop) {
-        self.on_drop = on_drop;
     }
 }
 
@@ -1175,5 +1156,36 @@ impl fmt::Debug for Child {
             .field("stdout", &self.stdout)
             .field("stderr", &self.stderr)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// The `SIGCHLD` + `waitpid(pid)` fallback for kernels without pidfds,
+    /// forced on for this test process (no other unit test spawns).
+    #[tokio::test]
+    async fn works_without_pidfds() {
+        sys::disable_pidfd_for_tests();
+        let mut child = spawn("sh", ["-c", "exit 6"]).unwrap();
+        assert_eq!(child.wait().await.unwrap().code(), Some(6));
+        let out = crate::exec("echo hi").await.unwrap();
+        assert_eq!(out.stdout, b"hi\n");
+        let err = crate::exec("sleep 30")
+            .timeout(Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_status().unwrap().signal(), Some(libc::SIGTERM));
+        // A dropped child is reaped by the reaper thread polling waitpid.
+        let child = spawn("true", [""; 0]).unwrap();
+        let pid = child.pid() as libc::pid_t;
+        drop(child);
+        let start = Instant::now();
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(start.elapsed() < Duration::from_secs(5), "not reaped");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }

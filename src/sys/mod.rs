@@ -183,9 +183,14 @@ pub(crate) fn spawn(plan: &SpawnPlan<'_>) -> io::Result<libc::pid_t> {
     let empty = unsafe { set.assume_init() };
     // SAFETY: `attr` is initialised; the set is copied.
     errno(unsafe { libc::posix_spawnattr_setsigmask(&mut attr.0, &empty) })?;
+    // Not sigfillset: glibc leaves out its two internal signals (SIGCANCEL,
+    // SIGSETXID: 32 and 33), and its spawn child then sets them to SIG_IGN,
+    // which survives exec (std's children start with SigIgn 0x180000000;
+    // Node's and Python's with none). Every bit set makes them SIG_DFL too.
     let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigfillset initialises the set it is given.
-    unsafe { libc::sigfillset(set.as_mut_ptr()) };
+    // SAFETY: sigset_t is a plain array of integers on glibc; any bit pattern
+    // is a valid value, and all-ones is "every signal".
+    unsafe { set.as_mut_ptr().write_bytes(0xff, 1) };
     // SAFETY: initialised just above.
     let full = unsafe { set.assume_init() };
     // SAFETY: `attr` is initialised; the set is copied.
@@ -289,14 +294,6 @@ pub(crate) fn try_reap(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
     Ok((ret != 0).then(|| ExitStatus::from_raw(status)))
 }
 
-/// Reap `pid`, blocking until it exits.
-pub(crate) fn reap_blocking(pid: libc::pid_t) -> io::Result<ExitStatus> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: as in `try_reap`.
-    cvt_r(|| unsafe { libc::waitpid(pid, &mut status, 0) })?;
-    Ok(ExitStatus::from_raw(status))
-}
-
 /// Whether `pid` has exited, without reaping it (`WNOWAIT`): the zombie keeps
 /// its pid and process group id reserved while we signal the group.
 pub(crate) fn has_exited(pid: libc::pid_t) -> io::Result<bool> {
@@ -320,17 +317,6 @@ pub(crate) fn has_exited(pid: libc::pid_t) -> io::Result<bool> {
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     Ok((r, w))
-}
-
-/// A connected `AF_UNIX`/`SOCK_STREAM` pair, both ends CLOEXEC.
-pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
-    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-    Ok(socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?)
 }
 
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {

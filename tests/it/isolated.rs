@@ -1,0 +1,127 @@
+//! Checks that look at the whole process (open fds, zombie children). They
+//! run in a test process of their own, one at a time, so other tests'
+//! children and pipes cannot blur the picture: `run_isolated` starts this
+//! test binary again with `--ignored isolated::`.
+
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use child_process as cp;
+
+use crate::support::{assert_no_zombies, open_fds, wait_until};
+
+#[test]
+fn run_isolated() {
+    if std::env::var_os("CP_ISOLATED").is_some() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--test-threads=1", "isolated::"])
+        .env("CP_ISOLATED", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "isolated tests failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("test result: ok") && !text.contains(" 0 passed"),
+        "{text}"
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn sequential_execs_leak_no_fds_and_no_zombies() {
+    runtime().block_on(async {
+        cp::exec("true").await.unwrap(); // opens the shared /dev/null fd once
+        let before = open_fds();
+        for i in 0..300 {
+            let out = cp::exec(format!("echo {i}")).await.unwrap();
+            assert_eq!(out.stdout, format!("{i}\n").as_bytes());
+        }
+        assert_eq!(open_fds(), before);
+    });
+    assert_no_zombies();
+}
+
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn concurrent_execs_leave_no_zombies() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let runs = (0..200).map(|i| tokio::spawn(cp::exec(format!("echo {i}")).into_future()));
+        for (i, r) in futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(r.unwrap().unwrap().stdout, format!("{i}\n").as_bytes());
+        }
+    });
+    assert_no_zombies();
+}
+
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn every_kill_path_leaves_no_zombie_and_no_fd() {
+    let rt = runtime();
+    rt.block_on(async {
+        cp::exec("true").await.unwrap();
+        let before = open_fds();
+        for _ in 0..20 {
+            // timeout
+            let err = cp::exec("sleep 30")
+                .timeout(Duration::from_millis(10))
+                .await
+                .unwrap_err();
+            assert!(err.is_timeout());
+            // max_buffer
+            assert!(cp::exec("yes").max_buffer(10).await.is_err());
+            // dropped future
+            let fut = cp::exec("sleep 30").into_future();
+            drop(tokio::time::timeout(Duration::from_millis(5), fut).await);
+            // dropped child, kill_on_drop
+            drop(
+                cp::Command::new("sleep")
+                    .arg("30")
+                    .kill_on_drop(true)
+                    .spawn()
+                    .unwrap(),
+            );
+            // dropped child that exits by itself
+            drop(cp::spawn("true", [""; 0]).unwrap());
+            // killed and waited
+            let mut child = cp::spawn("sleep", ["30"]).unwrap();
+            child.kill(cp::Signal::SIGKILL).unwrap();
+            child.wait().await.unwrap();
+        }
+        wait_until(Duration::from_secs(5), "fds back to the start", || {
+            open_fds() == before
+        });
+    });
+    assert_no_zombies();
+}
+
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn dropped_child_is_reaped_without_a_runtime_running() {
+    let rt = runtime();
+    let child = rt.block_on(async { cp::spawn("sh", ["-c", "exit 0"]).unwrap() });
+    drop(child);
+    drop(rt);
+    assert_no_zombies();
+}

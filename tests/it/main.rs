@@ -1,0 +1,10 @@
+//! One test binary (matklad's "one integration test crate"): every module
+//! shares the helpers below and the build is linked once.
+
+mod exec;
+mod exec_file;
+mod isolated;
+mod regression;
+mod spawn;
+mod support;
+mod tidy;

@@ -1,0 +1,31 @@
+//! Regression tests, named after the issue that found them.
+
+use std::time::{Duration, Instant};
+
+use child_process as cp;
+
+/// Issue 3: a `max_buffer` overflow from a child that keeps writing must not
+/// wait for the child to finish on its own.
+#[tokio::test]
+async fn issue_3_max_buffer_does_not_wait_for_endless_writer() {
+    let start = Instant::now();
+    let err = cp::exec("yes").await.unwrap_err();
+    assert!(matches!(err, cp::Error::MaxBuffer { .. }), "{err}");
+    assert_eq!(err.output().unwrap().stdout.len(), 1024 * 1024);
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+/// Issue 3: output written just before a timeout kill is kept.
+#[tokio::test]
+async fn issue_3_output_before_timeout_is_kept() {
+    let err = cp::exec("echo started; echo warn >&2; sleep 30")
+        .timeout(Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    let out = err.output().unwrap();
+    assert_eq!(
+        (out.stdout.as_slice(), out.stderr.as_slice()),
+        (&b"started\n"[..], &b"warn\n"[..])
+    );
+    assert!(err.to_string().ends_with("stderr:\nwarn"), "{err}");
+}
