@@ -139,73 +139,87 @@ impl Job {
     }
 
     pub(crate) async fn run(self) -> Result<Output> {
+        let mut cmd = Command::from_spec(self.spec.clone());
+        cmd.stdin(self.stdin_kind());
+        let mut child = cmd.spawn_with(&[], self.on_drop())?;
+        let collected = collect(&mut child, &self.limits()).await?;
+        self.judge(collected)
+    }
+
+    pub(crate) async fn text(self) -> Result<String> {
         let line = self.spec.command_line();
-        let mut cmd = Command::from_spec(self.spec);
-        cmd.stdin(if self.input.is_some() {
+        into_text(&line, self.run().await?)
+    }
+
+    /// stdin is a pipe only when there are bytes to write.
+    pub(crate) fn stdin_kind(&self) -> Stdio {
+        if self.input.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
-        });
-        let on_drop = OnDrop::Kill {
+        }
+    }
+
+    /// A dropped future (or a panic) kills the tree like a timeout does.
+    pub(crate) fn on_drop(&self) -> OnDrop {
+        OnDrop::Kill {
             signal: self.kill_signal,
             grace: Some(self.kill_grace),
-        };
-        let mut child = cmd.spawn_with(&[], on_drop)?;
-        let limits = Limits {
+        }
+    }
+
+    pub(crate) fn limits(&self) -> Limits<'_> {
+        Limits {
             input: self.input.as_deref().unwrap_or_default(),
             timeout: self.timeout,
             max_buffer: self.max_buffer,
             kill_signal: self.kill_signal,
             kill_grace: self.kill_grace,
-        };
-        let collected = collect(&mut child, &limits).await?;
-        let output = Box::new(Output {
-            status: collected.status,
-            stdout: collected.stdout,
-            stderr: collected.stderr,
-        });
-        match collected.ending {
+        }
+    }
+
+    /// Turn how the capture ended into the result `exec` promises.
+    pub(crate) fn judge(&self, collected: Collected) -> Result<Output> {
+        let command = self.spec.command_line();
+        let ending = collected.ending;
+        let output = Box::new(collected.into_output());
+        match ending {
             Ending::TimedOut => Err(Error::Timeout {
-                command: line,
+                command,
                 timeout: self.timeout.unwrap_or_default(),
                 signal: self.kill_signal,
                 output,
             }),
             Ending::Overflow(stream) => Err(Error::MaxBuffer {
-                command: line,
+                command,
                 stream,
                 limit: self.max_buffer,
                 signal: self.kill_signal,
                 output,
             }),
             Ending::Exited if output.status.success() || self.ignore_status => Ok(*output),
-            Ending::Exited => Err(Error::Exit {
-                command: line,
-                output,
-            }),
+            Ending::Exited => Err(Error::Exit { command, output }),
         }
     }
+}
 
-    pub(crate) async fn text(self) -> Result<String> {
-        let line = self.spec.command_line();
-        let mut stdout = self.run().await?.stdout;
-        if stdout.ends_with(b"\n") {
+/// stdout as text: one trailing `\n` or `\r\n` removed, UTF-8 or an error.
+pub(crate) fn into_text(line: &CommandLine, output: Output) -> Result<String> {
+    let mut stdout = output.stdout;
+    if stdout.ends_with(b"\n") {
+        stdout.pop();
+        if stdout.ends_with(b"\r") {
             stdout.pop();
-            if stdout.ends_with(b"\r") {
-                stdout.pop();
-            }
         }
-        String::from_utf8(stdout).map_err(|e| {
-            let at = e.utf8_error().valid_up_to();
-            Error::io(
-                &line,
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("stdout is not valid UTF-8 (at byte {at})"),
-                ),
-            )
-        })
     }
+    String::from_utf8(stdout).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let source = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("stdout is not valid UTF-8 (at byte {at})"),
+        );
+        Error::io(line, source)
+    })
 }
 
 /// The knobs of `Exec` and `ExecFile`, written once.
@@ -292,6 +306,19 @@ macro_rules! exec_knobs {
             pub fn process_group(mut self, own_group: bool) -> $ty {
                 self.job.spec.process_group = own_group;
                 self
+            }
+
+            #[doc = concat!("Run to completion on this thread, without a tokio runtime (Node's `execSync`/`execFileSync`). Every knob works as for `.await`: timeout with the process-group kill, `kill_signal`, `kill_grace`, `max_buffer`, stdin bytes, cwd, env, `ignore_status`; the errors are the same. Safe to call from a runtime's blocking thread (`spawn_blocking`).\n\n# Examples\n\n```no_run\n# fn run() -> child_process::Result<()> {\nlet out = child_process::", $ctor, ".run_sync()?;\n# Ok(())\n# }\n```\n\n# Errors\n\nThose of [`ExecFuture`].")]
+            #[doc(alias = "execSync")]
+            #[doc(alias = "execFileSync")]
+            pub fn run_sync(self) -> Result<Output> {
+                self.job.run_sync()
+            }
+
+            #[doc = concat!("[`", stringify!($ty), "::run_sync`], giving stdout as a `String` without its trailing newline.\n\n# Examples\n\n```no_run\n# fn run() -> child_process::Result<()> {\nlet text: String = child_process::", $ctor, ".text_sync()?;\n# Ok(())\n# }\n```\n\n# Errors\n\nThose of [`ExecFuture`], and [`Error::Io`](crate::Error::Io) with [`std::io::ErrorKind::InvalidData`] when stdout is not UTF-8.")]
+            pub fn text_sync(self) -> Result<String> {
+                let line = self.job.spec.command_line();
+                crate::exec::into_text(&line, self.job.run_sync()?)
             }
 
             #[doc = concat!("Run, and give stdout as a `String` without its trailing newline (`\\n` or `\\r\\n`).\n\n# Examples\n\n```no_run\n# async fn run() -> child_process::Result<()> {\nlet text: String = child_process::", $ctor, ".text().await?;\n# Ok(())\n# }\n```\n\n# Errors\n\nThe errors of [`ExecFuture`], and [`Error::Io`](crate::Error::Io) with [`std::io::ErrorKind::InvalidData`] when stdout is not UTF-8.\n\n# Cancellation\n\nDropping the future kills the child's process group and reaps the child.")]

@@ -53,6 +53,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+mod blocking;
 mod error;
 mod exec;
 mod exec_file;

@@ -451,8 +451,8 @@ fn describe_resource_error(err: &io::Error, doing: &str) -> String {
 /// ```
 pub struct Command {
     pub(crate) spec: Spec,
-    stdio: [Stdio; 3],
-    kill_on_drop: bool,
+    pub(crate) stdio: [Stdio; 3],
+    pub(crate) kill_on_drop: bool,
 }
 
 impl Command {

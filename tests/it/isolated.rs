@@ -80,7 +80,10 @@ fn concurrent_execs_leave_no_zombies() {
 fn every_kill_path_leaves_no_zombie_and_no_fd() {
     let rt = runtime();
     rt.block_on(async {
+        // Warm up what the crate opens once per process: the shared
+        // /dev/null fd and the reaper thread's eventfd (and its copy).
         cp::exec("true").await.unwrap();
+        drop(cp::spawn("sleep", ["30"]).unwrap());
         let before = open_fds();
         for _ in 0..20 {
             // timeout
@@ -123,5 +126,31 @@ fn dropped_child_is_reaped_without_a_runtime_running() {
     let child = rt.block_on(async { cp::spawn("sh", ["-c", "exit 0"]).unwrap() });
     drop(child);
     drop(rt);
+    assert_no_zombies();
+}
+
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn blocking_forms_leak_no_fds_and_no_zombies() {
+    cp::exec("true").run_sync().unwrap();
+    let before = open_fds();
+    for i in 0..100 {
+        assert_eq!(
+            cp::exec(format!("echo {i}")).text_sync().unwrap(),
+            i.to_string()
+        );
+        let err = cp::exec("sleep 30")
+            .timeout(Duration::from_millis(5))
+            .run_sync()
+            .unwrap_err();
+        assert!(err.is_timeout());
+        assert!(cp::exec("yes").max_buffer(100).run_sync().is_err());
+        let out = cp::Command::new("sh")
+            .args(["-c", "exit 3"])
+            .output_sync()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+    }
+    assert_eq!(open_fds(), before);
     assert_no_zombies();
 }

@@ -113,3 +113,107 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Which form of `exec`/`exec_file` a shared test body runs through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `.await` inside a tokio runtime.
+    Async,
+    /// `run_sync()` / `text_sync()`, with no runtime at all.
+    Blocking,
+}
+
+/// `Exec` and `ExecFile`, seen the same way by the tests.
+pub trait Run: Sized + Send + 'static {
+    fn run_async(self) -> cp::ExecFuture;
+    fn text_async(self) -> cp::TextFuture;
+    fn run_blocking(self) -> cp::Result<cp::Output>;
+    fn text_blocking(self) -> cp::Result<String>;
+}
+
+macro_rules! impl_run {
+    ($($ty:ty),*) => {$(
+        impl Run for $ty {
+            fn run_async(self) -> cp::ExecFuture {
+                std::future::IntoFuture::into_future(self)
+            }
+            fn text_async(self) -> cp::TextFuture {
+                self.text()
+            }
+            fn run_blocking(self) -> cp::Result<cp::Output> {
+                self.run_sync()
+            }
+            fn text_blocking(self) -> cp::Result<String> {
+                self.text_sync()
+            }
+        }
+    )*};
+}
+
+use child_process as cp;
+impl_run!(cp::Exec, cp::ExecFile);
+
+impl Mode {
+    pub async fn run(self, r: impl Run) -> cp::Result<cp::Output> {
+        match self {
+            Mode::Async => r.run_async().await,
+            Mode::Blocking => r.run_blocking(),
+        }
+    }
+
+    pub async fn text(self, r: impl Run) -> cp::Result<String> {
+        match self {
+            Mode::Async => r.text_async().await,
+            Mode::Blocking => r.text_blocking(),
+        }
+    }
+
+    /// Start `r` running concurrently with the test body.
+    pub fn start(self, r: impl Run) -> Running {
+        match self {
+            Mode::Async => Running::Task(tokio::spawn(r.run_async())),
+            Mode::Blocking => Running::Thread(std::thread::spawn(move || r.run_blocking())),
+        }
+    }
+}
+
+/// An `exec` running in the background of a test.
+pub enum Running {
+    Task(tokio::task::JoinHandle<cp::Result<cp::Output>>),
+    Thread(std::thread::JoinHandle<cp::Result<cp::Output>>),
+}
+
+impl Running {
+    pub async fn join(self) -> cp::Result<cp::Output> {
+        match self {
+            Running::Task(task) => task.await.unwrap(),
+            Running::Thread(thread) => thread.join().unwrap(),
+        }
+    }
+}
+
+/// One test body, run twice: through `.await` in a tokio runtime, and
+/// through the blocking forms from a plain `#[test]` with no runtime.
+macro_rules! both_forms {
+    ($(async fn $name:ident($mode:ident: Mode) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn body($mode: $crate::support::Mode) $body
+
+            // Multi-threaded, so a test body that blocks on a condition
+            // does not stall the `exec` running in the background.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn async_form() {
+                body($crate::support::Mode::Async).await
+            }
+
+            #[test]
+            fn blocking_form() {
+                futures::executor::block_on(body($crate::support::Mode::Blocking))
+            }
+        }
+    )*};
+}
+pub(crate) use both_forms;

@@ -1,0 +1,27 @@
+'use strict';
+// exec("echo hello") with the output captured, awaited one after another,
+// timed inside Node (startup excluded).
+// usage: node exec.js <n>
+// Prints one JSON line: {"ns_per_op": .., "failures": ..}
+const cp = require('child_process');
+
+const n = Number(process.argv[2]);
+let failures = 0;
+
+function once() {
+  return new Promise((resolve) => {
+    cp.exec('echo hello', (err, stdout) => {
+      if (err || stdout !== 'hello\n') failures++;
+      resolve();
+    });
+  });
+}
+
+(async () => {
+  for (let i = 0; i < Math.max(3, Math.floor(n / 10)); i++) await once(); // warm-up
+  failures = 0;
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) await once();
+  const ns = Number(process.hrtime.bigint() - t0);
+  console.log(JSON.stringify({ ns_per_op: ns / n, failures }));
+})();
