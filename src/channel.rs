@@ -71,7 +71,7 @@ use crate::sys::ipc;
 /// Node has no limit of its own short of V8's maximum string length
 /// (536,870,888 UTF-16 units on 64-bit v20); 128 MiB keeps a runaway peer
 /// from exhausting memory while allowing any message a sane program sends.
-pub const DEFAULT_MAX_MESSAGE_LEN: usize = 128 * 1024 * 1024;
+const DEFAULT_MAX_MESSAGE_LEN: usize = 128 * 1024 * 1024;
 
 /// How many bytes may be queued but not yet written before `send` waits.
 const SEND_QUEUE_LIMIT: u64 = 1024 * 1024;
@@ -175,11 +175,11 @@ impl Channel {
                 None | Some(Some("" | "json")) => {}
                 Some(mode) => {
                     return Err(format!(
-                        "{}={} is not supported: this crate speaks only Node's `json` serialization \
+                    "{}={} is not supported: this crate speaks only Node's `json` serialization \
                          (start the child with `serialization: 'json'`, Node's default)",
-                        ipc::SERIALIZATION_VAR,
-                        mode.unwrap_or("<not UTF-8>"),
-                    ))
+                    ipc::SERIALIZATION_VAR,
+                    mode.unwrap_or("<not UTF-8>"),
+                ))
                 }
             }
             tokio::runtime::Handle::try_current().map_err(|_| no_runtime())?;
@@ -197,19 +197,24 @@ impl Channel {
     /// Used by `fork` for the parent's end of the socketpair. The fd is made
     /// non-blocking and close-on-exec here, whatever it was before.
     pub(crate) fn from_fd(fd: OwnedFd) -> Result<Channel> {
-        tokio::runtime::Handle::try_current().map_err(|_| ChannelError::Setup { reason: no_runtime() })?;
+        tokio::runtime::Handle::try_current().map_err(|_| ChannelError::Setup {
+            reason: no_runtime(),
+        })?;
         let flags = fcntl(&fd, FcntlArg::F_GETFL).map_err(io_error)?;
         let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
         fcntl(&fd, FcntlArg::F_SETFL(flags)).map_err(io_error)?;
         fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io_error)?;
-        let socket = UnixStream::from_std(std::os::unix::net::UnixStream::from(fd)).map_err(ChannelError::Io)?;
+        let socket = UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
+            .map_err(ChannelError::Io)?;
         let shared = Arc::new(Shared {
             socket,
             state: Mutex::new(WriteState::default()),
             notify: Notify::new(),
         });
         Ok(Channel {
-            sender: ChannelSender { shared: shared.clone() },
+            sender: ChannelSender {
+                shared: shared.clone(),
+            },
             receiver: ChannelReceiver::new(shared),
         })
     }
@@ -295,7 +300,7 @@ impl Channel {
     }
 
     /// The longest message [`recv`](Channel::recv) accepts, in bytes
-    /// (without the `\n`); [`DEFAULT_MAX_MESSAGE_LEN`] unless changed.
+    /// (without the `\n`): 128 MiB unless changed.
     ///
     /// # Examples
     ///
@@ -359,7 +364,7 @@ impl Channel {
     ///     for i in 0..10 {
     ///         tx.send(&serde_json::json!({ "tick": i })).await?;
     ///     }
-    ///     child_process::Result::Ok(())
+    ///     Ok::<_, child_process::Error>(())
     /// });
     /// while let Some(msg) = rx.recv::<serde_json::Value>().await? {
     ///     println!("{msg}");
@@ -429,6 +434,15 @@ impl ChannelSender {
         // runs while the queue is locked.
         let mut line = Vec::with_capacity(128);
         serde_json::to_writer(&mut line, msg).map_err(ChannelError::Encode)?;
+        // serde_json's compact output has no raw newline, except inside a
+        // `RawValue` (feature `raw_value`) built from pretty-printed JSON. There a `\n`
+        // can only be whitespace between tokens (JSON strings cannot hold a
+        // raw one), so a space means the same and keeps the framing intact.
+        if memchr::memchr(b'\n', &line).is_some() {
+            line.iter_mut()
+                .filter(|b| **b == b'\n')
+                .for_each(|b| *b = b' ');
+        }
         line.push(b'\n');
         self.shared.send_line(&line).await.map_err(Into::into)
     }
@@ -569,7 +583,10 @@ impl ChannelReceiver {
 
     /// The next message for the user, as a range of `buf`: blank lines and
     /// protocol messages are dealt with here.
-    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<(usize, usize)>, ChannelError>> {
+    fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<(usize, usize)>, ChannelError>> {
         loop {
             let Some((start, end)) = ready!(self.poll_line(cx))? else {
                 return Poll::Ready(Ok(None));
@@ -591,7 +608,10 @@ impl ChannelReceiver {
     }
 
     /// The next `\n`-terminated line (without the `\n`), reading as needed.
-    fn poll_line(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<(usize, usize)>, ChannelError>> {
+    fn poll_line(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<(usize, usize)>, ChannelError>> {
         loop {
             if let Some(i) = memchr::memchr(b'\n', &self.buf[self.scan..self.end]) {
                 let (start, end) = (self.start, self.scan + i);
@@ -601,7 +621,9 @@ impl ChannelReceiver {
                     continue;
                 }
                 if end - start > self.max_len {
-                    return Poll::Ready(Err(ChannelError::TooLong { limit: self.max_len }));
+                    return Poll::Ready(Err(ChannelError::TooLong {
+                        limit: self.max_len,
+                    }));
                 }
                 return Poll::Ready(Ok(Some((start, end))));
             }
@@ -613,7 +635,9 @@ impl ChannelReceiver {
                 // arrives, so one huge message cannot exhaust memory.
                 self.discarding = true;
                 self.start = self.end;
-                return Poll::Ready(Err(ChannelError::TooLong { limit: self.max_len }));
+                return Poll::Ready(Err(ChannelError::TooLong {
+                    limit: self.max_len,
+                }));
             }
             if self.eof {
                 let rest = &self.buf[self.start..self.end];
@@ -633,7 +657,9 @@ impl ChannelReceiver {
             match self.shared.socket.try_read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.end += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted => {}
                 // A peer that closes with unread data in its receive buffer
                 // makes Linux report ECONNRESET after the data it sent: that
                 // is the end of the stream too (Node treats it the same).
@@ -701,7 +727,10 @@ fn decode<T: DeserializeOwned>(line: &[u8]) -> Result<T, ChannelError> {
         excerpt: excerpt(line),
         source: de::Error::custom(format_args!("invalid UTF-8 at byte {}", e.valid_up_to())),
     })?;
-    serde_json::from_str(text).map_err(|source| ChannelError::Decode { excerpt: excerpt(line), source })
+    serde_json::from_str(text).map_err(|source| ChannelError::Decode {
+        excerpt: excerpt(line),
+        source,
+    })
 }
 
 /// The start of a line, for error messages.
@@ -817,7 +846,9 @@ enum Broken {
 impl Broken {
     fn from_io(err: &io::Error) -> Broken {
         match err.raw_os_error() {
-            Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ESHUTDOWN) => Broken::Closed,
+            Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ESHUTDOWN) => {
+                Broken::Closed
+            }
             os => Broken::Io(err.kind(), os),
         }
     }
@@ -927,13 +958,23 @@ impl Shared {
         self.notify.notify_waiters();
     }
 
-    /// One non-blocking `send(2)`. `MSG_NOSIGNAL`: a closed peer gives
-    /// EPIPE, never a SIGPIPE that would kill a process that did not ignore
-    /// it.
+    /// One non-blocking `send(2)` through tokio's readiness tracking: on
+    /// `WouldBlock` the cached readiness is cleared, so `writable()` then
+    /// waits for the socket to drain. Without known readiness (right after
+    /// a `WouldBlock`) it returns `WouldBlock` without a syscall.
     fn try_send(&self, bytes: &[u8]) -> io::Result<usize> {
-        self.socket.try_io(Interest::WRITABLE, || {
-            send(self.socket.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)
-        })
+        self.socket
+            .try_io(Interest::WRITABLE, || self.send_now(bytes))
+    }
+
+    /// One non-blocking `send(2)`, whatever tokio believes about readiness;
+    /// for best-effort writes where we cannot await (a `WouldBlock` here
+    /// leaves tokio's readiness alone, which is harmless).
+    ///
+    /// `MSG_NOSIGNAL`: a closed peer gives EPIPE, never a SIGPIPE that would
+    /// kill a process that does not ignore it.
+    fn send_now(&self, bytes: &[u8]) -> io::Result<usize> {
+        send(self.socket.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)
     }
 }
 
@@ -962,7 +1003,12 @@ impl<'a> Flusher<'a> {
     fn start(shared: &'a Shared, st: &mut WriteState) -> Flusher<'a> {
         st.flushing = true;
         let pos = std::mem::take(&mut st.front_pos);
-        Flusher { shared, buf: std::mem::take(&mut st.front), pos, done: false }
+        Flusher {
+            shared,
+            buf: std::mem::take(&mut st.front),
+            pos,
+            done: false,
+        }
     }
 
     /// Writes until `written >= end`, then keeps writing until the queue is
@@ -972,6 +1018,7 @@ impl<'a> Flusher<'a> {
             if self.pos == self.buf.len() {
                 let mut st = self.shared.lock();
                 if st.back.is_empty() || (st.written >= end && st.waiters > 0) {
+                    drop(st); // before `self`, whose drop locks again
                     self.done = true;
                     return Ok(());
                 }
@@ -990,6 +1037,7 @@ impl<'a> Flusher<'a> {
                     if st.waiters > 0 {
                         if st.written >= end {
                             // Hand over: dropping `self` wakes the waiters.
+                            drop(st);
                             self.done = true;
                             return Ok(());
                         }
@@ -998,7 +1046,11 @@ impl<'a> Flusher<'a> {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.shared.socket.writable().await.map_err(ChannelError::Io)?;
+                    self.shared
+                        .socket
+                        .writable()
+                        .await
+                        .map_err(ChannelError::Io)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -1024,7 +1076,7 @@ impl<'a> Flusher<'a> {
                 self.pos = 0;
             }
             let stop = limit.min(self.buf.len());
-            match self.shared.try_send(&self.buf[self.pos..stop]) {
+            match self.shared.send_now(&self.buf[self.pos..stop]) {
                 Ok(n) => {
                     self.pos += n;
                     self.shared.lock().written += n as u64;
@@ -1100,14 +1152,20 @@ mod tests {
 
     fn channel_pair() -> (Channel, Channel) {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        (Channel::from_fd(a.into()).unwrap(), Channel::from_fd(b.into()).unwrap())
+        (
+            Channel::from_fd(a.into()).unwrap(),
+            Channel::from_fd(b.into()).unwrap(),
+        )
     }
 
     /// A channel and a raw socket for the peer, to write arbitrary bytes.
     fn raw_pair() -> (Channel, tokio::net::UnixStream) {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         b.set_nonblocking(true).unwrap();
-        (Channel::from_fd(a.into()).unwrap(), tokio::net::UnixStream::from_std(b).unwrap())
+        (
+            Channel::from_fd(a.into()).unwrap(),
+            tokio::net::UnixStream::from_std(b).unwrap(),
+        )
     }
 
     #[track_caller]
@@ -1127,7 +1185,11 @@ mod tests {
             tags: Vec<String>,
         }
         let (a, mut b) = channel_pair();
-        let job = Job { id: 7, name: "build".into(), tags: vec!["x".into()] };
+        let job = Job {
+            id: 7,
+            name: "build".into(),
+            tags: vec!["x".into()],
+        };
         a.send(&job).await.unwrap();
         a.send("text").await.unwrap();
         a.send(&42).await.unwrap();
@@ -1140,8 +1202,21 @@ mod tests {
 
     #[tokio::test]
     async fn wire_format_is_nodes() {
+        // A struct: `json!` would sort the keys.
+        #[derive(Serialize)]
+        struct Msg {
+            a: u8,
+            s: &'static str,
+            e: &'static str,
+        }
         let (a, mut raw) = raw_pair();
-        a.send(&json!({"a": 1, "s": "x\ny\u{2028}z\u{2029}", "e": "é"})).await.unwrap();
+        a.send(&Msg {
+            a: 1,
+            s: "x\ny\u{2028}z\u{2029}",
+            e: "é",
+        })
+        .await
+        .unwrap();
         a.send("hello").await.unwrap();
         a.send(&42).await.unwrap();
         a.send(&json!([1, "two"])).await.unwrap();
@@ -1151,7 +1226,8 @@ mod tests {
         // The bytes a Node child writes for the same messages (NODE-IPC.md §1.2).
         assert_eq!(
             bytes,
-            "{\"a\":1,\"s\":\"x\\ny\u{2028}z\u{2029}\",\"e\":\"é\"}\n\"hello\"\n42\n[1,\"two\"]\n".as_bytes()
+            "{\"a\":1,\"s\":\"x\\ny\u{2028}z\u{2029}\",\"e\":\"é\"}\n\"hello\"\n42\n[1,\"two\"]\n"
+                .as_bytes()
         );
     }
 
@@ -1161,25 +1237,19 @@ mod tests {
         let burst: String = (0..10_000).map(|i| format!("{{\"i\":{i}}}\n")).collect();
         raw.write_all(burst.as_bytes()).await.unwrap();
         let (tx, mut rx) = a.split();
-        let (mut peer_rx, peer_tx) = raw.into_split();
-        let echo = tokio::spawn(async move {
-            for i in 0..10_000u64 {
-                tx.send(&json!({ "i": i })).await.unwrap();
-            }
-            drop(peer_tx);
+        let peer = tokio::spawn(async move {
+            let mut echoed = Vec::new();
+            raw.read_to_end(&mut echoed).await.unwrap();
+            echoed
         });
         for i in 0..10_000u64 {
             assert_eq!(rx.recv::<Value>().await.unwrap(), Some(json!({ "i": i })));
         }
-        echo.await.unwrap();
-        let mut echoed = Vec::new();
-        let mut buf = vec![0; 65536];
-        while echoed.len() < burst.len() {
-            let n = peer_rx.read(&mut buf).await.unwrap();
-            assert_ne!(n, 0);
-            echoed.extend_from_slice(&buf[..n]);
+        for i in 0..10_000u64 {
+            tx.send(&json!({ "i": i })).await.unwrap();
         }
-        assert_eq!(echoed, burst.as_bytes());
+        tx.disconnect();
+        assert_eq!(peer.await.unwrap(), burst.as_bytes());
     }
 
     #[tokio::test]
@@ -1222,8 +1292,12 @@ mod tests {
     #[tokio::test]
     async fn bad_lines_fail_alone_and_the_stream_stays_in_sync() {
         let (mut a, mut raw) = raw_pair();
-        raw.write_all(b"not json\n{\"a\":1}\n\xff\xfe\"x\"\n\"\xc3\x28\"\n{\"b\":2}\n").await.unwrap();
-        raw.write_all(b"\n   \n\r\n{\"c\":3}\r\n[1,\n").await.unwrap();
+        raw.write_all(b"not json\n{\"a\":1}\n\xff\xfe\"x\"\n\"\xc3\x28\"\n{\"b\":2}\n")
+            .await
+            .unwrap();
+        raw.write_all(b"\n   \n\r\n{\"c\":3}\r\n[1,\n")
+            .await
+            .unwrap();
         assert_decode_error(a.recv().await);
         assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!({"a": 1})));
         assert_decode_error(a.recv().await); // invalid UTF-8 outside a string
@@ -1252,23 +1326,35 @@ mod tests {
         a.set_max_message_len(10);
         assert_eq!(a.max_message_len(), 10);
         // Complete in one read, and arriving in pieces.
-        raw.write_all(b"\"0123456789abcdef\"\n\"ok1\"\n\"0123456789").await.unwrap();
+        raw.write_all(b"\"0123456789abcdef\"\n\"ok1\"\n\"0123456789")
+            .await
+            .unwrap();
         let (mut a_tx, mut a_rx) = a.split();
         let writer = tokio::spawn(async move {
             for _ in 0..100 {
                 raw.write_all(&[b'x'; 1000]).await.unwrap();
                 tokio::task::yield_now().await;
             }
-            raw.write_all(b"\"\n\"ok2\"\n\"0123456789\"\n").await.unwrap();
+            raw.write_all(b"\"\n\"ok2\"\n\"01234567\"\n").await.unwrap();
             raw
         });
         let too_long = |r: Result<Option<Value>>| {
-            assert!(matches!(r, Err(crate::Error::Channel(ChannelError::TooLong { limit: 10 }))), "{r:?}");
+            assert!(
+                matches!(
+                    r,
+                    Err(crate::Error::Channel(ChannelError::TooLong { limit: 10 }))
+                ),
+                "{r:?}"
+            );
         };
         too_long(a_rx.recv().await);
         assert_eq!(a_rx.recv::<Value>().await.unwrap(), Some(json!("ok1")));
         too_long(a_rx.recv().await);
-        assert!(a_rx.buf.len() <= 2 * READ_CHUNK, "buffered {} bytes", a_rx.buf.len());
+        assert!(
+            a_rx.buf.len() <= 2 * READ_CHUNK,
+            "buffered {} bytes",
+            a_rx.buf.len()
+        );
         assert_eq!(a_rx.recv::<Value>().await.unwrap(), Some(json!("ok2")));
         // Exactly the limit is fine.
         assert_eq!(a_rx.recv::<Value>().await.unwrap(), Some(json!("01234567")));
@@ -1292,11 +1378,26 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!({"cmd": "NODE_"})));
-        assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!({"cmd": "node_x"})));
-        assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!({"cmd": "fooNODE_"})));
-        assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!({"cmd": 7, "v": "NODE_HANDLE"})));
-        assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!(["NODE_HANDLE"])));
+        assert_eq!(
+            a.recv::<Value>().await.unwrap(),
+            Some(json!({"cmd": "NODE_"}))
+        );
+        assert_eq!(
+            a.recv::<Value>().await.unwrap(),
+            Some(json!({"cmd": "node_x"}))
+        );
+        assert_eq!(
+            a.recv::<Value>().await.unwrap(),
+            Some(json!({"cmd": "fooNODE_"}))
+        );
+        assert_eq!(
+            a.recv::<Value>().await.unwrap(),
+            Some(json!({"cmd": 7, "v": "NODE_HANDLE"}))
+        );
+        assert_eq!(
+            a.recv::<Value>().await.unwrap(),
+            Some(json!(["NODE_HANDLE"]))
+        );
     }
 
     #[tokio::test]
@@ -1326,7 +1427,10 @@ mod tests {
         assert_eq!(b.recv::<i32>().await.unwrap(), None);
         assert_eq!(b.recv::<i32>().await.unwrap(), None);
         let err = b.send(&"anyone?").await.unwrap_err();
-        assert!(matches!(err, crate::Error::Channel(ChannelError::Closed)), "{err:?}");
+        assert!(
+            matches!(err, crate::Error::Channel(ChannelError::Closed)),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
@@ -1336,7 +1440,10 @@ mod tests {
         let tx2 = tx.clone();
         tx.disconnect();
         let err = tx2.send(&1).await.unwrap_err();
-        assert!(matches!(err, crate::Error::Channel(ChannelError::Closed)), "{err:?}");
+        assert!(
+            matches!(err, crate::Error::Channel(ChannelError::Closed)),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
@@ -1376,7 +1483,10 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         });
-        assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!({"a": "é😀\u{2028}"})));
+        assert_eq!(
+            a.recv::<Value>().await.unwrap(),
+            Some(json!({"a": "é😀\u{2028}"}))
+        );
         assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!([1, 2])));
         assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!("x")));
         writer.await.unwrap();
@@ -1405,8 +1515,14 @@ mod tests {
                 tokio::spawn(async move {
                     for i in 0..2000 {
                         // Mix small and large messages.
-                        let pad = if i % 100 == 0 { "p".repeat(100_000) } else { String::new() };
-                        tx.send(&json!({ "t": t, "i": i, "pad": pad })).await.unwrap();
+                        let pad = if i % 100 == 0 {
+                            "p".repeat(100_000)
+                        } else {
+                            String::new()
+                        };
+                        tx.send(&json!({ "t": t, "i": i, "pad": pad }))
+                            .await
+                            .unwrap();
                     }
                 })
             })
@@ -1440,7 +1556,10 @@ mod tests {
         {
             let st = tx.shared.lock();
             let pending = st.queued - st.written;
-            assert!(pending <= SEND_QUEUE_LIMIT + 1003, "{pending} bytes pending");
+            assert!(
+                pending <= SEND_QUEUE_LIMIT + 1003,
+                "{pending} bytes pending"
+            );
             assert!(pending >= SEND_QUEUE_LIMIT, "queue not full: {pending}");
         }
         // A message bigger than the whole queue still goes through.
@@ -1496,30 +1615,58 @@ mod tests {
         tx.disconnect();
         let got = reader.await.unwrap();
         // `a` and `b` in full, `c` maybe (its send was cancelled), `d` last.
-        assert!(got == ['a', 'b', 'd'] || got == ['a', 'b', 'c', 'd'], "{got:?}");
+        assert!(
+            got == ['a', 'b', 'd'] || got == ['a', 'b', 'c', 'd'],
+            "{got:?}"
+        );
     }
 
     #[tokio::test]
     async fn cancelled_flusher_finishes_its_line_when_it_can() {
         let (a, mut raw) = raw_pair();
+        let big = "z".repeat(300_000);
+        // Let the reactor see that the socket is writable.
+        a.send(&0).await.unwrap();
+        let first_read = {
+            let mut send = pin!(a.send(&big));
+            // The peer does not read: the send fills the socket and waits.
+            assert!(futures::poll!(send.as_mut()).is_pending());
+            // Room appears, but the future is dropped before it runs again.
+            let mut buf = vec![0; 1 << 20];
+            raw.readable().await.unwrap();
+            let n = raw.try_read(&mut buf).unwrap();
+            assert!(n > 0 && n < big.len());
+            n
+        };
+        // Nobody sends again, yet the line was completed on drop.
+        a.disconnect();
+        let mut got = Vec::new();
+        raw.read_to_end(&mut got).await.unwrap();
+        assert_eq!(
+            first_read + got.len(),
+            "0\n".len() + big.len() + "\"\"\n".len(),
+            "the line was left unfinished"
+        );
+        assert!(got.ends_with(b"zz\"\n"));
+    }
+
+    #[tokio::test]
+    async fn cancelled_send_is_completed_by_the_next_send() {
+        let (a, raw) = raw_pair();
         let big = "z".repeat(600_000);
         let cancelled = tokio::time::timeout(Duration::from_millis(50), a.send(&big)).await;
-        assert!(cancelled.is_err());
-        // Nobody sends again; the peer drains what is there.
-        let mut got = Vec::new();
-        let mut buf = vec![0; 1 << 16];
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-        while tokio::time::Instant::now() < deadline {
-            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), raw.read(&mut buf)).await {
-                got.extend_from_slice(&buf[..n]);
-            }
-        }
-        // The guard could not finish (the socket was full) so the rest stays
-        // queued; one more send completes it before its own message.
+        assert!(cancelled.is_err(), "the send should not have finished");
+        let reader = tokio::spawn(async move {
+            let mut raw = raw;
+            let mut got = Vec::new();
+            raw.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        // The peer drains the socket; the rest of the line is still queued.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         a.send(&1).await.unwrap();
         a.disconnect();
-        raw.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, format!("\"{big}\"\n1\n").as_bytes());
+        assert_eq!(reader.await.unwrap(), format!("\"{big}\"\n1\n").as_bytes());
     }
 
     #[tokio::test]
@@ -1528,7 +1675,10 @@ mod tests {
         let mut bad = std::collections::HashMap::new();
         bad.insert(vec![1u8], 1); // non-string keys cannot be JSON
         let err = a.send(&bad).await.unwrap_err();
-        assert!(matches!(err, crate::Error::Channel(ChannelError::Encode(_))), "{err:?}");
+        assert!(
+            matches!(err, crate::Error::Channel(ChannelError::Encode(_))),
+            "{err:?}"
+        );
         a.send(&"fine").await.unwrap();
         assert_eq!(b.recv::<String>().await.unwrap().as_deref(), Some("fine"));
     }
@@ -1545,8 +1695,14 @@ mod tests {
 
     #[test]
     fn internal_detection_follows_node() {
-        assert_eq!(internal_cmd(br#"{"cmd":"NODE_HANDLE","msg":{}}"#).as_deref(), Some("NODE_HANDLE"));
-        assert_eq!(internal_cmd(br#"{"a":{"cmd":"x"},"cmd":"NODE_X"}"#).as_deref(), Some("NODE_X"));
+        assert_eq!(
+            internal_cmd(br#"{"cmd":"NODE_HANDLE","msg":{}}"#).as_deref(),
+            Some("NODE_HANDLE")
+        );
+        assert_eq!(
+            internal_cmd(br#"{"a":{"cmd":"x"},"cmd":"NODE_X"}"#).as_deref(),
+            Some("NODE_X")
+        );
         assert_eq!(internal_cmd(br#"{"a":{"cmd":"NODE_X"}}"#), None); // nested: not top level
         assert_eq!(internal_cmd(br#"{"cmd":"NODE_"}"#), None);
         assert_eq!(internal_cmd(br#"{"cmd":"NODE_X","cmd":"y"}"#), None); // last wins
@@ -1577,7 +1733,10 @@ mod tests {
     fn setup_error(result: Result<Option<Channel>>, needle: &str) {
         match result {
             Err(crate::Error::Channel(ChannelError::Setup { reason })) => {
-                assert!(reason.contains(needle), "{reason:?} does not mention {needle:?}")
+                assert!(
+                    reason.contains(needle),
+                    "{reason:?} does not mention {needle:?}"
+                )
             }
             other => panic!("expected a setup error, got {other:?}"),
         }
@@ -1585,25 +1744,42 @@ mod tests {
 
     #[tokio::test]
     async fn from_parent_without_a_channel_is_none() {
-        assert!(with_env(None, None, Channel::from_parent).unwrap().is_none());
-        assert!(with_env(Some(""), None, Channel::from_parent).unwrap().is_none());
+        assert!(with_env(None, None, Channel::from_parent)
+            .unwrap()
+            .is_none());
+        assert!(with_env(Some(""), None, Channel::from_parent)
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]
     async fn from_parent_rejects_bad_values() {
         for bad in ["abc", "-1", "3abc", " 3", "+3", "99999999999"] {
-            setup_error(with_env(Some(bad), None, Channel::from_parent), "not a file descriptor number");
+            setup_error(
+                with_env(Some(bad), None, Channel::from_parent),
+                "not a file descriptor number",
+            );
         }
-        setup_error(with_env(Some("1000000"), None, Channel::from_parent), "not open");
-        let file = std::fs::File::open("/work/main/Cargo.toml").or_else(|_| std::fs::File::open("/etc/hostname"));
+        setup_error(
+            with_env(Some("1000000"), None, Channel::from_parent),
+            "not open",
+        );
+        let file = std::fs::File::open("/work/main/Cargo.toml")
+            .or_else(|_| std::fs::File::open("/etc/hostname"));
         let file = file.unwrap();
         let raw = file.as_raw_fd().to_string();
-        setup_error(with_env(Some(&raw), None, Channel::from_parent), "regular file");
+        setup_error(
+            with_env(Some(&raw), None, Channel::from_parent),
+            "regular file",
+        );
         // The fd was left alone: still open and ours.
         nix::sys::stat::fstat(file.as_fd()).unwrap();
         let (udp, _other) = std::os::unix::net::UnixDatagram::pair().unwrap();
         let raw = udp.as_raw_fd().to_string();
-        setup_error(with_env(Some(&raw), None, Channel::from_parent), "not a stream socket");
+        setup_error(
+            with_env(Some(&raw), None, Channel::from_parent),
+            "not a stream socket",
+        );
         nix::sys::stat::fstat(udp.as_fd()).unwrap();
         // The variables stay after a failure.
         let kept = with_env(Some("abc"), None, || {
@@ -1617,14 +1793,20 @@ mod tests {
     async fn from_parent_rejects_advanced_serialization() {
         let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         let raw = ours.as_raw_fd().to_string();
-        setup_error(with_env(Some(&raw), Some("advanced"), Channel::from_parent), "only Node's `json`");
+        setup_error(
+            with_env(Some(&raw), Some("advanced"), Channel::from_parent),
+            "only Node's `json`",
+        );
     }
 
     #[test]
     fn from_parent_without_a_runtime_is_an_error() {
         let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         let raw = ours.as_raw_fd().to_string();
-        setup_error(with_env(Some(&raw), None, Channel::from_parent), "no tokio runtime");
+        setup_error(
+            with_env(Some(&raw), None, Channel::from_parent),
+            "no tokio runtime",
+        );
     }
 
     #[tokio::test]
@@ -1637,7 +1819,10 @@ mod tests {
             let channel = Channel::from_parent().unwrap().expect("a channel");
             let again = Channel::from_parent().unwrap();
             assert!(again.is_none(), "the fd must be taken only once");
-            let env = (std::env::var_os(ipc::CHANNEL_FD_VAR), std::env::var_os(ipc::SERIALIZATION_VAR));
+            let env = (
+                std::env::var_os(ipc::CHANNEL_FD_VAR),
+                std::env::var_os(ipc::SERIALIZATION_VAR),
+            );
             (channel, env)
         });
         assert_eq!(env_after, (None, None));
@@ -1649,9 +1834,15 @@ mod tests {
         assert!(OFlag::from_bits_retain(fl_flags).contains(OFlag::O_NONBLOCK));
         let mut peer = Channel::from_fd(theirs.into()).unwrap();
         peer.send(&json!({"hi": 1})).await.unwrap();
-        assert_eq!(channel.recv::<Value>().await.unwrap(), Some(json!({"hi": 1})));
+        assert_eq!(
+            channel.recv::<Value>().await.unwrap(),
+            Some(json!({"hi": 1}))
+        );
         channel.send(&"back").await.unwrap();
-        assert_eq!(peer.recv::<String>().await.unwrap().as_deref(), Some("back"));
+        assert_eq!(
+            peer.recv::<String>().await.unwrap().as_deref(),
+            Some("back")
+        );
     }
 
     /// `cargo test --release -- --ignored --nocapture throughput`
@@ -1682,7 +1873,10 @@ mod tests {
                 t.await.unwrap();
             }
             let secs = start.elapsed().as_secs_f64();
-            println!("{senders} sender task(s): {N} small messages in {secs:.2} s = {:.0} msg/s", N as f64 / secs);
+            println!(
+                "{senders} sender task(s): {N} small messages in {secs:.2} s = {:.0} msg/s",
+                N as f64 / secs
+            );
         }
         let (a, mut b) = channel_pair();
         let payload = "x".repeat(64 * 1024 - 3);
@@ -1698,6 +1892,9 @@ mod tests {
         }
         sender.await.unwrap();
         let secs = start.elapsed().as_secs_f64();
-        println!("64 KiB messages: {:.0} MB/s", (count * 64 * 1024) as f64 / secs / 1e6);
+        println!(
+            "64 KiB messages: {:.0} MB/s",
+            (count * 64 * 1024) as f64 / secs / 1e6
+        );
     }
 }

@@ -291,6 +291,11 @@ pub enum ChannelError {
     /// exited.
     #[error("the IPC channel is closed")]
     Closed,
+    /// The child has no channel: it was not started by
+    /// [`fork`](crate::fork), or [`Child::take_channel`](crate::Child::take_channel)
+    /// took it.
+    #[error("this child has no IPC channel (not started by fork, or the channel was taken)")]
+    NoChannel,
     /// A message could not be encoded as JSON.
     #[error("could not encode an IPC message as JSON")]
     Encode(#[source] serde_json::Error),

@@ -54,18 +54,22 @@
 #![warn(missing_docs)]
 
 mod blocking;
+mod channel;
 mod error;
 mod exec;
 mod exec_file;
+mod fork;
 mod signal;
 mod spawn;
 mod stdio;
 #[allow(unsafe_code)]
 mod sys;
 
+pub use channel::{Channel, ChannelReceiver, ChannelSender};
 pub use error::{ChannelError, CommandLine, Error, ExitStatus, Output, Result, Stream};
 pub use exec::{exec, Exec, ExecFuture, TextFuture};
 pub use exec_file::{exec_file, ExecFile};
+pub use fork::{fork, Fork};
 pub use signal::{ParseSignalError, Signal};
 pub use spawn::{spawn, Child, Command};
 pub use stdio::{ChildStderr, ChildStdin, ChildStdout, Stdio};

@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 
-use crate::error::{CommandLine, Error, ExitStatus, Output, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::channel::Channel;
+use crate::error::{ChannelError, CommandLine, Error, ExitStatus, Output, Result};
 use crate::stdio::{ChildStderr, ChildStdin, ChildStdout, Stdio, StdioKind};
 use crate::sys::reaper::{self, Orphan, PendingKill};
 use crate::{sys, Signal};
@@ -841,6 +845,7 @@ pub struct Child {
     on_drop: OnDrop,
     leads_group: bool,
     line: CommandLine,
+    channel: Option<Channel>,
 }
 
 impl Child {
@@ -874,6 +879,7 @@ impl Child {
                 on_drop,
                 leads_group,
                 line,
+                channel: None,
             }),
             (Err(e), _) | (_, (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e))) => {
                 // tokio could not register an fd (out of fds): the pipes are
@@ -1116,6 +1122,111 @@ impl Child {
             sys::kill(self.pid, self.pidfd(), signal)
         };
         result.map_err(|e| Error::io(&self.line, e))
+    }
+}
+
+/// The IPC side of a child started by [`fork`](crate::fork).
+impl Child {
+    pub(crate) fn set_channel(&mut self, channel: Channel) {
+        self.channel = Some(channel);
+    }
+
+    fn channel(&self) -> Result<&Channel> {
+        self.channel
+            .as_ref()
+            .ok_or(Error::Channel(ChannelError::NoChannel))
+    }
+
+    /// Send one message to a forked child: its JSON text and `\n`, as Node's
+    /// `subprocess.send`. When this returns `Ok`, the bytes are in the
+    /// socket.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let mut worker = child_process::fork("worker.js").spawn()?;
+    /// worker.send(&serde_json::json!({"job": 1})).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::NoChannel`] for a child not started by `fork`;
+    /// otherwise those of [`Channel::send`].
+    ///
+    /// # Cancellation
+    ///
+    /// As for [`Channel::send`].
+    pub async fn send<T: Serialize + ?Sized>(&self, msg: &T) -> Result<()> {
+        self.channel()?.send(msg).await
+    }
+
+    /// Receive the next message from a forked child; `Ok(None)` once it
+    /// closed the channel or exited and everything it sent was delivered.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let mut worker = child_process::fork("worker.js").spawn()?;
+    /// while let Some(msg) = worker.recv::<serde_json::Value>().await? {
+    ///     println!("{msg}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::NoChannel`] for a child not started by `fork`;
+    /// otherwise those of [`Channel::recv`].
+    ///
+    /// # Cancellation
+    ///
+    /// As for [`Channel::recv`].
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        match &mut self.channel {
+            Some(channel) => channel.recv().await,
+            None => Err(Error::Channel(ChannelError::NoChannel)),
+        }
+    }
+
+    /// Take the channel out of the child, e.g. to [`Channel::split`] it
+    /// between tasks. `None` if it is not a forked child or was taken.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let mut worker = child_process::fork("worker.js").spawn()?;
+    /// let (tx, mut rx) = worker.take_channel().unwrap().split();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn take_channel(&mut self) -> Option<Channel> {
+        self.channel.take()
+    }
+
+    /// Close our end of the channel; the child sees its channel end
+    /// (Node's `'disconnect'`). Messages whose `send` returned are already
+    /// in the socket. Does nothing if there is no channel.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let mut worker = child_process::fork("worker.js").spawn()?;
+    /// worker.disconnect();
+    /// worker.wait().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn disconnect(&mut self) {
+        if let Some(channel) = self.channel.take() {
+            channel.disconnect();
+        }
     }
 }
 

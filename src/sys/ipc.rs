@@ -48,7 +48,9 @@ pub(crate) fn take_inherited_channel(
     let Some(value) = std::env::var_os(CHANNEL_FD_VAR).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
-    let inherited = Inherited { mode: std::env::var_os(SERIALIZATION_VAR) };
+    let inherited = Inherited {
+        mode: std::env::var_os(SERIALIZATION_VAR),
+    };
     let raw = check(&value, &inherited)?;
     let fd = adopt_stream_socket(raw).map_err(|err| format!("{CHANNEL_FD_VAR}={raw}: {err}"))?;
     // Edition 2021: `remove_var` is safe to call. Like Node, we do it once,

@@ -4,6 +4,7 @@
 //! wraps these calls in `AsyncFd`; a blocking layer can drive the same fds
 //! with `poll(2)`.
 
+pub(crate) mod ipc;
 pub(crate) mod reaper;
 pub(crate) mod tokio_fd;
 
@@ -317,6 +318,18 @@ pub(crate) fn has_exited(pid: libc::pid_t) -> io::Result<bool> {
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     Ok((r, w))
+}
+
+/// A connected `AF_UNIX`/`SOCK_STREAM` pair, both ends CLOEXEC: the IPC
+/// channel of `fork`, as libuv's `uv_socketpair(SOCK_STREAM)`.
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    Ok(socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
 }
 
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {

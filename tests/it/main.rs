@@ -3,6 +3,7 @@
 
 mod exec;
 mod exec_file;
+mod fork;
 mod isolated;
 mod regression;
 mod spawn;

@@ -217,3 +217,50 @@ macro_rules! both_forms {
     )*};
 }
 pub(crate) use both_forms;
+
+/// The Rust worker fixture (`tests/fixtures/worker.rs`), built once.
+pub fn worker_exe() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "--example", "fixture_worker"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "building the fixture worker failed");
+            let exe = std::env::current_exe().unwrap();
+            // target/debug/deps/it-xxxx -> target/debug/examples/fixture_worker
+            exe.parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join("examples")
+                .join("fixture_worker")
+        })
+        .clone()
+}
+
+/// A fixture script under `tests/fixtures`.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Whether `node` can be run. On a laptop without it the Node tests skip
+/// with a message; under `CI=true` a missing `node` fails the test.
+pub fn have_node() -> bool {
+    let found = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "node is required under CI=true; .ci/run installs it"
+        );
+        eprintln!("node not available; skipping this test");
+    }
+    found
+}

@@ -1,0 +1,379 @@
+//! `fork`: a child with an IPC channel on fd 3, as Node's `fork` makes one.
+//!
+//! The channel is a `socketpair`; the child's end is placed at fd 3 by the
+//! same `posix_spawn` file actions as stdio (no `pre_exec`, so no fork
+//! path), and the child's environment says where it is:
+//! `NODE_CHANNEL_FD=3`, `NODE_CHANNEL_SERIALIZATION_MODE=json`
+//! (`lib/internal/child_process.js ChildProcess.prototype.spawn`).
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use crate::channel::Channel;
+use crate::error::{ChannelError, Error, Result};
+use crate::spawn::{Child, Command, OnDrop, Spec};
+use crate::stdio::Stdio;
+use crate::{sys, Signal};
+
+/// The fd the child finds its channel on: Node's default `[0, 1, 2, 'ipc']`.
+const CHANNEL_FD: i32 = 3;
+
+/// Prepare to start `program` with an IPC channel to it.
+///
+/// The child reads `NODE_CHANNEL_FD` to find the channel: a Rust program
+/// calls [`Channel::from_parent`], a Node script uses `process.send` and
+/// `process.on('message')`. A `program` ending in `.js`, `.mjs` or `.cjs`
+/// runs under `node` (found in `PATH`) unless [`Fork::exec_path`] names an
+/// interpreter; any other program runs directly.
+///
+/// Defaults, as in Node's `fork`:
+/// - stdin, stdout and stderr inherited (piped with [`Fork::silent`]);
+/// - the parent's environment, plus `NODE_CHANNEL_FD=3` and
+///   `NODE_CHANNEL_SERIALIZATION_MODE=json`;
+/// - the child keeps running when the [`Child`] is dropped (see
+///   [`Fork::kill_on_drop`]); it sees its channel close and can exit.
+///
+/// # Examples
+///
+/// ```no_run
+/// use child_process as cp;
+/// use serde_json::json;
+///
+/// # async fn run() -> cp::Result<()> {
+/// let mut worker = cp::fork("worker.js").args(["--id", "1"]).spawn()?;
+/// worker.send(&json!({"job": 1})).await?;
+/// let reply: Option<serde_json::Value> = worker.recv().await?;
+/// worker.disconnect();
+/// worker.wait().await?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn fork(program: impl AsRef<OsStr>) -> Fork {
+    Fork {
+        program: program.as_ref().to_owned(),
+        args: Vec::new(),
+        exec_path: None,
+        exec_args: Vec::new(),
+        spec: Spec::default(),
+        stdio: [None, None, None],
+        silent: false,
+        kill_on_drop: false,
+    }
+}
+
+/// A child to start with an IPC channel; built by [`fork`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use child_process as cp;
+///
+/// # async fn run() -> cp::Result<()> {
+/// let worker = cp::fork("target/release/worker").env("WORKER_ID", "3").silent(true).spawn()?;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "`Fork` does nothing until you call `spawn()`"]
+#[derive(Debug)]
+pub struct Fork {
+    program: OsString,
+    args: Vec<OsString>,
+    exec_path: Option<PathBuf>,
+    exec_args: Vec<OsString>,
+    spec: Spec,
+    stdio: [Option<Stdio>; 3],
+    silent: bool,
+    kill_on_drop: bool,
+}
+
+impl Fork {
+    /// Arguments for the program (after the script, for an interpreter).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// child_process::fork("worker.js").args(["--verbose"]).spawn()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn args<I, S>(mut self, args: I) -> Fork
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// The interpreter that runs `program` (Node's `execPath`), e.g. a
+    /// particular `node` binary.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// child_process::fork("worker.js").exec_path("/opt/node20/bin/node").spawn()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[doc(alias = "execPath")]
+    pub fn exec_path(mut self, path: impl AsRef<Path>) -> Fork {
+        self.exec_path = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// Arguments for the interpreter, placed before `program` (Node's
+    /// `execArgv`). Only meaningful with an interpreter: a `.js` program or
+    /// [`Fork::exec_path`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// child_process::fork("worker.js").exec_args(["--max-old-space-size=512"]).spawn()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[doc(alias = "execArgv")]
+    pub fn exec_args<I, S>(mut self, args: I) -> Fork
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.exec_args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// The child's working directory.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// child_process::fork("worker.js").cwd("workers").spawn()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cwd(mut self, dir: impl AsRef<Path>) -> Fork {
+        self.spec.cwd = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Set an environment variable on top of the inherited environment
+    /// (Node's `env` replaces it instead).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// child_process::fork("worker.js").env("NODE_ENV", "production").spawn()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn env(mut self, key: impl AsRef<OsStr>, val: impl AsRef<OsStr>) -> Fork {
+        self.spec.set_env(key.as_ref(), Some(val.as_ref()));
+        self
+    }
+
+    /// Set several environment variables.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// child_process::fork("worker.js").envs([("A", "1"), ("B", "2")]).spawn()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn envs<I, K, V>(mut self, vars: I) -> Fork
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        for (k, v) in vars {
+            self.spec.set_env(k.as_ref(), Some(v.as_ref()));
+        }
+        self
+    }
+
+    /// Pipe the child's stdin, stdout and stderr to the parent instead of
+    /// inheriting them, as Node's `silent: true`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let worker = child_process::fork("worker.js").silent(true).spawn()?;
+    /// assert!(worker.stdout.is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn silent(mut self, silent: bool) -> Fork {
+        self.silent = silent;
+        self
+    }
+
+    /// Where the child's stdin comes from (overrides `silent`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process as cp;
+    /// # async fn run() -> cp::Result<()> {
+    /// cp::fork("worker.js").stdin(cp::Stdio::null()).spawn()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stdin(mut self, stdio: impl Into<Stdio>) -> Fork {
+        self.stdio[0] = Some(stdio.into());
+        self
+    }
+
+    /// Where the child's stdout goes (overrides `silent`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process as cp;
+    /// # async fn run() -> cp::Result<()> {
+    /// cp::fork("worker.js").stdout(cp::Stdio::piped()).spawn()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stdout(mut self, stdio: impl Into<Stdio>) -> Fork {
+        self.stdio[1] = Some(stdio.into());
+        self
+    }
+
+    /// Where the child's stderr goes (overrides `silent`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process as cp;
+    /// # async fn run() -> cp::Result<()> {
+    /// cp::fork("worker.js").stderr(cp::Stdio::null()).spawn()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stderr(mut self, stdio: impl Into<Stdio>) -> Fork {
+        self.stdio[2] = Some(stdio.into());
+        self
+    }
+
+    /// Kill the child with `SIGKILL` when the [`Child`] is dropped before it
+    /// was waited for (default `false`: it sees its channel close instead).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let worker = child_process::fork("worker.js").kill_on_drop(true).spawn()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn kill_on_drop(mut self, kill_on_drop: bool) -> Fork {
+        self.kill_on_drop = kill_on_drop;
+        self
+    }
+
+    /// Start the child with its channel.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let mut worker = child_process::fork("worker.js").spawn()?;
+    /// worker.send("hello").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] as for [`Command::spawn`], and when `exec_args` are
+    /// given without an interpreter.
+    pub fn spawn(self) -> Result<Child> {
+        let Fork {
+            program,
+            args,
+            exec_path,
+            exec_args,
+            mut spec,
+            stdio,
+            silent,
+            kill_on_drop,
+        } = self;
+        let is_script = Path::new(&program)
+            .extension()
+            .is_some_and(|ext| ext == "js" || ext == "mjs" || ext == "cjs");
+        let interpreter = exec_path
+            .map(PathBuf::into_os_string)
+            .or_else(|| is_script.then(|| "node".into()));
+        match interpreter {
+            Some(interpreter) => {
+                spec.program = interpreter;
+                spec.args = exec_args;
+                spec.args.push(program);
+            }
+            None => {
+                spec.program = program;
+                if !exec_args.is_empty() {
+                    return Err(Error::spawn(
+                        &spec.command_line(),
+                        "exec_args need an interpreter: a .js program or exec_path",
+                        std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                    ));
+                }
+            }
+        }
+        spec.args.extend(args);
+        // Appended last, so they win over the user's env, as in Node.
+        spec.set_env(OsStr::new("NODE_CHANNEL_FD"), Some(OsStr::new("3")));
+        spec.set_env(
+            OsStr::new("NODE_CHANNEL_SERIALIZATION_MODE"),
+            Some(OsStr::new("json")),
+        );
+
+        let line = spec.command_line();
+        let (ours, theirs) = sys::socketpair()
+            .map_err(|e| Error::spawn(&line, "cannot create the IPC socketpair", e))?;
+        let mut cmd = Command::from_spec(spec);
+        let default = || {
+            if silent {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            }
+        };
+        let [stdin, stdout, stderr] = stdio;
+        cmd.stdin(stdin.unwrap_or_else(default))
+            .stdout(stdout.unwrap_or_else(default))
+            .stderr(stderr.unwrap_or_else(default));
+        let on_drop = if kill_on_drop {
+            OnDrop::Kill {
+                signal: Signal::SIGKILL,
+                grace: None,
+            }
+        } else {
+            OnDrop::Reap
+        };
+        let mut child = cmd.spawn_with(&[(theirs.as_fd(), CHANNEL_FD)], on_drop)?;
+        drop(theirs);
+        let channel = Channel::from_fd(ours).map_err(|e| match e {
+            Error::Channel(ChannelError::Io(source)) => Error::spawn(
+                &line,
+                "cannot register the IPC channel with the tokio runtime",
+                source,
+            ),
+            other => other,
+        })?;
+        child.set_channel(channel);
+        Ok(child)
+    }
+}
