@@ -76,6 +76,10 @@ const DEFAULT_MAX_MESSAGE_LEN: usize = 128 * 1024 * 1024;
 /// How many bytes may be queued but not yet written before `send` waits.
 const SEND_QUEUE_LIMIT: u64 = 1024 * 1024;
 
+/// `feed` writes once this many bytes are queued: one `send(2)` then
+/// carries thousands of small messages.
+const FEED_BATCH: u64 = 256 * 1024;
+
 /// Reads ask for at least this much (libuv reads 64 KiB at a time).
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -256,6 +260,57 @@ impl Channel {
         self.sender.send(msg).await
     }
 
+    /// Queue a message without waiting for the write; see
+    /// [`ChannelSender::feed`]. Follow the last `feed` with
+    /// [`flush`](Channel::flush).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+    /// for i in 0..1000 {
+    ///     channel.feed(&serde_json::json!({ "i": i })).await?;
+    /// }
+    /// channel.flush().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Channel::send`].
+    ///
+    /// # Cancellation
+    ///
+    /// As [`ChannelSender::feed`].
+    pub async fn feed<T: Serialize + ?Sized>(&self, msg: &T) -> Result<()> {
+        self.sender.feed(msg).await
+    }
+
+    /// Wait until everything queued so far is in the socket; see
+    /// [`ChannelSender::flush`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+    /// channel.feed(&"last").await?;
+    /// channel.flush().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`ChannelSender::flush`].
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel safe.
+    pub async fn flush(&self) -> Result<()> {
+        self.sender.flush().await
+    }
+
     /// Receives the next message, or `None` once the peer has closed the
     /// channel and everything it sent before has been delivered.
     ///
@@ -430,21 +485,69 @@ impl ChannelSender {
     /// As [`Channel::send`]: a message never goes out interleaved with
     /// another one.
     pub async fn send<T: Serialize + ?Sized>(&self, msg: &T) -> Result<()> {
-        // Serialize outside the lock: user code (`Serialize` impls) never
-        // runs while the queue is locked.
-        let mut line = Vec::with_capacity(128);
-        serde_json::to_writer(&mut line, msg).map_err(ChannelError::Encode)?;
-        // serde_json's compact output has no raw newline, except inside a
-        // `RawValue` (feature `raw_value`) built from pretty-printed JSON. There a `\n`
-        // can only be whitespace between tokens (JSON strings cannot hold a
-        // raw one), so a space means the same and keeps the framing intact.
-        if memchr::memchr(b'\n', &line).is_some() {
-            line.iter_mut()
-                .filter(|b| **b == b'\n')
-                .for_each(|b| *b = b' ');
-        }
-        line.push(b'\n');
+        let line = encode_line(msg)?;
         self.shared.send_line(&line).await.map_err(Into::into)
+    }
+
+    /// Queue one message without waiting for it to reach the socket: Node's
+    /// `process.send` semantics, for throughput. Queued messages go out
+    /// together in large writes: once 256 KiB are pending (this call then
+    /// waits for them to be written, which also bounds memory), with the
+    /// next [`send`](ChannelSender::send), or with [`flush`](ChannelSender::flush).
+    ///
+    /// Call `flush` after the last `feed`: a message still queued when the
+    /// channel is dropped or disconnected is written only if the socket
+    /// takes it without blocking.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(tx: child_process::ChannelSender) -> child_process::Result<()> {
+    /// for i in 0..1_000_000 {
+    ///     tx.feed(&i).await?;
+    /// }
+    /// tx.flush().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Channel::send`].
+    ///
+    /// # Cancellation
+    ///
+    /// The message is queued before the first await: a cancelled `feed`
+    /// still goes out with the next write.
+    pub async fn feed<T: Serialize + ?Sized>(&self, msg: &T) -> Result<()> {
+        let line = encode_line(msg)?;
+        self.shared.feed_line(&line).await.map_err(Into::into)
+    }
+
+    /// Wait until every message queued so far (by `feed` or `send`, on any
+    /// clone) is written to the socket.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(tx: child_process::ChannelSender) -> child_process::Result<()> {
+    /// tx.feed(&"a").await?;
+    /// tx.flush().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Closed`] or [`ChannelError::Io`] if the channel broke
+    /// before everything was written.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel safe: the queued messages stay queued.
+    pub async fn flush(&self) -> Result<()> {
+        let end = self.shared.lock().queued;
+        self.shared.flush_to(end).await.map_err(Into::into)
     }
 
     /// Closes the whole channel, both directions, for every clone and for
@@ -722,6 +825,25 @@ impl fmt::Debug for ChannelReceiver {
 
 /// Decodes one line: UTF-8 first (serde_json does not check the contents
 /// of strings it skips), then JSON.
+/// One message as its wire line: compact JSON and `\n`.
+fn encode_line<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, ChannelError> {
+    // Serialize outside the lock: user code (`Serialize` impls) never runs
+    // while the queue is locked.
+    let mut line = Vec::with_capacity(128);
+    serde_json::to_writer(&mut line, msg).map_err(ChannelError::Encode)?;
+    // serde_json's compact output has no raw newline, except inside a
+    // `RawValue` (feature `raw_value`) built from pretty-printed JSON. There a `\n`
+    // can only be whitespace between tokens (JSON strings cannot hold a
+    // raw one), so a space means the same and keeps the framing intact.
+    if memchr::memchr(b'\n', &line).is_some() {
+        line.iter_mut()
+            .filter(|b| **b == b'\n')
+            .for_each(|b| *b = b' ');
+    }
+    line.push(b'\n');
+    Ok(line)
+}
+
 fn decode<T: DeserializeOwned>(line: &[u8]) -> Result<T, ChannelError> {
     let text = std::str::from_utf8(line).map_err(|e| ChannelError::Decode {
         excerpt: excerpt(line),
@@ -887,27 +1009,51 @@ impl Shared {
                 Some(Ok((st.queued, flusher)))
             })
             .await?;
-        loop {
-            if let Some(flusher) = flusher {
-                return flusher.run(end).await;
-            }
-            flusher = self
-                .wait_until(|st| {
-                    if st.written >= end {
-                        Some(Ok(None))
-                    } else if let Some(broken) = st.broken {
-                        Some(Err(broken.error()))
-                    } else if !st.flushing {
-                        Some(Ok(Some(Flusher::start(self, st))))
-                    } else {
-                        None
-                    }
-                })
-                .await?;
-            if flusher.is_none() {
-                return Ok(());
-            }
+        match flusher {
+            Some(flusher) => flusher.run(end).await,
+            None => self.flush_to(end).await,
         }
+    }
+
+    /// Returns once `written >= end`: waits for the current flusher, or
+    /// becomes the flusher when nobody writes.
+    async fn flush_to(&self, end: u64) -> Result<(), ChannelError> {
+        let flusher = self
+            .wait_until(|st| {
+                if st.written >= end {
+                    Some(Ok(None))
+                } else if let Some(broken) = st.broken {
+                    Some(Err(broken.error()))
+                } else if !st.flushing {
+                    Some(Ok(Some(Flusher::start(self, st))))
+                } else {
+                    None
+                }
+            })
+            .await?;
+        match flusher {
+            Some(flusher) => flusher.run(end).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Queues `line` and returns at once, unless `FEED_BATCH` bytes are
+    /// pending: then it writes them (or waits for the flusher), so queued
+    /// bytes stay bounded by the batch plus one message per feeding task.
+    async fn feed_line(&self, line: &[u8]) -> Result<(), ChannelError> {
+        let (end, pending) = {
+            let mut st = self.lock();
+            if let Some(broken) = st.broken {
+                return Err(broken.error());
+            }
+            st.back.extend_from_slice(line);
+            st.queued += line.len() as u64;
+            (st.queued, st.queued - st.written)
+        };
+        if pending >= FEED_BATCH {
+            self.flush_to(end).await?;
+        }
+        Ok(())
     }
 
     /// Waits until `ready` returns `Some`, re-checking after every
@@ -952,7 +1098,18 @@ impl Shared {
     /// Disconnects: fails every pending and later send, and shuts the
     /// socket down so the peer sees EOF even while clones keep it open.
     fn close(&self) {
-        self.lock().broken.get_or_insert(Broken::Closed);
+        // What `feed` queued goes out first, if the socket takes it without
+        // blocking (destructors and `disconnect` cannot wait).
+        let mut st = self.lock();
+        if st.broken.is_none() && !st.flushing && st.queued > st.written {
+            let mut flusher = Flusher::start(self, &mut st);
+            drop(st);
+            flusher.write_nonblocking(usize::MAX);
+            drop(flusher);
+            st = self.lock();
+        }
+        st.broken.get_or_insert(Broken::Closed);
+        drop(st);
         // ENOTCONN when the peer is already gone: nothing left to close.
         let _ = shutdown(self.socket.as_raw_fd(), Shutdown::Both);
         self.notify.notify_waiters();
@@ -1667,6 +1824,32 @@ mod tests {
         a.send(&1).await.unwrap();
         a.disconnect();
         assert_eq!(reader.await.unwrap(), format!("\"{big}\"\n1\n").as_bytes());
+    }
+
+    #[tokio::test]
+    async fn fed_messages_go_out_in_few_writes_and_flush_delivers_them() {
+        let (a, mut b) = channel_pair();
+        for i in 0..20_000u32 {
+            a.feed(&json!({ "i": i })).await.unwrap();
+        }
+        // Below the batch size, the tail is still queued until flush.
+        a.flush().await.unwrap();
+        for i in 0..20_000u32 {
+            assert_eq!(b.recv::<Value>().await.unwrap(), Some(json!({ "i": i })));
+        }
+        // A send after feeds delivers the fed messages first, in order.
+        a.feed(&"fed").await.unwrap();
+        a.send(&"sent").await.unwrap();
+        assert_eq!(b.recv::<Value>().await.unwrap(), Some(json!("fed")));
+        assert_eq!(b.recv::<Value>().await.unwrap(), Some(json!("sent")));
+        // Disconnect writes what feed left queued when the socket takes it.
+        a.feed(&"before disconnect").await.unwrap();
+        a.disconnect();
+        assert_eq!(
+            b.recv::<Value>().await.unwrap(),
+            Some(json!("before disconnect"))
+        );
+        assert_eq!(b.recv::<Value>().await.unwrap(), None);
     }
 
     #[tokio::test]
