@@ -995,7 +995,7 @@ impl Shared {
     /// is written to the socket.
     async fn send_line(&self, line: &[u8]) -> Result<(), ChannelError> {
         // Admission: wait while the queue is full, then append.
-        let (end, mut flusher) = self
+        let (end, flusher) = self
             .wait_until(|st| {
                 if let Some(broken) = st.broken {
                     return Some(Err(broken.error()));
