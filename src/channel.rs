@@ -1650,6 +1650,109 @@ mod tests {
         assert_eq!(a.recv::<Value>().await.unwrap(), None);
     }
 
+    /// A small deterministic PRNG (xorshift64*), so the property test needs
+    /// no dependency and a failure names its seed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn string(&mut self) -> String {
+            const PIECES: &[&str] = &[
+                "a", "é", "\n", "\r", "\u{2028}", "\u{2029}", "\u{0}", "\"", "\\", "😀", "{", "}",
+                "NODE_", " ",
+            ];
+            (0..self.below(12))
+                .map(|_| PIECES[self.below(PIECES.len() as u64) as usize])
+                .collect()
+        }
+
+        fn value(&mut self, depth: u32) -> Value {
+            match self.below(if depth > 2 { 5 } else { 7 }) {
+                0 => Value::Null,
+                1 => Value::Bool(self.below(2) == 1),
+                2 => json!(self.next() as i64 >> self.below(64)),
+                3 => json!((self.next() % 1_000_000) as f64 / 7.0),
+                4 => Value::String(self.string()),
+                5 => Value::Array((0..self.below(4)).map(|_| self.value(depth + 1)).collect()),
+                _ => {
+                    let mut map = serde_json::Map::new();
+                    for _ in 0..self.below(4) {
+                        // A `cmd` key sometimes, never an internal one.
+                        let key = if self.below(4) == 0 {
+                            "cmd".to_string()
+                        } else {
+                            self.string()
+                        };
+                        map.insert(key, self.value(depth + 1));
+                    }
+                    if map
+                        .get("cmd")
+                        .and_then(Value::as_str)
+                        .is_some_and(|c| c.starts_with("NODE_"))
+                    {
+                        map.remove("cmd");
+                    }
+                    Value::Object(map)
+                }
+            }
+        }
+    }
+
+    /// Property: any sequence of JSON values, written in any chunking,
+    /// arrives equal and in order. `CP_PROPTEST_CASES` raises the count.
+    #[tokio::test]
+    async fn any_values_in_any_chunking_arrive_equal_and_in_order() {
+        let cases: u64 = std::env::var("CP_PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200);
+        for seed in 1..=cases {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let values: Vec<Value> = (0..rng.below(40)).map(|_| rng.value(0)).collect();
+            let mut wire = Vec::new();
+            for v in &values {
+                wire.extend(encode_line(v).unwrap());
+            }
+            let cuts: Vec<usize> = {
+                let mut cuts: Vec<usize> = (0..rng.below(20))
+                    .map(|_| rng.below(wire.len() as u64 + 1) as usize)
+                    .collect();
+                cuts.sort_unstable();
+                cuts
+            };
+            let (mut a, raw) = raw_pair();
+            let writer = tokio::spawn(async move {
+                let mut raw = raw;
+                let mut at = 0;
+                for cut in cuts.into_iter().chain([wire.len()]) {
+                    raw.write_all(&wire[at..cut]).await.unwrap();
+                    raw.flush().await.unwrap();
+                    tokio::task::yield_now().await;
+                    at = cut;
+                }
+            });
+            for (i, v) in values.iter().enumerate() {
+                let got = a
+                    .recv::<Value>()
+                    .await
+                    .unwrap_or_else(|e| panic!("seed {seed}, message {i}: {e}"));
+                assert_eq!(got.as_ref(), Some(v), "seed {seed}, message {i}");
+            }
+            writer.await.unwrap();
+            assert_eq!(a.recv::<Value>().await.unwrap(), None, "seed {seed}");
+        }
+    }
+
     #[tokio::test]
     async fn receiver_is_a_stream() {
         let (a, b) = channel_pair();
@@ -1829,14 +1932,19 @@ mod tests {
     #[tokio::test]
     async fn fed_messages_go_out_in_few_writes_and_flush_delivers_them() {
         let (a, mut b) = channel_pair();
-        for i in 0..20_000u32 {
+        // The reader runs meanwhile: a full socket makes `feed` wait.
+        let reader = tokio::spawn(async move {
+            for i in 0..50_000u32 {
+                assert_eq!(b.recv::<Value>().await.unwrap(), Some(json!({ "i": i })));
+            }
+            b
+        });
+        for i in 0..50_000u32 {
             a.feed(&json!({ "i": i })).await.unwrap();
         }
-        // Below the batch size, the tail is still queued until flush.
+        // The tail below the batch size is still queued until flush.
         a.flush().await.unwrap();
-        for i in 0..20_000u32 {
-            assert_eq!(b.recv::<Value>().await.unwrap(), Some(json!({ "i": i })));
-        }
+        let mut b = reader.await.unwrap();
         // A send after feeds delivers the fed messages first, in order.
         a.feed(&"fed").await.unwrap();
         a.send(&"sent").await.unwrap();

@@ -1275,6 +1275,42 @@ mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
 
+    /// Errors the kernel gives under resource limits, which a test process
+    /// running as root cannot provoke (root is exempt from RLIMIT_NPROC):
+    /// the words for them, through the same function real failures use.
+    #[test]
+    fn resource_errors_are_explained() {
+        let spec = Spec::new(OsStr::new("/bin/true"));
+        let path = CString::new("/bin/true").unwrap();
+        let argv = sys::CStringArray::new(vec![path.clone()]);
+        let envp = sys::CStringArray::new(vec![]);
+        let explain = |errno| {
+            explain_spawn_error(
+                &io::Error::from_raw_os_error(errno),
+                &spec,
+                &path,
+                &argv,
+                &envp,
+            )
+        };
+        assert_eq!(
+            explain(libc::EAGAIN),
+            "the process limit was reached (RLIMIT_NPROC)"
+        );
+        assert_eq!(explain(libc::EMFILE), "out of file descriptors");
+        assert_eq!(explain(libc::ENOMEM), "out of memory");
+        assert!(explain(libc::E2BIG).starts_with("argument list too long"));
+        let err = Error::spawn(
+            &spec.command_line(),
+            explain(libc::EAGAIN),
+            io::Error::from_raw_os_error(libc::EAGAIN),
+        );
+        assert_eq!(
+            err.to_string(),
+            "failed to spawn `/bin/true`: the process limit was reached (RLIMIT_NPROC)"
+        );
+    }
+
     /// The `SIGCHLD` + `waitpid(pid)` fallback for kernels without pidfds,
     /// forced on for this test process (no other unit test spawns).
     #[tokio::test]

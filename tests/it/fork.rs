@@ -295,3 +295,26 @@ async fn from_parent_without_a_channel_is_none() {
     // This test process was not forked by a Node-style parent.
     assert!(cp::Channel::from_parent().unwrap().is_none());
 }
+
+#[tokio::test]
+async fn worker_exits_when_its_parent_is_killed() {
+    use tokio::io::AsyncBufReadExt;
+    let mut parent = cp::Command::new(worker_exe())
+        .arg("--fork-and-wait")
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    tokio::io::BufReader::new(parent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    let worker: i32 = line.trim().parse().unwrap();
+    assert!(alive(worker));
+    parent.kill(cp::Signal::SIGKILL).unwrap();
+    parent.wait().await.unwrap();
+    // The worker's recv sees the channel close; its loop ends; it exits.
+    wait_until_async(Duration::from_secs(5), "orphaned worker exits", || {
+        !alive(worker)
+    })
+    .await;
+}

@@ -6,6 +6,7 @@ mod exec_file;
 mod fork;
 mod isolated;
 mod regression;
+mod reliability;
 mod spawn;
 mod support;
 mod tidy;
