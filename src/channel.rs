@@ -601,30 +601,12 @@ impl fmt::Debug for ChannelSender {
 /// ```
 pub struct ChannelReceiver {
     shared: Arc<Shared>,
-    /// `buf[start..end]` is received and not yet consumed; `buf[start..scan]`
-    /// is known to hold no `\n`; `buf[end..]` is free space for reads.
-    buf: Vec<u8>,
-    start: usize,
-    scan: usize,
-    end: usize,
-    /// We are skipping the rest of a line longer than `max_len`.
-    discarding: bool,
-    eof: bool,
-    max_len: usize,
+    framer: Framer,
 }
 
 impl ChannelReceiver {
     fn new(shared: Arc<Shared>) -> ChannelReceiver {
-        ChannelReceiver {
-            shared,
-            buf: Vec::new(),
-            start: 0,
-            scan: 0,
-            end: 0,
-            discarding: false,
-            eof: false,
-            max_len: DEFAULT_MAX_MESSAGE_LEN,
-        }
+        ChannelReceiver { shared, framer: Framer::new(DEFAULT_MAX_MESSAGE_LEN) }
     }
 
     /// Receives the next message; see [`Channel::recv`].
@@ -650,7 +632,7 @@ impl ChannelReceiver {
     /// Cancel safe: no message is lost if the future is dropped.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
         match poll_fn(|cx| self.poll_message(cx)).await? {
-            Some((start, end)) => Ok(Some(decode(&self.buf[start..end])?)),
+            Some((start, end)) => Ok(Some(decode(&self.framer.buf[start..end])?)),
             None => Ok(None),
         }
     }
@@ -666,7 +648,7 @@ impl ChannelReceiver {
     /// # }
     /// ```
     pub fn max_message_len(&self) -> usize {
-        self.max_len
+        self.framer.max_len
     }
 
     /// Sets the longest message accepted; see
@@ -680,41 +662,224 @@ impl ChannelReceiver {
     /// # }
     /// ```
     pub fn set_max_message_len(&mut self, limit: usize) -> &mut Self {
-        self.max_len = limit;
+        self.framer.max_len = limit;
         self
     }
 
-    /// The next message for the user, as a range of `buf`: blank lines and
-    /// protocol messages are dealt with here.
+    /// The next message for the user, as a range of the framer's buffer:
+    /// blank lines and protocol messages are dealt with here.
     fn poll_message(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<(usize, usize)>, ChannelError>> {
         loop {
-            let Some((start, end)) = ready!(self.poll_line(cx))? else {
-                return Poll::Ready(Ok(None));
-            };
-            let line = &self.buf[start..end];
-            if line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r')) {
-                // Node never writes blank lines (it would crash reading one);
-                // skipping them is the forgiving choice.
-                continue;
-            }
-            if let Some(cmd) = internal_cmd(line) {
-                if cmd == "NODE_HANDLE" {
-                    self.shared.push_control(HANDLE_NACK);
+            let step = match self.framer.next_message() {
+                Step::NeedMore => {
+                    ready!(self.poll_fill(cx))?;
+                    continue;
                 }
-                continue;
-            }
-            return Poll::Ready(Ok(Some((start, end))));
+                step => step,
+            };
+            return Poll::Ready(match step {
+                Step::Message(start, end) => Ok(Some((start, end))),
+                Step::Internal(cmd) => {
+                    if cmd == "NODE_HANDLE" {
+                        self.shared.push_control(HANDLE_NACK);
+                    }
+                    continue;
+                }
+                Step::Error(e) => Err(e),
+                Step::End => Ok(None),
+                Step::NeedMore => unreachable!("handled above"),
+            });
         }
     }
 
-    /// The next `\n`-terminated line (without the `\n`), reading as needed.
-    fn poll_line(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<(usize, usize)>, ChannelError>> {
+    /// One read from the socket into the framer.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
+        ready!(self.shared.socket.poll_read_ready(cx)).map_err(ChannelError::Io)?;
+        match self.shared.socket.try_read(self.framer.spare()) {
+            Ok(0) => self.framer.set_eof(),
+            Ok(n) => self.framer.filled(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+            // A peer that closes with unread data in its receive buffer
+            // makes Linux report ECONNRESET after the data it sent: that
+            // is the end of the stream too (Node treats it the same).
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => self.framer.set_eof(),
+            Err(e) => return Poll::Ready(Err(ChannelError::Io(e))),
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The fuzz harness's entry point (`fuzz/fuzz_targets/framing.rs`); not part
+/// of the API. Feeds `data` to a [`Framer`] in the chunks `cuts` marks, and
+/// checks, with panics the fuzzer catches, that:
+/// - the framer never holds more than about twice `max_len` plus two read
+///   chunks, whatever the input (no unbounded memory);
+/// - what it yields equals a naive model: split the whole input on `\n`,
+///   skip blank and `NODE_` lines, one `TooLong` per over-long line, one
+///   error for a non-blank fragment cut off by the end of the stream.
+#[doc(hidden)]
+pub fn fuzz_framing(data: &[u8], cuts: &[usize], max_len: usize) {
+    #[derive(Debug, PartialEq)]
+    enum Out {
+        Message(Vec<u8>),
+        Internal(String),
+        TooLong,
+        Cut,
+    }
+    let bound = 2 * (max_len + 2 * READ_CHUNK) + READ_CHUNK;
+    let mut framer = Framer::new(max_len);
+    let mut got = Vec::new();
+    let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(data.len())).collect();
+    cuts.sort_unstable();
+    cuts.push(data.len());
+    let mut chunks = cuts.into_iter().scan(0, |at, cut| {
+        let chunk = &data[*at..cut];
+        *at = cut;
+        Some(chunk)
+    });
+    // What the current "read" has not delivered yet: a chunk larger than
+    // the framer's free space arrives in several reads, as from a socket.
+    let mut pending: &[u8] = &[];
+    loop {
+        match framer.next_message() {
+            Step::Message(start, end) => got.push(Out::Message(framer.get(start, end).to_vec())),
+            Step::Internal(cmd) => got.push(Out::Internal(cmd)),
+            Step::Error(ChannelError::TooLong { .. }) => got.push(Out::TooLong),
+            Step::Error(_) => got.push(Out::Cut),
+            Step::End => break,
+            Step::NeedMore => {
+                while pending.is_empty() {
+                    match chunks.next() {
+                        Some(chunk) => pending = chunk,
+                        None => break,
+                    }
+                }
+                if pending.is_empty() {
+                    framer.set_eof();
+                } else {
+                    let spare = framer.spare();
+                    let n = spare.len().min(pending.len());
+                    spare[..n].copy_from_slice(&pending[..n]);
+                    framer.filled(n);
+                    pending = &pending[n..];
+                }
+            }
+        }
+        assert!(framer.held() <= bound, "framer holds {} bytes (bound {bound})", framer.held());
+    }
+
+    let mut model = Vec::new();
+    let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+    let tail = lines.pop().unwrap_or_default();
+    let blank = |line: &[u8]| line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r'));
+    for line in lines {
+        if line.len() > max_len {
+            model.push(Out::TooLong);
+        } else if blank(line) {
+        } else if let Some(cmd) = internal_cmd(line) {
+            model.push(Out::Internal(cmd));
+        } else {
+            model.push(Out::Message(line.to_vec()));
+        }
+    }
+    if tail.len() > max_len {
+        model.push(Out::TooLong);
+    } else if !blank(tail) {
+        model.push(Out::Cut);
+    }
+    assert_eq!(got, model);
+}
+
+/// What the framer has for the reader next.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// A message for the user: `buf[start..end]`, without the `\n`.
+    Message(usize, usize),
+    /// A protocol message (`cmd` starting with `NODE_`), with its `cmd`.
+    Internal(String),
+    /// An error for one message (too long, cut off at the end of stream).
+    Error(ChannelError),
+    /// Nothing complete yet: read more into [`Framer::spare`].
+    NeedMore,
+    /// The stream ended and everything in it was delivered.
+    End,
+}
+
+/// Splits received bytes into `\n`-terminated messages, in place, without
+/// touching a socket: the reader feeds it, and so does the fuzz harness
+/// (`fuzz/`), which checks it over arbitrary bytes in arbitrary chunks.
+pub(crate) struct Framer {
+    /// `buf[start..end]` is received and not yet consumed; `buf[start..scan]`
+    /// is known to hold no `\n`; `buf[end..]` is free space for reads.
+    buf: Vec<u8>,
+    start: usize,
+    scan: usize,
+    end: usize,
+    /// We are skipping the rest of a line longer than `max_len`.
+    discarding: bool,
+    eof: bool,
+    max_len: usize,
+}
+
+impl Framer {
+    pub(crate) fn new(max_len: usize) -> Framer {
+        Framer { buf: Vec::new(), start: 0, scan: 0, end: 0, discarding: false, eof: false, max_len }
+    }
+
+    /// The bytes of a message `next_message` returned.
+    pub(crate) fn get(&self, start: usize, end: usize) -> &[u8] {
+        &self.buf[start..end]
+    }
+
+    /// Free space to read into (at least [`READ_CHUNK`] bytes).
+    pub(crate) fn spare(&mut self) -> &mut [u8] {
+        self.make_room();
+        &mut self.buf[self.end..]
+    }
+
+    /// `n` bytes were read into [`Framer::spare`].
+    pub(crate) fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    /// The stream ended.
+    pub(crate) fn set_eof(&mut self) {
+        self.eof = true;
+    }
+
+    /// Bytes held, for the fuzz harness's memory bound.
+    fn held(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next message: blank lines are skipped (Node never writes them, and
+    /// would die reading one); protocol messages are told apart.
+    pub(crate) fn next_message(&mut self) -> Step {
+        loop {
+            match self.next_line() {
+                Ok(Some((start, end))) => {
+                    let line = &self.buf[start..end];
+                    if line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r')) {
+                        continue;
+                    }
+                    return match internal_cmd(line) {
+                        Some(cmd) => Step::Internal(cmd),
+                        None => Step::Message(start, end),
+                    };
+                }
+                Ok(None) if self.eof => return Step::End,
+                Ok(None) => return Step::NeedMore,
+                Err(e) => return Step::Error(e),
+            }
+        }
+    }
+
+    /// The next `\n`-terminated line (without the `\n`); `Ok(None)` when
+    /// more bytes are needed or, after `set_eof`, at the end.
+    fn next_line(&mut self) -> Result<Option<(usize, usize)>, ChannelError> {
         loop {
             if let Some(i) = memchr::memchr(b'\n', &self.buf[self.scan..self.end]) {
                 let (start, end) = (self.start, self.scan + i);
@@ -724,11 +889,9 @@ impl ChannelReceiver {
                     continue;
                 }
                 if end - start > self.max_len {
-                    return Poll::Ready(Err(ChannelError::TooLong {
-                        limit: self.max_len,
-                    }));
+                    return Err(ChannelError::TooLong { limit: self.max_len });
                 }
-                return Poll::Ready(Ok(Some((start, end))));
+                return Ok(Some((start, end)));
             }
             self.scan = self.end;
             if self.discarding {
@@ -738,37 +901,21 @@ impl ChannelReceiver {
                 // arrives, so one huge message cannot exhaust memory.
                 self.discarding = true;
                 self.start = self.end;
-                return Poll::Ready(Err(ChannelError::TooLong {
-                    limit: self.max_len,
-                }));
+                return Err(ChannelError::TooLong { limit: self.max_len });
             }
             if self.eof {
                 let rest = &self.buf[self.start..self.end];
                 self.start = self.end;
                 if !self.discarding && rest.iter().any(|&b| !matches!(b, b' ' | b'\t' | b'\r')) {
                     // Node drops such a fragment silently; we say so.
-                    return Poll::Ready(Err(ChannelError::Decode {
+                    return Err(ChannelError::Decode {
                         excerpt: excerpt(rest),
                         source: de::Error::custom("the channel closed in the middle of a message"),
-                    }));
+                    });
                 }
                 self.discarding = false;
-                return Poll::Ready(Ok(None));
             }
-            self.make_room();
-            ready!(self.shared.socket.poll_read_ready(cx)).map_err(ChannelError::Io)?;
-            match self.shared.socket.try_read(&mut self.buf[self.end..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.end += n,
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::Interrupted => {}
-                // A peer that closes with unread data in its receive buffer
-                // makes Linux report ECONNRESET after the data it sent: that
-                // is the end of the stream too (Node treats it the same).
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => self.eof = true,
-                Err(e) => return Poll::Ready(Err(ChannelError::Io(e))),
-            }
+            return Ok(None);
         }
     }
 
@@ -805,7 +952,7 @@ impl futures_core::Stream for ChannelReceiver {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         Poll::Ready(match ready!(this.poll_message(cx)) {
-            Ok(Some((start, end))) => Some(decode(&this.buf[start..end]).map_err(Into::into)),
+            Ok(Some((start, end))) => Some(decode(this.framer.get(start, end)).map_err(Into::into)),
             Ok(None) => None,
             Err(e) => Some(Err(e.into())),
         })
@@ -816,15 +963,13 @@ impl fmt::Debug for ChannelReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChannelReceiver")
             .field("fd", &self.shared.socket.as_raw_fd())
-            .field("buffered", &(self.end - self.start))
-            .field("eof", &self.eof)
-            .field("max_message_len", &self.max_len)
+            .field("buffered", &(self.framer.end - self.framer.start))
+            .field("eof", &self.framer.eof)
+            .field("max_message_len", &self.framer.max_len)
             .finish()
     }
 }
 
-/// Decodes one line: UTF-8 first (serde_json does not check the contents
-/// of strings it skips), then JSON.
 /// One message as its wire line: compact JSON and `\n`.
 fn encode_line<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, ChannelError> {
     // Serialize outside the lock: user code (`Serialize` impls) never runs
@@ -844,6 +989,8 @@ fn encode_line<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, ChannelError> 
     Ok(line)
 }
 
+/// Decodes one line: UTF-8 first (serde_json does not check the contents
+/// of strings it skips), then JSON.
 fn decode<T: DeserializeOwned>(line: &[u8]) -> Result<T, ChannelError> {
     let text = std::str::from_utf8(line).map_err(|e| ChannelError::Decode {
         excerpt: excerpt(line),
@@ -1508,9 +1655,9 @@ mod tests {
         assert_eq!(a_rx.recv::<Value>().await.unwrap(), Some(json!("ok1")));
         too_long(a_rx.recv().await);
         assert!(
-            a_rx.buf.len() <= 2 * READ_CHUNK,
+            a_rx.framer.buf.len() <= 2 * READ_CHUNK,
             "buffered {} bytes",
-            a_rx.buf.len()
+            a_rx.framer.buf.len()
         );
         assert_eq!(a_rx.recv::<Value>().await.unwrap(), Some(json!("ok2")));
         // Exactly the limit is fine.
@@ -1751,6 +1898,26 @@ mod tests {
             writer.await.unwrap();
             assert_eq!(a.recv::<Value>().await.unwrap(), None, "seed {seed}");
         }
+    }
+
+    #[test]
+    fn framing_matches_the_model_on_the_fuzz_seeds() {
+        let seeds: &[&[u8]] = &[
+            b"{\"a\":1}\n\n  \r\n{\"cmd\":\"NODE_HANDLE\"}\nnot json\n[1,2",
+            b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n{\"b\":2}\nyyyyyyyyyyyyyyyyyyyyyyyyyy",
+            b"\xff\xfe\n\"\\u2028\"\n",
+            b"",
+            b"\n\n\n",
+        ];
+        for data in seeds {
+            for max_len in [0, 1, 16, 1 << 20] {
+                for cuts in [vec![], vec![1, 2, 3], vec![5, 17, 40], (0..data.len()).collect()] {
+                    fuzz_framing(data, &cuts, max_len);
+                }
+            }
+        }
+        let big = vec![b'x'; 300_000];
+        fuzz_framing(&big, &[70_000, 140_000, 250_000], 1000);
     }
 
     #[tokio::test]

@@ -66,6 +66,8 @@ mod stdio;
 mod sys;
 
 pub use channel::{Channel, ChannelReceiver, ChannelSender};
+#[doc(hidden)]
+pub use channel::fuzz_framing;
 pub use error::{ChannelError, CommandLine, Error, ExitStatus, Output, Result, Stream};
 pub use exec::{exec, Exec, ExecFuture, TextFuture};
 pub use exec_file::{exec_file, ExecFile};
