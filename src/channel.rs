@@ -606,7 +606,10 @@ pub struct ChannelReceiver {
 
 impl ChannelReceiver {
     fn new(shared: Arc<Shared>) -> ChannelReceiver {
-        ChannelReceiver { shared, framer: Framer::new(DEFAULT_MAX_MESSAGE_LEN) }
+        ChannelReceiver {
+            shared,
+            framer: Framer::new(DEFAULT_MAX_MESSAGE_LEN),
+        }
     }
 
     /// Receives the next message; see [`Channel::recv`].
@@ -701,7 +704,9 @@ impl ChannelReceiver {
         match self.shared.socket.try_read(self.framer.spare()) {
             Ok(0) => self.framer.set_eof(),
             Ok(n) => self.framer.filled(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted => {}
             // A peer that closes with unread data in its receive buffer
             // makes Linux report ECONNRESET after the data it sent: that
             // is the end of the stream too (Node treats it the same).
@@ -768,7 +773,11 @@ pub fn fuzz_framing(data: &[u8], cuts: &[usize], max_len: usize) {
                 }
             }
         }
-        assert!(framer.held() <= bound, "framer holds {} bytes (bound {bound})", framer.held());
+        assert!(
+            framer.held() <= bound,
+            "framer holds {} bytes (bound {bound})",
+            framer.held()
+        );
     }
 
     let mut model = Vec::new();
@@ -826,7 +835,15 @@ pub(crate) struct Framer {
 
 impl Framer {
     pub(crate) fn new(max_len: usize) -> Framer {
-        Framer { buf: Vec::new(), start: 0, scan: 0, end: 0, discarding: false, eof: false, max_len }
+        Framer {
+            buf: Vec::new(),
+            start: 0,
+            scan: 0,
+            end: 0,
+            discarding: false,
+            eof: false,
+            max_len,
+        }
     }
 
     /// The bytes of a message `next_message` returned.
@@ -889,7 +906,9 @@ impl Framer {
                     continue;
                 }
                 if end - start > self.max_len {
-                    return Err(ChannelError::TooLong { limit: self.max_len });
+                    return Err(ChannelError::TooLong {
+                        limit: self.max_len,
+                    });
                 }
                 return Ok(Some((start, end)));
             }
@@ -901,7 +920,9 @@ impl Framer {
                 // arrives, so one huge message cannot exhaust memory.
                 self.discarding = true;
                 self.start = self.end;
-                return Err(ChannelError::TooLong { limit: self.max_len });
+                return Err(ChannelError::TooLong {
+                    limit: self.max_len,
+                });
             }
             if self.eof {
                 let rest = &self.buf[self.start..self.end];
@@ -1911,7 +1932,12 @@ mod tests {
         ];
         for data in seeds {
             for max_len in [0, 1, 16, 1 << 20] {
-                for cuts in [vec![], vec![1, 2, 3], vec![5, 17, 40], (0..data.len()).collect()] {
+                for cuts in [
+                    vec![],
+                    vec![1, 2, 3],
+                    vec![5, 17, 40],
+                    (0..data.len()).collect(),
+                ] {
                     fuzz_framing(data, &cuts, max_len);
                 }
             }

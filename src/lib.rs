@@ -65,9 +65,9 @@ mod stdio;
 #[allow(unsafe_code)]
 mod sys;
 
-pub use channel::{Channel, ChannelReceiver, ChannelSender};
 #[doc(hidden)]
 pub use channel::fuzz_framing;
+pub use channel::{Channel, ChannelReceiver, ChannelSender};
 pub use error::{ChannelError, CommandLine, Error, ExitStatus, Output, Result, Stream};
 pub use exec::{exec, Exec, ExecFuture, TextFuture};
 pub use exec_file::{exec_file, ExecFile};

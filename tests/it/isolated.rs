@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use child_process as cp;
 
-use crate::support::{assert_no_zombies, open_fds, wait_until};
+use crate::support::{assert_no_new_fds, assert_no_zombies, open_fds, wait_until};
 
 #[test]
 fn run_isolated() {
@@ -49,7 +49,7 @@ fn sequential_execs_leak_no_fds_and_no_zombies() {
             let out = cp::exec(format!("echo {i}")).await.unwrap();
             assert_eq!(out.stdout, format!("{i}\n").as_bytes());
         }
-        assert_eq!(open_fds(), before);
+        assert_no_new_fds(&before);
     });
     assert_no_zombies();
 }
@@ -117,9 +117,7 @@ fn every_kill_path_leaves_no_zombie_and_no_fd() {
             child.kill(cp::Signal::SIGKILL).unwrap();
             child.wait().await.unwrap();
         }
-        wait_until(Duration::from_secs(5), "fds back to the start", || {
-            open_fds().is_subset(&before)
-        });
+        assert_no_new_fds(&before);
     });
     assert_no_zombies();
 }
@@ -156,7 +154,7 @@ fn blocking_forms_leak_no_fds_and_no_zombies() {
             .unwrap();
         assert_eq!(out.status.code(), Some(3));
     }
-    assert_eq!(open_fds(), before);
+    assert_no_new_fds(&before);
     assert_no_zombies();
 }
 
@@ -212,24 +210,7 @@ fn stress_10000_spawns_leave_no_zombie_and_no_fd() {
         for task in futures::future::join_all(tasks).await {
             task.unwrap();
         }
-        let settled = (0..1000).any(|_| {
-            std::thread::sleep(Duration::from_millis(10));
-            open_fds().is_subset(&before)
-        });
-        let extra: Vec<String> = open_fds()
-            .difference(&before)
-            .map(|fd| {
-                format!(
-                    "{fd} -> {:?}",
-                    std::fs::read_link(format!("/proc/self/fd/{fd}"))
-                )
-            })
-            .collect();
-        assert!(
-            settled,
-            "fds left open: {extra:?}; children: {:?}",
-            crate::support::children()
-        );
+        assert_no_new_fds(&before);
     });
     assert_no_zombies();
 }

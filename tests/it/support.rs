@@ -13,6 +13,28 @@ pub fn open_fds() -> BTreeSet<i32> {
         .collect()
 }
 
+/// Wait (up to 10 s) until no fd is open that was not open in `before`, and
+/// say which ones and which children are left if that does not happen.
+#[track_caller]
+pub fn assert_no_new_fds(before: &BTreeSet<i32>) {
+    let start = Instant::now();
+    while !open_fds().is_subset(before) {
+        if start.elapsed() > Duration::from_secs(10) {
+            let extra: Vec<String> = open_fds()
+                .difference(before)
+                .map(|fd| {
+                    format!(
+                        "{fd} -> {:?}",
+                        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                    )
+                })
+                .collect();
+            panic!("fds left open: {extra:?}; children: {:?}", children());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// `(pid, state)` of every child process of this process.
 pub fn children() -> Vec<(i32, char)> {
     let me = std::process::id() as i32;
