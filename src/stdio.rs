@@ -167,7 +167,16 @@ impl Pipe {
         loop {
             let mut guard = self.0.readable().await?;
             match guard.try_io(|fd| capture.read_from(fd.as_fd())) {
-                Ok(result) => return result,
+                Ok(Ok(n)) => {
+                    // A short read emptied the pipe: wait for the next edge
+                    // instead of a read that would only say EAGAIN (tokio's
+                    // own PollEvented::poll_read does the same).
+                    if n > 0 && capture.last_read_was_short() {
+                        guard.clear_ready();
+                    }
+                    return Ok(n);
+                }
+                Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,
             }
         }
@@ -326,6 +335,8 @@ pub(crate) struct Capture {
     pipe_grown: bool,
     /// How far into the buffer the pages are faulted in already.
     populated: usize,
+    /// The last read returned less than it asked for.
+    short: bool,
 }
 
 const FIRST_CHUNK: usize = 8 * 1024;
@@ -340,6 +351,7 @@ impl Capture {
             limit,
             pipe_grown: false,
             populated: 0,
+            short: false,
         }
     }
 
@@ -365,7 +377,16 @@ impl Capture {
         }
         // One byte past the limit is enough to know it was exceeded.
         let max = self.limit.saturating_add(1).saturating_sub(self.buf.len());
-        sys::read_to_spare(fd, &mut self.buf, max)
+        let asked = max.min(self.buf.capacity() - self.buf.len());
+        let n = sys::read_to_spare(fd, &mut self.buf, max)?;
+        self.short = n < asked;
+        Ok(n)
+    }
+
+    /// Whether the last read got less than it asked for: the pipe was empty
+    /// after it.
+    pub(crate) fn last_read_was_short(&self) -> bool {
+        self.short
     }
 
     /// Whether more than `limit` bytes arrived.

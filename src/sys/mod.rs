@@ -348,9 +348,16 @@ pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    set_nonblocking_to(fd, true)
+}
+
+/// `ioctl(FIONBIO)`: one syscall, where `fcntl` needs `F_GETFL` and
+/// `F_SETFL` (std sets pipes non-blocking the same way).
+fn set_nonblocking_to(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let mut on = libc::c_int::from(on);
+    // SAFETY: FIONBIO reads one int from the pointer we pass; the fd is
+    // borrowed for the call.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONBIO, &mut on) })?;
     Ok(())
 }
 
@@ -507,8 +514,5 @@ pub(crate) fn arg_max() -> usize {
 }
 
 pub(crate) fn set_blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags & !OFlag::O_NONBLOCK))?;
-    Ok(())
+    set_nonblocking_to(fd, false)
 }
