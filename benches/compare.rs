@@ -1479,6 +1479,7 @@ fn mode_loop(who: &str, n: usize) -> Result<Value, String> {
         "ipc-oneway" => 1e9 / rust_ipc(Ipc::OneWay, n, false)?,
         "ipc-oneway-concurrent" => 1e9 / rust_ipc(Ipc::OneWay, n, true)?,
         "ipc-pingpong" => 1e9 / rust_ipc(Ipc::PingPong, n, false)?,
+        "ipc-bulk64k" => rust_ipc(Ipc::Bulk(64 << 10), n, false)?,
         "std-exec" => per_op(n, || {
             let out = StdCommand::new("/bin/sh")
                 .args(["-c", "echo hello"])

@@ -16,12 +16,37 @@ use crate::Signal;
 ///
 /// This is [`std::process::Output`]: `status`, `stdout` and `stderr` are
 /// public fields.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run() -> child_process::Result<()> {
+/// let out: child_process::Output = child_process::exec("echo hi").await?;
+/// assert!(out.status.success());
+/// assert_eq!(out.stdout, b"hi\n");
+/// # Ok(())
+/// # }
+/// ```
 pub type Output = std::process::Output;
 
 /// How a child ended: [`std::process::ExitStatus`].
 ///
 /// [`std::os::unix::process::ExitStatusExt::signal`] tells which signal
 /// killed it.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::os::unix::process::ExitStatusExt;
+///
+/// # async fn run() -> child_process::Result<()> {
+/// let mut child = child_process::spawn("sleep", ["10"])?;
+/// child.kill(child_process::Signal::SIGKILL)?;
+/// let status: child_process::ExitStatus = child.wait().await?;
+/// assert_eq!(status.signal(), Some(9));
+/// # Ok(())
+/// # }
+/// ```
 pub type ExitStatus = std::process::ExitStatus;
 
 /// `Result` with this crate's [`Error`] as the default error type.
@@ -265,7 +290,20 @@ impl From<Error> for io::Error {
     }
 }
 
-/// Which output stream of a child.
+/// Which output stream of a child, as [`Error::MaxBuffer`] reports it.
+///
+/// # Examples
+///
+/// ```no_run
+/// use child_process as cp;
+///
+/// # async fn run() -> cp::Result<()> {
+/// if let Err(cp::Error::MaxBuffer { stream, .. }) = cp::exec("yes").max_buffer(1024).await {
+///     assert_eq!(stream, cp::Stream::Stdout);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stream {
     /// The child's standard output.

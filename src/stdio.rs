@@ -260,14 +260,56 @@ pipe_end!(
     ///
     /// Drop it to close the child's stdin. Writing after the child has exited
     /// fails with [`io::ErrorKind::BrokenPipe`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # async fn run() -> child_process::Result<()> {
+    /// let mut child = child_process::spawn("wc", ["-l"])?;
+    /// let mut stdin = child.stdin.take().unwrap();
+    /// stdin.write_all(b"one\ntwo\n").await?;
+    /// drop(stdin); // end of input
+    /// # Ok(())
+    /// # }
+    /// ```
     ChildStdin
 );
 pipe_end!(
     /// The parent's end of a child's stdout pipe: a tokio [`AsyncRead`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # async fn run() -> child_process::Result<()> {
+    /// let mut child = child_process::spawn("date", [""; 0])?;
+    /// let mut text = String::new();
+    /// child.stdout.take().unwrap().read_to_string(&mut text).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     ChildStdout
 );
 pipe_end!(
     /// The parent's end of a child's stderr pipe: a tokio [`AsyncRead`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use tokio::io::{AsyncBufReadExt, BufReader};
+    ///
+    /// # async fn run() -> child_process::Result<()> {
+    /// let mut child = child_process::spawn("make", [""; 0])?;
+    /// let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    /// while let Some(line) = lines.next_line().await? {
+    ///     eprintln!("make: {line}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     ChildStderr
 );
 
