@@ -258,3 +258,59 @@ fn out_of_fds_is_a_clear_error_and_recovers() {
         assert_eq!(cp::exec("echo again").text().await.unwrap(), "again");
     });
 }
+
+/// Issue 6: hitting RLIMIT_NPROC (EAGAIN from clone) is a clear error, and
+/// spawning works again once the limit allows it. Root is exempt from the
+/// limit, so as root this test runs itself again as `nobody`.
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn process_limit_is_a_clear_error_and_recovers() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let name = "isolated::process_limit_is_a_clear_error_and_recovers";
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", name, "--test-threads=1"])
+            .env("CP_ISOLATED", "1")
+            .output()
+            .expect("setpriv (util-linux) runs the check as nobody");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "as nobody:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: test code; getrlimit/setrlimit on valid structs.
+        unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut old) };
+        // This user already has at least one process (this one): no more.
+        let tight = libc::rlimit {
+            rlim_cur: 1,
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &tight) }, 0);
+        let err = cp::exec("true").await.unwrap_err();
+        let blocking = cp::exec_file("true", [""; 0]).run_sync().unwrap_err();
+        // SAFETY: as above; restore the limit.
+        unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &old) };
+        for err in [err, blocking] {
+            assert!(matches!(err, cp::Error::Spawn { .. }), "{err:?}");
+            assert!(
+                err.to_string()
+                    .contains("process limit was reached (RLIMIT_NPROC)"),
+                "{err}"
+            );
+        }
+        assert_eq!(cp::exec("echo again").text().await.unwrap(), "again");
+    });
+    assert_no_zombies();
+}
