@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{CommandLine, Error, ExitStatus, Output, Result, Stream};
 use crate::exec::{Collected, Ending, Job, Limits, PIPE_GRACE};
-use crate::spawn::{spawn_raw, Command, OnDrop, RawChild};
+use crate::spawn::{abandon, signal_tree, spawn_raw, Command, OnDrop, RawChild};
 use crate::stdio::{Capture, Stdio};
-use crate::sys::reaper::{self, Orphan, PendingKill};
 use crate::{sys, Signal};
 
 impl Job {
@@ -99,16 +98,9 @@ impl SyncChild {
     }
 
     fn signal_tree(&self, signal: i32) -> Result<()> {
-        let result = if self.leads_group {
-            sys::kill_group(self.raw.pid, signal)
-        } else {
-            sys::kill(
-                self.raw.pid,
-                self.raw.pidfd.as_ref().map(|fd| fd.as_fd()),
-                signal,
-            )
-        };
-        result.map_err(|e| Error::io(&self.line, e))
+        let pidfd = self.raw.pidfd.as_ref().map(|fd| fd.as_fd());
+        signal_tree(self.raw.pid, pidfd, self.leads_group, signal)
+            .map_err(|e| Error::io(&self.line, e))
     }
 
     /// Block until the child has exited (not reaped), for at most `limit`.
@@ -166,24 +158,14 @@ impl SyncChild {
 
 impl Drop for SyncChild {
     fn drop(&mut self) {
-        if self.status.is_some() {
-            return;
+        if self.status.is_none() {
+            abandon(
+                self.raw.pid,
+                self.raw.pidfd.take(),
+                self.leads_group,
+                self.on_drop,
+            );
         }
-        let kill = match self.on_drop {
-            OnDrop::Reap => None,
-            OnDrop::Kill { signal, grace } => {
-                let _ = self.signal_tree(signal.as_raw());
-                grace.map(|grace| PendingKill {
-                    group: self.leads_group,
-                    deadline: Instant::now() + grace,
-                })
-            }
-        };
-        reaper::adopt(Orphan {
-            pid: self.raw.pid,
-            pidfd: self.raw.pidfd.take(),
-            kill,
-        });
     }
 }
 

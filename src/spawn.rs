@@ -812,6 +812,48 @@ pub(crate) enum OnDrop {
     },
 }
 
+/// Send `signal` to the child, or to its whole group when it leads one
+/// (the caller keeps it unreaped, so the ids cannot have been recycled).
+pub(crate) fn signal_tree(
+    pid: libc::pid_t,
+    pidfd: Option<BorrowedFd<'_>>,
+    leads_group: bool,
+    signal: i32,
+) -> io::Result<()> {
+    if leads_group {
+        sys::kill_group(pid, signal)
+    } else {
+        sys::kill(pid, pidfd, signal)
+    }
+}
+
+/// What dropping an unreaped child does, for the async `Child` and the
+/// blocking driver alike: signal it as `on_drop` says, then hand it to the
+/// reaper (with the `SIGKILL` deadline of a grace period). Never blocks.
+pub(crate) fn abandon(
+    pid: libc::pid_t,
+    pidfd: Option<OwnedFd>,
+    leads_group: bool,
+    on_drop: OnDrop,
+) {
+    let kill = match on_drop {
+        OnDrop::Reap => None,
+        OnDrop::Kill { signal, grace } => {
+            let _ = signal_tree(
+                pid,
+                pidfd.as_ref().map(|fd| fd.as_fd()),
+                leads_group,
+                signal.as_raw(),
+            );
+            grace.map(|grace| PendingKill {
+                group: leads_group,
+                deadline: Instant::now() + grace,
+            })
+        }
+    };
+    reaper::adopt(Orphan { pid, pidfd, kill });
+}
+
 /// How the exit of a child is noticed.
 enum ExitWatch {
     /// The pidfd becomes readable when the process exits (Linux ≥ 5.3).
@@ -1129,12 +1171,8 @@ impl Child {
     }
 
     fn signal_tree(&self, signal: i32) -> Result<()> {
-        let result = if self.leads_group {
-            sys::kill_group(self.pid, signal)
-        } else {
-            sys::kill(self.pid, self.pidfd(), signal)
-        };
-        result.map_err(|e| Error::io(&self.line, e))
+        signal_tree(self.pid, self.pidfd(), self.leads_group, signal)
+            .map_err(|e| Error::io(&self.line, e))
     }
 }
 
@@ -1248,25 +1286,11 @@ impl Drop for Child {
         if self.status.is_some() {
             return;
         }
-        let kill = match self.on_drop {
-            OnDrop::Reap => None,
-            OnDrop::Kill { signal, grace } => {
-                let _ = self.signal_tree(signal.as_raw());
-                grace.map(|grace| PendingKill {
-                    group: self.leads_group,
-                    deadline: Instant::now() + grace,
-                })
-            }
-        };
         let pidfd = match self.watch.take() {
             Some(ExitWatch::Pidfd(fd)) => Some(fd.into_inner()),
             _ => None,
         };
-        reaper::adopt(Orphan {
-            pid: self.pid,
-            pidfd,
-            kill,
-        });
+        abandon(self.pid, pidfd, self.leads_group, self.on_drop);
     }
 }
 
