@@ -4,9 +4,12 @@
 //!   output; [`exec_file`] runs a program with literal arguments. Both take a
 //!   timeout that kills the whole process tree, a kill signal, a
 //!   `max_buffer` limit, and fail with an [`Error`] that says what ran and
-//!   why it failed.
+//!   why it failed. `run_sync()` runs them without an async runtime.
 //! - [`spawn`] and [`Command`] start a process with piped stdio by default;
 //!   [`Child`] waits for it, signals it and streams its output.
+//! - [`fork`] starts a child with Node's IPC channel; [`Channel`] is the
+//!   child's side. A Rust parent can fork a Node script and a Node parent
+//!   can fork a Rust program.
 //! - Every process is started with `posix_spawn` (never `fork()`), reaped
 //!   through a pidfd, and never left as a zombie.
 //!
@@ -33,14 +36,26 @@
 //! drop(stdin);
 //! let out = child.wait_with_output().await?;
 //! assert_eq!(out.stdout, b"2\n");
-//! # let _ = head;
+//!
+//! // A worker with Node's IPC channel: JSON messages both ways.
+//! let mut worker = cp::fork("worker.js").spawn()?;
+//! worker.send(&serde_json::json!({ "job": 1 })).await?;
+//! let reply: Option<serde_json::Value> = worker.recv().await?;
+//! # let _ = (head, reply);
+//! # Ok(())
+//! # }
+//!
+//! // In a script, without a runtime:
+//! # fn script() -> cp::Result<()> {
+//! let version = cp::exec_file("rustc", ["--version"]).text_sync()?;
 //! # Ok(())
 //! # }
 //! ```
 //!
 //! The traps this crate handles for you (grandchildren holding pipes after a
-//! timeout, zombies, `SIGPIPE`, fds leaking into children) are listed in
-//! [`docs/gotchas.md`](https://github.com/child-process-rs/child_process/blob/main/docs/gotchas.md).
+//! timeout, zombies, `SIGPIPE`, fds leaking into children, messages lost at
+//! exit) are listed in `docs/gotchas.md` in the repository, and each Node
+//! option's counterpart in `docs/node-compat.md`.
 //!
 //! # Platform-specific behavior
 //!
@@ -53,18 +68,20 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
-mod blocking;
-mod channel;
-mod error;
-mod exec;
-mod exec_file;
-mod fork;
-mod signal;
+// In reading order: the primitive, its pipes, what is built on it, errors.
 mod spawn;
 mod stdio;
+mod exec;
+mod exec_file;
+mod blocking;
+mod fork;
+mod channel;
+mod error;
+mod signal;
 #[allow(unsafe_code)]
 mod sys;
 
+// For the fuzz harness in fuzz/ only.
 #[doc(hidden)]
 pub use channel::fuzz_framing;
 pub use channel::{Channel, ChannelReceiver, ChannelSender};
