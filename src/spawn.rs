@@ -102,12 +102,8 @@ impl Spec {
         self.env.clear();
     }
 
-    /// The child's environment, as `KEY=VALUE` C strings; `None` when it is
-    /// the parent's unchanged (then `posix_spawn` gets `environ` itself).
-    fn envp(&self, line: &CommandLine) -> Result<Option<Vec<CString>>> {
-        if !self.env_clear && self.env.is_empty() {
-            return Ok(None);
-        }
+    /// The child's environment, as `KEY=VALUE` C strings.
+    fn envp(&self, line: &CommandLine) -> Result<Vec<CString>> {
         let mut vars: Vec<(OsString, OsString)> = if self.env_clear {
             Vec::new()
         } else {
@@ -127,8 +123,7 @@ impl Spec {
                 kv.extend_from_slice(v.as_bytes());
                 c_string(kv, "environment variable", line)
             })
-            .collect::<Result<_>>()
-            .map(Some)
+            .collect()
     }
 
     /// The value `PATH` will have in the child.
@@ -213,7 +208,7 @@ pub(crate) fn spawn_raw(
         None => None,
     };
     let argv = sys::CStringArray::new(argv);
-    let envp = spec.envp(&line)?.map(sys::CStringArray::new);
+    let envp = sys::CStringArray::new(spec.envp(&line)?);
     let path = resolve_program(spec, &program, &line)?;
 
     // Pipes: (parent end, child end).
@@ -282,7 +277,7 @@ pub(crate) fn spawn_raw(
     let plan = sys::SpawnPlan {
         path: &path,
         argv: &argv,
-        envp: envp.as_ref(),
+        envp: &envp,
         cwd: cwd.as_deref(),
         fds: &sources,
         close_from,
@@ -290,7 +285,7 @@ pub(crate) fn spawn_raw(
         new_session: spec.new_session,
     };
     let pid = sys::spawn(&plan).map_err(|e| {
-        let reason = explain_spawn_error(&e, spec, &path, &argv, envp.as_ref());
+        let reason = explain_spawn_error(&e, spec, &path, &argv, &envp);
         Error::spawn(&line, reason, e)
     })?;
     drop(sources);
@@ -375,7 +370,7 @@ fn explain_spawn_error(
     spec: &Spec,
     path: &CString,
     argv: &sys::CStringArray,
-    envp: Option<&sys::CStringArray>,
+    envp: &sys::CStringArray,
 ) -> String {
     let program = Path::new(OsStr::from_bytes(path.as_bytes()));
     if let Some(cwd) = &spec.cwd {
@@ -398,8 +393,7 @@ fn explain_spawn_error(
     match err.raw_os_error() {
         Some(libc::E2BIG) => format!(
             "argument list too long: {} bytes of arguments and environment, the limit is {}",
-            argv.total_bytes()
-                + envp.map_or_else(inherited_env_bytes, sys::CStringArray::total_bytes),
+            argv.total_bytes() + envp.total_bytes(),
             sys::arg_max()
         ),
         Some(libc::ENOEXEC) => {
@@ -417,13 +411,6 @@ fn explain_spawn_error(
             Ok(_) => format!("could not execute program {shown}"),
         },
     }
-}
-
-/// The size `execve` counts for the inherited environment.
-fn inherited_env_bytes() -> usize {
-    std::env::vars_os()
-        .map(|(k, v)| k.len() + v.len() + 2 + std::mem::size_of::<usize>())
-        .sum()
 }
 
 fn describe_resource_error(err: &io::Error, doing: &str) -> String {
@@ -1327,7 +1314,7 @@ mod tests {
                 &spec,
                 &path,
                 &argv,
-                Some(&envp),
+                &envp,
             )
         };
         assert_eq!(

@@ -20,11 +20,6 @@ use std::time::Duration;
 
 use std::os::unix::process::ExitStatusExt;
 
-extern "C" {
-    /// The process environment, as libc keeps it.
-    static environ: *const *const libc::c_char;
-}
-
 /// Turn a C-style `-1 + errno` return into `io::Result`.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
@@ -77,9 +72,7 @@ pub(crate) struct SpawnPlan<'a> {
     /// The program's path (already resolved against `PATH`).
     pub path: &'a CStr,
     pub argv: &'a CStringArray,
-    /// The child's environment; `None` passes the parent's `environ` as
-    /// it is, as std does when the environment is not changed (no copy).
-    pub envp: Option<&'a CStringArray>,
+    pub envp: &'a CStringArray,
     pub cwd: Option<&'a CStr>,
     /// `(source, target)`: the child gets `source` at fd number `target`.
     /// Every source is `>= close_from`, so no dup2 clobbers a later source
@@ -206,14 +199,6 @@ pub(crate) fn spawn(plan: &SpawnPlan<'_>) -> io::Result<libc::pid_t> {
     // SAFETY: `attr` is initialised; the flags are valid POSIX_SPAWN_* bits.
     errno(unsafe { libc::posix_spawnattr_setflags(&mut attr.0, flags) })?;
 
-    let envp = match plan.envp {
-        Some(envp) => envp.ptrs.as_ptr() as *const *mut libc::c_char,
-        // SAFETY: reading the `environ` pointer itself. It is only valid to
-        // use while no other thread changes the environment, which is the
-        // precondition of `std::env::set_var` (unsafe since Rust 2024), the
-        // same one std's own spawn relies on.
-        None => (unsafe { environ }) as *const *mut libc::c_char,
-    };
     let mut pid: libc::pid_t = 0;
     // SAFETY: every pointer is valid for the call: the path is a C string, argv
     // and envp are null-terminated arrays of C strings that outlive the call,
@@ -225,7 +210,7 @@ pub(crate) fn spawn(plan: &SpawnPlan<'_>) -> io::Result<libc::pid_t> {
             &actions.0,
             &attr.0,
             plan.argv.ptrs.as_ptr() as *const *mut libc::c_char,
-            envp,
+            plan.envp.ptrs.as_ptr() as *const *mut libc::c_char,
         )
     })?;
     Ok(pid)
