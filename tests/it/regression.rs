@@ -29,3 +29,34 @@ async fn issue_3_output_before_timeout_is_kept() {
     );
     assert!(err.to_string().ends_with("stderr:\nwarn"), "{err}");
 }
+
+/// Review of issue 6: spawning must stay sound while another thread changes
+/// the environment (std's `set_var` is safe in edition 2021). Passing the
+/// raw `environ` to `posix_spawn` made almost every spawn here fail with
+/// EFAULT; copying it under std's lock does not.
+#[test]
+fn issue_6_spawn_while_another_thread_sets_env() {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("CP_ENV_CHURN_{}", i % 64);
+                std::env::set_var(&key, "x".repeat((i % 200) as usize));
+                std::env::remove_var(&key);
+                i += 1;
+            }
+        })
+    };
+    let failures = (0..300)
+        .filter(|_| {
+            cp::Command::new("/bin/true")
+                .output_sync()
+                .map_or(true, |o| !o.status.success())
+        })
+        .count();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+    assert_eq!(failures, 0);
+}
