@@ -1162,24 +1162,33 @@ impl Shared {
     /// Queues `line` (whole lines, each ending in `\n`) and returns once it
     /// is written to the socket.
     async fn send_line(&self, line: &[u8]) -> Result<(), ChannelError> {
-        // Admission: wait while the queue is full, then append.
-        let (end, flusher) = self
-            .wait_until(|st| {
-                if let Some(broken) = st.broken {
-                    return Some(Err(broken.error()));
+        loop {
+            // Admission: wait while the queue is full, then append. A full
+            // queue with nobody writing (a cancelled flusher left its bytes)
+            // is drained by this sender first, or it would wait forever.
+            let admitted = self
+                .wait_until(|st| {
+                    if let Some(broken) = st.broken {
+                        return Some(Err(broken.error()));
+                    }
+                    if st.queued - st.written >= SEND_QUEUE_LIMIT {
+                        return (!st.flushing)
+                            .then(|| Ok(Err((st.queued, Flusher::start(self, st)))));
+                    }
+                    st.back.extend_from_slice(line);
+                    st.queued += line.len() as u64;
+                    let flusher = (!st.flushing).then(|| Flusher::start(self, st));
+                    Some(Ok(Ok((st.queued, flusher))))
+                })
+                .await?;
+            return match admitted {
+                Err((queued, flusher)) => {
+                    flusher.run(queued).await?;
+                    continue;
                 }
-                if st.queued - st.written >= SEND_QUEUE_LIMIT {
-                    return None;
-                }
-                st.back.extend_from_slice(line);
-                st.queued += line.len() as u64;
-                let flusher = (!st.flushing).then(|| Flusher::start(self, st));
-                Some(Ok((st.queued, flusher)))
-            })
-            .await?;
-        match flusher {
-            Some(flusher) => flusher.run(end).await,
-            None => self.flush_to(end).await,
+                Ok((end, Some(flusher))) => flusher.run(end).await,
+                Ok((end, None)) => self.flush_to(end).await,
+            };
         }
     }
 
@@ -1303,6 +1312,14 @@ impl Shared {
     }
 }
 
+impl Drop for Shared {
+    /// The last handle is gone: what `feed` left queued is written if the
+    /// socket takes it without blocking, as `disconnect` does.
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 /// Counts a task waiting on `notify` until it stops waiting, by wakeup or
 /// by cancellation.
 struct Waiting<'a>(&'a Shared);
@@ -1342,7 +1359,11 @@ impl<'a> Flusher<'a> {
         loop {
             if self.pos == self.buf.len() {
                 let mut st = self.shared.lock();
-                if st.back.is_empty() || (st.written >= end && st.waiters > 0) {
+                // Done once our own bytes are out: what others queued after
+                // them is theirs to write (a waiting sender takes over when
+                // `self` drops; `feed`'s bytes wait for the next flush), so
+                // a peer that stops reading cannot hold a finished `send`.
+                if st.back.is_empty() || st.written >= end {
                     drop(st); // before `self`, whose drop locks again
                     self.done = true;
                     return Ok(());
@@ -1359,13 +1380,13 @@ impl<'a> Flusher<'a> {
                     self.pos += n;
                     let mut st = self.shared.lock();
                     st.written += n as u64;
+                    if st.written >= end {
+                        // Hand over: dropping `self` wakes the waiters.
+                        drop(st);
+                        self.done = true;
+                        return Ok(());
+                    }
                     if st.waiters > 0 {
-                        if st.written >= end {
-                            // Hand over: dropping `self` wakes the waiters.
-                            drop(st);
-                            self.done = true;
-                            return Ok(());
-                        }
                         drop(st);
                         self.shared.notify.notify_waiters();
                     }
@@ -1992,6 +2013,14 @@ mod tests {
         }
     }
 
+    /// Run every ready task until all are blocked: on the current-thread
+    /// runtime each yield gives all other ready tasks one turn.
+    async fn settle() {
+        for _ in 0..10_000 {
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[tokio::test]
     async fn queue_is_bounded_when_the_peer_does_not_read() {
         let (a, mut b) = channel_pair();
@@ -2005,7 +2034,9 @@ mod tests {
                 tokio::spawn(async move { tx.send(&msg).await.unwrap() })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Let every task run until it blocks (current-thread runtime: each
+        // yield runs all ready tasks once); no timing involved.
+        settle().await;
         {
             let st = tx.shared.lock();
             let pending = st.queued - st.written;
@@ -2051,9 +2082,9 @@ mod tests {
         // A waiter cancelled while another send is the flusher.
         let (first, second) = (tx.clone(), tx.clone());
         let f1 = tokio::spawn(async move { first.send(&big('b')).await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        settle().await;
         let f2 = tokio::spawn(async move { second.send(&big('c')).await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        settle().await;
         f2.abort();
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
@@ -2116,7 +2147,7 @@ mod tests {
             got
         });
         // The peer drains the socket; the rest of the line is still queued.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        settle().await;
         a.send(&1).await.unwrap();
         a.disconnect();
         assert_eq!(reader.await.unwrap(), format!("\"{big}\"\n1\n").as_bytes());
@@ -2150,6 +2181,43 @@ mod tests {
             b.recv::<Value>().await.unwrap(),
             Some(json!("before disconnect"))
         );
+        assert_eq!(b.recv::<Value>().await.unwrap(), None);
+    }
+
+    /// Review finding: a cancelled big send left more than the queue limit
+    /// with nobody writing, and every later send waited forever.
+    #[tokio::test]
+    async fn send_after_a_cancelled_big_send_does_not_hang() {
+        let (a, mut b) = channel_pair();
+        let big = "x".repeat(4 << 20);
+        // The peer does not read yet: the send cannot finish; cancel it.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), a.send(&big))
+                .await
+                .is_err()
+        );
+        let reader = tokio::spawn(async move {
+            let first: Value = b.recv().await.unwrap().unwrap();
+            let second: Value = b.recv().await.unwrap().unwrap();
+            (first, second)
+        });
+        tokio::time::timeout(Duration::from_secs(10), a.send(&"small"))
+            .await
+            .expect("send hung")
+            .unwrap();
+        let (first, second) = reader.await.unwrap();
+        assert_eq!(first.as_str().map(str::len), Some(4 << 20));
+        assert_eq!(second, json!("small"));
+    }
+
+    /// Review finding: fed messages were lost when the channel was dropped
+    /// although the socket had room.
+    #[tokio::test]
+    async fn dropping_the_channel_writes_what_feed_queued() {
+        let (a, mut b) = channel_pair();
+        a.feed(&"queued").await.unwrap();
+        drop(a);
+        assert_eq!(b.recv::<Value>().await.unwrap(), Some(json!("queued")));
         assert_eq!(b.recv::<Value>().await.unwrap(), None);
     }
 
