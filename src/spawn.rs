@@ -799,19 +799,32 @@ pub(crate) enum OnDrop {
     },
 }
 
-/// Send `signal` to the child, or to its whole group when it leads one
+/// Send a kill signal to the child, or to its whole group when it leads one
 /// (the caller keeps it unreaped, so the ids cannot have been recycled).
+///
+/// A stopped process keeps every signal but `SIGKILL` pending until it is
+/// continued, and a child in its own process group is stopped by `SIGTTOU`
+/// or `SIGTTIN` as soon as it touches the terminal (`stty`, a password
+/// prompt). So `SIGCONT` follows, or a timeout would always wait out the
+/// whole grace period.
 pub(crate) fn signal_tree(
     pid: libc::pid_t,
     pidfd: Option<BorrowedFd<'_>>,
     leads_group: bool,
     signal: i32,
 ) -> io::Result<()> {
-    if leads_group {
-        sys::kill_group(pid, signal)
-    } else {
-        sys::kill(pid, pidfd, signal)
+    let send = |signal| {
+        if leads_group {
+            sys::kill_group(pid, signal)
+        } else {
+            sys::kill(pid, pidfd, signal)
+        }
+    };
+    send(signal)?;
+    if signal != libc::SIGKILL {
+        send(libc::SIGCONT)?;
     }
+    Ok(())
 }
 
 /// What dropping an unreaped child does, for the async `Child` and the

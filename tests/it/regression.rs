@@ -60,3 +60,26 @@ fn issue_6_spawn_while_another_thread_sets_env() {
     churn.join().unwrap();
     assert_eq!(failures, 0);
 }
+
+/// Review of issue 3: a stopped child (as one in a background process group
+/// is, by SIGTTOU, when it touches the terminal) gets SIGCONT after the
+/// kill signal, so the timeout does not wait out the grace period.
+#[test]
+fn issue_3_timeout_of_a_stopped_child_does_not_wait_for_sigkill() {
+    let start = Instant::now();
+    let err = cp::exec("kill -STOP $$")
+        .timeout(Duration::from_millis(50))
+        .kill_grace(Duration::from_secs(30))
+        .run_sync()
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&err.exit_status().unwrap()),
+        Some(libc::SIGTERM)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+}
