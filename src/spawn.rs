@@ -151,7 +151,8 @@ fn check_env_key(key: &OsStr, line: &CommandLine) -> Result<()> {
     Ok(())
 }
 
-fn c_string(bytes: Vec<u8>, what: &str, line: &CommandLine) -> Result<CString> {
+/// `what` names the value in the error; it is only formatted on failure.
+fn c_string(bytes: Vec<u8>, what: impl std::fmt::Display, line: &CommandLine) -> Result<CString> {
     CString::new(bytes).map_err(|e| {
         let at = e.nul_position();
         let shown = String::from_utf8_lossy(&e.into_vec()[..at]).into_owned();
@@ -199,7 +200,7 @@ pub(crate) fn spawn_raw(
     for (i, arg) in spec.args.iter().enumerate() {
         argv.push(c_string(
             arg.as_bytes().to_vec(),
-            &format!("argument {}", i + 1),
+            format_args!("argument {}", i + 1),
             &line,
         )?);
     }
@@ -290,21 +291,10 @@ pub(crate) fn spawn_raw(
     })?;
     drop(sources);
     drop(child_ends);
-    let pidfd = match sys::pidfd_open(pid) {
-        Ok(fd) => fd,
-        Err(e) => {
-            reaper::adopt(Orphan {
-                pid,
-                pidfd: None,
-                kill: None,
-            });
-            return Err(Error::spawn(
-                &line,
-                describe_resource_error(&e, "open a pidfd"),
-                e,
-            ));
-        }
-    };
+    // Without a pidfd (out of fds, or a kernel before 5.3) the child is
+    // still ours: waiting falls back to SIGCHLD + waitpid(pid). Failing here
+    // would leave a running child that nobody supervises.
+    let pidfd = sys::pidfd_open(pid).unwrap_or(None);
     let [stdin, stdout, stderr] = parent;
     Ok(RawChild {
         pid,
@@ -911,46 +901,53 @@ impl Child {
         leads_group: bool,
     ) -> Result<Child> {
         let pid = raw.pid;
-        let watch = match raw.pidfd {
-            Some(fd) => {
-                sys::tokio_fd::register(fd, tokio::io::Interest::READABLE).map(ExitWatch::Pidfd)
-            }
-            None => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
-                .map(ExitWatch::Sigchld),
+        let fail = |pidfd, e| {
+            // The child runs: kill it as the caller asked for a dropped
+            // child, and let the reaper reap it.
+            abandon(pid, pidfd, leads_group, on_drop);
+            Error::spawn(&line, "cannot register the child with the tokio runtime", e)
         };
-        let pipes = (
-            raw.stdin.map(ChildStdin::new).transpose(),
-            raw.stdout.map(ChildStdout::new).transpose(),
-            raw.stderr.map(ChildStderr::new).transpose(),
-        );
-        match (watch, pipes) {
-            (Ok(watch), (Ok(stdin), Ok(stdout), Ok(stderr))) => Ok(Child {
-                stdin,
-                stdout,
-                stderr,
-                pid,
-                watch: Some(watch),
-                status: None,
-                on_drop,
-                leads_group,
-                line,
-                channel: None,
-            }),
-            (Err(e), _) | (_, (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e))) => {
-                // tokio could not register an fd (out of fds): the pipes are
-                // closed by now; the reaper still reaps the child by pid.
-                reaper::adopt(Orphan {
-                    pid,
-                    pidfd: None,
-                    kill: None,
-                });
-                Err(Error::spawn(
-                    &line,
-                    "cannot register the child with the tokio runtime",
-                    e,
-                ))
-            }
-        }
+        let watch = match raw.pidfd {
+            Some(fd) => match sys::tokio_fd::register(fd, tokio::io::Interest::READABLE) {
+                Ok(fd) => ExitWatch::Pidfd(fd),
+                Err((fd, e)) => return Err(fail(fd, e)),
+            },
+            None => match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+                Ok(signal) => ExitWatch::Sigchld(signal),
+                Err(e) => return Err(fail(None, e)),
+            },
+        };
+        // From here on `Child`'s destructor does the same if a pipe fails.
+        let mut child = Child {
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            pid,
+            watch: Some(watch),
+            status: None,
+            on_drop,
+            leads_group,
+            line,
+            channel: None,
+        };
+        let line = child.line.clone();
+        let pipe_err = |e| Error::spawn(&line, "cannot register a pipe with the tokio runtime", e);
+        child.stdin = raw
+            .stdin
+            .map(ChildStdin::new)
+            .transpose()
+            .map_err(pipe_err)?;
+        child.stdout = raw
+            .stdout
+            .map(ChildStdout::new)
+            .transpose()
+            .map_err(pipe_err)?;
+        child.stderr = raw
+            .stderr
+            .map(ChildStderr::new)
+            .transpose()
+            .map_err(pipe_err)?;
+        Ok(child)
     }
 
     /// The child's process id.

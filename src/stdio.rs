@@ -131,10 +131,9 @@ struct Pipe(AsyncFd<OwnedFd>);
 
 impl Pipe {
     fn new(fd: OwnedFd) -> io::Result<Pipe> {
-        Ok(Pipe(sys::tokio_fd::register(
-            fd,
-            Interest::READABLE | Interest::WRITABLE,
-        )?))
+        sys::tokio_fd::register(fd, Interest::READABLE | Interest::WRITABLE)
+            .map(Pipe)
+            .map_err(|(_, e)| e)
     }
 
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
@@ -400,7 +399,11 @@ impl Capture {
     /// One `read(2)` from `fd`; `Ok(0)` is end of file.
     pub(crate) fn read_from(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         if self.buf.capacity() - self.buf.len() < FIRST_CHUNK {
-            self.buf.reserve(self.buf.len().max(FIRST_CHUNK));
+            // Double, but never past one byte over the limit: a 300 MiB
+            // max_buffer must not allocate 512 MiB.
+            let room = self.limit.saturating_add(1) - self.buf.len();
+            self.buf
+                .reserve_exact(self.buf.len().max(FIRST_CHUNK).min(room));
         }
         if self.buf.len() >= BIG_PRODUCER {
             if !self.pipe_grown {

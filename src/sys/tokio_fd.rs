@@ -8,10 +8,31 @@ use std::os::fd::OwnedFd;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-/// Register `fd` with the current runtime's reactor.
-pub(crate) fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: the AsyncFd takes ownership of the OwnedFd, so the fd stays
-    // open, and is not closed or replaced by anyone else, for as long as it
-    // is registered.
-    unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(io::Error::from)
+/// Register `fd` with the current runtime's reactor. On failure the fd comes
+/// back when tokio returns it (it does not when the runtime has no IO
+/// driver: tokio panics then, and the panic is turned into an error here so
+/// the caller can still reap the child it just started).
+pub(crate) fn register(
+    fd: OwnedFd,
+    interest: Interest,
+) -> Result<AsyncFd<OwnedFd>, (Option<OwnedFd>, io::Error)> {
+    let registered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: the AsyncFd takes ownership of the OwnedFd, so the fd stays
+        // open, and is not closed or replaced by anyone else, for as long as
+        // it is registered.
+        unsafe { AsyncFd::register_with_interest(fd, interest) }
+    }));
+    match registered {
+        Ok(Ok(fd)) => Ok(fd),
+        Ok(Err(e)) => {
+            let (fd, err) = e.into_parts();
+            Err((Some(fd), err))
+        }
+        Err(_) => Err((
+            None,
+            io::Error::other(
+                "the tokio runtime has no IO driver: build it with enable_io() or enable_all()",
+            ),
+        )),
+    }
 }

@@ -1,5 +1,6 @@
 //! Regression tests, named after the issue that found them.
 
+use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use child_process as cp;
@@ -81,5 +82,26 @@ fn issue_3_timeout_of_a_stopped_child_does_not_wait_for_sigkill() {
         start.elapsed() < Duration::from_secs(5),
         "took {:?}",
         start.elapsed()
+    );
+}
+
+/// Review of issue 3: a runtime built without its IO driver made tokio panic
+/// after the child was started, leaving it running and unreaped. Now it is
+/// an error, and the `exec` child is killed as for a dropped future.
+#[test]
+fn issue_3_runtime_without_io_is_an_error_not_a_panic() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let err = rt.block_on(cp::exec("sleep 30").into_future()).unwrap_err();
+    assert!(matches!(err, cp::Error::Spawn { .. }), "{err:?}");
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+    assert!(
+        std::error::Error::source(&err)
+            .unwrap()
+            .to_string()
+            .contains("enable_io"),
+        "{err:?}"
     );
 }
