@@ -85,7 +85,10 @@ fn every_kill_path_leaves_no_zombie_and_no_fd() {
         cp::exec("true").await.unwrap();
         let mut warm = cp::spawn("true", [""; 0]).unwrap();
         warm.wait().await.unwrap();
-        drop(cp::spawn("true", [""; 0]).unwrap());
+        // Starts the reaper thread (and its eventfds) for good: a child that
+        // is still running when dropped (one that already exited is reaped
+        // on the spot and starts nothing).
+        drop(cp::spawn("sleep", ["0.05"]).unwrap());
         wait_until(Duration::from_secs(5), "warm-up reaped", || {
             crate::support::children().is_empty()
         });
@@ -169,7 +172,7 @@ fn stress_10000_spawns_leave_no_zombie_and_no_fd() {
         .unwrap();
     rt.block_on(async {
         cp::exec("true").await.unwrap();
-        drop(cp::spawn("true", [""; 0]).unwrap()); // starts the reaper
+        drop(cp::spawn("sleep", ["0.05"]).unwrap()); // starts the reaper
         wait_until(Duration::from_secs(5), "warm-up reaped", || {
             crate::support::children().is_empty()
         });
