@@ -143,6 +143,11 @@ impl Channel {
     /// Returns `Ok(None)` when `NODE_CHANNEL_FD` is absent or empty: the
     /// process was not started with a channel.
     ///
+    /// Like Node, it trusts the variable: the fd must be an open socket, but
+    /// a process that inherited `NODE_CHANNEL_FD` from a parent that did not
+    /// pass that fd, and opened a socket of its own at the same number,
+    /// would give that socket away. Remove the variable in such a parent.
+    ///
     /// # Examples
     ///
     /// ```no_run

@@ -139,13 +139,17 @@ impl Pipe {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
             let mut guard = ready!(self.0.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            match guard.try_io(|fd| sys::read(fd.as_fd(), unfilled)) {
-                Ok(Ok(n)) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
+            let wanted = buf.remaining();
+            let before = buf.filled().len();
+            match guard.try_io(|fd| sys::tokio_fd::read_into(fd.as_fd(), buf)) {
+                Ok(result) => {
+                    // A short read emptied the pipe (see `read_capture`).
+                    let got = buf.filled().len() - before;
+                    if result.is_ok() && got > 0 && got < wanted {
+                        guard.clear_ready();
+                    }
+                    return Poll::Ready(result);
                 }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
                 Err(_would_block) => continue,
             }
         }

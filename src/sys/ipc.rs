@@ -95,9 +95,12 @@ fn adopt_stream_socket(raw: RawFd) -> io::Result<OwnedFd> {
     }
     // SAFETY: NODE_CHANNEL_FD names an fd the parent opened for this process
     // alone (Node's `_forkChild` takes it the same way); fstat just showed it
-    // is open and a socket. Nothing else in this process owns it: we hold
-    // TAKE_LOCK and remove NODE_CHANNEL_FD before releasing it, so no later
-    // call adopts the same fd again.
+    // is open and a socket. We hold TAKE_LOCK and remove NODE_CHANNEL_FD
+    // before releasing it, so no later call adopts the same fd again. This
+    // trusts the variable, as Node does: a process that inherited it from a
+    // parent that did not pass the fd, and has since opened a socket of its
+    // own at that number, would hand that socket over here (documented on
+    // `Channel::from_parent`).
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     match getsockopt(&fd, sockopt::SockType) {
         Ok(SockType::Stream) => Ok(fd),

@@ -36,3 +36,27 @@ pub(crate) fn register(
         )),
     }
 }
+
+/// One `read(2)` into the unfilled part of a tokio `ReadBuf`, without
+/// zeroing it first (`ReadBuf::initialize_unfilled` would zero it on every
+/// call, as `BufReader` hands in a fresh `ReadBuf` each fill).
+pub(crate) fn read_into(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut tokio::io::ReadBuf<'_>,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: we only write into the slice (through read(2)) and never read
+    // from its uninitialised part, as `unfilled_mut` requires.
+    let unfilled = unsafe { buf.unfilled_mut() };
+    // SAFETY: the pointer and length describe writable memory the ReadBuf
+    // owns; read(2) writes at most that many bytes.
+    let n = unsafe { libc::read(fd.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: read(2) initialised the first `n` bytes of the unfilled part.
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    Ok(())
+}
