@@ -891,6 +891,10 @@ pub struct Child {
     leads_group: bool,
     line: CommandLine,
     channel: Option<Channel>,
+    /// Set once `kill_tree` sent the first signal: when `SIGKILL` is due. A
+    /// destructor running meanwhile keeps that deadline instead of
+    /// starting the grace period again.
+    sigkill_due: Option<Instant>,
 }
 
 impl Child {
@@ -929,6 +933,7 @@ impl Child {
             leads_group,
             line,
             channel: None,
+            sigkill_due: None,
         };
         let line = child.line.clone();
         let pipe_err = |e| Error::spawn(&line, "cannot register a pipe with the tokio runtime", e);
@@ -1156,6 +1161,7 @@ impl Child {
             return Ok(status);
         }
         self.signal_tree(signal.as_raw())?;
+        self.sigkill_due = Some(Instant::now() + grace);
         if tokio::time::timeout(grace, self.exited()).await.is_err() {
             self.signal_tree(libc::SIGKILL)?;
             self.exited().await?;
@@ -1287,7 +1293,19 @@ impl Drop for Child {
             Some(ExitWatch::Pidfd(fd)) => Some(fd.into_inner()),
             _ => None,
         };
-        abandon(self.pid, pidfd, self.leads_group, self.on_drop);
+        match self.sigkill_due {
+            // Dropped in the middle of `kill_tree`: the first signal went
+            // out already; keep its SIGKILL deadline.
+            Some(deadline) => reaper::adopt(Orphan {
+                pid: self.pid,
+                pidfd,
+                kill: Some(PendingKill {
+                    group: self.leads_group,
+                    deadline,
+                }),
+            }),
+            None => abandon(self.pid, pidfd, self.leads_group, self.on_drop),
+        }
     }
 }
 
