@@ -19,13 +19,14 @@ impl Job {
     pub(crate) fn run_sync(self) -> Result<Output> {
         let stdin = self.stdin_kind();
         let (out, err) = (Stdio::piped(), Stdio::piped());
-        let raw = spawn_raw(&self.spec, [stdin.kind(), out.kind(), err.kind()], &[])?;
-        let child = SyncChild::new(
-            raw,
-            self.spec.command_line(),
-            self.on_drop(),
-            self.spec.process_group,
-        );
+        let line = self.spec.command_line();
+        let raw = spawn_raw(
+            &self.spec,
+            &line,
+            [stdin.kind(), out.kind(), err.kind()],
+            &[],
+        )?;
+        let child = SyncChild::new(raw, line, self.on_drop(), self.spec.process_group);
         let collected = collect_sync(child, &self.limits())?;
         self.judge(collected)
     }
@@ -60,7 +61,8 @@ impl Command {
     #[doc(alias = "spawnSync")]
     pub fn output_sync(&mut self) -> Result<Output> {
         let [a, b, c] = &self.stdio;
-        let raw = spawn_raw(&self.spec, [a.kind(), b.kind(), c.kind()], &[])?;
+        let line = self.spec.command_line();
+        let raw = spawn_raw(&self.spec, &line, [a.kind(), b.kind(), c.kind()], &[])?;
         let on_drop = if self.kill_on_drop {
             OnDrop::Kill {
                 signal: Signal::SIGKILL,
@@ -70,7 +72,7 @@ impl Command {
             OnDrop::Reap
         };
         let leads_group = self.spec.process_group || self.spec.new_session;
-        let child = SyncChild::new(raw, self.spec.command_line(), on_drop, leads_group);
+        let child = SyncChild::new(raw, line, on_drop, leads_group);
         Ok(collect_sync(child, &Limits::unlimited())?.into_output())
     }
 }

@@ -180,41 +180,40 @@ pub(crate) struct RawChild {
 /// non-blocking and CLOEXEC.
 pub(crate) fn spawn_raw(
     spec: &Spec,
+    line: &CommandLine,
     stdio: [&StdioKind; 3],
     extra: &[(BorrowedFd<'_>, RawFd)],
 ) -> Result<RawChild> {
-    let line = spec.command_line();
-    let program = c_string(spec.program.as_bytes().to_vec(), "program", &line)?;
+    let program = c_string(spec.program.as_bytes().to_vec(), "program", line)?;
     if program.as_bytes().is_empty() {
         return Err(Error::spawn(
-            &line,
+            line,
             "program is empty",
             io::Error::from(io::ErrorKind::InvalidInput),
         ));
     }
     let mut argv = Vec::with_capacity(spec.args.len() + 1);
     argv.push(match &spec.argv0 {
-        Some(argv0) => c_string(argv0.as_bytes().to_vec(), "argv0", &line)?,
+        Some(argv0) => c_string(argv0.as_bytes().to_vec(), "argv0", line)?,
         None => program.clone(),
     });
     for (i, arg) in spec.args.iter().enumerate() {
         argv.push(c_string(
             arg.as_bytes().to_vec(),
             format_args!("argument {}", i + 1),
-            &line,
+            line,
         )?);
     }
     let cwd = match &spec.cwd {
-        Some(cwd) => Some(c_string(cwd.as_os_str().as_bytes().to_vec(), "cwd", &line)?),
+        Some(cwd) => Some(c_string(cwd.as_os_str().as_bytes().to_vec(), "cwd", line)?),
         None => None,
     };
     let argv = sys::CStringArray::new(argv);
-    let envp = sys::CStringArray::new(spec.envp(&line)?);
-    let path = resolve_program(spec, &program, &line)?;
+    let envp = sys::CStringArray::new(spec.envp(line)?);
+    let path = resolve_program(spec, &program, line)?;
 
     // Pipes: (parent end, child end).
-    let io_err =
-        |e: io::Error| Error::spawn(&line, describe_resource_error(&e, "create a pipe"), e);
+    let io_err = |e: io::Error| Error::spawn(line, describe_resource_error(&e, "create a pipe"), e);
     let mut parent = [None, None, None];
     let mut child_ends: [Option<OwnedFd>; 3] = [None, None, None];
     for (i, kind) in stdio.iter().enumerate() {
@@ -236,7 +235,7 @@ pub(crate) fn spawn_raw(
         .map(|(_, target)| target + 1)
         .fold(3, RawFd::max);
     let dev_null = if stdio.iter().any(|k| matches!(k, StdioKind::Null)) {
-        Some(sys::dev_null().map_err(|e| Error::spawn(&line, "cannot open /dev/null", e))?)
+        Some(sys::dev_null().map_err(|e| Error::spawn(line, "cannot open /dev/null", e))?)
     } else {
         None
     };
@@ -287,7 +286,7 @@ pub(crate) fn spawn_raw(
     };
     let pid = sys::spawn(&plan).map_err(|e| {
         let reason = explain_spawn_error(&e, spec, &path, &argv, &envp);
-        Error::spawn(&line, reason, e)
+        Error::spawn(line, reason, e)
     })?;
     drop(sources);
     drop(child_ends);
@@ -756,7 +755,7 @@ impl Command {
             ));
         }
         let [a, b, c] = &self.stdio;
-        let raw = spawn_raw(&self.spec, [a.kind(), b.kind(), c.kind()], extra)?;
+        let raw = spawn_raw(&self.spec, &line, [a.kind(), b.kind(), c.kind()], extra)?;
         Child::from_raw(
             raw,
             line,
