@@ -103,7 +103,7 @@ impl Spec {
     }
 
     /// The child's environment, as `KEY=VALUE` C strings.
-    fn envp(&self, line: &CommandLine) -> Result<Vec<CString>> {
+    fn envp(&self, line: &CommandLine) -> Result<sys::EnvBlock> {
         let mut vars: Vec<(OsString, OsString)> = if self.env_clear {
             Vec::new()
         } else {
@@ -113,17 +113,22 @@ impl Spec {
             check_env_key(key, line)?;
             vars.retain(|(k, _)| k != key);
             if let Some(val) = val {
+                if val.as_bytes().contains(&0) {
+                    return Err(Error::spawn(
+                        line,
+                        format!("environment variable {key:?} holds a NUL byte"),
+                        io::Error::from(io::ErrorKind::InvalidInput),
+                    ));
+                }
                 vars.push((key.clone(), val.clone()));
             }
         }
-        vars.into_iter()
-            .map(|(k, v)| {
-                let mut kv = k.into_vec();
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_bytes());
-                c_string(kv, "environment variable", line)
-            })
-            .collect()
+        // Variables from the OS cannot hold NUL bytes (they are C strings).
+        let pairs: Vec<(&[u8], &[u8])> = vars
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        Ok(sys::EnvBlock::new(&pairs))
     }
 
     /// The value `PATH` will have in the child.
@@ -209,7 +214,7 @@ pub(crate) fn spawn_raw(
         None => None,
     };
     let argv = sys::CStringArray::new(argv);
-    let envp = sys::CStringArray::new(spec.envp(line)?);
+    let envp = spec.envp(line)?;
     let path = resolve_program(spec, &program, line)?;
 
     // Pipes: (parent end, child end).
@@ -359,7 +364,7 @@ fn explain_spawn_error(
     spec: &Spec,
     path: &CString,
     argv: &sys::CStringArray,
-    envp: &sys::CStringArray,
+    envp: &sys::EnvBlock,
 ) -> String {
     let program = Path::new(OsStr::from_bytes(path.as_bytes()));
     if let Some(cwd) = &spec.cwd {
@@ -1334,7 +1339,7 @@ mod tests {
         let spec = Spec::new(OsStr::new("/bin/true"));
         let path = CString::new("/bin/true").unwrap();
         let argv = sys::CStringArray::new(vec![path.clone()]);
-        let envp = sys::CStringArray::new(vec![]);
+        let envp = sys::EnvBlock::new(&[] as &[(&[u8], &[u8])]);
         let explain = |errno| {
             explain_spawn_error(
                 &io::Error::from_raw_os_error(errno),

@@ -67,12 +67,59 @@ impl CStringArray {
     }
 }
 
+/// A null-terminated `envp` packed into one buffer: one allocation for the
+/// strings however many variables there are (copying the environment is on
+/// every spawn's path, since `environ` itself may only be read under std's
+/// lock).
+pub(crate) struct EnvBlock {
+    buf: Vec<u8>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the raw pointers point into `buf`, which the block owns and never
+// mutates or reallocates after construction.
+unsafe impl Send for EnvBlock {}
+// SAFETY: as above, the block is immutable once built.
+unsafe impl Sync for EnvBlock {}
+
+impl EnvBlock {
+    /// `KEY=VALUE\0` for each pair; the caller has checked that no key or
+    /// value holds a NUL byte and that keys hold no `=`.
+    pub(crate) fn new(vars: &[(impl AsRef<[u8]>, impl AsRef<[u8]>)]) -> EnvBlock {
+        let len = vars
+            .iter()
+            .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 2)
+            .sum();
+        let mut buf = Vec::with_capacity(len);
+        let mut offsets = Vec::with_capacity(vars.len());
+        for (k, v) in vars {
+            offsets.push(buf.len());
+            buf.extend_from_slice(k.as_ref());
+            buf.push(b'=');
+            buf.extend_from_slice(v.as_ref());
+            buf.push(0);
+        }
+        // `buf` is complete: its address no longer changes.
+        let base = buf.as_ptr();
+        let mut ptrs: Vec<*const libc::c_char> = offsets
+            .into_iter()
+            .map(|o| base.wrapping_add(o).cast())
+            .collect();
+        ptrs.push(ptr::null());
+        EnvBlock { buf, ptrs }
+    }
+
+    pub(crate) fn total_bytes(&self) -> usize {
+        self.buf.len() + self.ptrs.len() * std::mem::size_of::<usize>()
+    }
+}
+
 /// Everything `posix_spawn` needs, already converted to C types.
 pub(crate) struct SpawnPlan<'a> {
     /// The program's path (already resolved against `PATH`).
     pub path: &'a CStr,
     pub argv: &'a CStringArray,
-    pub envp: &'a CStringArray,
+    pub envp: &'a EnvBlock,
     pub cwd: Option<&'a CStr>,
     /// `(source, target)`: the child gets `source` at fd number `target`.
     /// Every source is `>= close_from`, so no dup2 clobbers a later source

@@ -131,7 +131,7 @@ both_forms! {
                 .unwrap_err(),
         );
         assert!(
-            msg.contains("environment variable holds a NUL byte"),
+            msg.contains(r#"environment variable "K" holds a NUL byte"#),
             "{msg}"
         );
         let (msg, _) = spawn_error(
