@@ -78,7 +78,7 @@ const SEND_QUEUE_LIMIT: u64 = 1024 * 1024;
 
 /// `feed` writes once this many bytes are queued: one `send(2)` then
 /// carries thousands of small messages.
-const FEED_BATCH: u64 = 256 * 1024;
+const FEED_BATCH: u64 = 64 * 1024;
 
 /// Reads ask for at least this much (libuv reads 64 KiB at a time).
 const READ_CHUNK: usize = 64 * 1024;
@@ -496,7 +496,7 @@ impl ChannelSender {
 
     /// Queue one message without waiting for it to reach the socket: Node's
     /// `process.send` semantics, for throughput. Queued messages go out
-    /// together in large writes: once 256 KiB are pending (this call then
+    /// together in large writes: once 64 KiB are pending (this call then
     /// waits for them to be written, which also bounds memory), with the
     /// next [`send`](ChannelSender::send), or with [`flush`](ChannelSender::flush).
     ///
