@@ -63,14 +63,7 @@ impl Command {
         let [a, b, c] = &self.stdio;
         let line = self.spec.command_line();
         let raw = spawn_raw(&self.spec, &line, [a.kind(), b.kind(), c.kind()], &[])?;
-        let on_drop = if self.kill_on_drop {
-            OnDrop::Kill {
-                signal: Signal::SIGKILL,
-                grace: None,
-            }
-        } else {
-            OnDrop::Reap
-        };
+        let on_drop = OnDrop::kill_on_drop(self.kill_on_drop);
         let leads_group = self.spec.process_group || self.spec.new_session;
         let child = SyncChild::new(raw, line, on_drop, leads_group);
         Ok(collect_sync(child, &Limits::unlimited())?.into_output())

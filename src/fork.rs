@@ -14,7 +14,7 @@ use crate::channel::Channel;
 use crate::error::{ChannelError, Error, Result};
 use crate::spawn::{Child, Command, OnDrop, Spec};
 use crate::stdio::Stdio;
-use crate::{sys, Signal};
+use crate::sys;
 
 /// The fd the child finds its channel on: Node's default `[0, 1, 2, 'ipc']`.
 const CHANNEL_FD: i32 = 3;
@@ -355,14 +355,7 @@ impl Fork {
         cmd.stdin(stdin.unwrap_or_else(default))
             .stdout(stdout.unwrap_or_else(default))
             .stderr(stderr.unwrap_or_else(default));
-        let on_drop = if kill_on_drop {
-            OnDrop::Kill {
-                signal: Signal::SIGKILL,
-                grace: None,
-            }
-        } else {
-            OnDrop::Reap
-        };
+        let on_drop = OnDrop::kill_on_drop(kill_on_drop);
         let mut child = cmd.spawn_with(&[(theirs.as_fd(), CHANNEL_FD)], on_drop)?;
         drop(theirs);
         let channel = Channel::from_fd(ours).map_err(|e| match e {

@@ -735,15 +735,7 @@ impl Command {
     /// outside a tokio runtime (the pipes and the exit notification are
     /// registered with it).
     pub fn spawn(&mut self) -> Result<Child> {
-        let on_drop = if self.kill_on_drop {
-            OnDrop::Kill {
-                signal: Signal::SIGKILL,
-                grace: None,
-            }
-        } else {
-            OnDrop::Reap
-        };
-        self.spawn_with(&[], on_drop)
+        self.spawn_with(&[], OnDrop::kill_on_drop(self.kill_on_drop))
     }
 
     pub(crate) fn spawn_with(
@@ -791,6 +783,20 @@ pub(crate) enum OnDrop {
         signal: Signal,
         grace: Option<Duration>,
     },
+}
+
+impl OnDrop {
+    /// `Command::kill_on_drop`: `SIGKILL` at once (as tokio does), or nothing.
+    pub(crate) fn kill_on_drop(kill: bool) -> OnDrop {
+        if kill {
+            OnDrop::Kill {
+                signal: Signal::SIGKILL,
+                grace: None,
+            }
+        } else {
+            OnDrop::Reap
+        }
+    }
 }
 
 /// Send a kill signal to the child, or to its whole group when it leads one
