@@ -1,0 +1,966 @@
+//! Unit tests of the channel: wire format, framing, writer, `from_parent`.
+//! They reach into internals (queue state, buffer sizes), so they live
+//! beside the module rather than in `tests/`.
+use super::*;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::os::fd::AsFd;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn channel_pair() -> (Channel, Channel) {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    (
+        Channel::from_fd(a.into()).unwrap(),
+        Channel::from_fd(b.into()).unwrap(),
+    )
+}
+
+/// A channel and a raw socket for the peer, to write arbitrary bytes.
+fn raw_pair() -> (Channel, tokio::net::UnixStream) {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    b.set_nonblocking(true).unwrap();
+    (
+        Channel::from_fd(a.into()).unwrap(),
+        tokio::net::UnixStream::from_std(b).unwrap(),
+    )
+}
+
+#[track_caller]
+fn assert_decode_error(result: Result<Option<Value>>) {
+    match result {
+        Err(crate::Error::Channel(ChannelError::Decode { .. })) => {}
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn typed_messages_round_trip() {
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Job {
+        id: u64,
+        name: String,
+        tags: Vec<String>,
+    }
+    let (a, mut b) = channel_pair();
+    let job = Job {
+        id: 7,
+        name: "build".into(),
+        tags: vec!["x".into()],
+    };
+    a.send(&job).await.unwrap();
+    a.send("text").await.unwrap();
+    a.send(&42).await.unwrap();
+    a.send(&()).await.unwrap();
+    assert_eq!(b.recv::<Job>().await.unwrap(), Some(job));
+    assert_eq!(b.recv::<String>().await.unwrap().as_deref(), Some("text"));
+    assert_eq!(b.recv::<u32>().await.unwrap(), Some(42));
+    assert_eq!(b.recv::<Value>().await.unwrap(), Some(Value::Null));
+}
+
+#[tokio::test]
+async fn wire_format_is_nodes() {
+    // A struct: `json!` would sort the keys.
+    #[derive(Serialize)]
+    struct Msg {
+        a: u8,
+        s: &'static str,
+        e: &'static str,
+    }
+    let (a, mut raw) = raw_pair();
+    a.send(&Msg {
+        a: 1,
+        s: "x\ny\u{2028}z\u{2029}",
+        e: "é",
+    })
+    .await
+    .unwrap();
+    a.send("hello").await.unwrap();
+    a.send(&42).await.unwrap();
+    a.send(&json!([1, "two"])).await.unwrap();
+    a.disconnect();
+    let mut bytes = Vec::new();
+    raw.read_to_end(&mut bytes).await.unwrap();
+    // The bytes a Node child writes for the same messages (NODE-IPC.md §1.2).
+    assert_eq!(
+        bytes,
+        "{\"a\":1,\"s\":\"x\\ny\u{2028}z\u{2029}\",\"e\":\"é\"}\n\"hello\"\n42\n[1,\"two\"]\n"
+            .as_bytes()
+    );
+}
+
+#[tokio::test]
+async fn burst_of_10000_arrives_complete_and_in_order() {
+    let (a, mut raw) = raw_pair();
+    let burst: String = (0..10_000).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    raw.write_all(burst.as_bytes()).await.unwrap();
+    let (tx, mut rx) = a.split();
+    let peer = tokio::spawn(async move {
+        let mut echoed = Vec::new();
+        raw.read_to_end(&mut echoed).await.unwrap();
+        echoed
+    });
+    for i in 0..10_000u64 {
+        assert_eq!(rx.recv::<Value>().await.unwrap(), Some(json!({ "i": i })));
+    }
+    for i in 0..10_000u64 {
+        tx.send(&json!({ "i": i })).await.unwrap();
+    }
+    tx.disconnect();
+    assert_eq!(peer.await.unwrap(), burst.as_bytes());
+}
+
+#[tokio::test]
+async fn ten_mib_message_round_trips() {
+    let (a, mut b) = channel_pair();
+    let big: String = "0123456789abcdé😀".repeat(10 * 1024 * 1024 / 18);
+    let send = async {
+        a.send(&json!({ "big": big })).await.unwrap();
+        a.send(&"after").await.unwrap();
+    };
+    let recv = async {
+        let msg = b.recv::<Value>().await.unwrap().unwrap();
+        assert_eq!(msg["big"].as_str().unwrap().len(), big.len());
+        assert!(msg["big"] == big.as_str());
+        assert_eq!(b.recv::<String>().await.unwrap().as_deref(), Some("after"));
+    };
+    tokio::join!(send, recv);
+}
+
+#[tokio::test]
+async fn awkward_strings_round_trip() {
+    let (a, mut b) = channel_pair();
+    let strings = [
+        "line\nbreak",
+        "\r\n",
+        "\u{2028}\u{2029}",
+        "emoji 😀 and é",
+        "nul \u{0} byte",
+        "quote \" backslash \\",
+        "",
+    ];
+    for s in strings {
+        a.send(s).await.unwrap();
+    }
+    for s in strings {
+        assert_eq!(b.recv::<String>().await.unwrap().as_deref(), Some(s));
+    }
+}
+
+#[tokio::test]
+async fn bad_lines_fail_alone_and_the_stream_stays_in_sync() {
+    let (mut a, mut raw) = raw_pair();
+    raw.write_all(b"not json\n{\"a\":1}\n\xff\xfe\"x\"\n\"\xc3\x28\"\n{\"b\":2}\n")
+        .await
+        .unwrap();
+    raw.write_all(b"\n   \n\r\n{\"c\":3}\r\n[1,\n")
+        .await
+        .unwrap();
+    assert_decode_error(a.recv().await);
+    assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!({"a": 1})));
+    assert_decode_error(a.recv().await); // invalid UTF-8 outside a string
+    assert_decode_error(a.recv().await); // invalid UTF-8 inside a string
+    assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!({"b": 2})));
+    // Blank lines are skipped, `\r\n` is fine.
+    assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!({"c": 3})));
+    assert_decode_error(a.recv().await); // `[1,` alone is not JSON
+    drop(raw);
+    assert_eq!(a.recv::<Value>().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn wrong_type_fails_that_message_only() {
+    let (a, mut b) = channel_pair();
+    a.send("seven").await.unwrap();
+    a.send(&7).await.unwrap();
+    let err = b.recv::<u32>().await.unwrap_err();
+    assert!(err.to_string().contains("\"seven\""), "{err}");
+    assert_eq!(b.recv::<u32>().await.unwrap(), Some(7));
+}
+
+#[tokio::test]
+async fn too_long_lines_are_skipped_without_buffering() {
+    let (mut a, mut raw) = raw_pair();
+    a.set_max_message_len(10);
+    assert_eq!(a.max_message_len(), 10);
+    // Complete in one read, and arriving in pieces.
+    raw.write_all(b"\"0123456789abcdef\"\n\"ok1\"\n\"0123456789")
+        .await
+        .unwrap();
+    let (mut a_tx, mut a_rx) = a.split();
+    let writer = tokio::spawn(async move {
+        for _ in 0..100 {
+            raw.write_all(&[b'x'; 1000]).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        raw.write_all(b"\"\n\"ok2\"\n\"01234567\"\n").await.unwrap();
+        raw
+    });
+    let too_long = |r: Result<Option<Value>>| {
+        assert!(
+            matches!(
+                r,
+                Err(crate::Error::Channel(ChannelError::TooLong { limit: 10 }))
+            ),
+            "{r:?}"
+        );
+    };
+    too_long(a_rx.recv().await);
+    assert_eq!(a_rx.recv::<Value>().await.unwrap(), Some(json!("ok1")));
+    too_long(a_rx.recv().await);
+    assert!(
+        a_rx.framer.buf.len() <= 2 * READ_CHUNK,
+        "buffered {} bytes",
+        a_rx.framer.buf.len()
+    );
+    assert_eq!(a_rx.recv::<Value>().await.unwrap(), Some(json!("ok2")));
+    // Exactly the limit is fine.
+    assert_eq!(a_rx.recv::<Value>().await.unwrap(), Some(json!("01234567")));
+    drop(writer.await.unwrap());
+    assert_eq!(a_rx.recv::<Value>().await.unwrap(), None);
+    a_tx = a_tx.clone();
+    drop(a_tx);
+}
+
+#[tokio::test]
+async fn internal_messages_are_not_delivered() {
+    let (mut a, mut raw) = raw_pair();
+    raw.write_all(
+        b"{\"cmd\":\"NODE_CLUSTER\",\"act\":\"online\"}\n\
+          {\"x\":1,\"cmd\":\"NODE_SOCKET_COUNT\",\"key\":\"k\",\"count\":0}\n\
+          {\"cmd\":\"NODE_\"}\n\
+          {\"cmd\":\"node_x\"}\n\
+          {\"cmd\":\"fooNODE_\"}\n\
+          {\"cmd\":7,\"v\":\"NODE_HANDLE\"}\n\
+          [\"NODE_HANDLE\"]\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        a.recv::<Value>().await.unwrap(),
+        Some(json!({"cmd": "NODE_"}))
+    );
+    assert_eq!(
+        a.recv::<Value>().await.unwrap(),
+        Some(json!({"cmd": "node_x"}))
+    );
+    assert_eq!(
+        a.recv::<Value>().await.unwrap(),
+        Some(json!({"cmd": "fooNODE_"}))
+    );
+    assert_eq!(
+        a.recv::<Value>().await.unwrap(),
+        Some(json!({"cmd": 7, "v": "NODE_HANDLE"}))
+    );
+    assert_eq!(
+        a.recv::<Value>().await.unwrap(),
+        Some(json!(["NODE_HANDLE"]))
+    );
+}
+
+#[tokio::test]
+async fn node_handle_is_answered_with_nack() {
+    let (mut a, mut raw) = raw_pair();
+    raw.write_all(
+        b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Server\",\"msg\":{\"hello\":1}}\n{\"next\":1}\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!({"next": 1})));
+    a.send(&"mine").await.unwrap();
+    a.disconnect();
+    let mut bytes = Vec::new();
+    raw.read_to_end(&mut bytes).await.unwrap();
+    assert_eq!(bytes, b"{\"cmd\":\"NODE_HANDLE_NACK\"}\n\"mine\"\n");
+}
+
+#[tokio::test]
+async fn peer_close_delivers_everything_then_none_and_send_fails() {
+    let (a, mut b) = channel_pair();
+    for i in 0..100 {
+        a.send(&i).await.unwrap();
+    }
+    a.disconnect();
+    for i in 0..100 {
+        assert_eq!(b.recv::<i32>().await.unwrap(), Some(i));
+    }
+    assert_eq!(b.recv::<i32>().await.unwrap(), None);
+    assert_eq!(b.recv::<i32>().await.unwrap(), None);
+    let err = b.send(&"anyone?").await.unwrap_err();
+    assert!(
+        matches!(err, crate::Error::Channel(ChannelError::Closed)),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn send_after_our_disconnect_is_closed() {
+    let (a, _b) = channel_pair();
+    let (tx, _rx) = a.split();
+    let tx2 = tx.clone();
+    tx.disconnect();
+    let err = tx2.send(&1).await.unwrap_err();
+    assert!(
+        matches!(err, crate::Error::Channel(ChannelError::Closed)),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn peer_dropped_with_unread_data_is_end_of_stream() {
+    // Closing a socket with unread data makes Linux report ECONNRESET to
+    // the peer after the data: still a clean end.
+    let (a, mut b) = channel_pair();
+    b.send(&"unread by b").await.unwrap();
+    a.send(&1).await.unwrap();
+    a.send(&2).await.unwrap();
+    drop(a);
+    assert_eq!(b.recv::<i32>().await.unwrap(), Some(1));
+    assert_eq!(b.recv::<i32>().await.unwrap(), Some(2));
+    assert_eq!(b.recv::<i32>().await.unwrap(), None);
+    assert!(b.send(&3).await.is_err());
+}
+
+#[tokio::test]
+async fn truncated_last_message_is_an_error() {
+    let (mut a, mut raw) = raw_pair();
+    raw.write_all(b"1\n{\"half\":").await.unwrap();
+    drop(raw);
+    assert_eq!(a.recv::<i32>().await.unwrap(), Some(1));
+    assert_decode_error(a.recv().await);
+    assert_eq!(a.recv::<Value>().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn bytes_one_at_a_time_still_parse() {
+    let (mut a, raw) = raw_pair();
+    let text = "{\"a\":\"é😀\u{2028}\"}\n[1,2]\n\"x\"\n";
+    let writer = tokio::spawn(async move {
+        let mut raw = raw;
+        for byte in text.as_bytes() {
+            raw.write_all(&[*byte]).await.unwrap();
+            raw.flush().await.unwrap();
+            tokio::task::yield_now().await;
+        }
+    });
+    assert_eq!(
+        a.recv::<Value>().await.unwrap(),
+        Some(json!({"a": "é😀\u{2028}"}))
+    );
+    assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!([1, 2])));
+    assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!("x")));
+    writer.await.unwrap();
+    assert_eq!(a.recv::<Value>().await.unwrap(), None);
+}
+
+/// A small deterministic PRNG (xorshift64*), so the property test needs
+/// no dependency and a failure names its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn string(&mut self) -> String {
+        const PIECES: &[&str] = &[
+            "a", "é", "\n", "\r", "\u{2028}", "\u{2029}", "\u{0}", "\"", "\\", "😀", "{", "}",
+            "NODE_", " ",
+        ];
+        (0..self.below(12))
+            .map(|_| PIECES[self.below(PIECES.len() as u64) as usize])
+            .collect()
+    }
+
+    fn value(&mut self, depth: u32) -> Value {
+        match self.below(if depth > 2 { 5 } else { 7 }) {
+            0 => Value::Null,
+            1 => Value::Bool(self.below(2) == 1),
+            2 => json!(self.next() as i64 >> self.below(64)),
+            3 => json!((self.next() % 1_000_000) as f64 / 7.0),
+            4 => Value::String(self.string()),
+            5 => Value::Array((0..self.below(4)).map(|_| self.value(depth + 1)).collect()),
+            _ => {
+                let mut map = serde_json::Map::new();
+                for _ in 0..self.below(4) {
+                    // A `cmd` key sometimes, never an internal one.
+                    let key = if self.below(4) == 0 {
+                        "cmd".to_string()
+                    } else {
+                        self.string()
+                    };
+                    map.insert(key, self.value(depth + 1));
+                }
+                if map
+                    .get("cmd")
+                    .and_then(Value::as_str)
+                    .is_some_and(|c| c.starts_with("NODE_"))
+                {
+                    map.remove("cmd");
+                }
+                Value::Object(map)
+            }
+        }
+    }
+}
+
+/// Property: any sequence of JSON values, written in any chunking,
+/// arrives equal and in order. `CP_PROPTEST_CASES` raises the count.
+#[tokio::test]
+async fn any_values_in_any_chunking_arrive_equal_and_in_order() {
+    let cases: u64 = std::env::var("CP_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    for seed in 1..=cases {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let values: Vec<Value> = (0..rng.below(40)).map(|_| rng.value(0)).collect();
+        let mut wire = Vec::new();
+        for v in &values {
+            wire.extend(encode_line(v).unwrap());
+        }
+        let cuts: Vec<usize> = {
+            let mut cuts: Vec<usize> = (0..rng.below(20))
+                .map(|_| rng.below(wire.len() as u64 + 1) as usize)
+                .collect();
+            cuts.sort_unstable();
+            cuts
+        };
+        let (mut a, raw) = raw_pair();
+        let writer = tokio::spawn(async move {
+            let mut raw = raw;
+            let mut at = 0;
+            for cut in cuts.into_iter().chain([wire.len()]) {
+                raw.write_all(&wire[at..cut]).await.unwrap();
+                raw.flush().await.unwrap();
+                tokio::task::yield_now().await;
+                at = cut;
+            }
+        });
+        for (i, v) in values.iter().enumerate() {
+            let got = a
+                .recv::<Value>()
+                .await
+                .unwrap_or_else(|e| panic!("seed {seed}, message {i}: {e}"));
+            assert_eq!(got.as_ref(), Some(v), "seed {seed}, message {i}");
+        }
+        writer.await.unwrap();
+        assert_eq!(a.recv::<Value>().await.unwrap(), None, "seed {seed}");
+    }
+}
+
+#[test]
+fn framing_matches_the_model_on_the_fuzz_seeds() {
+    let seeds: &[&[u8]] = &[
+        b"{\"a\":1}\n\n  \r\n{\"cmd\":\"NODE_HANDLE\"}\nnot json\n[1,2",
+        b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n{\"b\":2}\nyyyyyyyyyyyyyyyyyyyyyyyyyy",
+        b"\xff\xfe\n\"\\u2028\"\n",
+        b"",
+        b"\n\n\n",
+    ];
+    for data in seeds {
+        for max_len in [0, 1, 16, 1 << 20] {
+            for cuts in [
+                vec![],
+                vec![1, 2, 3],
+                vec![5, 17, 40],
+                (0..data.len()).collect(),
+            ] {
+                fuzz_framing(data, &cuts, max_len);
+            }
+        }
+    }
+    let big = vec![b'x'; 300_000];
+    fuzz_framing(&big, &[70_000, 140_000, 250_000], 1000);
+}
+
+#[tokio::test]
+async fn receiver_is_a_stream() {
+    let (a, b) = channel_pair();
+    let (_tx, rx) = b.split();
+    for i in 0..3 {
+        a.send(&i).await.unwrap();
+    }
+    a.disconnect();
+    let got: Vec<Value> = rx.map(|m| m.unwrap()).collect().await;
+    assert_eq!(got, vec![json!(0), json!(1), json!(2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_senders_keep_messages_whole_and_ordered_per_sender() {
+    let (a, mut b) = channel_pair();
+    let (tx, _rx) = a.split();
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                for i in 0..2000 {
+                    // Mix small and large messages.
+                    let pad = if i % 100 == 0 {
+                        "p".repeat(100_000)
+                    } else {
+                        String::new()
+                    };
+                    tx.send(&json!({ "t": t, "i": i, "pad": pad }))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u64; 8];
+    for _ in 0..8 * 2000 {
+        let msg = b.recv::<Value>().await.unwrap().unwrap();
+        let t = msg["t"].as_u64().unwrap() as usize;
+        assert_eq!(msg["i"].as_u64().unwrap(), next[t]);
+        next[t] += 1;
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// Run every ready task until all are blocked: on the current-thread
+/// runtime each yield gives all other ready tasks one turn.
+async fn settle() {
+    for _ in 0..10_000 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn queue_is_bounded_when_the_peer_does_not_read() {
+    let (a, mut b) = channel_pair();
+    let (tx, _rx) = a.split();
+    let msg = "m".repeat(1000);
+    // Many concurrent senders against a peer that reads nothing.
+    let tasks: Vec<_> = (0..5000)
+        .map(|_| {
+            let tx = tx.clone();
+            let msg = msg.clone();
+            tokio::spawn(async move { tx.send(&msg).await.unwrap() })
+        })
+        .collect();
+    // Let every task run until it blocks (current-thread runtime: each
+    // yield runs all ready tasks once); no timing involved.
+    settle().await;
+    {
+        let st = tx.shared.lock();
+        let pending = st.queued - st.written;
+        assert!(
+            pending <= SEND_QUEUE_LIMIT + 1003,
+            "{pending} bytes pending"
+        );
+        assert!(pending >= SEND_QUEUE_LIMIT, "queue not full: {pending}");
+    }
+    // A message bigger than the whole queue still goes through.
+    let big = "B".repeat(3 * SEND_QUEUE_LIMIT as usize);
+    let big_send = tokio::spawn({
+        let tx = tx.clone();
+        let big = big.clone();
+        async move { tx.send(&big).await.unwrap() }
+    });
+    let mut count = 0;
+    let mut saw_big = false;
+    while count < 5000 || !saw_big {
+        let m = b.recv::<String>().await.unwrap().unwrap();
+        if m == big {
+            saw_big = true;
+        } else {
+            assert_eq!(m, msg);
+            count += 1;
+        }
+    }
+    big_send.await.unwrap();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn cancelled_sends_never_interleave() {
+    let (a, mut b) = channel_pair();
+    let (tx, _rx) = a.split();
+    let big = |c: char| c.to_string().repeat(600_000);
+    // The peer does not read, so this send blocks part-way through and is
+    // cancelled with part of its message on the wire.
+    let cancelled = tokio::time::timeout(Duration::from_millis(100), tx.send(&big('a'))).await;
+    assert!(cancelled.is_err(), "the send should not have finished");
+    // A waiter cancelled while another send is the flusher.
+    let (first, second) = (tx.clone(), tx.clone());
+    let f1 = tokio::spawn(async move { first.send(&big('b')).await });
+    settle().await;
+    let f2 = tokio::spawn(async move { second.send(&big('c')).await });
+    settle().await;
+    f2.abort();
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while let Some(m) = b.recv::<String>().await.unwrap() {
+            got.push(m.chars().next().unwrap());
+            assert!(m.len() == 600_000 && m.chars().all(|c| c == m.chars().next().unwrap()));
+        }
+        got
+    });
+    f1.await.unwrap().unwrap();
+    tx.send(&big('d')).await.unwrap();
+    tx.disconnect();
+    let got = reader.await.unwrap();
+    // `a` and `b` in full, `c` maybe (its send was cancelled), `d` last.
+    assert!(
+        got == ['a', 'b', 'd'] || got == ['a', 'b', 'c', 'd'],
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn cancelled_flusher_finishes_its_line_when_it_can() {
+    let (a, mut raw) = raw_pair();
+    let big = "z".repeat(300_000);
+    // Let the reactor see that the socket is writable.
+    a.send(&0).await.unwrap();
+    let first_read = {
+        let mut send = pin!(a.send(&big));
+        // The peer does not read: the send fills the socket and waits.
+        assert!(futures::poll!(send.as_mut()).is_pending());
+        // Room appears, but the future is dropped before it runs again.
+        let mut buf = vec![0; 1 << 20];
+        raw.readable().await.unwrap();
+        let n = raw.try_read(&mut buf).unwrap();
+        assert!(n > 0 && n < big.len());
+        n
+    };
+    // Nobody sends again, yet the line was completed on drop.
+    a.disconnect();
+    let mut got = Vec::new();
+    raw.read_to_end(&mut got).await.unwrap();
+    assert_eq!(
+        first_read + got.len(),
+        "0\n".len() + big.len() + "\"\"\n".len(),
+        "the line was left unfinished"
+    );
+    assert!(got.ends_with(b"zz\"\n"));
+}
+
+#[tokio::test]
+async fn cancelled_send_is_completed_by_the_next_send() {
+    let (a, raw) = raw_pair();
+    let big = "z".repeat(600_000);
+    let cancelled = tokio::time::timeout(Duration::from_millis(50), a.send(&big)).await;
+    assert!(cancelled.is_err(), "the send should not have finished");
+    let reader = tokio::spawn(async move {
+        let mut raw = raw;
+        let mut got = Vec::new();
+        raw.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    // The peer drains the socket; the rest of the line is still queued.
+    settle().await;
+    a.send(&1).await.unwrap();
+    a.disconnect();
+    assert_eq!(reader.await.unwrap(), format!("\"{big}\"\n1\n").as_bytes());
+}
+
+#[tokio::test]
+async fn fed_messages_go_out_in_few_writes_and_flush_delivers_them() {
+    let (a, mut b) = channel_pair();
+    // The reader runs meanwhile: a full socket makes `feed` wait.
+    let reader = tokio::spawn(async move {
+        for i in 0..50_000u32 {
+            assert_eq!(b.recv::<Value>().await.unwrap(), Some(json!({ "i": i })));
+        }
+        b
+    });
+    for i in 0..50_000u32 {
+        a.feed(&json!({ "i": i })).await.unwrap();
+    }
+    // The tail below the batch size is still queued until flush.
+    a.flush().await.unwrap();
+    let mut b = reader.await.unwrap();
+    // A send after feeds delivers the fed messages first, in order.
+    a.feed(&"fed").await.unwrap();
+    a.send(&"sent").await.unwrap();
+    assert_eq!(b.recv::<Value>().await.unwrap(), Some(json!("fed")));
+    assert_eq!(b.recv::<Value>().await.unwrap(), Some(json!("sent")));
+    // Disconnect writes what feed left queued when the socket takes it.
+    a.feed(&"before disconnect").await.unwrap();
+    a.disconnect();
+    assert_eq!(
+        b.recv::<Value>().await.unwrap(),
+        Some(json!("before disconnect"))
+    );
+    assert_eq!(b.recv::<Value>().await.unwrap(), None);
+}
+
+/// Review finding: a cancelled big send left more than the queue limit
+/// with nobody writing, and every later send waited forever.
+#[tokio::test]
+async fn send_after_a_cancelled_big_send_does_not_hang() {
+    let (a, mut b) = channel_pair();
+    let big = "x".repeat(4 << 20);
+    // The peer does not read yet: the send cannot finish; cancel it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), a.send(&big))
+            .await
+            .is_err()
+    );
+    let reader = tokio::spawn(async move {
+        let first: Value = b.recv().await.unwrap().unwrap();
+        let second: Value = b.recv().await.unwrap().unwrap();
+        (first, second)
+    });
+    tokio::time::timeout(Duration::from_secs(10), a.send(&"small"))
+        .await
+        .expect("send hung")
+        .unwrap();
+    let (first, second) = reader.await.unwrap();
+    assert_eq!(first.as_str().map(str::len), Some(4 << 20));
+    assert_eq!(second, json!("small"));
+}
+
+/// Review finding: fed messages were lost when the channel was dropped
+/// although the socket had room.
+#[tokio::test]
+async fn dropping_the_channel_writes_what_feed_queued() {
+    let (a, mut b) = channel_pair();
+    a.feed(&"queued").await.unwrap();
+    drop(a);
+    assert_eq!(b.recv::<Value>().await.unwrap(), Some(json!("queued")));
+    assert_eq!(b.recv::<Value>().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn encode_errors_send_nothing() {
+    let (a, mut b) = channel_pair();
+    let mut bad = std::collections::HashMap::new();
+    bad.insert(vec![1u8], 1); // non-string keys cannot be JSON
+    let err = a.send(&bad).await.unwrap_err();
+    assert!(
+        matches!(err, crate::Error::Channel(ChannelError::Encode(_))),
+        "{err:?}"
+    );
+    a.send(&"fine").await.unwrap();
+    assert_eq!(b.recv::<String>().await.unwrap().as_deref(), Some("fine"));
+}
+
+#[test]
+fn types_are_send_sync_and_receiver_is_unpin() {
+    fn check<T: Send + Sync + fmt::Debug>() {}
+    fn unpin<T: Unpin>() {}
+    check::<Channel>();
+    check::<ChannelSender>();
+    check::<ChannelReceiver>();
+    unpin::<ChannelReceiver>();
+}
+
+#[test]
+fn internal_detection_follows_node() {
+    assert_eq!(
+        internal_cmd(br#"{"cmd":"NODE_HANDLE","msg":{}}"#).as_deref(),
+        Some("NODE_HANDLE")
+    );
+    assert_eq!(
+        internal_cmd(br#"{"a":{"cmd":"x"},"cmd":"NODE_X"}"#).as_deref(),
+        Some("NODE_X")
+    );
+    assert_eq!(internal_cmd(br#"{"a":{"cmd":"NODE_X"}}"#), None); // nested: not top level
+    assert_eq!(internal_cmd(br#"{"cmd":"NODE_"}"#), None);
+    assert_eq!(internal_cmd(br#"{"cmd":"NODE_X","cmd":"y"}"#), None); // last wins
+    assert_eq!(internal_cmd(br#"{"cmd":"NODE_X""#), None); // not JSON: a user error
+}
+
+// --- from_parent: these change the process environment, one at a time.
+
+static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+fn with_env<R>(fd: Option<&str>, mode: Option<&str>, f: impl FnOnce() -> R) -> R {
+    let _guard = ENV_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    match fd {
+        Some(v) => std::env::set_var(ipc::CHANNEL_FD_VAR, v),
+        None => std::env::remove_var(ipc::CHANNEL_FD_VAR),
+    }
+    match mode {
+        Some(v) => std::env::set_var(ipc::SERIALIZATION_VAR, v),
+        None => std::env::remove_var(ipc::SERIALIZATION_VAR),
+    }
+    let r = f();
+    std::env::remove_var(ipc::CHANNEL_FD_VAR);
+    std::env::remove_var(ipc::SERIALIZATION_VAR);
+    r
+}
+
+#[track_caller]
+fn setup_error(result: Result<Option<Channel>>, needle: &str) {
+    match result {
+        Err(crate::Error::Channel(ChannelError::Setup { reason })) => {
+            assert!(
+                reason.contains(needle),
+                "{reason:?} does not mention {needle:?}"
+            )
+        }
+        other => panic!("expected a setup error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn from_parent_without_a_channel_is_none() {
+    assert!(with_env(None, None, Channel::from_parent)
+        .unwrap()
+        .is_none());
+    assert!(with_env(Some(""), None, Channel::from_parent)
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn from_parent_rejects_bad_values() {
+    for bad in ["abc", "-1", "3abc", " 3", "+3", "99999999999"] {
+        setup_error(
+            with_env(Some(bad), None, Channel::from_parent),
+            "not a file descriptor number",
+        );
+    }
+    setup_error(
+        with_env(Some("1000000"), None, Channel::from_parent),
+        "not open",
+    );
+    let file = std::fs::File::open("/work/main/Cargo.toml")
+        .or_else(|_| std::fs::File::open("/etc/hostname"));
+    let file = file.unwrap();
+    let raw = file.as_raw_fd().to_string();
+    setup_error(
+        with_env(Some(&raw), None, Channel::from_parent),
+        "regular file",
+    );
+    // The fd was left alone: still open and ours.
+    nix::sys::stat::fstat(file.as_fd()).unwrap();
+    let (udp, _other) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    let raw = udp.as_raw_fd().to_string();
+    setup_error(
+        with_env(Some(&raw), None, Channel::from_parent),
+        "not a stream socket",
+    );
+    nix::sys::stat::fstat(udp.as_fd()).unwrap();
+    // The variables stay after a failure.
+    let kept = with_env(Some("abc"), None, || {
+        let _ = Channel::from_parent();
+        std::env::var_os(ipc::CHANNEL_FD_VAR)
+    });
+    assert_eq!(kept.as_deref(), Some(std::ffi::OsStr::new("abc")));
+}
+
+#[tokio::test]
+async fn from_parent_rejects_advanced_serialization() {
+    let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let raw = ours.as_raw_fd().to_string();
+    setup_error(
+        with_env(Some(&raw), Some("advanced"), Channel::from_parent),
+        "only Node's `json`",
+    );
+}
+
+#[test]
+fn from_parent_without_a_runtime_is_an_error() {
+    let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let raw = ours.as_raw_fd().to_string();
+    setup_error(
+        with_env(Some(&raw), None, Channel::from_parent),
+        "no tokio runtime",
+    );
+}
+
+#[tokio::test]
+async fn from_parent_adopts_the_socket_and_cleans_the_environment() {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    // Like Node's parent: blocking and inheritable.
+    nix::fcntl::fcntl(&ours, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+    let raw = std::os::fd::IntoRawFd::into_raw_fd(ours);
+    let (mut channel, env_after) = with_env(Some(&raw.to_string()), Some("json"), || {
+        let channel = Channel::from_parent().unwrap().expect("a channel");
+        let again = Channel::from_parent().unwrap();
+        assert!(again.is_none(), "the fd must be taken only once");
+        let env = (
+            std::env::var_os(ipc::CHANNEL_FD_VAR),
+            std::env::var_os(ipc::SERIALIZATION_VAR),
+        );
+        (channel, env)
+    });
+    assert_eq!(env_after, (None, None));
+    let fd = channel.sender.shared.socket.as_fd();
+    assert_eq!(fd.as_raw_fd(), raw);
+    let fd_flags = nix::fcntl::fcntl(fd, FcntlArg::F_GETFD).unwrap();
+    assert!(FdFlag::from_bits_retain(fd_flags).contains(FdFlag::FD_CLOEXEC));
+    let fl_flags = nix::fcntl::fcntl(fd, FcntlArg::F_GETFL).unwrap();
+    assert!(OFlag::from_bits_retain(fl_flags).contains(OFlag::O_NONBLOCK));
+    let mut peer = Channel::from_fd(theirs.into()).unwrap();
+    peer.send(&json!({"hi": 1})).await.unwrap();
+    assert_eq!(
+        channel.recv::<Value>().await.unwrap(),
+        Some(json!({"hi": 1}))
+    );
+    channel.send(&"back").await.unwrap();
+    assert_eq!(
+        peer.recv::<String>().await.unwrap().as_deref(),
+        Some("back")
+    );
+}
+
+/// `cargo test --release -- --ignored --nocapture throughput`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn throughput() {
+    const N: usize = 1_000_000;
+    for senders in [1usize, 4, 64] {
+        let (a, mut b) = channel_pair();
+        let (tx, _rx) = a.split();
+        let start = std::time::Instant::now();
+        let tasks: Vec<_> = (0..senders)
+            .map(|t| {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    for i in 0..N / senders {
+                        tx.send(&json!({ "t": t, "i": i })).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut n = 0;
+        while n < N / senders * senders {
+            b.recv::<Value>().await.unwrap().unwrap();
+            n += 1;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{senders} sender task(s): {N} small messages in {secs:.2} s = {:.0} msg/s",
+            N as f64 / secs
+        );
+    }
+    let (a, mut b) = channel_pair();
+    let payload = "x".repeat(64 * 1024 - 3);
+    let count = 20_000;
+    let start = std::time::Instant::now();
+    let sender = tokio::spawn(async move {
+        for _ in 0..count {
+            a.send(&payload).await.unwrap();
+        }
+    });
+    for _ in 0..count {
+        b.recv::<serde::de::IgnoredAny>().await.unwrap().unwrap();
+    }
+    sender.await.unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "64 KiB messages: {:.0} MB/s",
+        (count * 64 * 1024) as f64 / secs / 1e6
+    );
+}
