@@ -115,9 +115,12 @@ pub enum Error {
         output: Box<Output>,
     },
     /// The child wrote more than `max_buffer` bytes to one stream and was
-    /// killed, with its whole process group.
+    /// killed, with its whole process group. (When the output came from a
+    /// background process after the child had already exited, nothing is
+    /// killed: the message then gives the child's exit status.)
     #[error(
-        "`{command}` wrote more than {limit} bytes to {stream} (max_buffer) and was killed with {signal}{tail}",
+        "`{command}` wrote more than {limit} bytes to {stream} (max_buffer){fate}{tail}",
+        fate = KillNote(output.status, *signal),
         tail = StderrTail(output)
     )]
     MaxBuffer {
@@ -457,6 +460,20 @@ impl fmt::Debug for CommandLine {
     }
 }
 
+/// How a `max_buffer` overflow ended for the child: killed by us, or it had
+/// exited already (the overflow came from a process it left behind).
+struct KillNote(ExitStatus, Signal);
+
+impl fmt::Display for KillNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use std::os::unix::process::ExitStatusExt;
+        match self.0.signal() {
+            Some(_) => write!(f, " and was killed with {}", self.1),
+            None => write!(f, "; it had already exited ({})", self.0),
+        }
+    }
+}
+
 /// The last lines of a child's stderr, for error messages: at most 20 lines
 /// and 4 KiB, introduced by a newline; nothing when stderr is empty.
 struct StderrTail<'a>(&'a Output);
@@ -517,6 +534,29 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "`make all` failed: exit status: 2\nstderr:\nboom"
+        );
+    }
+
+    #[test]
+    fn max_buffer_message_says_whether_the_child_was_killed() {
+        let err = |raw| Error::MaxBuffer {
+            command: CommandLine::verbatim("yes"),
+            stream: Stream::Stdout,
+            limit: 10,
+            signal: Signal::SIGTERM,
+            output: Box::new(Output {
+                status: ExitStatus::from_raw(raw),
+                stdout: vec![],
+                stderr: vec![],
+            }),
+        };
+        assert_eq!(
+            err(libc::SIGTERM).to_string(),
+            "`yes` wrote more than 10 bytes to stdout (max_buffer) and was killed with SIGTERM"
+        );
+        assert_eq!(
+            err(0).to_string(),
+            "`yes` wrote more than 10 bytes to stdout (max_buffer); it had already exited (exit status: 0)"
         );
     }
 
