@@ -271,9 +271,17 @@ fn process_limit_is_a_clear_error_and_recovers() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         let name = "isolated::process_limit_is_a_clear_error_and_recovers";
+        // `nobody` may not be able to reach the build directory (a checkout
+        // under /root): run a copy from a directory it can read.
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::support::TempDir::new("nproc");
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = dir.0.join("it");
+        std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
         let out = std::process::Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(std::env::current_exe().unwrap())
+            .arg(&exe)
             .args(["--ignored", "--exact", name, "--test-threads=1"])
             .env("CP_ISOLATED", "1")
             .output()
