@@ -103,7 +103,7 @@ impl Spec {
     }
 
     /// The child's environment, as `KEY=VALUE` C strings.
-    fn envp(&self, line: &CommandLine) -> Result<sys::EnvBlock> {
+    fn envp(&self, line: &CommandLine) -> Result<sys::CStrArray> {
         let mut vars: Vec<(OsString, OsString)> = if self.env_clear {
             Vec::new()
         } else {
@@ -113,22 +113,18 @@ impl Spec {
             check_env_key(key, line)?;
             vars.retain(|(k, _)| k != key);
             if let Some(val) = val {
-                if val.as_bytes().contains(&0) {
-                    return Err(Error::spawn(
-                        line,
-                        format!("environment variable {key:?} holds a NUL byte"),
-                        io::Error::from(io::ErrorKind::InvalidInput),
-                    ));
-                }
+                check_nul(
+                    val.as_bytes(),
+                    format_args!("environment variable {key:?}"),
+                    line,
+                )?;
                 vars.push((key.clone(), val.clone()));
             }
         }
         // Variables from the OS cannot hold NUL bytes (they are C strings).
-        let pairs: Vec<(&[u8], &[u8])> = vars
-            .iter()
-            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
-            .collect();
-        Ok(sys::EnvBlock::new(&pairs))
+        Ok(sys::CStrArray::new(
+            vars.iter().map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()]),
+        ))
     }
 
     /// The value `PATH` will have in the child.
@@ -156,17 +152,25 @@ fn check_env_key(key: &OsStr, line: &CommandLine) -> Result<()> {
     Ok(())
 }
 
-/// `what` names the value in the error; it is only formatted on failure.
+/// A NUL byte cannot cross into C; `what` names the value in the error (it
+/// is only formatted on failure).
+fn check_nul(bytes: &[u8], what: impl std::fmt::Display, line: &CommandLine) -> Result<()> {
+    match memchr::memchr(0, bytes) {
+        None => Ok(()),
+        Some(at) => {
+            let shown = String::from_utf8_lossy(&bytes[..at]);
+            Err(Error::spawn(
+                line,
+                format!("{what} holds a NUL byte (after {shown:?})"),
+                io::Error::from(io::ErrorKind::InvalidInput),
+            ))
+        }
+    }
+}
+
 fn c_string(bytes: Vec<u8>, what: impl std::fmt::Display, line: &CommandLine) -> Result<CString> {
-    CString::new(bytes).map_err(|e| {
-        let at = e.nul_position();
-        let shown = String::from_utf8_lossy(&e.into_vec()[..at]).into_owned();
-        Error::spawn(
-            line,
-            format!("{what} holds a NUL byte (after {shown:?})"),
-            io::Error::from(io::ErrorKind::InvalidInput),
-        )
-    })
+    check_nul(&bytes, what, line)?;
+    Ok(CString::new(bytes).expect("checked for NUL bytes"))
 }
 
 /// A spawned process before it is wrapped for tokio or for blocking use.
@@ -197,23 +201,25 @@ pub(crate) fn spawn_raw(
             io::Error::from(io::ErrorKind::InvalidInput),
         ));
     }
-    let mut argv = Vec::with_capacity(spec.args.len() + 1);
-    argv.push(match &spec.argv0 {
-        Some(argv0) => c_string(argv0.as_bytes().to_vec(), "argv0", line)?,
-        None => program.clone(),
-    });
+    let argv0 = match &spec.argv0 {
+        Some(argv0) => {
+            check_nul(argv0.as_bytes(), "argv0", line)?;
+            argv0.as_bytes()
+        }
+        None => program.as_bytes(),
+    };
     for (i, arg) in spec.args.iter().enumerate() {
-        argv.push(c_string(
-            arg.as_bytes().to_vec(),
-            format_args!("argument {}", i + 1),
-            line,
-        )?);
+        check_nul(arg.as_bytes(), format_args!("argument {}", i + 1), line)?;
     }
+    let argv = sys::CStrArray::new(
+        std::iter::once(argv0)
+            .chain(spec.args.iter().map(|a| a.as_bytes()))
+            .map(|a| [a]),
+    );
     let cwd = match &spec.cwd {
         Some(cwd) => Some(c_string(cwd.as_os_str().as_bytes().to_vec(), "cwd", line)?),
         None => None,
     };
-    let argv = sys::CStringArray::new(argv);
     let envp = spec.envp(line)?;
     let path = resolve_program(spec, &program, line)?;
 
@@ -363,8 +369,8 @@ fn explain_spawn_error(
     err: &io::Error,
     spec: &Spec,
     path: &CString,
-    argv: &sys::CStringArray,
-    envp: &sys::EnvBlock,
+    argv: &sys::CStrArray,
+    envp: &sys::CStrArray,
 ) -> String {
     let program = Path::new(OsStr::from_bytes(path.as_bytes()));
     if let Some(cwd) = &spec.cwd {
@@ -1344,8 +1350,8 @@ mod tests {
     fn resource_errors_are_explained() {
         let spec = Spec::new(OsStr::new("/bin/true"));
         let path = CString::new("/bin/true").unwrap();
-        let argv = sys::CStringArray::new(vec![path.clone()]);
-        let envp = sys::EnvBlock::new(&[] as &[(&[u8], &[u8])]);
+        let argv = sys::CStrArray::new([[path.as_bytes()]]);
+        let envp = sys::CStrArray::new([] as [[&[u8]; 1]; 0]);
         let explain = |errno| {
             explain_spawn_error(
                 &io::Error::from_raw_os_error(errno),

@@ -8,7 +8,7 @@ pub(crate) mod ipc;
 pub(crate) mod reaper;
 pub(crate) mod tokio_fd;
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -39,64 +39,36 @@ fn cvt_r(mut f: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// A null-terminated array of C strings (`argv`, `envp`) that owns them.
-pub(crate) struct CStringArray {
-    items: Vec<CString>,
-    ptrs: Vec<*const libc::c_char>,
-}
-
-// SAFETY: the raw pointers point into `items`, which the array owns and never
-// mutates after construction; sharing or sending them is as safe as sharing
-// the `CString`s.
-unsafe impl Send for CStringArray {}
-// SAFETY: as above, the array is immutable once built.
-unsafe impl Sync for CStringArray {}
-
-impl CStringArray {
-    pub(crate) fn new(items: Vec<CString>) -> Self {
-        let mut ptrs: Vec<*const libc::c_char> = items.iter().map(|s| s.as_ptr()).collect();
-        ptrs.push(ptr::null());
-        CStringArray { items, ptrs }
-    }
-
-    pub(crate) fn total_bytes(&self) -> usize {
-        self.items
-            .iter()
-            .map(|s| s.as_bytes_with_nul().len() + std::mem::size_of::<usize>())
-            .sum()
-    }
-}
-
-/// A null-terminated `envp` packed into one buffer: one allocation for the
-/// strings however many variables there are (copying the environment is on
-/// every spawn's path, since `environ` itself may only be read under std's
-/// lock).
-pub(crate) struct EnvBlock {
+/// A null-terminated array of C strings (`argv`, `envp`) packed into one
+/// buffer: one allocation for the strings however many there are (the
+/// environment is copied on every spawn, since `environ` itself may only be
+/// read under std's lock).
+pub(crate) struct CStrArray {
     buf: Vec<u8>,
     ptrs: Vec<*const libc::c_char>,
 }
 
-// SAFETY: the raw pointers point into `buf`, which the block owns and never
+// SAFETY: the raw pointers point into `buf`, which the array owns and never
 // mutates or reallocates after construction.
-unsafe impl Send for EnvBlock {}
-// SAFETY: as above, the block is immutable once built.
-unsafe impl Sync for EnvBlock {}
+unsafe impl Send for CStrArray {}
+// SAFETY: as above, the array is immutable once built.
+unsafe impl Sync for CStrArray {}
 
-impl EnvBlock {
-    /// `KEY=VALUE\0` for each pair; the caller has checked that no key or
-    /// value holds a NUL byte and that keys hold no `=`.
-    pub(crate) fn new(vars: &[(impl AsRef<[u8]>, impl AsRef<[u8]>)]) -> EnvBlock {
-        let len = vars
-            .iter()
-            .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 2)
-            .sum();
-        let mut buf = Vec::with_capacity(len);
-        let mut offsets = Vec::with_capacity(vars.len());
-        for (k, v) in vars {
+impl CStrArray {
+    /// Each item is the concatenation of its parts plus a NUL; the caller
+    /// has checked that no part holds a NUL byte.
+    pub(crate) fn new<'a, I, P>(items: I) -> CStrArray
+    where
+        I: IntoIterator<Item = P>,
+        P: IntoIterator<Item = &'a [u8]>,
+    {
+        let mut buf = Vec::new();
+        let mut offsets = Vec::new();
+        for parts in items {
             offsets.push(buf.len());
-            buf.extend_from_slice(k.as_ref());
-            buf.push(b'=');
-            buf.extend_from_slice(v.as_ref());
+            for part in parts {
+                buf.extend_from_slice(part);
+            }
             buf.push(0);
         }
         // `buf` is complete: its address no longer changes.
@@ -106,9 +78,10 @@ impl EnvBlock {
             .map(|o| base.wrapping_add(o).cast())
             .collect();
         ptrs.push(ptr::null());
-        EnvBlock { buf, ptrs }
+        CStrArray { buf, ptrs }
     }
 
+    /// The size `execve` counts for it: the strings and the pointers.
     pub(crate) fn total_bytes(&self) -> usize {
         self.buf.len() + self.ptrs.len() * std::mem::size_of::<usize>()
     }
@@ -118,8 +91,8 @@ impl EnvBlock {
 pub(crate) struct SpawnPlan<'a> {
     /// The program's path (already resolved against `PATH`).
     pub path: &'a CStr,
-    pub argv: &'a CStringArray,
-    pub envp: &'a EnvBlock,
+    pub argv: &'a CStrArray,
+    pub envp: &'a CStrArray,
     pub cwd: Option<&'a CStr>,
     /// `(source, target)`: the child gets `source` at fd number `target`.
     /// Every source is `>= close_from`, so no dup2 clobbers a later source
