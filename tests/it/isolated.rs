@@ -32,6 +32,19 @@ fn run_isolated() {
     );
 }
 
+/// Open what the crate opens once per process (the shared /dev/null fd, the
+/// reaper thread and its two eventfds) and return the fds open afterwards.
+/// The reaper starts only for a child still running when dropped: one that
+/// already exited is reaped on the spot.
+async fn warm_up() -> std::collections::BTreeSet<i32> {
+    cp::exec("true").await.unwrap();
+    drop(cp::spawn("sleep", ["0.05"]).unwrap());
+    wait_until(Duration::from_secs(5), "warm-up reaped", || {
+        crate::support::children().is_empty()
+    });
+    open_fds()
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -80,19 +93,7 @@ fn concurrent_execs_leave_no_zombies() {
 fn every_kill_path_leaves_no_zombie_and_no_fd() {
     let rt = runtime();
     rt.block_on(async {
-        // Warm up what the crate opens once per process: the shared
-        // /dev/null fd and the reaper thread's eventfd (and its copy).
-        cp::exec("true").await.unwrap();
-        let mut warm = cp::spawn("true", [""; 0]).unwrap();
-        warm.wait().await.unwrap();
-        // Starts the reaper thread (and its eventfds) for good: a child that
-        // is still running when dropped (one that already exited is reaped
-        // on the spot and starts nothing).
-        drop(cp::spawn("sleep", ["0.05"]).unwrap());
-        wait_until(Duration::from_secs(5), "warm-up reaped", || {
-            crate::support::children().is_empty()
-        });
-        let before = open_fds();
+        let before = warm_up().await;
         for _ in 0..20 {
             // timeout
             let err = cp::exec("sleep 30")
@@ -171,12 +172,7 @@ fn stress_10000_spawns_leave_no_zombie_and_no_fd() {
         .build()
         .unwrap();
     rt.block_on(async {
-        cp::exec("true").await.unwrap();
-        drop(cp::spawn("sleep", ["0.05"]).unwrap()); // starts the reaper
-        wait_until(Duration::from_secs(5), "warm-up reaped", || {
-            crate::support::children().is_empty()
-        });
-        let before = open_fds();
+        let before = warm_up().await;
         let tasks = (0..8).map(|lane| {
             tokio::spawn(async move {
                 for i in 0..1250 {
