@@ -9,10 +9,13 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use crate::capture::Capture;
+use crate::command::Command;
 use crate::error::{CommandLine, Error, ExitStatus, Output, Result, Stream};
 use crate::exec::{Collected, Ending, Job, Limits, PIPE_GRACE};
-use crate::spawn::{abandon, signal_tree, spawn_raw, Command, OnDrop, RawChild};
-use crate::stdio::{Capture, Stdio};
+use crate::kill::{abandon, signal_tree, OnDrop};
+use crate::spawn::{spawn_raw, RawChild};
+use crate::stdio::Stdio;
 use crate::{sys, Signal};
 
 impl Job {

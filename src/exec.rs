@@ -14,9 +14,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::capture::Capture;
+use crate::child::Child;
+use crate::command::Command;
 use crate::error::{CommandLine, Error, ExitStatus, Output, Result, Stream};
-use crate::spawn::{Child, Command, OnDrop, Spec};
-use crate::stdio::{Capture, ChildStderr, ChildStdin, ChildStdout};
+use crate::kill::OnDrop;
+use crate::spawn::Spec;
+use crate::stdio::{ChildStderr, ChildStdin, ChildStdout};
 use crate::{Signal, Stdio};
 
 /// Node's default `maxBuffer`: 1 MiB per stream.

@@ -11,8 +11,11 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use crate::channel::Channel;
+use crate::child::Child;
+use crate::command::Command;
 use crate::error::{ChannelError, Error, Result};
-use crate::spawn::{Child, Command, OnDrop, Spec};
+use crate::kill::OnDrop;
+use crate::spawn::Spec;
 use crate::stdio::Stdio;
 use crate::sys;
 

@@ -70,7 +70,11 @@
 
 // In reading order: the primitive, its pipes, what is built on it, errors.
 mod spawn;
+mod command;
+mod child;
+mod kill;
 mod stdio;
+mod capture;
 mod exec;
 mod exec_file;
 mod blocking;
@@ -81,14 +85,15 @@ mod signal;
 #[allow(unsafe_code)]
 mod sys;
 
-// For the fuzz harness in fuzz/ only.
-#[doc(hidden)]
+// For the fuzz harness in fuzz/ only: cargo-fuzz builds with `--cfg fuzzing`.
+#[cfg(fuzzing)]
 pub use channel::fuzz_framing;
 pub use channel::{Channel, ChannelReceiver, ChannelSender};
+pub use child::Child;
+pub use command::{spawn, Command};
 pub use error::{ChannelError, CommandLine, Error, ExitStatus, Output, Result, Stream};
 pub use exec::{exec, Exec, ExecFuture, TextFuture};
 pub use exec_file::{exec_file, ExecFile};
 pub use fork::{fork, Fork};
 pub use signal::{ParseSignalError, Signal};
-pub use spawn::{spawn, Child, Command};
 pub use stdio::{ChildStderr, ChildStdin, ChildStdout, Stdio};

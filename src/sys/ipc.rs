@@ -118,3 +118,32 @@ fn adopt_stream_socket(raw: RawFd) -> io::Result<OwnedFd> {
         }
     }
 }
+
+/// One non-blocking `send(2)` on a stream socket, with `MSG_NOSIGNAL`: a
+/// closed peer gives `EPIPE`, never a `SIGPIPE` that would kill a process
+/// that does not ignore it.
+pub(crate) fn send_nosignal(fd: std::os::fd::BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    use nix::sys::socket::{send, MsgFlags};
+    use std::os::fd::AsRawFd;
+    Ok(send(
+        fd.as_raw_fd(),
+        bytes,
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+    )?)
+}
+
+/// `shutdown(SHUT_RDWR)`: the peer sees end of stream even while other
+/// handles keep the socket open.
+pub(crate) fn shutdown(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use nix::sys::socket::{shutdown, Shutdown};
+    use std::os::fd::AsRawFd;
+    Ok(shutdown(fd.as_raw_fd(), Shutdown::Both)?)
+}
+
+/// Make an adopted socket non-blocking and close-on-exec, whatever it was.
+pub(crate) fn prepare_socket(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    super::set_nonblocking(fd)?;
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    Ok(())
+}

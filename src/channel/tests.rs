@@ -1,11 +1,17 @@
 //! Unit tests of the channel: wire format, framing, writer, `from_parent`.
 //! They reach into internals (queue state, buffer sizes), so they live
 //! beside the module rather than in `tests/`.
+use super::framer::{fuzz_framing, READ_CHUNK};
+use super::wire::internal_cmd;
+use super::writer::SEND_QUEUE_LIMIT;
 use super::*;
 use futures::StreamExt;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::os::fd::AsFd;
+use std::pin::pin;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

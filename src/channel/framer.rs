@@ -1,0 +1,266 @@
+//! Splitting received bytes into lines, without touching a socket.
+//!
+//! One buffer, read into at least 64 KiB at a time (it grows for long
+//! lines), split on `\n` with `memchr`, each line parsed in place. Lines
+//! longer than the limit are dropped as they stream in, without being
+//! buffered whole.
+
+use serde::de;
+
+use super::wire::{excerpt, internal_cmd};
+use super::KEEP_CAPACITY;
+use crate::error::ChannelError;
+
+/// Reads ask for at least this much (libuv reads 64 KiB at a time).
+pub(super) const READ_CHUNK: usize = 64 * 1024;
+
+/// What the framer has for the reader next.
+#[derive(Debug)]
+pub(super) enum Step {
+    /// A message for the user: `buf[start..end]`, without the `\n`.
+    Message(usize, usize),
+    /// A protocol message (`cmd` starting with `NODE_`), with its `cmd`.
+    Internal(String),
+    /// An error for one message (too long, cut off at the end of stream).
+    Error(ChannelError),
+    /// Nothing complete yet: read more into [`Framer::spare`].
+    NeedMore,
+    /// The stream ended and everything in it was delivered.
+    End,
+}
+
+/// Splits received bytes into `\n`-terminated messages, in place, without
+/// touching a socket: the reader feeds it, and so does the fuzz harness
+/// (`fuzz/`), which checks it over arbitrary bytes in arbitrary chunks.
+pub(super) struct Framer {
+    /// `buf[start..end]` is received and not yet consumed; `buf[start..scan]`
+    /// is known to hold no `\n`; `buf[end..]` is free space for reads.
+    pub(super) buf: Vec<u8>,
+    pub(super) start: usize,
+    scan: usize,
+    pub(super) end: usize,
+    /// We are skipping the rest of a line longer than `max_len`.
+    discarding: bool,
+    pub(super) eof: bool,
+    pub(super) max_len: usize,
+}
+
+impl Framer {
+    pub(crate) fn new(max_len: usize) -> Framer {
+        Framer {
+            buf: Vec::new(),
+            start: 0,
+            scan: 0,
+            end: 0,
+            discarding: false,
+            eof: false,
+            max_len,
+        }
+    }
+
+    /// The bytes of a message `next_message` returned.
+    pub(crate) fn get(&self, start: usize, end: usize) -> &[u8] {
+        &self.buf[start..end]
+    }
+
+    /// Free space to read into (at least [`READ_CHUNK`] bytes).
+    pub(crate) fn spare(&mut self) -> &mut [u8] {
+        self.make_room();
+        &mut self.buf[self.end..]
+    }
+
+    /// `n` bytes were read into [`Framer::spare`].
+    pub(crate) fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    /// The stream ended.
+    pub(crate) fn set_eof(&mut self) {
+        self.eof = true;
+    }
+
+    /// Bytes held, for the fuzz harness's memory bound.
+    #[cfg(any(fuzzing, test))]
+    fn held(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next message: blank lines are skipped (Node never writes them, and
+    /// would die reading one); protocol messages are told apart.
+    pub(crate) fn next_message(&mut self) -> Step {
+        loop {
+            match self.next_line() {
+                Ok(Some((start, end))) => {
+                    let line = &self.buf[start..end];
+                    if line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r')) {
+                        continue;
+                    }
+                    return match internal_cmd(line) {
+                        Some(cmd) => Step::Internal(cmd),
+                        None => Step::Message(start, end),
+                    };
+                }
+                Ok(None) if self.eof => return Step::End,
+                Ok(None) => return Step::NeedMore,
+                Err(e) => return Step::Error(e),
+            }
+        }
+    }
+
+    /// The next `\n`-terminated line (without the `\n`); `Ok(None)` when
+    /// more bytes are needed or, after `set_eof`, at the end.
+    fn next_line(&mut self) -> Result<Option<(usize, usize)>, ChannelError> {
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.scan..self.end]) {
+                let (start, end) = (self.start, self.scan + i);
+                self.start = end + 1;
+                self.scan = self.start;
+                if std::mem::take(&mut self.discarding) {
+                    continue;
+                }
+                if end - start > self.max_len {
+                    return Err(ChannelError::TooLong {
+                        limit: self.max_len,
+                    });
+                }
+                return Ok(Some((start, end)));
+            }
+            self.scan = self.end;
+            if self.discarding {
+                self.start = self.end;
+            } else if self.end - self.start > self.max_len {
+                // Drop what we have of this line and the rest of it as it
+                // arrives, so one huge message cannot exhaust memory.
+                self.discarding = true;
+                self.start = self.end;
+                return Err(ChannelError::TooLong {
+                    limit: self.max_len,
+                });
+            }
+            if self.eof {
+                let rest = &self.buf[self.start..self.end];
+                self.start = self.end;
+                if !self.discarding && rest.iter().any(|&b| !matches!(b, b' ' | b'\t' | b'\r')) {
+                    // Node drops such a fragment silently; we say so.
+                    return Err(ChannelError::Decode {
+                        excerpt: excerpt(rest),
+                        source: de::Error::custom("the channel closed in the middle of a message"),
+                    });
+                }
+                self.discarding = false;
+            }
+            return Ok(None);
+        }
+    }
+
+    /// Ensures at least [`READ_CHUNK`] free bytes after `end`, moving the
+    /// unconsumed bytes to the front or growing the buffer.
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.scan = 0;
+            self.end = 0;
+            if self.buf.len() > KEEP_CAPACITY {
+                self.buf = Vec::new();
+            }
+        }
+        if self.buf.len() - self.end >= READ_CHUNK {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.scan -= self.start;
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < READ_CHUNK {
+            let len = (self.buf.len() * 2).max(self.end + READ_CHUNK);
+            self.buf.resize(len, 0);
+        }
+    }
+}
+
+/// The fuzz harness's entry point (`fuzz/fuzz_targets/framing.rs`); not part
+/// of the API. Feeds `data` to a [`Framer`] in the chunks `cuts` marks, and
+/// checks, with panics the fuzzer catches, that:
+/// - the framer never holds more than about twice `max_len` plus two read
+///   chunks, whatever the input (no unbounded memory);
+/// - what it yields equals a naive model: split the whole input on `\n`,
+///   skip blank and `NODE_` lines, one `TooLong` per over-long line, one
+///   error for a non-blank fragment cut off by the end of the stream.
+#[cfg(any(fuzzing, test))]
+pub fn fuzz_framing(data: &[u8], cuts: &[usize], max_len: usize) {
+    #[derive(Debug, PartialEq)]
+    enum Out {
+        Message(Vec<u8>),
+        Internal(String),
+        TooLong,
+        Cut,
+    }
+    let bound = 2 * (max_len + 2 * READ_CHUNK) + READ_CHUNK;
+    let mut framer = Framer::new(max_len);
+    let mut got = Vec::new();
+    let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(data.len())).collect();
+    cuts.sort_unstable();
+    cuts.push(data.len());
+    let mut chunks = cuts.into_iter().scan(0, |at, cut| {
+        let chunk = &data[*at..cut];
+        *at = cut;
+        Some(chunk)
+    });
+    // What the current "read" has not delivered yet: a chunk larger than
+    // the framer's free space arrives in several reads, as from a socket.
+    let mut pending: &[u8] = &[];
+    loop {
+        match framer.next_message() {
+            Step::Message(start, end) => got.push(Out::Message(framer.get(start, end).to_vec())),
+            Step::Internal(cmd) => got.push(Out::Internal(cmd)),
+            Step::Error(ChannelError::TooLong { .. }) => got.push(Out::TooLong),
+            Step::Error(_) => got.push(Out::Cut),
+            Step::End => break,
+            Step::NeedMore => {
+                while pending.is_empty() {
+                    match chunks.next() {
+                        Some(chunk) => pending = chunk,
+                        None => break,
+                    }
+                }
+                if pending.is_empty() {
+                    framer.set_eof();
+                } else {
+                    let spare = framer.spare();
+                    let n = spare.len().min(pending.len());
+                    spare[..n].copy_from_slice(&pending[..n]);
+                    framer.filled(n);
+                    pending = &pending[n..];
+                }
+            }
+        }
+        assert!(
+            framer.held() <= bound,
+            "framer holds {} bytes (bound {bound})",
+            framer.held()
+        );
+    }
+
+    let mut model = Vec::new();
+    let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+    let tail = lines.pop().unwrap_or_default();
+    let blank = |line: &[u8]| line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r'));
+    for line in lines {
+        if line.len() > max_len {
+            model.push(Out::TooLong);
+        } else if blank(line) {
+        } else if let Some(cmd) = internal_cmd(line) {
+            model.push(Out::Internal(cmd));
+        } else {
+            model.push(Out::Message(line.to_vec()));
+        }
+    }
+    if tail.len() > max_len {
+        model.push(Out::TooLong);
+    } else if !blank(tail) {
+        model.push(Out::Cut);
+    }
+    assert_eq!(got, model);
+}

@@ -1,0 +1,726 @@
+//! The IPC channel between a parent and a forked child: Node's `json`
+//! serialization over a Unix stream socket.
+//!
+//! # Wire format
+//!
+//! One JSON text per message, followed by `\n`, exactly what Node writes
+//! (`lib/internal/child_process/serialization.js`, `json.writeChannelMessage`:
+//! `JSONStringify(message) + '\n'`). JSON never contains a raw newline, so
+//! `\n` is an unambiguous terminator. Objects whose `cmd` is a string longer
+//! than 5 characters starting with `NODE_` belong to the protocol
+//! (`lib/internal/child_process.js isInternal`) and are never delivered.
+//!
+//! The writer (`writer.rs`) is one coalescing, bounded queue shared by every
+//! sender; the reader splits what arrives on `\n` (`framer.rs`) and parses
+//! each line in place; `wire.rs` has the rules of a line.
+
+mod framer;
+mod wire;
+mod writer;
+
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+use crate::error::{ChannelError, Result};
+use crate::sys::ipc;
+
+#[cfg(fuzzing)]
+pub use framer::fuzz_framing;
+use framer::{Framer, Step};
+use wire::{decode, encode_line};
+use writer::Shared;
+
+/// The default limit on the length of one received message: 128 MiB.
+///
+/// Node has no limit of its own short of V8's maximum string length
+/// (536,870,888 UTF-16 units on 64-bit v20); 128 MiB keeps a runaway peer
+/// from exhausting memory while allowing any message a sane program sends.
+const DEFAULT_MAX_MESSAGE_LEN: usize = 128 * 1024 * 1024;
+
+/// Buffers that grew past this for one big message are released afterwards.
+const KEEP_CAPACITY: usize = 4 * 1024 * 1024;
+
+/// What we answer a `NODE_HANDLE` with: we cannot receive fds, and without
+/// an answer a Node sender queues every later message forever
+/// (`lib/internal/child_process.js setupChannel`, `_handleQueue`).
+const HANDLE_NACK: &[u8] = b"{\"cmd\":\"NODE_HANDLE_NACK\"}\n";
+
+/// A two-way channel of JSON messages with the parent or a forked child,
+/// compatible with Node's `process.send()` and `'message'` events.
+///
+/// A child gets its end from [`Channel::from_parent`]; a parent gets the
+/// other end from a forked child. [`send`](Channel::send) writes a message,
+/// [`recv`](Channel::recv) reads the next one, and [`split`](Channel::split)
+/// separates the two directions so that several tasks can send while one
+/// receives.
+///
+/// Messages are any `serde` types; [`serde_json::Value`] accepts everything
+/// Node sends (any JSON value: objects, arrays, strings, numbers, booleans,
+/// `null`).
+///
+/// # Examples
+///
+/// A worker that answers every job, run by `child_process::fork` or by Node's
+/// `child_process.fork()`:
+///
+/// ```no_run
+/// use child_process as cp;
+/// use serde_json::{json, Value};
+///
+/// #[tokio::main]
+/// async fn main() -> cp::Result<()> {
+///     let mut parent = cp::Channel::from_parent()?.expect("started by fork");
+///     while let Some(job) = parent.recv::<Value>().await? {
+///         parent.send(&json!({ "done": job })).await?;
+///     }
+///     Ok(())
+/// }
+/// ```
+pub struct Channel {
+    sender: ChannelSender,
+    receiver: ChannelReceiver,
+}
+
+impl Channel {
+    /// Opens the channel to the parent, in a child started by `fork` (ours
+    /// or Node's) or by any spawn with an `ipc` stdio slot.
+    ///
+    /// The parent names the channel's fd in `NODE_CHANNEL_FD` (fd 3 for
+    /// `fork`) and the format in `NODE_CHANNEL_SERIALIZATION_MODE`. This
+    /// takes ownership of that fd, makes it non-blocking and close-on-exec,
+    /// and removes both variables from the environment so that this
+    /// process's own children do not believe the channel is theirs (as Node
+    /// does in `lib/internal/process/pre_execution.js
+    /// setupChildProcessIpcChannel`). A second call therefore returns
+    /// `Ok(None)`. Call it early, before other threads read the environment.
+    ///
+    /// Returns `Ok(None)` when `NODE_CHANNEL_FD` is absent or empty: the
+    /// process was not started with a channel.
+    ///
+    /// Like Node, it trusts the variable: the fd must be an open socket, but
+    /// a process that inherited `NODE_CHANNEL_FD` from a parent that did not
+    /// pass that fd, and opened a socket of its own at the same number,
+    /// would give that socket away. Remove the variable in such a parent.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process as cp;
+    ///
+    /// # async fn run() -> cp::Result<()> {
+    /// match cp::Channel::from_parent()? {
+    ///     Some(parent) => parent.send(&"ready").await?,
+    ///     None => eprintln!("not started by fork; running standalone"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Setup`], leaving the fd and the environment untouched,
+    /// when:
+    /// - `NODE_CHANNEL_FD` is not a non-negative decimal number;
+    /// - the fd is not open, or is not a stream socket;
+    /// - `NODE_CHANNEL_SERIALIZATION_MODE` is set to something other than
+    ///   `json` (Node's `advanced` mode, V8's serialization format, is not
+    ///   supported);
+    /// - there is no tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// If the current tokio runtime was built without I/O enabled
+    /// (`enable_io`), as tokio's own sockets do.
+    pub fn from_parent() -> Result<Option<Channel>> {
+        let fd = ipc::take_inherited_channel(|value, inherited| {
+            let raw = parse_fd(value)?;
+            match inherited.mode.as_ref().map(|m| m.to_str()) {
+                None | Some(Some("" | "json")) => {}
+                Some(mode) => {
+                    return Err(format!(
+                    "{}={} is not supported: this crate speaks only Node's `json` serialization \
+                         (start the child with `serialization: 'json'`, Node's default)",
+                    ipc::SERIALIZATION_VAR,
+                    mode.unwrap_or("<not UTF-8>"),
+                ))
+                }
+            }
+            tokio::runtime::Handle::try_current().map_err(|_| no_runtime())?;
+            Ok(raw)
+        })
+        .map_err(|reason| ChannelError::Setup { reason })?;
+        match fd {
+            Some(fd) => Channel::from_fd(fd).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Wraps our end of a connected `AF_UNIX`/`SOCK_STREAM` socket.
+    ///
+    /// Used by `fork` for the parent's end of the socketpair. The fd is made
+    /// non-blocking and close-on-exec here, whatever it was before.
+    pub(crate) fn from_fd(fd: OwnedFd) -> Result<Channel> {
+        tokio::runtime::Handle::try_current().map_err(|_| ChannelError::Setup {
+            reason: no_runtime(),
+        })?;
+        use std::os::fd::AsFd;
+        ipc::prepare_socket(fd.as_fd()).map_err(ChannelError::Io)?;
+        let socket = UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
+            .map_err(ChannelError::Io)?;
+        let shared = Arc::new(Shared::new(socket));
+        Ok(Channel {
+            sender: ChannelSender {
+                shared: shared.clone(),
+            },
+            receiver: ChannelReceiver::new(shared),
+        })
+    }
+
+    /// Sends one message: its JSON text and a `\n`.
+    ///
+    /// When the future resolves `Ok`, the message is in the socket: a
+    /// process may exit right after and the peer still gets it. Concurrent
+    /// sends are written together (one `send(2)` for everything queued
+    /// meanwhile) and never interleave. If more than 1 MiB is queued because
+    /// the peer is not reading, `send` waits for it to catch up.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+    /// channel.send(&serde_json::json!({ "progress": 0.5 })).await?;
+    /// channel.send("plain strings and numbers are messages too").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`ChannelError::Encode`] if `msg` cannot be serialized as JSON
+    ///   (nothing is sent);
+    /// - [`ChannelError::Closed`] after [`disconnect`](Channel::disconnect),
+    ///   or once the peer closed its end or exited;
+    /// - [`ChannelError::Io`] for any other socket error. The channel is
+    ///   then broken and every later `send` fails the same way.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future never puts half a message between two others. A
+    /// message dropped before it was written may still go out, ahead of the
+    /// next message sent on this channel; one dropped while being written is
+    /// completed first thing by the next send.
+    pub async fn send<T: Serialize + ?Sized>(&self, msg: &T) -> Result<()> {
+        self.sender.send(msg).await
+    }
+
+    /// Queue a message without waiting for the write; see
+    /// [`ChannelSender::feed`]. Follow the last `feed` with
+    /// [`flush`](Channel::flush).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+    /// for i in 0..1000 {
+    ///     channel.feed(&serde_json::json!({ "i": i })).await?;
+    /// }
+    /// channel.flush().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Channel::send`].
+    ///
+    /// # Cancellation
+    ///
+    /// As [`ChannelSender::feed`].
+    pub async fn feed<T: Serialize + ?Sized>(&self, msg: &T) -> Result<()> {
+        self.sender.feed(msg).await
+    }
+
+    /// Wait until everything queued so far is in the socket; see
+    /// [`ChannelSender::flush`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+    /// channel.feed(&"last").await?;
+    /// channel.flush().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`ChannelSender::flush`].
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel safe.
+    pub async fn flush(&self) -> Result<()> {
+        self.sender.flush().await
+    }
+
+    /// Receives the next message, or `None` once the peer has closed the
+    /// channel and everything it sent before has been delivered.
+    ///
+    /// Each message is decoded as `T`; [`serde_json::Value`] accepts any.
+    /// Blank lines are skipped (Node itself would die on one: `JSON.parse('')`
+    /// throws in `channel.onread`). Protocol messages (`{"cmd":"NODE_..."}`)
+    /// are handled, not returned; a `NODE_HANDLE` (Node passing a socket or
+    /// server, which this crate does not support) is answered with
+    /// `NODE_HANDLE_NACK` so the Node sender carries on.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(mut channel: child_process::Channel) -> child_process::Result<()> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Job { id: u64 }
+    ///
+    /// while let Some(job) = channel.recv::<Job>().await? {
+    ///     println!("job {}", job.id);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// These fail for one message only; the next `recv` returns the next
+    /// message:
+    /// - [`ChannelError::Decode`]: the line is not JSON, not UTF-8, not a
+    ///   `T`, or the peer closed in the middle of it;
+    /// - [`ChannelError::TooLong`]: the line is longer than
+    ///   [`max_message_len`](Channel::max_message_len) bytes.
+    ///
+    /// [`ChannelError::Io`] if reading the socket fails.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel safe: if the future is dropped before it resolves, no message
+    /// is lost; the next `recv` returns it.
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        self.receiver.recv().await
+    }
+
+    /// The longest message [`recv`](Channel::recv) accepts, in bytes
+    /// (without the `\n`): 128 MiB unless changed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn run(channel: &child_process::Channel) {
+    /// assert_eq!(channel.max_message_len(), 128 * 1024 * 1024);
+    /// # }
+    /// ```
+    pub fn max_message_len(&self) -> usize {
+        self.receiver.max_message_len()
+    }
+
+    /// Sets the longest message [`recv`](Channel::recv) accepts, in bytes.
+    ///
+    /// A longer line is skipped as it arrives, without being buffered
+    /// whole, and `recv` reports it as [`ChannelError::TooLong`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn run(channel: &mut child_process::Channel) {
+    /// channel.set_max_message_len(1024 * 1024);
+    /// # }
+    /// ```
+    pub fn set_max_message_len(&mut self, limit: usize) -> &mut Self {
+        self.receiver.set_max_message_len(limit);
+        self
+    }
+
+    /// Closes the channel: the peer sees the end of the stream, as after
+    /// Node's `disconnect()`.
+    ///
+    /// Every message whose `send` returned `Ok` is already in the socket and
+    /// reaches the peer. Sends still in progress on clones of a
+    /// [`ChannelSender`] fail with [`ChannelError::Closed`]. Nothing is
+    /// written: like Node, a disconnect is the end of the stream, not a
+    /// message.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+    /// channel.send(&"last words").await?;
+    /// channel.disconnect();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn disconnect(self) {
+        self.sender.disconnect();
+    }
+
+    /// Splits the channel into a sender, which can be cloned and used from
+    /// several tasks, and a receiver.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+    /// let (tx, mut rx) = channel.split();
+    /// let ticker = tokio::spawn(async move {
+    ///     for i in 0..10 {
+    ///         tx.send(&serde_json::json!({ "tick": i })).await?;
+    ///     }
+    ///     Ok::<_, child_process::Error>(())
+    /// });
+    /// while let Some(msg) = rx.recv::<serde_json::Value>().await? {
+    ///     println!("{msg}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn split(self) -> (ChannelSender, ChannelReceiver) {
+        (self.sender, self.receiver)
+    }
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("fd", &self.sender.shared.socket.as_raw_fd())
+            .field("sender", &self.sender)
+            .field("receiver", &self.receiver)
+            .finish()
+    }
+}
+
+/// The sending half of a [`Channel`], from [`Channel::split`].
+///
+/// Clones share one queue: messages sent concurrently from several clones
+/// are written whole, in the order their `send` calls queued them, and
+/// coalesced into few `send(2)` calls.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+/// let (tx, _rx) = channel.split();
+/// let tx2 = tx.clone();
+/// tokio::try_join!(tx.send(&1), tx2.send(&2))?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ChannelSender {
+    shared: Arc<Shared>,
+}
+
+impl ChannelSender {
+    /// Sends one message; see [`Channel::send`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(tx: child_process::ChannelSender) -> child_process::Result<()> {
+    /// tx.send(&serde_json::json!({ "status": "ok" })).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Channel::send`]: [`ChannelError::Encode`],
+    /// [`ChannelError::Closed`], [`ChannelError::Io`].
+    ///
+    /// # Cancellation
+    ///
+    /// As [`Channel::send`]: a message never goes out interleaved with
+    /// another one.
+    pub async fn send<T: Serialize + ?Sized>(&self, msg: &T) -> Result<()> {
+        let line = encode_line(msg)?;
+        self.shared.send_line(&line).await.map_err(Into::into)
+    }
+
+    /// Queue one message without waiting for it to reach the socket: Node's
+    /// `process.send` semantics, for throughput. Queued messages go out
+    /// together in large writes: once 64 KiB are pending (this call then
+    /// waits for them to be written, which also bounds memory), with the
+    /// next [`send`](ChannelSender::send), or with [`flush`](ChannelSender::flush).
+    ///
+    /// Call `flush` after the last `feed`: a message still queued when the
+    /// channel is dropped or disconnected is written only if the socket
+    /// takes it without blocking.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(tx: child_process::ChannelSender) -> child_process::Result<()> {
+    /// for i in 0..1_000_000 {
+    ///     tx.feed(&i).await?;
+    /// }
+    /// tx.flush().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Channel::send`].
+    ///
+    /// # Cancellation
+    ///
+    /// The message is queued before the first await: a cancelled `feed`
+    /// still goes out with the next write.
+    pub async fn feed<T: Serialize + ?Sized>(&self, msg: &T) -> Result<()> {
+        let line = encode_line(msg)?;
+        self.shared.feed_line(&line).await.map_err(Into::into)
+    }
+
+    /// Wait until every message queued so far (by `feed` or `send`, on any
+    /// clone) is written to the socket.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(tx: child_process::ChannelSender) -> child_process::Result<()> {
+    /// tx.feed(&"a").await?;
+    /// tx.flush().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Closed`] or [`ChannelError::Io`] if the channel broke
+    /// before everything was written.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel safe: the queued messages stay queued.
+    pub async fn flush(&self) -> Result<()> {
+        let end = self.shared.lock().queued;
+        self.shared.flush_to(end).await.map_err(Into::into)
+    }
+
+    /// Closes the whole channel, both directions, for every clone and for
+    /// the receiver; see [`Channel::disconnect`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(tx: child_process::ChannelSender) -> child_process::Result<()> {
+    /// tx.send(&"bye").await?;
+    /// tx.disconnect();
+    /// assert!(tx.send(&"too late").await.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn disconnect(&self) {
+        self.shared.close();
+    }
+}
+
+impl fmt::Debug for ChannelSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.shared.lock();
+        f.debug_struct("ChannelSender")
+            .field("fd", &self.shared.socket.as_raw_fd())
+            .field("unwritten", &(st.queued - st.written))
+            .field("broken", &st.broken)
+            .finish()
+    }
+}
+
+/// The receiving half of a [`Channel`], from [`Channel::split`].
+///
+/// Besides [`recv`](ChannelReceiver::recv) it is a
+/// [`Stream`](futures_core::Stream) of [`serde_json::Value`] messages that
+/// ends when the peer closes the channel.
+///
+/// # Examples
+///
+/// ```no_run
+/// use futures::StreamExt;
+///
+/// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+/// let (_tx, rx) = channel.split();
+/// let mut first_three = rx.take(3);
+/// while let Some(msg) = first_three.next().await {
+///     println!("{}", msg?);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct ChannelReceiver {
+    shared: Arc<Shared>,
+    framer: Framer,
+}
+
+impl ChannelReceiver {
+    fn new(shared: Arc<Shared>) -> ChannelReceiver {
+        ChannelReceiver {
+            shared,
+            framer: Framer::new(DEFAULT_MAX_MESSAGE_LEN),
+        }
+    }
+
+    /// Receives the next message; see [`Channel::recv`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(mut rx: child_process::ChannelReceiver) -> child_process::Result<()> {
+    /// while let Some(msg) = rx.recv::<serde_json::Value>().await? {
+    ///     println!("{msg}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Channel::recv`]: [`ChannelError::Decode`] and
+    /// [`ChannelError::TooLong`] for one message only, [`ChannelError::Io`].
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel safe: no message is lost if the future is dropped.
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        match poll_fn(|cx| self.poll_message(cx)).await? {
+            Some((start, end)) => Ok(Some(decode(&self.framer.buf[start..end])?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The longest message accepted, in bytes; see
+    /// [`Channel::max_message_len`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn run(rx: &child_process::ChannelReceiver) {
+    /// println!("messages up to {} bytes", rx.max_message_len());
+    /// # }
+    /// ```
+    pub fn max_message_len(&self) -> usize {
+        self.framer.max_len
+    }
+
+    /// Sets the longest message accepted; see
+    /// [`Channel::set_max_message_len`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn run(rx: &mut child_process::ChannelReceiver) {
+    /// rx.set_max_message_len(64 * 1024);
+    /// # }
+    /// ```
+    pub fn set_max_message_len(&mut self, limit: usize) -> &mut Self {
+        self.framer.max_len = limit;
+        self
+    }
+
+    /// The next message for the user, as a range of the framer's buffer:
+    /// blank lines and protocol messages are dealt with here.
+    fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<(usize, usize)>, ChannelError>> {
+        loop {
+            let step = match self.framer.next_message() {
+                Step::NeedMore => {
+                    ready!(self.poll_fill(cx))?;
+                    continue;
+                }
+                step => step,
+            };
+            return Poll::Ready(match step {
+                Step::Message(start, end) => Ok(Some((start, end))),
+                Step::Internal(cmd) => {
+                    if cmd == "NODE_HANDLE" {
+                        self.shared.push_control(HANDLE_NACK);
+                    }
+                    continue;
+                }
+                Step::Error(e) => Err(e),
+                Step::End => Ok(None),
+                Step::NeedMore => unreachable!("handled above"),
+            });
+        }
+    }
+
+    /// One read from the socket into the framer.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
+        ready!(self.shared.socket.poll_read_ready(cx)).map_err(ChannelError::Io)?;
+        match self.shared.socket.try_read(self.framer.spare()) {
+            Ok(0) => self.framer.set_eof(),
+            Ok(n) => self.framer.filled(n),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted => {}
+            // A peer that closes with unread data in its receive buffer
+            // makes Linux report ECONNRESET after the data it sent: that
+            // is the end of the stream too (Node treats it the same).
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => self.framer.set_eof(),
+            Err(e) => return Poll::Ready(Err(ChannelError::Io(e))),
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl futures_core::Stream for ChannelReceiver {
+    type Item = Result<serde_json::Value>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        Poll::Ready(match ready!(this.poll_message(cx)) {
+            Ok(Some((start, end))) => Some(decode(this.framer.get(start, end)).map_err(Into::into)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e.into())),
+        })
+    }
+}
+
+impl fmt::Debug for ChannelReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelReceiver")
+            .field("fd", &self.shared.socket.as_raw_fd())
+            .field("buffered", &(self.framer.end - self.framer.start))
+            .field("eof", &self.framer.eof)
+            .field("max_message_len", &self.framer.max_len)
+            .finish()
+    }
+}
+
+fn parse_fd(value: &std::ffi::OsStr) -> Result<i32, String> {
+    let bad = || {
+        format!(
+            "{}={:?} is not a file descriptor number (a non-negative decimal integer)",
+            ipc::CHANNEL_FD_VAR,
+            value
+        )
+    };
+    let text = value.to_str().ok_or_else(bad)?;
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    text.parse::<i32>().map_err(|_| bad())
+}
+
+fn no_runtime() -> String {
+    "there is no tokio runtime: call this from within one (e.g. under #[tokio::main])".to_owned()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,117 @@
+//! The rules of one line on the wire: how a message is encoded and
+//! decoded, and which lines belong to the protocol (`NODE_...`).
+
+use std::fmt;
+
+use memchr::memmem;
+use serde::de::{self, DeserializeOwned, IgnoredAny};
+use serde::Serialize;
+
+use crate::error::ChannelError;
+
+/// One message as its wire line: compact JSON and `\n`.
+pub(super) fn encode_line<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, ChannelError> {
+    // Serialize outside the lock: user code (`Serialize` impls) never runs
+    // while the queue is locked.
+    let mut line = Vec::with_capacity(128);
+    serde_json::to_writer(&mut line, msg).map_err(ChannelError::Encode)?;
+    // serde_json's compact output has no raw newline, except inside a
+    // `RawValue` (feature `raw_value`) built from pretty-printed JSON. There a `\n`
+    // can only be whitespace between tokens (JSON strings cannot hold a
+    // raw one), so a space means the same and keeps the framing intact.
+    if memchr::memchr(b'\n', &line).is_some() {
+        line.iter_mut()
+            .filter(|b| **b == b'\n')
+            .for_each(|b| *b = b' ');
+    }
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Decodes one line: UTF-8 first (serde_json does not check the contents
+/// of strings it skips), then JSON.
+pub(super) fn decode<T: DeserializeOwned>(line: &[u8]) -> Result<T, ChannelError> {
+    let text = std::str::from_utf8(line).map_err(|e| ChannelError::Decode {
+        excerpt: excerpt(line),
+        source: de::Error::custom(format_args!("invalid UTF-8 at byte {}", e.valid_up_to())),
+    })?;
+    serde_json::from_str(text).map_err(|source| ChannelError::Decode {
+        excerpt: excerpt(line),
+        source,
+    })
+}
+
+/// The start of a line, for error messages.
+pub(super) fn excerpt(line: &[u8]) -> String {
+    const MAX: usize = 100;
+    let mut text = String::from_utf8_lossy(&line[..line.len().min(MAX)]).into_owned();
+    if line.len() > MAX {
+        text.push('…');
+    }
+    text
+}
+
+/// The `cmd` of a protocol message, or `None` for a user message.
+///
+/// Node's rule (`lib/internal/child_process.js isInternal`): a non-null
+/// object whose `cmd` is a string longer than 5 chars starting with `NODE_`.
+/// The cheap test (starts with `{`, contains `"NODE_`) rules out nearly
+/// every user message before anything is parsed.
+pub(super) fn internal_cmd(line: &[u8]) -> Option<String> {
+    let first = line.iter().find(|&&b| !matches!(b, b' ' | b'\t' | b'\r'))?;
+    if *first != b'{' || memmem::find(line, b"\"NODE_").is_none() {
+        return None;
+    }
+    let CmdProbe(cmd) = serde_json::from_slice(line).ok()?;
+    cmd.filter(|cmd| cmd.len() > 5 && cmd.starts_with("NODE_"))
+}
+
+/// Deserializes only the top-level `cmd` of an object, skipping the rest.
+struct CmdProbe(Option<String>);
+
+impl<'de> de::Deserialize<'de> for CmdProbe {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Probe;
+        impl<'de> de::Visitor<'de> for Probe {
+            type Value = CmdProbe;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<CmdProbe, A::Error> {
+                let mut cmd = None;
+                while let Some(key) = map.next_key::<IsCmd>()? {
+                    if key.0 {
+                        // Last one wins, as in JSON.parse.
+                        cmd = match map.next_value::<serde_json::Value>()? {
+                            serde_json::Value::String(s) => Some(s),
+                            _ => None,
+                        };
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(CmdProbe(cmd))
+            }
+        }
+        deserializer.deserialize_map(Probe)
+    }
+}
+
+/// A map key, remembered only as "is it `cmd`".
+struct IsCmd(bool);
+
+impl<'de> de::Deserialize<'de> for IsCmd {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl de::Visitor<'_> for Key {
+            type Value = IsCmd;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<IsCmd, E> {
+                Ok(IsCmd(key == "cmd"))
+            }
+        }
+        deserializer.deserialize_str(Key)
+    }
+}

@@ -1,0 +1,421 @@
+//! The send queue shared by every sender of one channel.
+//!
+//! All senders of a channel (the [`Channel`] and every clone of its
+//! [`ChannelSender`]) share one [`WriteState`] behind a `std` mutex, plus a
+//! [`Notify`]. A sender serializes its message (outside the lock), appends
+//! the bytes to the `back` buffer and remembers the stream offset `end` at
+//! which its message ends. If nobody is writing, it becomes the *flusher*: it
+//! swaps `back` into its own `front` buffer and writes it with non-blocking
+//! `send(2)` (`MSG_NOSIGNAL`) calls, awaiting writability when the socket is
+//! full. Meanwhile other senders keep appending to `back`; when the flusher
+//! has written `front` it swaps again, so everything queued during one write
+//! goes out in the next single `send` (coalescing). A sender that is not the
+//! flusher waits until `written >= end`. The flusher returns once its own
+//! message is written; if other senders are waiting it hands the role over
+//! (one of them takes it when woken), otherwise it writes what is left.
+//!
+//! The queue is bounded: a sender may append only while fewer than
+//! [`SEND_QUEUE_LIMIT`] bytes are queued but unwritten, so a peer that stops
+//! reading makes `send` wait instead of growing memory. The check is "below
+//! the limit", not "fits under the limit", so one message larger than the
+//! limit still goes through (memory stays below the limit plus one message).
+//!
+//! Cancellation: the flusher keeps its buffer in a guard whose `Drop` puts
+//! the unwritten rest back into the shared state (and first tries, without
+//! blocking, to finish the line it was in the middle of). The next flusher
+//! writes that rest before anything else, so a message is never interleaved
+//! with another one. A dropped waiter leaves its bytes queued; they go out
+//! with the next message anyone sends.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::pin::pin;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use tokio::io::Interest;
+use tokio::net::UnixStream;
+use tokio::sync::Notify;
+
+use super::KEEP_CAPACITY;
+use crate::error::ChannelError;
+use crate::sys;
+
+/// How many bytes may be queued but not yet written before `send` waits.
+pub(super) const SEND_QUEUE_LIMIT: u64 = 1024 * 1024;
+
+/// `feed` writes once this many bytes are queued: one `send(2)` then
+/// carries thousands of small messages.
+pub(super) const FEED_BATCH: u64 = 64 * 1024;
+
+/// What every half of one channel shares: the socket and the send queue.
+pub(super) struct Shared {
+    pub(super) socket: UnixStream,
+    state: Mutex<WriteState>,
+    /// Woken whenever bytes are written, the flusher role is released, or
+    /// the channel breaks. Only signalled when `waiters > 0`.
+    notify: Notify,
+}
+
+/// The send queue; see the module docs for how it is used.
+#[derive(Default)]
+pub(super) struct WriteState {
+    /// A buffer a cancelled flusher left behind: `front[front_pos..]` is
+    /// unwritten and goes out before `back`.
+    front: Vec<u8>,
+    front_pos: usize,
+    /// Whole lines queued by senders, not yet taken by a flusher.
+    back: Vec<u8>,
+    /// Bytes ever queued / written; the difference is what is pending.
+    pub(super) queued: u64,
+    pub(super) written: u64,
+    /// Some sender is the flusher (holds the front buffer).
+    flushing: bool,
+    /// Tasks waiting on `notify`.
+    waiters: usize,
+    /// Set when we disconnected or a write failed; every later send fails.
+    pub(super) broken: Option<Broken>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Broken {
+    Closed,
+    Io(io::ErrorKind, Option<i32>),
+}
+
+impl Broken {
+    fn from_io(err: &io::Error) -> Broken {
+        match err.raw_os_error() {
+            Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ESHUTDOWN) => {
+                Broken::Closed
+            }
+            os => Broken::Io(err.kind(), os),
+        }
+    }
+
+    pub(super) fn error(self) -> ChannelError {
+        match self {
+            Broken::Closed => ChannelError::Closed,
+            Broken::Io(_, Some(code)) => ChannelError::Io(io::Error::from_raw_os_error(code)),
+            Broken::Io(kind, None) => ChannelError::Io(kind.into()),
+        }
+    }
+}
+
+impl Shared {
+    pub(super) fn new(socket: UnixStream) -> Shared {
+        Shared {
+            socket,
+            state: Mutex::new(WriteState::default()),
+            notify: Notify::new(),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, WriteState> {
+        // No user code runs under the lock, so a poisoned lock still holds
+        // a consistent state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `line` (whole lines, each ending in `\n`) and returns once it
+    /// is written to the socket.
+    pub(super) async fn send_line(&self, line: &[u8]) -> Result<(), ChannelError> {
+        loop {
+            // Admission: wait while the queue is full, then append. A full
+            // queue with nobody writing (a cancelled flusher left its bytes)
+            // is drained by this sender first, or it would wait forever.
+            let admitted = self
+                .wait_until(|st| {
+                    if let Some(broken) = st.broken {
+                        return Some(Err(broken.error()));
+                    }
+                    if st.queued - st.written >= SEND_QUEUE_LIMIT {
+                        return (!st.flushing)
+                            .then(|| Ok(Err((st.queued, Flusher::start(self, st)))));
+                    }
+                    st.back.extend_from_slice(line);
+                    st.queued += line.len() as u64;
+                    let flusher = (!st.flushing).then(|| Flusher::start(self, st));
+                    Some(Ok(Ok((st.queued, flusher))))
+                })
+                .await?;
+            return match admitted {
+                Err((queued, flusher)) => {
+                    flusher.run(queued).await?;
+                    continue;
+                }
+                Ok((end, Some(flusher))) => flusher.run(end).await,
+                Ok((end, None)) => self.flush_to(end).await,
+            };
+        }
+    }
+
+    /// Returns once `written >= end`: waits for the current flusher, or
+    /// becomes the flusher when nobody writes.
+    pub(super) async fn flush_to(&self, end: u64) -> Result<(), ChannelError> {
+        let flusher = self
+            .wait_until(|st| {
+                if st.written >= end {
+                    Some(Ok(None))
+                } else if let Some(broken) = st.broken {
+                    Some(Err(broken.error()))
+                } else if !st.flushing {
+                    Some(Ok(Some(Flusher::start(self, st))))
+                } else {
+                    None
+                }
+            })
+            .await?;
+        match flusher {
+            Some(flusher) => flusher.run(end).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Queues `line` and returns at once, unless `FEED_BATCH` bytes are
+    /// pending: then it writes them (or waits for the flusher), so queued
+    /// bytes stay bounded by the batch plus one message per feeding task.
+    pub(super) async fn feed_line(&self, line: &[u8]) -> Result<(), ChannelError> {
+        let (end, pending) = {
+            let mut st = self.lock();
+            if let Some(broken) = st.broken {
+                return Err(broken.error());
+            }
+            st.back.extend_from_slice(line);
+            st.queued += line.len() as u64;
+            (st.queued, st.queued - st.written)
+        };
+        if pending >= FEED_BATCH {
+            self.flush_to(end).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until `ready` returns `Some`, re-checking after every
+    /// notification. `ready` runs under the lock.
+    async fn wait_until<R>(&self, mut ready: impl FnMut(&mut WriteState) -> Option<R>) -> R {
+        loop {
+            // Register before checking, so a notification between the check
+            // and the await is not lost.
+            let mut notified = pin!(self.notify.notified());
+            notified.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if let Some(r) = ready(&mut st) {
+                    return r;
+                }
+                st.waiters += 1;
+            }
+            let _waiting = Waiting(self);
+            notified.await;
+        }
+    }
+
+    /// Queues a protocol reply without waiting for room, and writes it now
+    /// if nobody is writing (without blocking: `recv` must not wait for the
+    /// peer to read). What does not fit goes out with the next send.
+    pub(super) fn push_control(&self, line: &[u8]) {
+        let mut st = self.lock();
+        if st.broken.is_some() {
+            return;
+        }
+        st.back.extend_from_slice(line);
+        st.queued += line.len() as u64;
+        if st.flushing {
+            // The current flusher, or a waiter it hands over to, writes it.
+            return;
+        }
+        let mut flusher = Flusher::start(self, &mut st);
+        drop(st);
+        flusher.write_nonblocking(usize::MAX);
+    }
+
+    /// Disconnects: fails every pending and later send, and shuts the
+    /// socket down so the peer sees EOF even while clones keep it open.
+    pub(super) fn close(&self) {
+        // What `feed` queued goes out first, if the socket takes it without
+        // blocking (destructors and `disconnect` cannot wait).
+        let mut st = self.lock();
+        if st.broken.is_none() && !st.flushing && st.queued > st.written {
+            let mut flusher = Flusher::start(self, &mut st);
+            drop(st);
+            flusher.write_nonblocking(usize::MAX);
+            drop(flusher);
+            st = self.lock();
+        }
+        st.broken.get_or_insert(Broken::Closed);
+        drop(st);
+        // ENOTCONN when the peer is already gone: nothing left to close.
+        let _ = sys::ipc::shutdown(self.socket.as_fd());
+        self.notify.notify_waiters();
+    }
+
+    /// One non-blocking `send(2)` through tokio's readiness tracking: on
+    /// `WouldBlock` the cached readiness is cleared, so `writable()` then
+    /// waits for the socket to drain. Without known readiness (right after
+    /// a `WouldBlock`) it returns `WouldBlock` without a syscall.
+    fn try_send(&self, bytes: &[u8]) -> io::Result<usize> {
+        self.socket
+            .try_io(Interest::WRITABLE, || self.send_now(bytes))
+    }
+
+    /// One non-blocking `send(2)`, whatever tokio believes about readiness;
+    /// for best-effort writes where we cannot await (a `WouldBlock` here
+    /// leaves tokio's readiness alone, which is harmless).
+    ///
+    /// `MSG_NOSIGNAL`: a closed peer gives EPIPE, never a SIGPIPE that would
+    /// kill a process that does not ignore it.
+    fn send_now(&self, bytes: &[u8]) -> io::Result<usize> {
+        sys::ipc::send_nosignal(self.socket.as_fd(), bytes)
+    }
+}
+
+impl Drop for Shared {
+    /// The last handle is gone: what `feed` left queued is written if the
+    /// socket takes it without blocking, as `disconnect` does.
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Counts a task waiting on `notify` until it stops waiting, by wakeup or
+/// by cancellation.
+struct Waiting<'a>(&'a Shared);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.lock().waiters -= 1;
+    }
+}
+
+/// The flusher role and its buffer. Dropping it (normally, or because the
+/// `send` future was cancelled) puts the unwritten rest back and releases
+/// the role.
+struct Flusher<'a> {
+    shared: &'a Shared,
+    buf: Vec<u8>,
+    pos: usize,
+    /// `run` finished normally; nothing to rescue on drop.
+    done: bool,
+}
+
+impl<'a> Flusher<'a> {
+    fn start(shared: &'a Shared, st: &mut WriteState) -> Flusher<'a> {
+        st.flushing = true;
+        let pos = std::mem::take(&mut st.front_pos);
+        Flusher {
+            shared,
+            buf: std::mem::take(&mut st.front),
+            pos,
+            done: false,
+        }
+    }
+
+    /// Writes until `written >= end`, then keeps writing until the queue is
+    /// empty unless another sender is waiting to take over.
+    async fn run(mut self, end: u64) -> Result<(), ChannelError> {
+        loop {
+            if self.pos == self.buf.len() {
+                let mut st = self.shared.lock();
+                // Done once our own bytes are out: what others queued after
+                // them is theirs to write (a waiting sender takes over when
+                // `self` drops; `feed`'s bytes wait for the next flush), so
+                // a peer that stops reading cannot hold a finished `send`.
+                if st.back.is_empty() || st.written >= end {
+                    drop(st); // before `self`, whose drop locks again
+                    self.done = true;
+                    return Ok(());
+                }
+                self.buf.clear();
+                if self.buf.capacity() > KEEP_CAPACITY {
+                    self.buf = Vec::new();
+                }
+                std::mem::swap(&mut self.buf, &mut st.back);
+                self.pos = 0;
+            }
+            match self.shared.try_send(&self.buf[self.pos..]) {
+                Ok(n) => {
+                    self.pos += n;
+                    let mut st = self.shared.lock();
+                    st.written += n as u64;
+                    if st.written >= end {
+                        // Hand over: dropping `self` wakes the waiters.
+                        drop(st);
+                        self.done = true;
+                        return Ok(());
+                    }
+                    if st.waiters > 0 {
+                        drop(st);
+                        self.shared.notify.notify_waiters();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.shared
+                        .socket
+                        .writable()
+                        .await
+                        .map_err(ChannelError::Io)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let broken = *self.shared.lock().broken.get_or_insert(Broken::from_io(&e));
+                    self.done = true;
+                    return Err(broken.error());
+                }
+            }
+        }
+    }
+
+    /// Writes without ever blocking, at most up to `buf[limit]`, stopping at
+    /// the first error. Used where we cannot await.
+    fn write_nonblocking(&mut self, limit: usize) {
+        loop {
+            if self.pos == self.buf.len() {
+                let mut st = self.shared.lock();
+                if st.back.is_empty() || limit != usize::MAX {
+                    return;
+                }
+                self.buf.clear();
+                std::mem::swap(&mut self.buf, &mut st.back);
+                self.pos = 0;
+            }
+            let stop = limit.min(self.buf.len());
+            match self.shared.send_now(&self.buf[self.pos..stop]) {
+                Ok(n) => {
+                    self.pos += n;
+                    self.shared.lock().written += n as u64;
+                    if self.pos == stop && limit != usize::MAX {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        self.shared.lock().broken.get_or_insert(Broken::from_io(&e));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Flusher<'_> {
+    fn drop(&mut self) {
+        if !self.done && self.pos > 0 && self.buf.get(self.pos - 1).is_some_and(|&b| b != b'\n') {
+            // Cancelled in the middle of a line: try to finish that line now
+            // so the peer is not left with half a message while nobody sends.
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.pos..]) {
+                self.write_nonblocking(self.pos + i + 1);
+            }
+        }
+        let mut st = self.shared.lock();
+        st.front = std::mem::take(&mut self.buf);
+        st.front_pos = self.pos;
+        st.flushing = false;
+        let wake = st.waiters > 0 || st.broken.is_some();
+        drop(st);
+        if wake {
+            self.shared.notify.notify_waiters();
+        }
+    }
+}
