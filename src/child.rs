@@ -4,25 +4,25 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 
+use crate::capture::{Ending, Limits, Rules};
 use crate::channel::Channel;
 use crate::error::{ChannelError, CommandLine, Error, ExitStatus, Output, Result};
-use crate::kill::{abandon, signal_tree, OnDrop};
+use crate::kill::{abandon, reap, signal_tree, OnDrop, Proc};
+use crate::reaper::{self, Orphan, PendingKill};
 use crate::spawn::RawChild;
 use crate::stdio::{ChildStderr, ChildStdin, ChildStdout};
-use crate::sys::reaper::{self, Orphan, PendingKill};
 use crate::{sys, Signal};
 
 /// How the exit of a child is noticed.
 enum ExitWatch {
     /// The pidfd becomes readable when the process exits (Linux ≥ 5.3).
     Pidfd(AsyncFd<OwnedFd>),
-    /// Fallback: every `SIGCHLD`, then `waitpid(pid, WNOHANG)` for this pid.
+    /// Fallback: every `SIGCHLD`, then `waitid(pid, WNOWAIT)` for this pid.
     Sigchld(tokio::signal::unix::Signal),
 }
 
@@ -32,17 +32,18 @@ enum ExitWatch {
 /// corresponding [`Stdio`](crate::Stdio) was piped; take them out to use them.
 ///
 /// Dropping a `Child` does not kill the process (unless
-/// [`Command::kill_on_drop`](crate::Command::kill_on_drop)); it is reaped in the background once it exits,
-/// so no zombie is left.
+/// [`Command::kill_on_drop`](crate::Command::kill_on_drop)); it is reaped in
+/// the background once it exits, so no zombie is left.
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use child_process as cp;
 /// use tokio::io::{AsyncBufReadExt, BufReader};
 ///
-/// # async fn run() -> cp::Result<()> {
-/// let mut child = cp::spawn("ls", ["-1"])?;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cp::Result<()> {
+/// let mut child = cp::spawn("printf", ["a\\nb\\n"])?;
 /// let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
 /// while let Some(line) = lines.next_line().await? {
 ///     println!("{line}");
@@ -65,10 +66,10 @@ pub struct Child {
     leads_group: bool,
     line: CommandLine,
     channel: Option<Channel>,
-    /// Set once `kill_tree` sent the first signal: when `SIGKILL` is due. A
-    /// destructor running meanwhile keeps that deadline instead of
-    /// starting the grace period again.
-    sigkill_due: Option<Instant>,
+    /// How the run ends: the deadline and the kill in progress, kept across
+    /// cancelled `wait`s, and read by the destructor (a kill that started
+    /// keeps its `SIGKILL` deadline).
+    pub(crate) rules: Rules,
 }
 
 impl Child {
@@ -77,6 +78,7 @@ impl Child {
         line: CommandLine,
         on_drop: OnDrop,
         leads_group: bool,
+        limits: Limits,
     ) -> Result<Child> {
         let pid = raw.pid;
         let fail = |pidfd, e| {
@@ -107,7 +109,7 @@ impl Child {
             leads_group,
             line,
             channel: None,
-            sigkill_due: None,
+            rules: Rules::new(limits, raw.started, 1, leads_group),
         };
         let line = child.line.clone();
         let pipe_err = |e| Error::spawn(&line, "cannot register a pipe with the tokio runtime", e);
@@ -133,10 +135,12 @@ impl Child {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
-    /// let child = child_process::spawn("sleep", ["1"])?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let mut child = child_process::spawn("true", [""; 0])?;
     /// println!("started {}", child.pid());
+    /// child.wait().await?;
     /// # Ok(())
     /// # }
     /// ```
@@ -150,11 +154,12 @@ impl Child {
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use child_process as cp;
     /// use std::os::unix::process::ExitStatusExt;
     ///
-    /// # async fn run() -> cp::Result<()> {
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
     /// let mut child = cp::spawn("sleep", ["100"])?;
     /// child.kill(cp::Signal::SIGTERM)?;
     /// assert_eq!(child.wait().await?.signal(), Some(15));
@@ -174,13 +179,21 @@ impl Child {
 
     /// Send `signal` to the child's whole process group: the child and
     /// everything it started that stayed in the group. The child must lead
-    /// a group ([`Command::process_group`](crate::Command::process_group) or [`Command::detached`](crate::Command::detached)).
+    /// a group ([`Command::process_group`](crate::Command::process_group) or
+    /// [`Command::detached`](crate::Command::detached)); `exec` children do.
+    ///
+    /// The child itself gets the signal even if it left the group
+    /// (`setpgid`, `setsid`), and a group whose id was recycled by an
+    /// unrelated process is never signalled. Followed by `SIGCONT` unless
+    /// the signal is `SIGKILL` or `SIGCONT` (a stopped process would keep it
+    /// pending).
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use child_process as cp;
-    /// # async fn run() -> cp::Result<()> {
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
     /// let mut child = cp::Command::new("sh").args(["-c", "sleep 100 & wait"]).process_group(true).spawn()?;
     /// child.kill_group(cp::Signal::SIGTERM)?;
     /// child.wait().await?;
@@ -191,7 +204,7 @@ impl Child {
     /// # Errors
     ///
     /// [`Error::Io`] with [`io::ErrorKind::InvalidInput`] if the child does
-    /// not lead a process group, or if the kernel refuses.
+    /// not lead a process group.
     pub fn kill_group(&self, signal: Signal) -> Result<()> {
         if !self.leads_group {
             return Err(Error::io(
@@ -202,17 +215,33 @@ impl Child {
                 ),
             ));
         }
-        if self.status.is_some() {
-            // Reaped: the group id may belong to someone else by now.
-            return Ok(());
+        if self.status.is_none() {
+            self.signal_tree(signal.as_raw());
         }
-        sys::kill_group(self.pid, signal.as_raw()).map_err(|e| Error::io(&self.line, e))
+        Ok(())
     }
 
     fn pidfd(&self) -> Option<BorrowedFd<'_>> {
         match &self.watch {
             Some(ExitWatch::Pidfd(fd)) => Some(fd.get_ref().as_fd()),
             _ => None,
+        }
+    }
+
+    /// The child as the kill and reap functions see it.
+    pub(crate) fn proc(&self) -> Proc<'_> {
+        Proc {
+            pid: self.pid,
+            pidfd: self.pidfd(),
+        }
+    }
+
+    /// Signal the child and, if it leads one, its group (see
+    /// [`signal_tree`]). Nothing once it is reaped.
+    pub(crate) fn signal_tree(&self, signal: i32) {
+        if self.status.is_none() {
+            let me = self.proc();
+            signal_tree(self.leads_group.then_some(me), &[me], signal);
         }
     }
 
@@ -232,6 +261,9 @@ impl Child {
                 match sys::has_exited(self.pid) {
                     Ok(true) => break Ok(()),
                     Ok(false) => {}
+                    // Reaped by someone else (the kernel, when SIGCHLD is
+                    // ignored): it exited; `try_wait` says what is known.
+                    Err(e) if e.raw_os_error() == Some(libc::ECHILD) => break Ok(()),
                     Err(e) => break Err(e),
                 }
                 signal.recv().await;
@@ -240,12 +272,35 @@ impl Child {
         result.map_err(|e| Error::io(&self.line, e))
     }
 
-    /// Reap the child if it has exited.
-    pub(crate) fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+    /// Reap the child if it has exited: `Ok(None)` while it runs, its
+    /// status once it exited (the same status again on later calls). Never
+    /// blocks, like std's and tokio's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let mut child = child_process::spawn("sleep", ["10"])?;
+    /// assert!(child.try_wait()?.is_none());
+    /// child.kill(child_process::Signal::SIGKILL)?;
+    /// child.wait().await?;
+    /// assert!(child.try_wait()?.is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the status is lost: the child was reaped by someone
+    /// else (a `waitpid(-1)` elsewhere in the program, or the kernel when
+    /// `SIGCHLD` is ignored and the kernel is older than 6.15, which keeps
+    /// the status in the pidfd).
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         if let Some(status) = self.status {
             return Ok(Some(status));
         }
-        let status = sys::try_reap(self.pid).map_err(|e| Error::io(&self.line, e))?;
+        let status = reap(self.proc()).map_err(|e| Error::io(&self.line, e))?;
         if status.is_some() {
             self.status = status;
             // The pidfd is no longer needed; closing it de-registers it.
@@ -256,14 +311,16 @@ impl Child {
 
     /// Wait for the child to exit and return its status.
     ///
-    /// stdin is not closed first; drop [`Child::stdin`] if the child waits
-    /// for end of input. Calling `wait` again after the child exited returns
+    /// stdin is closed first (dropped, if the `Child` still holds it), as
+    /// std and tokio do, so a child that reads its input to the end cannot
+    /// make `wait` hang. Calling `wait` again after the child exited returns
     /// the same status.
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
     /// let status = child_process::spawn("sh", ["-c", "exit 3"])?.wait().await?;
     /// assert_eq!(status.code(), Some(3));
     /// # Ok(())
@@ -272,19 +329,19 @@ impl Child {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if waiting fails (another part of the program reaped
-    /// the child with `waitpid(-1)`).
+    /// [`Error::Io`] if waiting fails (the status was lost, see
+    /// [`Child::try_wait`]).
     ///
     /// # Cancellation
     ///
     /// Cancel safe: dropping the future loses nothing, and a later `wait`
     /// picks up where it left off.
     pub async fn wait(&mut self) -> Result<ExitStatus> {
-        loop {
-            if let Some(status) = self.try_wait()? {
-                return Ok(status);
-            }
-            self.exited().await?;
+        self.stdin = None;
+        let collected = self.collect(&[], [false, false]).await?;
+        match collected.ending {
+            Ending::Exited => Ok(collected.status),
+            _ => Err(self.rules_error(collected)),
         }
     }
 
@@ -298,8 +355,9 @@ impl Child {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
     /// let out = child_process::spawn("echo", ["hi"])?.wait_with_output().await?;
     /// assert_eq!(out.stdout, b"hi\n");
     /// # Ok(())
@@ -312,44 +370,26 @@ impl Child {
     ///
     /// # Cancellation
     ///
-    /// Dropping the future drops the `Child` (see [`Command::kill_on_drop`](crate::Command::kill_on_drop)).
+    /// Dropping the future drops the `Child` (see
+    /// [`Command::kill_on_drop`](crate::Command::kill_on_drop)).
     pub async fn wait_with_output(mut self) -> Result<Output> {
         self.stdin = None;
-        let collected = crate::exec::collect(&mut self, &crate::exec::Limits::unlimited()).await?;
-        Ok(collected.into_output())
+        let captured = [self.stdout.is_some(), self.stderr.is_some()];
+        let collected = self.collect(&[], captured).await?;
+        match collected.ending {
+            Ending::Exited => Ok(collected.into_output()),
+            _ => Err(self.rules_error(collected)),
+        }
     }
 
     pub(crate) fn line(&self) -> &CommandLine {
         &self.line
     }
 
-    /// Kill the child (and its group when it leads one) with `signal`, give
-    /// it `grace` to exit, then `SIGKILL`; stragglers of the group get
-    /// `SIGKILL` once the leader is gone. Then reap it.
-    pub(crate) async fn kill_tree(
-        &mut self,
-        signal: Signal,
-        grace: Duration,
-    ) -> Result<ExitStatus> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
-        self.signal_tree(signal.as_raw())?;
-        self.sigkill_due = Some(Instant::now() + grace);
-        if tokio::time::timeout(grace, self.exited()).await.is_err() {
-            self.signal_tree(libc::SIGKILL)?;
-            self.exited().await?;
-        }
-        if self.leads_group {
-            // The leader is a zombie now: its group id is still reserved.
-            sys::kill_group(self.pid, libc::SIGKILL).map_err(|e| Error::io(&self.line, e))?;
-        }
-        self.wait().await
-    }
-
-    fn signal_tree(&self, signal: i32) -> Result<()> {
-        signal_tree(self.pid, self.pidfd(), self.leads_group, signal)
-            .map_err(|e| Error::io(&self.line, e))
+    /// The error for a run the rules cut short.
+    fn rules_error(&self, collected: crate::collect::Collected) -> Error {
+        crate::exec::judge(&self.line, self.rules.limits(), false, collected)
+            .expect_err("a run cut short is an error")
     }
 }
 
@@ -439,7 +479,10 @@ impl Child {
 
     /// Close our end of the channel; the child sees its channel end
     /// (Node's `'disconnect'`). Messages whose `send` returned are already
-    /// in the socket. Does nothing if there is no channel.
+    /// in the socket. Afterwards [`send`](Child::send) fails with
+    /// [`ChannelError::Closed`] and [`recv`](Child::recv) returns
+    /// `Ok(None)`, as after the child disconnected. Does nothing if there is
+    /// no channel.
     ///
     /// # Examples
     ///
@@ -452,8 +495,8 @@ impl Child {
     /// # }
     /// ```
     pub fn disconnect(&mut self) {
-        if let Some(channel) = self.channel.take() {
-            channel.disconnect();
+        if let Some(channel) = &self.channel {
+            channel.close();
         }
     }
 }
@@ -467,9 +510,9 @@ impl Drop for Child {
             Some(ExitWatch::Pidfd(fd)) => Some(fd.into_inner()),
             _ => None,
         };
-        match self.sigkill_due {
-            // Dropped in the middle of `kill_tree`: the first signal went
-            // out already; keep its SIGKILL deadline.
+        match self.rules.sigkill_due() {
+            // Dropped in the middle of a kill: the first signal went out
+            // already; keep its SIGKILL deadline.
             Some(deadline) => reaper::adopt(Orphan {
                 pid: self.pid,
                 pidfd,

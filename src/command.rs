@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::path::Path;
 
+use crate::capture::Limits;
 use crate::child::Child;
 use crate::error::{Error, Result};
 use crate::kill::OnDrop;
@@ -153,7 +154,7 @@ impl Command {
     /// # }
     /// ```
     pub fn cwd(&mut self, dir: impl AsRef<Path>) -> &mut Command {
-        self.spec.cwd = Some(dir.as_ref().to_owned());
+        self.spec.set_cwd(dir.as_ref());
         self
     }
 
@@ -363,13 +364,18 @@ impl Command {
     /// outside a tokio runtime (the pipes and the exit notification are
     /// registered with it).
     pub fn spawn(&mut self) -> Result<Child> {
-        self.spawn_with(&[], OnDrop::kill_on_drop(self.kill_on_drop))
+        self.spawn_with(
+            &[],
+            OnDrop::kill_on_drop(self.kill_on_drop),
+            Limits::UNLIMITED,
+        )
     }
 
     pub(crate) fn spawn_with(
         &mut self,
         extra: &[(BorrowedFd<'_>, RawFd)],
         on_drop: OnDrop,
+        limits: Limits,
     ) -> Result<Child> {
         let line = self.spec.command_line();
         if tokio::runtime::Handle::try_current().is_err() {
@@ -381,12 +387,7 @@ impl Command {
         }
         let [a, b, c] = &self.stdio;
         let raw = spawn_raw(&self.spec, &line, [a.kind(), b.kind(), c.kind()], extra)?;
-        Child::from_raw(
-            raw,
-            line,
-            on_drop,
-            self.spec.process_group || self.spec.new_session,
-        )
+        Child::from_raw(raw, line, on_drop, self.spec.leads_group(), limits)
     }
 }
 

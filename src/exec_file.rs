@@ -2,11 +2,10 @@
 //! as `exec`.
 
 use std::ffi::OsStr;
-use std::future::IntoFuture;
 use std::path::Path;
-use std::time::Duration;
 
-use crate::exec::{exec_knobs, ExecFuture, Job, TextFuture};
+use crate::exec::Job;
+use crate::knobs::exec_knobs;
 use crate::spawn::Spec;
 use crate::{Output, Result, Signal};
 
@@ -20,14 +19,15 @@ use crate::{Output, Result, Signal};
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use child_process as cp;
 ///
-/// # async fn run() -> cp::Result<()> {
-/// let out = cp::exec_file("git", ["status", "--short"]).cwd("repo").await?;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cp::Result<()> {
+/// let out = cp::exec_file("ls", ["-a"]).cwd("/").await?;
+/// assert!(out.stdout.starts_with(b".\n"));
 /// let name = cp::exec_file("printf", ["%s", "it's $HOME *"]).text().await?;
 /// assert_eq!(name, "it's $HOME *");
-/// # let _ = out;
 /// # Ok(())
 /// # }
 /// ```
@@ -55,13 +55,14 @@ where
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use child_process as cp;
 /// use std::time::Duration;
 ///
-/// # async fn run() -> cp::Result<()> {
-/// let out = cp::exec_file("cargo", ["build", "--release"]).timeout(Duration::from_secs(600)).await?;
-/// # let _ = out;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cp::Result<()> {
+/// let version = cp::exec_file("rustc", ["--version"]).timeout(Duration::from_secs(60)).text().await?;
+/// assert!(version.starts_with("rustc "));
 /// # Ok(())
 /// # }
 /// ```
@@ -71,4 +72,8 @@ pub struct ExecFile {
     pub(crate) job: Job,
 }
 
-exec_knobs!(ExecFile, "exec_file(\"sleep\", [\"10\"])");
+exec_knobs!(
+    ExecFile,
+    "exec_file(\"sleep\", [\"10\"])",
+    "exec_file(\"echo\", [\"hi\"])"
+);

@@ -10,6 +10,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+use crate::capture::Limits;
 use crate::channel::Channel;
 use crate::child::Child;
 use crate::command::Command;
@@ -162,7 +163,7 @@ impl Fork {
     /// # }
     /// ```
     pub fn cwd(mut self, dir: impl AsRef<Path>) -> Fork {
-        self.spec.cwd = Some(dir.as_ref().to_owned());
+        self.spec.set_cwd(dir.as_ref());
         self
     }
 
@@ -359,7 +360,8 @@ impl Fork {
             .stdout(stdout.unwrap_or_else(default))
             .stderr(stderr.unwrap_or_else(default));
         let on_drop = OnDrop::kill_on_drop(kill_on_drop);
-        let mut child = cmd.spawn_with(&[(theirs.as_fd(), CHANNEL_FD)], on_drop)?;
+        let mut child =
+            cmd.spawn_with(&[(theirs.as_fd(), CHANNEL_FD)], on_drop, Limits::UNLIMITED)?;
         drop(theirs);
         let channel = Channel::from_fd(ours).map_err(|e| match e {
             Error::Channel(ChannelError::Io(source)) => Error::spawn(

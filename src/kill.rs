@@ -1,4 +1,4 @@
-//! How a child is killed: the signal to the child or its whole group, and
+//! How a child is killed: the signal to the child and its whole group, and
 //! what dropping an unfinished child does. No tokio here: the async
 //! [`Child`](crate::Child), the blocking driver and the reaper share it.
 
@@ -6,11 +6,13 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use crate::capture::deadline_after;
+use crate::error::ExitStatus;
+use crate::reaper::{self, Orphan, PendingKill};
 use crate::sys;
-use crate::sys::reaper::{self, Orphan, PendingKill};
 use crate::Signal;
 
-/// What dropping an unfinished [`Child`] does to the process.
+/// What dropping an unfinished [`Child`](crate::Child) does to the process.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum OnDrop {
     /// Nothing: it runs on and is reaped in the background.
@@ -37,37 +39,59 @@ impl OnDrop {
     }
 }
 
-/// Send a kill signal to the child, or to its whole group when it leads one
-/// (the caller keeps it unreaped, so the ids cannot have been recycled).
+/// One unreaped process we started.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Proc<'a> {
+    pub pid: libc::pid_t,
+    pub pidfd: Option<BorrowedFd<'a>>,
+}
+
+/// Send `signal` to `procs` (processes we started and have not reaped) and,
+/// when `leader` is given, to the process group named after it: every
+/// process the tree started that stayed in the group.
+///
+/// A process that left the group (`setpgid`, `setsid`) is signalled on its
+/// own, through its pidfd, so a timeout still ends it; one still in the
+/// group gets the signal once, from the group, so a child that counts
+/// `SIGINT`s (press twice to force) sees one. The group is only signalled
+/// in ways that cannot reach a group that recycled the number (see
+/// `sys::kill_group`).
 ///
 /// A stopped process keeps every signal but `SIGKILL` pending until it is
 /// continued, and a child in its own process group is stopped by `SIGTTOU`
 /// or `SIGTTIN` as soon as it touches the terminal (`stty`, a password
 /// prompt). So `SIGCONT` follows, or a timeout would always wait out the
 /// whole grace period.
-pub(crate) fn signal_tree(
-    pid: libc::pid_t,
-    pidfd: Option<BorrowedFd<'_>>,
-    leads_group: bool,
-    signal: i32,
-) -> io::Result<()> {
+pub(crate) fn signal_tree(leader: Option<Proc<'_>>, procs: &[Proc<'_>], signal: i32) {
+    let members: Vec<libc::pid_t> = procs.iter().map(|p| p.pid).collect();
     let send = |signal| {
-        if leads_group {
-            sys::kill_group(pid, signal)
-        } else {
-            sys::kill(pid, pidfd, signal)
+        if let Some(leader) = leader {
+            let _ = sys::kill_group(leader.pid, leader.pidfd, &members, signal);
+        }
+        for p in procs {
+            let in_group = leader.is_some_and(|l| sys::process_group_of(p.pid) == Some(l.pid));
+            if !in_group {
+                let _ = sys::kill(p.pid, p.pidfd, signal);
+            }
         }
     };
-    send(signal)?;
-    if signal != libc::SIGKILL {
-        send(libc::SIGCONT)?;
+    send(signal);
+    if signal != libc::SIGKILL && signal != libc::SIGCONT {
+        send(libc::SIGCONT);
     }
-    Ok(())
+}
+
+/// `SIGKILL` to what is left of the group named after `leader`, once every
+/// process we started in it has exited (their zombies keep the id
+/// reserved, and the pidfd names the group whatever happens).
+pub(crate) fn kill_stragglers(leader: Proc<'_>, members: &[libc::pid_t]) {
+    let _ = sys::kill_group(leader.pid, leader.pidfd, members, libc::SIGKILL);
 }
 
 /// What dropping an unreaped child does, for the async `Child` and the
 /// blocking driver alike: signal it as `on_drop` says, then hand it to the
-/// reaper (with the `SIGKILL` deadline of a grace period). Never blocks.
+/// reaper (with the `SIGKILL` deadline of a grace period). Never blocks,
+/// never panics (an infinite grace means no `SIGKILL`).
 pub(crate) fn abandon(
     pid: libc::pid_t,
     pidfd: Option<OwnedFd>,
@@ -77,17 +101,42 @@ pub(crate) fn abandon(
     let kill = match on_drop {
         OnDrop::Reap => None,
         OnDrop::Kill { signal, grace } => {
-            let _ = signal_tree(
+            let me = Proc {
                 pid,
-                pidfd.as_ref().map(|fd| fd.as_fd()),
-                leads_group,
-                signal.as_raw(),
-            );
+                pidfd: pidfd.as_ref().map(|fd| fd.as_fd()),
+            };
+            signal_tree(leads_group.then_some(me), &[me], signal.as_raw());
             grace.map(|grace| PendingKill {
                 group: leads_group,
-                deadline: Instant::now() + grace,
+                deadline: deadline_after(Instant::now(), grace),
             })
         }
     };
     reaper::adopt(Orphan { pid, pidfd, kill });
+}
+
+/// Reap `me` if it has exited: `Ok(None)` while it runs.
+///
+/// When someone else reaped it first (the kernel, when this process ignores
+/// `SIGCHLD`; or a `waitpid(-1)` elsewhere), the status comes from the
+/// pidfd where the kernel keeps it (Linux ≥ 6.15); otherwise the error says
+/// why it is lost.
+pub(crate) fn reap(me: Proc<'_>) -> io::Result<Option<ExitStatus>> {
+    match sys::try_reap(me.pid) {
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+            if let Some(status) = me.pidfd.and_then(sys::pidfd_exit_status) {
+                return Ok(Some(status));
+            }
+            let why = if sys::sigchld_ignored() {
+                "the exit status was lost: this process ignores SIGCHLD (SIG_IGN or \
+                 SA_NOCLDWAIT), so the kernel reaped the child itself (Linux 6.15 and \
+                 later keep the status for us)"
+            } else {
+                "the exit status was lost: something else in this process reaped the \
+                 child (a waitpid(-1), or a SIGCHLD handler that reaps)"
+            };
+            Err(io::Error::other(why))
+        }
+        other => other,
+    }
 }

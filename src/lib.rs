@@ -75,6 +75,9 @@ mod child;
 mod kill;
 mod stdio;
 mod capture;
+mod collect;
+mod reaper;
+mod knobs;
 mod exec;
 mod exec_file;
 mod blocking;
@@ -86,6 +89,8 @@ mod signal;
 mod sys;
 
 // For the fuzz harness in fuzz/ only: cargo-fuzz builds with `--cfg fuzzing`.
+#[cfg(fuzzing)]
+pub use capture::fuzz_rules;
 #[cfg(fuzzing)]
 pub use channel::fuzz_framing;
 pub use channel::{Channel, ChannelReceiver, ChannelSender};

@@ -41,6 +41,12 @@ impl Spec {
         }
     }
 
+    /// Whether the child leads a process group of its own (its pid names
+    /// the group): a group of its own, or a session of its own.
+    pub(crate) fn leads_group(&self) -> bool {
+        self.process_group || self.new_session
+    }
+
     pub(crate) fn command_line(&self) -> CommandLine {
         match &self.display {
             Some(line) => line.clone(),
@@ -48,6 +54,12 @@ impl Spec {
                 std::iter::once(&*self.program).chain(self.args.iter().map(|a| &**a)),
             ),
         }
+    }
+
+    /// The child's working directory; an empty path leaves the parent's,
+    /// as Node does with `cwd: ''`.
+    pub(crate) fn set_cwd(&mut self, dir: &Path) {
+        self.cwd = (!dir.as_os_str().is_empty()).then(|| dir.to_owned());
     }
 
     pub(crate) fn set_env(&mut self, key: &OsStr, val: Option<&OsStr>) {
@@ -133,6 +145,8 @@ fn c_string(bytes: Vec<u8>, what: impl std::fmt::Display, line: &CommandLine) ->
 /// A spawned process before it is wrapped for tokio or for blocking use.
 pub(crate) struct RawChild {
     pub pid: libc::pid_t,
+    /// When `posix_spawn` returned: a timeout counts from here.
+    pub started: std::time::Instant,
     pub pidfd: Option<OwnedFd>,
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
@@ -265,6 +279,7 @@ pub(crate) fn spawn_raw(
     let [stdin, stdout, stderr] = parent;
     Ok(RawChild {
         pid,
+        started: std::time::Instant::now(),
         pidfd,
         stdin,
         stdout,

@@ -392,6 +392,13 @@ impl Channel {
     pub fn split(self) -> (ChannelSender, ChannelReceiver) {
         (self.sender, self.receiver)
     }
+
+    /// [`disconnect`](Channel::disconnect) without giving the channel up:
+    /// later sends fail with [`ChannelError::Closed`], `recv` returns
+    /// `Ok(None)`.
+    pub(crate) fn close(&self) {
+        self.sender.disconnect();
+    }
 }
 
 impl fmt::Debug for Channel {

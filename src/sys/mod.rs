@@ -5,20 +5,19 @@
 //! with `poll(2)`.
 
 pub(crate) mod ipc;
-pub(crate) mod reaper;
+mod process;
 pub(crate) mod tokio_fd;
+
+pub(crate) use process::*;
 
 use std::ffi::CStr;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::process::ExitStatus;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
-
-use std::os::unix::process::ExitStatusExt;
 
 /// Turn a C-style `-1 + errno` return into `io::Result`.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -36,6 +35,15 @@ fn cvt_r(mut f: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,
         }
+    }
+}
+
+/// `ESRCH` (the process or group is gone) is not an error for a signal.
+fn ignore_esrch(ret: io::Result<libc::c_int>) -> io::Result<()> {
+    match ret {
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        Err(e) => Err(e),
+        Ok(_) => Ok(()),
     }
 }
 
@@ -236,104 +244,6 @@ pub(crate) fn spawn(plan: &SpawnPlan<'_>) -> io::Result<libc::pid_t> {
     Ok(pid)
 }
 
-static NO_PIDFD: AtomicBool = AtomicBool::new(false);
-
-/// `pidfd_open(pid)`, CLOEXEC. `None` where the kernel has no pidfds (before
-/// Linux 5.3, or a seccomp filter that refuses the call): callers then fall
-/// back to `waitpid(pid)`.
-pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<Option<OwnedFd>> {
-    if NO_PIDFD.load(Ordering::Relaxed) {
-        return Ok(None);
-    }
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if ret < 0 {
-        let err = io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENOSYS) | Some(libc::EPERM) => {
-                NO_PIDFD.store(true, Ordering::Relaxed);
-                Ok(None)
-            }
-            _ => Err(err),
-        };
-    }
-    // SAFETY: the kernel just gave us this fd; nothing else owns it.
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as RawFd) }))
-}
-
-/// Make every later `pidfd_open` report "unsupported", so tests can exercise
-/// the `SIGCHLD` + `waitpid(pid)` fallback on a kernel that has pidfds.
-#[cfg(test)]
-pub(crate) fn disable_pidfd_for_tests() {
-    NO_PIDFD.store(true, Ordering::Relaxed);
-}
-
-/// Send `signal` to one process: through its pidfd when there is one, so a
-/// recycled pid can never be hit. A process that is already gone is not an
-/// error.
-pub(crate) fn kill(pid: libc::pid_t, pidfd: Option<BorrowedFd<'_>>, signal: i32) -> io::Result<()> {
-    let ret = match pidfd {
-        // SAFETY: pidfd_send_signal takes an fd we borrow, a signal number and
-        // null info; it does not retain anything.
-        Some(fd) => unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd.as_raw_fd(),
-                signal,
-                ptr::null::<libc::siginfo_t>(),
-                0,
-            ) as libc::c_int
-        },
-        // SAFETY: kill takes two integers. The pid is our unreaped child, so
-        // it cannot have been recycled.
-        None => unsafe { libc::kill(pid, signal) },
-    };
-    ignore_esrch(cvt(ret))
-}
-
-/// Send `signal` to every process in group `pgid`. The caller keeps the group
-/// leader unreaped, so the group id cannot have been recycled.
-pub(crate) fn kill_group(pgid: libc::pid_t, signal: i32) -> io::Result<()> {
-    // SAFETY: killpg takes two integers.
-    ignore_esrch(cvt(unsafe { libc::killpg(pgid, signal) }))
-}
-
-fn ignore_esrch(ret: io::Result<libc::c_int>) -> io::Result<()> {
-    match ret {
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-        Err(e) => Err(e),
-        Ok(_) => Ok(()),
-    }
-}
-
-/// Reap `pid` if it has exited (`WNOHANG`): `Ok(None)` while it runs.
-pub(crate) fn try_reap(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: `status` is a valid out-pointer; waitpid on one pid of ours
-    // (never -1, which would steal other code's children).
-    let ret = cvt_r(|| unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) })?;
-    Ok((ret != 0).then(|| ExitStatus::from_raw(status)))
-}
-
-/// Whether `pid` has exited, without reaping it (`WNOWAIT`): the zombie keeps
-/// its pid and process group id reserved while we signal the group.
-pub(crate) fn has_exited(pid: libc::pid_t) -> io::Result<bool> {
-    // SAFETY: siginfo_t is a plain C struct; all-zero is a valid value.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `info` is a valid out-pointer; P_PID names one child of ours.
-    cvt_r(|| unsafe {
-        libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    })?;
-    // SAFETY: waitid filled `info`; with WNOHANG and no exited child it leaves
-    // si_pid at 0, which the zeroed struct already holds.
-    Ok(unsafe { info.si_pid() } != 0)
-}
-
 /// A pipe, both ends CLOEXEC: `(read, write)`.
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -520,4 +430,24 @@ pub(crate) fn arg_max() -> usize {
 
 pub(crate) fn set_blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     set_nonblocking_to(fd, false)
+}
+
+/// The soft limit on open fds (`RLIMIT_NOFILE`), or 1024 if it cannot be read.
+pub(crate) fn nofile_limit() -> u64 {
+    // SAFETY: rlimit is a plain C struct; all-zero is a valid value.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: getrlimit writes one `struct rlimit` into a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    }
+}
+
+/// How many bytes a pipe or socket holds, ready to read (`FIONREAD`).
+pub(crate) fn bytes_available(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer; the fd is borrowed.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;
+    Ok(n.max(0) as usize)
 }

@@ -179,11 +179,13 @@ async fn worker_environment_loses_the_channel_variables() {
     // A parent that disconnects ends the worker's recv loop: it exits by itself.
     worker.disconnect();
     assert!(worker.wait().await.unwrap().success());
+    // Issue 10: after disconnect the channel is closed, not missing.
     let err = worker.send(&json!(1)).await.unwrap_err();
     assert!(
-        matches!(err, cp::Error::Channel(cp::ChannelError::NoChannel)),
+        matches!(err, cp::Error::Channel(cp::ChannelError::Closed)),
         "{err}"
     );
+    assert_eq!(worker.recv::<Value>().await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -40,17 +40,13 @@ async fn kill_then_wait_reports_the_signal() {
 #[tokio::test]
 async fn wait_is_cancel_safe() {
     let mut child = cp::spawn("sh", ["-c", "read line; exit 4"]).unwrap();
+    // `wait` closes the stdin the child still holds: keep it out of reach.
+    let mut stdin = child.stdin.take().unwrap();
     for _ in 0..3 {
         let r = tokio::time::timeout(Duration::from_millis(10), child.wait()).await;
         assert!(r.is_err(), "still running");
     }
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"go\n")
-        .await
-        .unwrap();
+    stdin.write_all(b"go\n").await.unwrap();
     assert_eq!(child.wait().await.unwrap().code(), Some(4));
 }
 

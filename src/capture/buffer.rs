@@ -1,5 +1,4 @@
-//! Capturing a child's output: the buffer that reads a pipe into memory up
-//! to a limit.
+//! The buffer that reads a pipe into memory, up to a limit.
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -84,13 +83,16 @@ impl Capture {
         self.buf.len() > self.limit
     }
 
-    /// Read what is already in the pipe without waiting, until it is empty,
-    /// at end of file or over the limit.
+    /// Read what the pipe holds right now without waiting, up to end of
+    /// file or the limit. Only what was there when this started: a writer
+    /// that keeps writing (a background process that left the group) cannot
+    /// keep it reading forever.
     pub(crate) fn drain_ready(&mut self, fd: BorrowedFd<'_>) {
-        while !self.overflowed() {
+        let mut left = sys::bytes_available(fd).unwrap_or(0);
+        while left > 0 && !self.overflowed() {
             match self.read_from(fd) {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {}
+                Ok(n) => left = left.saturating_sub(n),
             }
         }
     }

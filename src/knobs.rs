@@ -1,0 +1,356 @@
+//! The knobs of `Exec` and `ExecFile`, written once.
+//!
+//! `exec_knobs!(Type, sleeper, quick)` gives `Type` every setter, the
+//! blocking forms and `IntoFuture`. `sleeper` and `quick` are constructor
+//! calls the doc examples run: one that would run for a while, one that
+//! ends at once.
+
+macro_rules! exec_knobs {
+    ($ty:ident, $sleeper:literal, $quick:literal) => {
+        impl $ty {
+            /// Kill the child, with its process group, if it runs longer than
+            /// `timeout`, and fail with [`Error::Timeout`](crate::Error::Timeout).
+            ///
+            /// The kill sends `kill_signal` (default `SIGTERM`), then `SIGKILL`
+            /// after `kill_grace` (default 2 s), and resolves without waiting
+            /// for grandchildren that still hold the pipes. The timeout counts
+            /// from the spawn and applies until the child has exited.
+            ///
+            /// `Duration::ZERO` means no timeout, as Node's `timeout: 0`; a
+            /// duration too large to add to the current time (such as
+            /// `Duration::MAX`) means no timeout too.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use child_process as cp;
+            /// use std::time::Duration;
+            ///
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> cp::Result<()> {
+            #[doc = concat!("let err = cp::", $sleeper, ".timeout(Duration::from_millis(50)).await.unwrap_err();")]
+            /// assert!(err.is_timeout());
+            /// # Ok(())
+            /// # }
+            /// ```
+            pub fn timeout(mut self, timeout: std::time::Duration) -> $ty {
+                self.job.limits.timeout = Some(timeout);
+                self
+            }
+
+            /// The signal a timeout, the `max_buffer` limit or a dropped future
+            /// sends first (default `SIGTERM`).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use child_process as cp;
+            /// use std::os::unix::process::ExitStatusExt;
+            /// use std::time::Duration;
+            ///
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> cp::Result<()> {
+            #[doc = concat!("let run = cp::", $sleeper, ".timeout(Duration::from_millis(50)).kill_signal(cp::Signal::SIGINT);")]
+            /// let err = run.await.unwrap_err();
+            /// assert_eq!(err.exit_status().unwrap().signal(), Some(libc::SIGINT));
+            /// # Ok(())
+            /// # }
+            /// ```
+            #[doc(alias = "killSignal")]
+            pub fn kill_signal(mut self, signal: Signal) -> $ty {
+                self.job.limits.kill_signal = signal;
+                self
+            }
+
+            /// How long a child may take to die after `kill_signal` before it
+            /// gets `SIGKILL` (default 2 s). A child that ignores `SIGTERM`
+            /// cannot make a timeout hang. `Duration::MAX` means never
+            /// `SIGKILL`.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use child_process as cp;
+            /// use std::time::Duration;
+            ///
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> cp::Result<()> {
+            #[doc = concat!("let run = cp::", $sleeper, ".timeout(Duration::from_millis(50)).kill_grace(Duration::from_millis(200));")]
+            /// assert!(run.await.unwrap_err().is_timeout());
+            /// # Ok(())
+            /// # }
+            /// ```
+            pub fn kill_grace(mut self, grace: std::time::Duration) -> $ty {
+                self.job.limits.kill_grace = grace;
+                self
+            }
+
+            /// The most bytes kept from stdout and from stderr, each (default
+            /// 1 MiB, as in Node). Exactly `limit` bytes is fine; one more
+            /// kills the child and fails with
+            /// [`Error::MaxBuffer`](crate::Error::MaxBuffer), whose output
+            /// holds the first `limit` bytes. `usize::MAX` means no limit.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> child_process::Result<()> {
+            #[doc = concat!("let out = child_process::", $quick, ".max_buffer(256 << 20).await?;")]
+            /// assert_eq!(out.stdout, b"hi\n");
+            /// # Ok(())
+            /// # }
+            /// ```
+            #[doc(alias = "maxBuffer")]
+            pub fn max_buffer(mut self, limit: usize) -> $ty {
+                self.job.limits.max_buffer = limit;
+                self
+            }
+
+            /// The child's working directory. An empty path means the
+            /// parent's, as Node treats `cwd: ''`.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> child_process::Result<()> {
+            #[doc = concat!("let out = child_process::", $quick, ".cwd(\"/tmp\").await?;")]
+            /// assert!(out.status.success());
+            /// # Ok(())
+            /// # }
+            /// ```
+            pub fn cwd(mut self, dir: impl AsRef<Path>) -> $ty {
+                self.job.spec.set_cwd(dir.as_ref());
+                self
+            }
+
+            /// Set an environment variable on top of the inherited environment
+            /// (Node's `env` replaces it instead; start with `env_clear` for
+            /// that).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> child_process::Result<()> {
+            #[doc = concat!("let out = child_process::", $quick, ".env(\"LC_ALL\", \"C\").await?;")]
+            /// assert!(out.status.success());
+            /// # Ok(())
+            /// # }
+            /// ```
+            pub fn env(mut self, key: impl AsRef<OsStr>, val: impl AsRef<OsStr>) -> $ty {
+                self.job.spec.set_env(key.as_ref(), Some(val.as_ref()));
+                self
+            }
+
+            /// Set several environment variables.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> child_process::Result<()> {
+            #[doc = concat!("let out = child_process::", $quick, ".envs([(\"A\", \"1\"), (\"B\", \"2\")]).await?;")]
+            /// assert!(out.status.success());
+            /// # Ok(())
+            /// # }
+            /// ```
+            pub fn envs<I, K, V>(mut self, vars: I) -> $ty
+            where
+                I: IntoIterator<Item = (K, V)>,
+                K: AsRef<OsStr>,
+                V: AsRef<OsStr>,
+            {
+                for (k, v) in vars {
+                    self.job.spec.set_env(k.as_ref(), Some(v.as_ref()));
+                }
+                self
+            }
+
+            /// Remove a variable from the child's environment.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> child_process::Result<()> {
+            #[doc = concat!("let out = child_process::", $quick, ".env_remove(\"HOME\").await?;")]
+            /// assert!(out.status.success());
+            /// # Ok(())
+            /// # }
+            /// ```
+            pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> $ty {
+                self.job.spec.set_env(key.as_ref(), None);
+                self
+            }
+
+            /// Start from an empty environment (plus what `env` adds
+            /// afterwards). Without `PATH`, a bare program name is looked up in
+            /// `/usr/local/bin:/usr/bin:/bin`.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> child_process::Result<()> {
+            #[doc = concat!("let out = child_process::", $quick, ".env_clear().env(\"PATH\", \"/usr/bin:/bin\").await?;")]
+            /// assert!(out.status.success());
+            /// # Ok(())
+            /// # }
+            /// ```
+            pub fn env_clear(mut self) -> $ty {
+                self.job.spec.clear_env();
+                self
+            }
+
+            /// Write these bytes to the child's stdin, then close it (default:
+            /// stdin is `/dev/null`). A child that exits without reading them
+            /// all is not an error.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> child_process::Result<()> {
+            /// let out = child_process::exec("tr a-z A-Z").stdin("shout").await?;
+            /// assert_eq!(out.stdout, b"SHOUT");
+            /// # Ok(())
+            /// # }
+            /// ```
+            #[doc(alias = "input")]
+            pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> $ty {
+                self.job.input = Some(bytes.into());
+                self
+            }
+
+            /// Resolve `Ok(output)` even when the child exits non-zero or dies
+            /// by a signal; `output.status` says how it ended. Never hides a
+            /// timeout or `max_buffer`.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> child_process::Result<()> {
+            /// let out = child_process::exec("exit 3").ignore_status().await?;
+            /// assert_eq!(out.status.code(), Some(3));
+            /// # Ok(())
+            /// # }
+            /// ```
+            pub fn ignore_status(mut self) -> $ty {
+                self.job.ignore_status = true;
+                self
+            }
+
+            /// Whether the child gets a process group of its own (default
+            /// `true`), so that a timeout, `max_buffer` or a dropped future
+            /// kills everything it started. With `false` only the child itself
+            /// is signalled (Node's behaviour), and it stays in the parent's
+            /// group, so a terminal's Ctrl-C reaches it directly.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> child_process::Result<()> {
+            #[doc = concat!("let out = child_process::", $quick, ".process_group(false).await?;")]
+            /// assert!(out.status.success());
+            /// # Ok(())
+            /// # }
+            /// ```
+            pub fn process_group(mut self, own_group: bool) -> $ty {
+                self.job.spec.process_group = own_group;
+                self
+            }
+
+            /// Run to completion on this thread, without a tokio runtime
+            /// (Node's `execSync`/`execFileSync`). Every knob works as for
+            /// `.await`: timeout with the process-group kill, `kill_signal`,
+            /// `kill_grace`, `max_buffer`, stdin bytes, cwd, env,
+            /// `ignore_status`; the errors are the same. Safe to call from a
+            /// runtime's blocking thread (`spawn_blocking`).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # fn main() -> child_process::Result<()> {
+            #[doc = concat!("let out = child_process::", $quick, ".run_sync()?;")]
+            /// assert_eq!(out.stdout, b"hi\n");
+            /// # Ok(())
+            /// # }
+            /// ```
+            ///
+            /// # Errors
+            ///
+            /// Those of [`ExecFuture`](crate::ExecFuture).
+            #[doc(alias = "execSync")]
+            #[doc(alias = "execFileSync")]
+            pub fn run_sync(self) -> Result<Output> {
+                self.job.run_sync()
+            }
+
+            /// `run_sync`, giving stdout as a `String` without its trailing
+            /// newline.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # fn main() -> child_process::Result<()> {
+            #[doc = concat!("let text: String = child_process::", $quick, ".text_sync()?;")]
+            /// assert_eq!(text, "hi");
+            /// # Ok(())
+            /// # }
+            /// ```
+            ///
+            /// # Errors
+            ///
+            /// Those of [`ExecFuture`](crate::ExecFuture), and
+            /// [`Error::Io`](crate::Error::Io) with
+            /// [`std::io::ErrorKind::InvalidData`] when stdout is not UTF-8.
+            pub fn text_sync(self) -> Result<String> {
+                let line = self.job.spec.command_line();
+                crate::exec::into_text(&line, self.job.run_sync()?)
+            }
+
+            /// Run, and give stdout as a `String` without its trailing newline
+            /// (`\n` or `\r\n`).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> child_process::Result<()> {
+            #[doc = concat!("let text: String = child_process::", $quick, ".text().await?;")]
+            /// assert_eq!(text, "hi");
+            /// # Ok(())
+            /// # }
+            /// ```
+            ///
+            /// # Errors
+            ///
+            /// The errors of [`ExecFuture`](crate::ExecFuture), and
+            /// [`Error::Io`](crate::Error::Io) with
+            /// [`std::io::ErrorKind::InvalidData`] when stdout is not UTF-8.
+            ///
+            /// # Cancellation
+            ///
+            /// Dropping the future kills the child's process group and reaps
+            /// the child.
+            pub fn text(self) -> crate::TextFuture {
+                crate::TextFuture(Box::pin(self.job.text()))
+            }
+        }
+
+        impl std::future::IntoFuture for $ty {
+            type Output = Result<Output>;
+            type IntoFuture = crate::ExecFuture;
+
+            fn into_future(self) -> crate::ExecFuture {
+                crate::ExecFuture(Box::pin(self.job.run()))
+            }
+        }
+    };
+}
+
+pub(crate) use exec_knobs;

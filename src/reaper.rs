@@ -1,0 +1,212 @@
+//! The background reaper: children dropped before they were waited for.
+//!
+//! A destructor must not block, yet a child that is never waited for stays a
+//! zombie. tokio keeps such children in an "orphan queue" reaped on the next
+//! `SIGCHLD` it happens to see (`tokio/src/process/unix/orphan.rs`); that
+//! needs a runtime. Ours is one lazily started thread that `poll(2)`s the
+//! orphans' pidfds, so it works with or without tokio, and it also carries
+//! out the escalation of a kill that a dropped `exec` future started:
+//! `kill_signal` was sent at drop, `SIGKILL` follows after the grace period,
+//! and stragglers in the group get `SIGKILL` once the leader is gone.
+//!
+//! Costs are bounded:
+//! - a wake-up steps only the orphans whose pidfd became readable or whose
+//!   `SIGKILL` is due, not every orphan;
+//! - at most [`pidfd_budget`] orphans keep a pidfd. Past that, an orphan
+//!   with nothing left to do but be reaped gives its pidfd up and is checked
+//!   with `waitid(WNOHANG)` on a timer that slows down as such orphans
+//!   accumulate (50 ms for a few, 1 s for thousands), so dropped long-running
+//!   children cannot exhaust the process's fds. Orphans with a kill in
+//!   progress keep their pidfd: it names the group safely.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::kill::{kill_stragglers, signal_tree, Proc};
+use crate::sys;
+
+/// A child handed over to the reaper.
+pub(crate) struct Orphan {
+    pub pid: libc::pid_t,
+    pub pidfd: Option<OwnedFd>,
+    pub kill: Option<PendingKill>,
+}
+
+/// A kill in progress: the first signal was sent already.
+pub(crate) struct PendingKill {
+    /// Kill the whole group (the child's pid is its pgid), not just the child.
+    pub group: bool,
+    /// When `SIGKILL` follows if the child is still alive; `None` once it
+    /// was sent, or never due (an infinite grace). Stragglers in the group
+    /// get `SIGKILL` at the exit either way.
+    pub deadline: Option<Instant>,
+}
+
+/// Orphans not yet taken by the thread, and the eventfd that wakes it
+/// (`None` until the thread has started).
+static QUEUE: Mutex<Vec<Orphan>> = Mutex::new(Vec::new());
+static WAKE: Mutex<Option<OwnedFd>> = Mutex::new(None);
+
+/// How often orphans without a pidfd are checked, at least and at most.
+const POLL_MIN: Duration = Duration::from_millis(50);
+const POLL_MAX: Duration = Duration::from_secs(1);
+
+/// How many orphans may hold a pidfd: an eighth of the fd limit, between 16
+/// and 256.
+fn pidfd_budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| (sys::nofile_limit() / 8).clamp(16, 256) as usize)
+}
+
+/// Hand `orphan` to the reaper thread, which reaps it once it exits.
+pub(crate) fn adopt(orphan: Orphan) {
+    // Already gone? Then there is nothing to hand over (and no thread to start).
+    if orphan.kill.is_none() && matches!(sys::try_reap(orphan.pid), Ok(Some(_)) | Err(_)) {
+        return;
+    }
+    lock(&QUEUE).push(orphan);
+    let mut wake = lock(&WAKE);
+    if wake.is_none() {
+        *wake = start();
+    }
+    match &*wake {
+        Some(fd) => sys::eventfd_signal(fd.as_fd()),
+        // No thread could be started (out of processes or fds). Keep the
+        // orphans queued, advance them here, and try again at the next adopt.
+        None => {
+            let now = Instant::now();
+            lock(&QUEUE).retain_mut(|orphan| !step(orphan, now));
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn start() -> Option<OwnedFd> {
+    let wake = sys::eventfd().ok()?;
+    let thread_wake = wake.try_clone().ok()?;
+    std::thread::Builder::new()
+        .name("child_process-reaper".into())
+        .spawn(move || run(thread_wake))
+        .ok()?;
+    Some(wake)
+}
+
+fn run(wake: OwnedFd) {
+    // `watched[i]` has a pidfd and is `fds[i + 1]`; `polled` have none.
+    let mut watched: Vec<Orphan> = Vec::new();
+    let mut polled: Vec<Orphan> = Vec::new();
+    let mut next_poll: Option<Instant> = None;
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    loop {
+        for mut orphan in lock(&QUEUE).drain(..) {
+            if orphan.pidfd.is_some() && orphan.kill.is_none() && watched.len() >= pidfd_budget() {
+                orphan.pidfd = None;
+            }
+            if orphan.pidfd.is_some() {
+                watched.push(orphan);
+            } else {
+                polled.push(orphan);
+                next_poll.get_or_insert_with(Instant::now);
+            }
+        }
+
+        let now = Instant::now();
+        // Step what is due: a readable pidfd (seen by the last poll, whose
+        // results `fds` still holds), a kill deadline, the poll timer.
+        let ready = |i: usize, fds: &[libc::pollfd]| fds.get(i + 1).is_some_and(|p| p.revents != 0);
+        let mut i = 0;
+        watched.retain_mut(|orphan| {
+            let due = ready(i, &fds) || kill_due(orphan, now);
+            i += 1;
+            !(due && step(orphan, now))
+        });
+        if next_poll.is_some_and(|t| now >= t) {
+            polled.retain_mut(|orphan| !step(orphan, now));
+            next_poll = (!polled.is_empty()).then(|| now + poll_interval(polled.len()));
+        } else {
+            polled.retain_mut(|orphan| !(kill_due(orphan, now) && step(orphan, now)));
+        }
+
+        let deadlines = watched
+            .iter()
+            .chain(&polled)
+            .filter_map(|o| o.kill.as_ref()?.deadline)
+            .chain(next_poll);
+        let timeout = deadlines.min().map(|t| t.saturating_duration_since(now));
+        fds.clear();
+        fds.push(pollfd(wake.as_raw_fd()));
+        fds.extend(
+            watched
+                .iter()
+                .filter_map(|o| o.pidfd.as_ref())
+                .map(|fd| pollfd(fd.as_raw_fd())),
+        );
+        if sys::poll(&mut fds, timeout).is_err() {
+            std::thread::sleep(POLL_MIN);
+        }
+        if fds[0].revents != 0 {
+            sys::eventfd_drain(wake.as_fd());
+        }
+    }
+}
+
+fn pollfd(fd: std::os::fd::RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// 250 µs per polled orphan, between [`POLL_MIN`] and [`POLL_MAX`]: the
+/// `waitid` calls then cost a fraction of a percent of a CPU.
+fn poll_interval(n: usize) -> Duration {
+    (Duration::from_micros(250) * n as u32).clamp(POLL_MIN, POLL_MAX)
+}
+
+fn kill_due(orphan: &Orphan, now: Instant) -> bool {
+    orphan
+        .kill
+        .as_ref()
+        .and_then(|k| k.deadline)
+        .is_some_and(|d| now >= d)
+}
+
+/// Advance one orphan; `true` once it is reaped (or gone).
+fn step(orphan: &mut Orphan, now: Instant) -> bool {
+    let me = Proc {
+        pid: orphan.pid,
+        pidfd: orphan.pidfd.as_ref().map(|fd| fd.as_fd()),
+    };
+    let exited = match sys::has_exited(orphan.pid) {
+        Ok(exited) => exited,
+        // ECHILD: someone else reaped it (a `waitpid(-1)` elsewhere, or the
+        // kernel when SIGCHLD is ignored). Kill what is left of its group
+        // through the pidfd (which names it safely), then forget it.
+        Err(_) => {
+            if orphan.kill.as_ref().is_some_and(|k| k.group) && me.pidfd.is_some() {
+                kill_stragglers(me, &[]);
+            }
+            return true;
+        }
+    };
+    if exited {
+        if orphan.kill.as_ref().is_some_and(|k| k.group) {
+            // The leader is a zombie: its group id is still reserved.
+            kill_stragglers(me, &[orphan.pid]);
+        }
+        return sys::try_reap(orphan.pid).map_or(true, |s| s.is_some());
+    }
+    if let Some(kill) = &mut orphan.kill {
+        if kill.deadline.is_some_and(|d| now >= d) {
+            let leader = kill.group.then_some(me);
+            signal_tree(leader, &[me], libc::SIGKILL);
+            kill.deadline = None;
+        }
+    }
+    false
+}

@@ -1,0 +1,233 @@
+//! Process control: pidfds, signals to a process or its group, waiting and
+//! reaping, and what the kernel says about `SIGCHLD`.
+//!
+//! The rules that keep a signal from reaching the wrong process live here,
+//! next to the calls they guard:
+//! - one process is signalled through its pidfd, which names the process and
+//!   not the number (`pidfd_send_signal`);
+//! - a group is signalled through the leader's pidfd with
+//!   `PIDFD_SIGNAL_PROCESS_GROUP` (Linux ≥ 6.9): the kernel then names the
+//!   group by the leader's `struct pid`, which a recycled number can never
+//!   match, even after the leader was reaped;
+//! - without that flag, `killpg` is sent only after proving that a member of
+//!   the group is still our unreaped child (`waitid(WNOWAIT)`): a pid number
+//!   in use as a process group id is never handed to a new process.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{cvt, cvt_r, ignore_esrch};
+
+static NO_PIDFD: AtomicBool = AtomicBool::new(false);
+static NO_PIDFD_GROUP: AtomicBool = AtomicBool::new(false);
+
+/// `pidfd_send_signal` flag: signal the process group of the pidfd's
+/// process (include/uapi/linux/pidfd.h, Linux 6.9).
+const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
+
+/// `pidfd_open(pid)`, CLOEXEC. `None` where the kernel has no pidfds (before
+/// Linux 5.3, or a seccomp filter that refuses the call): callers then fall
+/// back to `waitpid(pid)`.
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<Option<OwnedFd>> {
+    if NO_PIDFD.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENOSYS) | Some(libc::EPERM) => {
+                NO_PIDFD.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            _ => Err(err),
+        };
+    }
+    // SAFETY: the kernel just gave us this fd; nothing else owns it.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as RawFd) }))
+}
+
+/// Make every later `pidfd_open` report "unsupported", so tests can exercise
+/// the `SIGCHLD` + `waitpid(pid)` fallback on a kernel that has pidfds.
+#[cfg(test)]
+pub(crate) fn disable_pidfd_for_tests() {
+    NO_PIDFD.store(true, Ordering::Relaxed);
+}
+
+/// `pidfd_send_signal(fd, signal, NULL, flags)`.
+fn pidfd_send_signal(fd: BorrowedFd<'_>, signal: i32, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal takes an fd we borrow, a signal number, null
+    // info and flags; it does not retain anything.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal,
+            ptr::null::<libc::siginfo_t>(),
+            flags,
+        )
+    };
+    cvt(ret as libc::c_int).map(drop)
+}
+
+/// Send `signal` to one process: through its pidfd when there is one, so a
+/// recycled pid can never be hit. A process that is already gone is not an
+/// error.
+pub(crate) fn kill(pid: libc::pid_t, pidfd: Option<BorrowedFd<'_>>, signal: i32) -> io::Result<()> {
+    match pidfd {
+        Some(fd) => ignore_esrch(pidfd_send_signal(fd, signal, 0).map(|()| 0)),
+        // Without a pidfd, only a child that is still ours (running, or a
+        // zombie we have not reaped) may be signalled by number.
+        None if is_our_child(pid) => {
+            // SAFETY: kill takes two integers; the pid is our unreaped child,
+            // so it cannot have been recycled.
+            ignore_esrch(cvt(unsafe { libc::kill(pid, signal) }))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Send `signal` to the process group named after `leader` (the first
+/// process started in it), never to a group that merely reuses the number.
+///
+/// Through the leader's pidfd and `PIDFD_SIGNAL_PROCESS_GROUP` where the
+/// kernel has it (race-free, whether or not the leader was reaped).
+/// Otherwise `killpg`, only if one of `members` (the leader or another
+/// process we put in the group) is provably still our unreaped child at
+/// that moment. A group with no process left is not an error.
+pub(crate) fn kill_group(
+    leader: libc::pid_t,
+    leader_pidfd: Option<BorrowedFd<'_>>,
+    members: &[libc::pid_t],
+    signal: i32,
+) -> io::Result<()> {
+    if let Some(fd) = leader_pidfd {
+        if !NO_PIDFD_GROUP.load(Ordering::Relaxed) {
+            match pidfd_send_signal(fd, signal, PIDFD_SIGNAL_PROCESS_GROUP) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // A kernel before 6.9: the flag is unknown.
+                    NO_PIDFD_GROUP.store(true, Ordering::Relaxed);
+                }
+                other => return ignore_esrch(other.map(|()| 0)),
+            }
+        }
+    }
+    if !members.iter().any(|&pid| is_our_child(pid)) {
+        return Ok(());
+    }
+    // SAFETY: killpg takes two integers. A member of the group is our
+    // unreaped child, so the group exists and its id is the one we made.
+    ignore_esrch(cvt(unsafe { libc::killpg(leader, signal) }))
+}
+
+/// Whether `pid` is a child of ours that has not been reaped (running, or a
+/// zombie): only then does the number still name the process we started.
+fn is_our_child(pid: libc::pid_t) -> bool {
+    // SAFETY: siginfo_t is a plain C struct; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid out-pointer; WNOWAIT leaves the child as it
+    // is, so this observes without reaping.
+    cvt_r(|| unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    })
+    .is_ok()
+}
+
+/// The process group of `pid`, or `None` if it is gone. Only meaningful
+/// for a child of ours that is not reaped.
+pub(crate) fn process_group_of(pid: libc::pid_t) -> Option<libc::pid_t> {
+    // SAFETY: getpgid takes an integer.
+    let pgid = unsafe { libc::getpgid(pid) };
+    (pgid >= 0).then_some(pgid)
+}
+
+/// Reap `pid` if it has exited (`WNOHANG`): `Ok(None)` while it runs.
+pub(crate) fn try_reap(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `status` is a valid out-pointer; waitpid on one pid of ours
+    // (never -1, which would steal other code's children).
+    let ret = cvt_r(|| unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) })?;
+    Ok((ret != 0).then(|| ExitStatus::from_raw(status)))
+}
+
+/// Whether `pid` has exited, without reaping it (`WNOWAIT`): the zombie keeps
+/// its pid and process group id reserved while we signal the group.
+pub(crate) fn has_exited(pid: libc::pid_t) -> io::Result<bool> {
+    // SAFETY: siginfo_t is a plain C struct; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid out-pointer; P_PID names one child of ours.
+    cvt_r(|| unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    })?;
+    // SAFETY: waitid filled `info`; with WNOHANG and no exited child it leaves
+    // si_pid at 0, which the zeroed struct already holds.
+    Ok(unsafe { info.si_pid() } != 0)
+}
+
+/// `struct pidfd_info` (include/uapi/linux/pidfd.h, Linux 6.13; the exit
+/// fields from 6.15).
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    pid: u32,
+    tgid: u32,
+    ppid: u32,
+    ruid: u32,
+    rgid: u32,
+    euid: u32,
+    egid: u32,
+    suid: u32,
+    sgid: u32,
+    fsuid: u32,
+    fsgid: u32,
+    exit_code: i32,
+    coredump_mask: u32,
+    spare: u32,
+}
+
+const PIDFD_INFO_EXIT: u64 = 1 << 3;
+/// `_IOWR(0xFF, 11, struct pidfd_info)`.
+const PIDFD_GET_INFO: libc::c_ulong =
+    (3 << 30) | ((std::mem::size_of::<PidfdInfo>() as libc::c_ulong) << 16) | (0xFF << 8) | 11;
+
+/// The exit status of a process that someone else reaped (the kernel, when
+/// `SIGCHLD` is ignored), as the pidfd kept it: `PIDFD_GET_INFO` with
+/// `PIDFD_INFO_EXIT`, Linux ≥ 6.15. `None` where the kernel cannot say.
+pub(crate) fn pidfd_exit_status(fd: BorrowedFd<'_>) -> Option<ExitStatus> {
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_EXIT,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: PIDFD_GET_INFO reads and writes one `struct pidfd_info`, whose
+    // layout PidfdInfo matches; the fd is borrowed for the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), PIDFD_GET_INFO, &mut info) };
+    (ret == 0 && info.mask & PIDFD_INFO_EXIT != 0).then(|| ExitStatus::from_raw(info.exit_code))
+}
+
+/// Whether this process lets the kernel reap its children itself: `SIGCHLD`
+/// set to `SIG_IGN`, or a handler with `SA_NOCLDWAIT`. Exit statuses are
+/// then lost unless the pidfd kept them.
+pub(crate) fn sigchld_ignored() -> bool {
+    // SAFETY: sigaction_t is a plain C struct; all-zero is a valid value.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only queries; `old` is a valid out-pointer.
+    let ret = unsafe { libc::sigaction(libc::SIGCHLD, ptr::null(), &mut old) };
+    ret == 0 && (old.sa_sigaction == libc::SIG_IGN || old.sa_flags & libc::SA_NOCLDWAIT != 0)
+}
