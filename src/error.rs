@@ -71,7 +71,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The process could not be started: the program or cwd is missing, the
@@ -100,7 +100,8 @@ pub enum Error {
     /// The child ran longer than its timeout and was killed, with its whole
     /// process group.
     #[error(
-        "`{command}` timed out after {timeout:?} and was killed with {signal}{tail}",
+        "`{command}` timed out after {timeout:?}{fate}{tail}",
+        fate = KillNote(output.status, *signal, true),
         tail = StderrTail(output)
     )]
     Timeout {
@@ -120,7 +121,7 @@ pub enum Error {
     /// killed: the message then gives the child's exit status.)
     #[error(
         "`{command}` wrote more than {limit} bytes to {stream} (max_buffer){fate}{tail}",
-        fate = KillNote(output.status, *signal),
+        fate = KillNote(output.status, *signal, false),
         tail = StderrTail(output)
     )]
     MaxBuffer {
@@ -136,9 +137,9 @@ pub enum Error {
         output: Box<Output>,
     },
     /// Reading from, writing to or waiting for the child failed. Also what
-    /// `?` makes of a plain [`io::Error`] (then `command` is empty), so a
+    /// `?` makes of a plain [`io::Error`] (then [`Error::command`] is `None`), so a
     /// `main` returning [`Result`] can mix pipe I/O with this crate's calls.
-    #[error("i/o error{}", IoContext(command))]
+    #[error("i/o error{}: {source}", IoContext(command))]
     Io {
         /// The command line that ran.
         command: CommandLine,
@@ -150,6 +151,15 @@ pub enum Error {
     /// channel fd is unusable.
     #[error(transparent)]
     Channel(#[from] ChannelError),
+}
+
+/// `Debug` prints what `Display` prints (xshell does the same), so that a
+/// `main` returning [`Result`] shows the command, the status and the stderr
+/// tail, not the fields of a struct.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 impl Error {
@@ -230,7 +240,7 @@ impl Error {
             | Error::Exit { command, .. }
             | Error::Timeout { command, .. }
             | Error::MaxBuffer { command, .. }
-            | Error::Io { command, .. } => Some(command),
+            | Error::Io { command, .. } => Some(command).filter(|c| !c.as_str().is_empty()),
             Error::Channel(_) => None,
         }
     }
@@ -338,11 +348,11 @@ pub enum ChannelError {
     #[error("this child has no IPC channel (not started by fork, or the channel was taken)")]
     NoChannel,
     /// A message could not be encoded as JSON.
-    #[error("could not encode an IPC message as JSON")]
+    #[error("could not encode an IPC message as JSON: {0}")]
     Encode(#[source] serde_json::Error),
     /// One received line is not JSON, or not of the requested type. Only
     /// that message is lost; the next `recv` returns the next one.
-    #[error("could not decode an IPC message: {excerpt}")]
+    #[error("could not decode an IPC message ({source}): {excerpt}")]
     Decode {
         /// The start of the offending line, lossily decoded.
         excerpt: String,
@@ -364,7 +374,7 @@ pub enum ChannelError {
         reason: String,
     },
     /// Reading from or writing to the channel's socket failed.
-    #[error("i/o error on the IPC channel")]
+    #[error("i/o error on the IPC channel: {0}")]
     Io(#[source] io::Error),
 }
 
@@ -401,22 +411,62 @@ impl CommandLine {
     }
 
     /// A command line given as one string (`exec`).
+    ///
+    /// Messages must stay readable: a longer line is cut at
+    /// [`SHOWN_LINE`] bytes, saying how long it was.
     pub(crate) fn verbatim(line: &str) -> Self {
-        CommandLine(line.into())
+        if line.len() <= SHOWN_LINE {
+            return CommandLine(line.into());
+        }
+        let mut shown = String::with_capacity(SHOWN_LINE + 32);
+        shown.push_str(cut(line, SHOWN_LINE));
+        shown.push_str(&format!("… ({} bytes)", line.len()));
+        CommandLine(shown.into())
     }
 
     /// A command line built from a program and its arguments, each quoted
     /// for a POSIX shell when it needs it.
+    ///
+    /// An argument longer than [`SHOWN_ARG`] bytes shows its start and its
+    /// length, and arguments past [`SHOWN_LINE`] bytes of line are counted,
+    /// not shown: 40 arguments of 100 KiB make a line of a few hundred
+    /// bytes, not 4 MB of error text.
     pub(crate) fn from_argv<'a>(argv: impl IntoIterator<Item = &'a std::ffi::OsStr>) -> Self {
         let mut line = String::new();
-        for (i, arg) in argv.into_iter().enumerate() {
+        let mut argv = argv.into_iter().enumerate();
+        for (i, arg) in argv.by_ref() {
+            if line.len() > SHOWN_LINE {
+                let more = 1 + argv.count();
+                line.push_str(&format!(" … ({more} more arguments)"));
+                break;
+            }
             if i > 0 {
                 line.push(' ');
             }
-            push_quoted(&mut line, &arg.to_string_lossy());
+            let arg = arg.to_string_lossy();
+            if arg.len() > SHOWN_ARG {
+                push_quoted(&mut line, cut(&arg, SHOWN_ARG / 4));
+                line.push_str(&format!("…({} bytes)", arg.len()));
+            } else {
+                push_quoted(&mut line, &arg);
+            }
         }
         CommandLine(line.into())
     }
+}
+
+/// How much of a command line messages show.
+const SHOWN_LINE: usize = 1024;
+/// How long one argument may be before messages shorten it.
+const SHOWN_ARG: usize = 256;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn push_quoted(line: &mut String, arg: &str) {
@@ -460,16 +510,31 @@ impl fmt::Debug for CommandLine {
     }
 }
 
-/// How a `max_buffer` overflow ended for the child: killed by us, or it had
-/// exited already (the overflow came from a process it left behind).
-struct KillNote(ExitStatus, Signal);
+/// How a timeout or a `max_buffer` overflow ended for the child: killed by
+/// us, or it exited on its own (after a timeout: it trapped the signal, or
+/// left the group; after an overflow: it had exited already, and the bytes
+/// came from a process it left behind). `.2` says the signal was sent.
+///
+/// The status is the truth: a child that left its group and exited on its
+/// own, or trapped the signal and exited, is not said to be killed; one
+/// that ignored `kill_signal` is said to be killed with `SIGKILL`.
+struct KillNote(ExitStatus, Signal, bool);
 
 impl fmt::Display for KillNote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use std::os::unix::process::ExitStatusExt;
-        match self.0.signal() {
-            Some(_) => write!(f, " and was killed with {}", self.1),
-            None => write!(f, "; it had already exited ({})", self.0),
+        let KillNote(status, sent, surely_sent) = *self;
+        match status.signal().and_then(Signal::from_raw) {
+            Some(died) if died == sent => write!(f, " and was killed with {sent}"),
+            Some(Signal::SIGKILL) => write!(
+                f,
+                " and was killed with SIGKILL ({sent} did not end it within the grace period)"
+            ),
+            Some(died) => write!(f, "; {sent} was sent and it died of {died}"),
+            None if surely_sent => {
+                write!(f, "; {sent} was sent and it exited on its own ({status})")
+            }
+            None => write!(f, "; it had already exited ({status})"),
         }
     }
 }
@@ -561,6 +626,64 @@ mod tests {
     }
 
     #[test]
+    fn timeout_message_says_how_the_child_really_ended() {
+        let err = |raw| Error::Timeout {
+            command: CommandLine::verbatim("x"),
+            timeout: Duration::from_millis(300),
+            signal: Signal::SIGTERM,
+            output: Box::new(Output {
+                status: ExitStatus::from_raw(raw),
+                stdout: vec![],
+                stderr: vec![],
+            }),
+        };
+        assert_eq!(
+            err(libc::SIGTERM).to_string(),
+            "`x` timed out after 300ms and was killed with SIGTERM"
+        );
+        assert_eq!(
+            err(libc::SIGKILL).to_string(),
+            "`x` timed out after 300ms and was killed with SIGKILL (SIGTERM did not end it within the grace period)"
+        );
+        // Issue 11: a child that exited by itself was not "killed".
+        assert_eq!(
+            err(0).to_string(),
+            "`x` timed out after 300ms; SIGTERM was sent and it exited on its own (exit status: 0)"
+        );
+    }
+
+    /// Issue 10: `fn main() -> cp::Result<()>` prints `Debug`; it must read
+    /// like `Display`, and an i/o error must carry its cause in the text.
+    #[test]
+    fn debug_is_display_and_io_errors_name_their_cause() {
+        let err = Error::Exit {
+            command: CommandLine::verbatim("make all"),
+            output: output(b"boom\n"),
+        };
+        assert_eq!(format!("{err:?}"), err.to_string());
+        let err = Error::from(io::Error::from_raw_os_error(libc::EPIPE));
+        assert_eq!(err.to_string(), "i/o error: Broken pipe (os error 32)");
+        assert!(err.command().is_none(), "no command for a plain io::Error");
+        let err = Error::io(
+            &CommandLine::verbatim("ls"),
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "stdout is not valid UTF-8 (at byte 3)",
+            ),
+        );
+        assert_eq!(
+            format!("{err:?}"),
+            "i/o error while running `ls`: stdout is not valid UTF-8 (at byte 3)"
+        );
+        let err = Error::Channel(ChannelError::Io(io::Error::from_raw_os_error(libc::EBADF)));
+        assert!(
+            err.to_string()
+                .ends_with("Bad file descriptor (os error 9)"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn stderr_tail_keeps_last_twenty_lines() {
         let text: String = (0..30).map(|i| format!("line {i}\n")).collect();
         let err = Error::Exit {
@@ -571,6 +694,28 @@ mod tests {
         assert!(msg.contains("...\nline 10\n"), "{msg}");
         assert!(!msg.contains("line 9\n"), "{msg}");
         assert!(msg.ends_with("line 29"), "{msg}");
+    }
+
+    /// Issue 11: an error about a huge command line stays readable.
+    #[test]
+    fn long_command_lines_are_shortened() {
+        let big = "x".repeat(100 * 1024);
+        let argv: Vec<&std::ffi::OsStr> = std::iter::once("prog")
+            .chain(std::iter::repeat_n(big.as_str(), 40))
+            .map(std::ffi::OsStr::new)
+            .collect();
+        let line = CommandLine::from_argv(argv);
+        assert!(
+            line.as_str().len() < 2 * SHOWN_LINE,
+            "{}",
+            line.as_str().len()
+        );
+        assert!(line.as_str().starts_with("prog xxxx"), "{line}");
+        assert!(line.as_str().contains("…(102400 bytes)"), "{line}");
+        assert!(line.as_str().ends_with("more arguments)"), "{line}");
+        let line = CommandLine::verbatim(&"é".repeat(5000));
+        assert!(line.as_str().len() < SHOWN_LINE + 32);
+        assert!(line.as_str().ends_with("… (10000 bytes)"), "{line}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::kill::OnDrop;
 use crate::spawn::Spec;
 use crate::stdio::Stdio;
 use crate::sys;
+use crate::sys::ipc;
 
 /// The fd the child finds its channel on: Node's default `[0, 1, 2, 'ipc']`.
 const CHANNEL_FD: i32 = 3;
@@ -338,11 +339,8 @@ impl Fork {
         }
         spec.args.extend(args);
         // Appended last, so they win over the user's env, as in Node.
-        spec.set_env(OsStr::new("NODE_CHANNEL_FD"), Some(OsStr::new("3")));
-        spec.set_env(
-            OsStr::new("NODE_CHANNEL_SERIALIZATION_MODE"),
-            Some(OsStr::new("json")),
-        );
+        spec.set_env(OsStr::new(ipc::CHANNEL_FD_VAR), Some(OsStr::new("3")));
+        spec.set_env(OsStr::new(ipc::SERIALIZATION_VAR), Some(OsStr::new("json")));
 
         let line = spec.command_line();
         let (ours, theirs) = sys::socketpair()

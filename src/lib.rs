@@ -93,7 +93,7 @@ mod sys;
 pub use capture::fuzz_rules;
 #[cfg(fuzzing)]
 pub use channel::fuzz_framing;
-pub use channel::{Channel, ChannelReceiver, ChannelSender};
+pub use channel::{worker_args, Channel, ChannelReceiver, ChannelSender};
 pub use child::Child;
 pub use command::{spawn, Command};
 pub use error::{ChannelError, CommandLine, Error, ExitStatus, Output, Result, Stream};

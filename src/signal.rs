@@ -7,7 +7,10 @@ use std::str::FromStr;
 ///
 /// `Display` prints the name (`SIGTERM`); `FromStr` takes the name with or
 /// without the `SIG` prefix (`"SIGTERM"`, `"TERM"`), in any case, or the
-/// number (`"15"`), as Node's `killSignal` does.
+/// number (`"15"`), as Node's `killSignal` does. Every name in Node's
+/// `os.constants.signals` parses, the Linux aliases too (`SIGIOT` is
+/// `SIGABRT`, `SIGPOLL` is `SIGIO`, `SIGCLD` is `SIGCHLD`, `SIGUNUSED` is
+/// `SIGSYS`); they print under their main name.
 ///
 /// # Examples
 ///
@@ -93,6 +96,14 @@ impl fmt::Display for Signal {
     }
 }
 
+/// Other names Linux gives the same signals (signal(7)).
+const ALIASES: &[(&str, i32)] = &[
+    ("SIGIOT", libc::SIGABRT),
+    ("SIGPOLL", libc::SIGIO),
+    ("SIGCLD", libc::SIGCHLD),
+    ("SIGUNUSED", libc::SIGSYS),
+];
+
 impl FromStr for Signal {
     type Err = ParseSignalError;
 
@@ -105,6 +116,7 @@ impl FromStr for Signal {
         let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
         TABLE
             .iter()
+            .chain(ALIASES)
             .find(|(name, _)| &name[3..] == bare)
             .map(|&(_, n)| Signal(n))
             .ok_or_else(err)
@@ -136,6 +148,12 @@ mod tests {
         assert_eq!("sigkill".parse(), Ok(Signal::SIGKILL));
         assert_eq!("9".parse(), Ok(Signal::SIGKILL));
         assert!("SIG".parse::<Signal>().is_err());
+        // Issue 10: Node's os.constants.signals has the Linux aliases too.
+        assert_eq!("SIGIOT".parse(), Ok(Signal::SIGABRT));
+        assert_eq!("poll".parse(), Ok(Signal::SIGIO));
+        assert_eq!("SIGCLD".parse(), Ok(Signal::SIGCHLD));
+        assert_eq!("SIGUNUSED".parse(), Ok(Signal::SIGSYS));
+        assert_eq!("SIGIOT".parse::<Signal>().unwrap().to_string(), "SIGABRT");
         assert!("0".parse::<Signal>().is_err());
         assert!("".parse::<Signal>().is_err());
     }

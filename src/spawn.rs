@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{CommandLine, Error, Result};
 use crate::stdio::StdioKind;
 use crate::sys;
+use crate::sys::ipc;
 
 /// What to run: program, arguments, environment, cwd. Shared by every
 /// builder of the crate, and `Clone` so an `Exec` can be run twice.
@@ -76,7 +77,14 @@ impl Spec {
         let mut vars: Vec<(OsString, OsString)> = if self.env_clear {
             Vec::new()
         } else {
-            std::env::vars_os().collect()
+            // A channel (or cluster worker id) this process inherited belongs
+            // to this process, not to its children: a child told
+            // `NODE_CHANNEL_FD=3` while fd 3 is closed in it (Node aborts) or
+            // is something else would speak on the wrong fd. `fork` sets the
+            // variables again for the channel it makes.
+            std::env::vars_os()
+                .filter(|(k, _)| !ipc::INHERITED_ONLY.iter().any(|v| k == v))
+                .collect()
         };
         for (key, val) in &self.env {
             check_env_key(key, line)?;
@@ -304,17 +312,20 @@ fn resolve_program(spec: &Spec, program: &CString, line: &CommandLine) -> Result
         } else {
             dir
         };
-        let dir = match (&spec.cwd, dir.is_relative()) {
-            (Some(cwd), true) => cwd.join(dir),
-            _ => dir,
-        };
+        // What the child will execute: a relative entry is relative to the
+        // child's cwd, since posix_spawn changes directory first. Here, in
+        // the parent, the same file is at `cwd/entry`.
         let candidate = dir.join(OsStr::from_bytes(program.as_bytes()));
-        if let Ok(meta) = std::fs::metadata(&candidate) {
+        let here = match (&spec.cwd, dir.is_relative()) {
+            (Some(cwd), true) => cwd.join(&candidate),
+            _ => candidate.clone(),
+        };
+        if let Ok(meta) = std::fs::metadata(&here) {
             use std::os::unix::fs::PermissionsExt;
             if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
                 return c_string(candidate.into_os_string().into_vec(), "program", line);
             }
-            denied.get_or_insert(candidate);
+            denied.get_or_insert(here);
         }
     }
     let (reason, kind) = match denied {
@@ -363,11 +374,7 @@ fn explain_spawn_error(
         _ => program.to_owned(),
     };
     match err.raw_os_error() {
-        Some(libc::E2BIG) => format!(
-            "argument list too long: {} bytes of arguments and environment, the limit is {}",
-            argv.total_bytes() + envp.total_bytes(),
-            sys::arg_max()
-        ),
+        Some(libc::E2BIG) => explain_e2big(argv, envp),
         Some(libc::ENOEXEC) => {
             format!("program {shown} is not in an executable format (a script needs a `#!` line)")
         }
@@ -383,6 +390,36 @@ fn explain_spawn_error(
             Ok(_) => format!("could not execute program {shown}"),
         },
     }
+}
+
+/// `E2BIG` has two causes: one string over `MAX_ARG_STRLEN` (128 KiB), or
+/// all of them over `ARG_MAX`. Name the one that was hit.
+fn explain_e2big(argv: &sys::CStrArray, envp: &sys::CStrArray) -> String {
+    let one = sys::MAX_ARG_STRLEN;
+    if let Some((i, len)) = argv.longest().filter(|&(_, len)| len >= one) {
+        let which = if i == 0 {
+            "argv[0]".to_string()
+        } else {
+            format!("argument {i}")
+        };
+        return format!(
+            "{which} is {len} bytes; one argument may be at most {} bytes (MAX_ARG_STRLEN, 128 KiB)",
+            one - 1
+        );
+    }
+    if let Some((i, len)) = envp.longest().filter(|&(_, len)| len >= one) {
+        let var = envp.get(i);
+        let name = String::from_utf8_lossy(var.split(|&b| b == b'=').next().unwrap_or_default());
+        return format!(
+            "environment variable {name} is {len} bytes; one variable (NAME=value) may be at most {} bytes (MAX_ARG_STRLEN, 128 KiB)",
+            one - 1
+        );
+    }
+    format!(
+        "argument list too long: {} bytes of arguments and environment, the limit is {} (ARG_MAX)",
+        argv.total_bytes() + envp.total_bytes(),
+        sys::arg_max()
+    )
 }
 
 fn describe_resource_error(err: &io::Error, doing: &str) -> String {

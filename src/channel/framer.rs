@@ -3,7 +3,9 @@
 //! One buffer, read into at least 64 KiB at a time (it grows for long
 //! lines), split on `\n` with `memchr`, each line parsed in place. Lines
 //! longer than the limit are dropped as they stream in, without being
-//! buffered whole.
+//! buffered whole: the buffer never grows past the limit plus two reads,
+//! and reads go into its spare capacity, so memory that was never written
+//! is never touched (no zero-filling).
 
 use serde::de;
 
@@ -23,7 +25,7 @@ pub(super) enum Step {
     Internal(String),
     /// An error for one message (too long, cut off at the end of stream).
     Error(ChannelError),
-    /// Nothing complete yet: read more into [`Framer::spare`].
+    /// Nothing complete yet: read more into [`Framer::room`].
     NeedMore,
     /// The stream ended and everything in it was delivered.
     End,
@@ -33,12 +35,11 @@ pub(super) enum Step {
 /// touching a socket: the reader feeds it, and so does the fuzz harness
 /// (`fuzz/`), which checks it over arbitrary bytes in arbitrary chunks.
 pub(super) struct Framer {
-    /// `buf[start..end]` is received and not yet consumed; `buf[start..scan]`
-    /// is known to hold no `\n`; `buf[end..]` is free space for reads.
+    /// `buf[start..]` is received and not yet consumed; `buf[start..scan]`
+    /// is known to hold no `\n`; the spare capacity is where reads go.
     pub(super) buf: Vec<u8>,
     pub(super) start: usize,
     scan: usize,
-    pub(super) end: usize,
     /// We are skipping the rest of a line longer than `max_len`.
     discarding: bool,
     pub(super) eof: bool,
@@ -51,7 +52,6 @@ impl Framer {
             buf: Vec::new(),
             start: 0,
             scan: 0,
-            end: 0,
             discarding: false,
             eof: false,
             max_len,
@@ -63,15 +63,16 @@ impl Framer {
         &self.buf[start..end]
     }
 
-    /// Free space to read into (at least [`READ_CHUNK`] bytes).
-    pub(crate) fn spare(&mut self) -> &mut [u8] {
+    /// The buffer to read into: append to it (into its spare capacity,
+    /// which holds at least [`READ_CHUNK`] bytes).
+    pub(crate) fn room(&mut self) -> &mut Vec<u8> {
         self.make_room();
-        &mut self.buf[self.end..]
+        &mut self.buf
     }
 
-    /// `n` bytes were read into [`Framer::spare`].
-    pub(crate) fn filled(&mut self, n: usize) {
-        self.end += n;
+    /// Bytes received and not yet consumed.
+    pub(super) fn buffered(&self) -> usize {
+        self.buf.len() - self.start
     }
 
     /// The stream ended.
@@ -81,8 +82,8 @@ impl Framer {
 
     /// Bytes held, for the fuzz harness's memory bound.
     #[cfg(any(fuzzing, test))]
-    fn held(&self) -> usize {
-        self.buf.len()
+    pub(super) fn held(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// The next message: blank lines are skipped (Node never writes them, and
@@ -111,7 +112,7 @@ impl Framer {
     /// more bytes are needed or, after `set_eof`, at the end.
     fn next_line(&mut self) -> Result<Option<(usize, usize)>, ChannelError> {
         loop {
-            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.scan..self.end]) {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.scan..self.buf.len()]) {
                 let (start, end) = (self.start, self.scan + i);
                 self.start = end + 1;
                 self.scan = self.start;
@@ -125,21 +126,21 @@ impl Framer {
                 }
                 return Ok(Some((start, end)));
             }
-            self.scan = self.end;
+            self.scan = self.buf.len();
             if self.discarding {
-                self.start = self.end;
-            } else if self.end - self.start > self.max_len {
+                self.start = self.buf.len();
+            } else if self.buf.len() - self.start > self.max_len {
                 // Drop what we have of this line and the rest of it as it
                 // arrives, so one huge message cannot exhaust memory.
                 self.discarding = true;
-                self.start = self.end;
+                self.start = self.buf.len();
                 return Err(ChannelError::TooLong {
                     limit: self.max_len,
                 });
             }
             if self.eof {
-                let rest = &self.buf[self.start..self.end];
-                self.start = self.end;
+                let rest = &self.buf[self.start..self.buf.len()];
+                self.start = self.buf.len();
                 if !self.discarding && rest.iter().any(|&b| !matches!(b, b' ' | b'\t' | b'\r')) {
                     // Node drops such a fragment silently; we say so.
                     return Err(ChannelError::Decode {
@@ -156,26 +157,31 @@ impl Framer {
     /// Ensures at least [`READ_CHUNK`] free bytes after `end`, moving the
     /// unconsumed bytes to the front or growing the buffer.
     fn make_room(&mut self) {
-        if self.start == self.end {
+        if self.start == self.buf.len() {
             self.start = 0;
             self.scan = 0;
-            self.end = 0;
-            if self.buf.len() > KEEP_CAPACITY {
+            self.buf.clear();
+            if self.buf.capacity() > KEEP_CAPACITY {
                 self.buf = Vec::new();
             }
         }
-        if self.buf.len() - self.end >= READ_CHUNK {
+        if self.buf.capacity() - self.buf.len() >= READ_CHUNK {
             return;
         }
         if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
+            self.buf.copy_within(self.start.., 0);
+            self.buf.truncate(self.buf.len() - self.start);
             self.scan -= self.start;
-            self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() - self.end < READ_CHUNK {
-            let len = (self.buf.len() * 2).max(self.end + READ_CHUNK);
-            self.buf.resize(len, 0);
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK {
+            // Double, but never past what one line of `max_len` bytes and a
+            // read need: a longer line is dropped before it gets there.
+            let len = self.buf.len();
+            let cap = (self.buf.capacity() * 2)
+                .min(self.max_len.saturating_add(2 * READ_CHUNK))
+                .max(len + READ_CHUNK);
+            self.buf.reserve_exact(cap - len);
         }
     }
 }
@@ -183,8 +189,8 @@ impl Framer {
 /// The fuzz harness's entry point (`fuzz/fuzz_targets/framing.rs`); not part
 /// of the API. Feeds `data` to a [`Framer`] in the chunks `cuts` marks, and
 /// checks, with panics the fuzzer catches, that:
-/// - the framer never holds more than about twice `max_len` plus two read
-///   chunks, whatever the input (no unbounded memory);
+/// - the framer never holds more than `max_len` plus three read chunks,
+///   whatever the input (no unbounded memory, and not twice the limit);
 /// - what it yields equals a naive model: split the whole input on `\n`,
 ///   skip blank and `NODE_` lines, one `TooLong` per over-long line, one
 ///   error for a non-blank fragment cut off by the end of the stream.
@@ -197,7 +203,7 @@ pub fn fuzz_framing(data: &[u8], cuts: &[usize], max_len: usize) {
         TooLong,
         Cut,
     }
-    let bound = 2 * (max_len + 2 * READ_CHUNK) + READ_CHUNK;
+    let bound = max_len + 3 * READ_CHUNK;
     let mut framer = Framer::new(max_len);
     let mut got = Vec::new();
     let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(data.len())).collect();
@@ -228,10 +234,9 @@ pub fn fuzz_framing(data: &[u8], cuts: &[usize], max_len: usize) {
                 if pending.is_empty() {
                     framer.set_eof();
                 } else {
-                    let spare = framer.spare();
-                    let n = spare.len().min(pending.len());
-                    spare[..n].copy_from_slice(&pending[..n]);
-                    framer.filled(n);
+                    let room = framer.room();
+                    let n = (room.capacity() - room.len()).min(pending.len());
+                    room.extend_from_slice(&pending[..n]);
                     pending = &pending[n..];
                 }
             }

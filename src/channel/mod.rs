@@ -19,7 +19,7 @@ mod wire;
 mod writer;
 
 use std::fmt;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::Pin;
@@ -37,7 +37,7 @@ use crate::sys::ipc;
 pub use framer::fuzz_framing;
 use framer::{Framer, Step};
 use wire::{decode, encode_line};
-use writer::Shared;
+use writer::{Shared, SEND_QUEUE_LIMIT};
 
 /// The default limit on the length of one received message: 128 MiB.
 ///
@@ -164,15 +164,44 @@ impl Channel {
         }
     }
 
-    /// Wraps our end of a connected `AF_UNIX`/`SOCK_STREAM` socket.
+    /// A channel over a connected stream socket you own: one end of
+    /// [`UnixStream::pair`](std::os::unix::net::UnixStream::pair), or an fd
+    /// a parent passed at a number you know (taken with
+    /// `OwnedFd::from_raw_fd`, whose `unsafe` is where you vouch that
+    /// nothing else owns it; [`from_parent`](Channel::from_parent) does that
+    /// for `NODE_CHANNEL_FD` safely).
     ///
-    /// Used by `fork` for the parent's end of the socketpair. The fd is made
-    /// non-blocking and close-on-exec here, whatever it was before.
-    pub(crate) fn from_fd(fd: OwnedFd) -> Result<Channel> {
+    /// The fd is made non-blocking and close-on-exec, whatever it was
+    /// before.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use child_process as cp;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// let (a, mut b) = (cp::Channel::from_fd(a.into())?, cp::Channel::from_fd(b.into())?);
+    /// a.send(&"hello").await?;
+    /// assert_eq!(b.recv::<String>().await?.as_deref(), Some("hello"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Setup`] when the fd is not a connected stream socket
+    /// (a file, a datagram socket, a listening socket) or there is no tokio
+    /// runtime; the fd is closed then, as it was given to us.
+    pub fn from_fd(fd: OwnedFd) -> Result<Channel> {
         tokio::runtime::Handle::try_current().map_err(|_| ChannelError::Setup {
             reason: no_runtime(),
         })?;
         use std::os::fd::AsFd;
+        ipc::check_stream_socket(fd.as_fd()).map_err(|e| ChannelError::Setup {
+            reason: format!("fd {}: {e}", fd.as_raw_fd()),
+        })?;
         ipc::prepare_socket(fd.as_fd()).map_err(ChannelError::Io)?;
         let socket = UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
             .map_err(ChannelError::Io)?;
@@ -281,7 +310,11 @@ impl Channel {
     /// throws in `channel.onread`). Protocol messages (`{"cmd":"NODE_..."}`)
     /// are handled, not returned; a `NODE_HANDLE` (Node passing a socket or
     /// server, which this crate does not support) is answered with
-    /// `NODE_HANDLE_NACK` so the Node sender carries on.
+    /// `NODE_HANDLE_NACK` so the Node sender carries on. A reply the socket
+    /// cannot take at once is written by the following `recv` calls (a Node
+    /// peer waits for it before it sends more), and reading pauses while
+    /// more than 1 MiB of replies wait: a peer that sends requests without
+    /// reading the replies cannot make this process grow.
     ///
     /// # Examples
     ///
@@ -410,6 +443,49 @@ impl fmt::Debug for Channel {
             .finish()
     }
 }
+
+/// The arguments this process was started with, for a worker started by
+/// `fork` (ours or Node's): `std::env::args_os()` without the program name,
+/// and without the path a Node parent repeats.
+///
+/// Node's `fork(modulePath, args, { execPath })` runs
+/// `execPath modulePath ...args`: a Rust worker forked with
+/// `execPath: worker` gets its own path as its first argument. When the
+/// process was started with a channel (`NODE_CHANNEL_FD` set) and its first
+/// argument names its own executable, that argument is left out. Otherwise
+/// this is exactly `args_os().skip(1)`.
+///
+/// # Examples
+///
+/// ```
+/// use child_process as cp;
+///
+/// // In a worker: `node parent.js` ran fork(worker, ["--id", "3"], { execPath: worker }).
+/// let args = cp::worker_args();
+/// # let _ = args;
+/// ```
+pub fn worker_args() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if ipc::started_with_channel() {
+        if let (Some(first), Ok(exe)) = (args.first(), std::env::current_exe()) {
+            if same_file(std::path::Path::new(first), &exe) {
+                args.remove(0);
+            }
+        }
+    }
+    args
+}
+
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// A write of queued bytes up to an offset, owned by the receiver.
+type Flush = Pin<Box<dyn Future<Output = Result<(), ChannelError>> + Send + Sync>>;
 
 /// The sending half of a [`Channel`], from [`Channel::split`].
 ///
@@ -571,6 +647,10 @@ impl fmt::Debug for ChannelSender {
 pub struct ChannelReceiver {
     shared: Arc<Shared>,
     framer: Framer,
+    /// Writes the protocol replies the socket did not take at once; kept
+    /// here, so a cancelled `recv` loses nothing, and polled by every `recv`
+    /// (which stops reading while it is over the send limit).
+    backlog: Option<Flush>,
 }
 
 impl ChannelReceiver {
@@ -578,6 +658,7 @@ impl ChannelReceiver {
         ChannelReceiver {
             shared,
             framer: Framer::new(DEFAULT_MAX_MESSAGE_LEN),
+            backlog: None,
         }
     }
 
@@ -645,6 +726,23 @@ impl ChannelReceiver {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<(usize, usize)>, ChannelError>> {
         loop {
+            if let Some(backlog) = &mut self.backlog {
+                match backlog.as_mut().poll(cx) {
+                    Poll::Ready(written) => {
+                        self.backlog = None;
+                        match written {
+                            // The peer is gone: its end of stream comes next.
+                            Ok(()) | Err(ChannelError::Closed) => {}
+                            Err(e) => return Poll::Ready(Err(e)),
+                        }
+                    }
+                    // Read on while the replies fit in the send queue.
+                    Poll::Pending if self.shared.unwritten() > SEND_QUEUE_LIMIT => {
+                        return Poll::Pending
+                    }
+                    Poll::Pending => {}
+                }
+            }
             let step = match self.framer.next_message() {
                 Step::NeedMore => {
                     ready!(self.poll_fill(cx))?;
@@ -656,7 +754,11 @@ impl ChannelReceiver {
                 Step::Message(start, end) => Ok(Some((start, end))),
                 Step::Internal(cmd) => {
                     if cmd == "NODE_HANDLE" {
-                        self.shared.push_control(HANDLE_NACK);
+                        if let Some(end) = self.shared.push_control(HANDLE_NACK) {
+                            let shared = self.shared.clone();
+                            self.backlog =
+                                Some(Box::pin(async move { shared.flush_to(end).await }));
+                        }
                     }
                     continue;
                 }
@@ -670,9 +772,10 @@ impl ChannelReceiver {
     /// One read from the socket into the framer.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
         ready!(self.shared.socket.poll_read_ready(cx)).map_err(ChannelError::Io)?;
-        match self.shared.socket.try_read(self.framer.spare()) {
+        // Into the buffer's spare capacity: no zeroing before the read.
+        match self.shared.socket.try_read_buf(self.framer.room()) {
             Ok(0) => self.framer.set_eof(),
-            Ok(n) => self.framer.filled(n),
+            Ok(_) => {}
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock
                     || e.kind() == io::ErrorKind::Interrupted => {}
@@ -703,7 +806,7 @@ impl fmt::Debug for ChannelReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChannelReceiver")
             .field("fd", &self.shared.socket.as_raw_fd())
-            .field("buffered", &(self.framer.end - self.framer.start))
+            .field("buffered", &self.framer.buffered())
             .field("eof", &self.framer.eof)
             .field("max_message_len", &self.framer.max_len)
             .finish()

@@ -3,7 +3,6 @@
 //! beside the module rather than in `tests/`.
 use super::framer::{fuzz_framing, READ_CHUNK};
 use super::wire::internal_cmd;
-use super::writer::SEND_QUEUE_LIMIT;
 use super::*;
 use futures::StreamExt;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag};
@@ -216,9 +215,9 @@ async fn too_long_lines_are_skipped_without_buffering() {
     assert_eq!(a_rx.recv::<Value>().await.unwrap(), Some(json!("ok1")));
     too_long(a_rx.recv().await);
     assert!(
-        a_rx.framer.buf.len() <= 2 * READ_CHUNK,
+        a_rx.framer.held() <= 3 * READ_CHUNK,
         "buffered {} bytes",
-        a_rx.framer.buf.len()
+        a_rx.framer.held()
     );
     assert_eq!(a_rx.recv::<Value>().await.unwrap(), Some(json!("ok2")));
     // Exactly the limit is fine.
@@ -227,6 +226,35 @@ async fn too_long_lines_are_skipped_without_buffering() {
     assert_eq!(a_rx.recv::<Value>().await.unwrap(), None);
     a_tx = a_tx.clone();
     drop(a_tx);
+}
+
+/// Issue 11: an over-long line with a large limit costs about the limit,
+/// not twice it (the buffer doubled and was zero-filled).
+#[tokio::test]
+async fn long_line_memory_stays_near_the_limit() {
+    let (mut a, mut raw) = raw_pair();
+    let limit = 3 * 1024 * 1024 + 1000;
+    a.set_max_message_len(limit);
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..(8 * 1024 * 1024 / chunk.len()) {
+            raw.write_all(&chunk).await.unwrap();
+        }
+        raw.write_all(b"\n\"after\"\n").await.unwrap();
+        raw
+    });
+    let err = a.recv::<Value>().await.unwrap_err();
+    assert!(
+        matches!(err, crate::Error::Channel(ChannelError::TooLong { .. })),
+        "{err}"
+    );
+    assert!(
+        a.receiver.framer.held() <= limit + 3 * READ_CHUNK,
+        "holds {} bytes for a limit of {limit}",
+        a.receiver.framer.held()
+    );
+    assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!("after")));
+    drop(writer.await.unwrap());
 }
 
 #[tokio::test]
@@ -279,6 +307,61 @@ async fn node_handle_is_answered_with_nack() {
     let mut bytes = Vec::new();
     raw.read_to_end(&mut bytes).await.unwrap();
     assert_eq!(bytes, b"{\"cmd\":\"NODE_HANDLE_NACK\"}\n\"mine\"\n");
+}
+
+/// Issue 11: a peer that floods `NODE_HANDLE` and never reads the NACKs
+/// cannot grow our send queue past its limit (97 MB → 362 MB before): the
+/// reader stops reading until the replies are written. Once the peer reads,
+/// every NACK arrives and so does the message after the flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_handle_flood_is_bounded() {
+    let (mut ch, raw) = raw_pair();
+    let shared = ch.sender.shared.clone();
+    let (mut peer_rx, mut peer_tx) = raw.into_split();
+    let line = b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{}}\n";
+    let n = 3 * SEND_QUEUE_LIMIT as usize / HANDLE_NACK.len();
+    let writer = tokio::spawn(async move {
+        let flood = line.repeat(n);
+        peer_tx.write_all(&flood).await.unwrap();
+        peer_tx.write_all(b"\"done\"\n").await.unwrap();
+        peer_tx
+    });
+    // A receiver keeps receiving: each `recv` also writes the replies the
+    // socket did not take at once (a Node peer waits for them anyway).
+    let reader = tokio::spawn(async move {
+        let msg = ch.recv::<Value>().await.unwrap();
+        let end = ch.recv::<Value>().await.unwrap();
+        (msg, end)
+    });
+    let pending = || {
+        let st = shared.lock();
+        st.queued - st.written
+    };
+    let bound = SEND_QUEUE_LIMIT + HANDLE_NACK.len() as u64;
+    let start = std::time::Instant::now();
+    while pending() < SEND_QUEUE_LIMIT {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "queue never filled"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Watch it for a while: without the bound it keeps growing.
+    for _ in 0..50 {
+        assert!(pending() <= bound, "{} bytes queued", pending());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut got = 0;
+    let mut buf = vec![0; 64 * 1024];
+    while got < n * HANDLE_NACK.len() {
+        got += peer_rx.read(&mut buf).await.unwrap();
+        assert!(pending() <= bound);
+    }
+    assert_eq!(got, n * HANDLE_NACK.len());
+    drop(writer.await.unwrap());
+    let (msg, end) = reader.await.unwrap();
+    assert_eq!(msg, Some(json!("done")));
+    assert_eq!(end, None);
 }
 
 #[tokio::test]
@@ -777,6 +860,16 @@ fn internal_detection_follows_node() {
         Some("NODE_X")
     );
     assert_eq!(internal_cmd(br#"{"a":{"cmd":"NODE_X"}}"#), None); // nested: not top level
+                                                                  // Issue 11: Node decodes first, then looks at `cmd`.
+    assert_eq!(
+        internal_cmd(br#"{"cmd":"NODE\u005fHANDLE"}"#).as_deref(),
+        Some("NODE_HANDLE")
+    );
+    assert_eq!(
+        internal_cmd(br#"{"\u0063md":"\u004eODE_X"}"#).as_deref(),
+        Some("NODE_X")
+    );
+    assert_eq!(internal_cmd(br#"{"cmd":"NOD\u00c9_X"}"#), None);
     assert_eq!(internal_cmd(br#"{"cmd":"NODE_"}"#), None);
     assert_eq!(internal_cmd(br#"{"cmd":"NODE_X","cmd":"y"}"#), None); // last wins
     assert_eq!(internal_cmd(br#"{"cmd":"NODE_X""#), None); // not JSON: a user error
@@ -796,9 +889,12 @@ fn with_env<R>(fd: Option<&str>, mode: Option<&str>, f: impl FnOnce() -> R) -> R
         Some(v) => std::env::set_var(ipc::SERIALIZATION_VAR, v),
         None => std::env::remove_var(ipc::SERIALIZATION_VAR),
     }
+    // Play the start of a process the parent gave these variables.
+    ipc::capture_for_tests();
     let r = f();
     std::env::remove_var(ipc::CHANNEL_FD_VAR);
     std::env::remove_var(ipc::SERIALIZATION_VAR);
+    ipc::capture_for_tests();
     r
 }
 
@@ -854,12 +950,63 @@ async fn from_parent_rejects_bad_values() {
         "not a stream socket",
     );
     nix::sys::stat::fstat(udp.as_fd()).unwrap();
+    // Issue 11: a listening socket is not a channel (send on it would hang).
+    let dir = std::env::temp_dir().join(format!("cp-listen-{}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    let listener = std::os::unix::net::UnixListener::bind(&dir).unwrap();
+    let raw = listener.as_raw_fd().to_string();
+    setup_error(
+        with_env(Some(&raw), None, Channel::from_parent),
+        "listening socket",
+    );
+    nix::sys::stat::fstat(listener.as_fd()).unwrap();
+    drop(listener);
+    let _ = std::fs::remove_file(&dir);
     // The variables stay after a failure.
     let kept = with_env(Some("abc"), None, || {
         let _ = Channel::from_parent();
         std::env::var_os(ipc::CHANNEL_FD_VAR)
     });
     assert_eq!(kept.as_deref(), Some(std::ffi::OsStr::new("abc")));
+}
+
+/// Issue 11: `from_parent` is safe, so it must never take an fd something
+/// else owns. Only what the variable named when the process started is
+/// adopted, and only if the fd is still that same file.
+#[tokio::test]
+async fn from_parent_adopts_only_what_the_parent_passed() {
+    // Set after start-up (here: after the simulated start), naming a socket
+    // this process owns: not adopted.
+    let (mine, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let adopted = with_env(None, None, || {
+        std::env::set_var(ipc::CHANNEL_FD_VAR, mine.as_raw_fd().to_string());
+        Channel::from_parent()
+    });
+    assert!(adopted.unwrap().is_none());
+    nix::sys::stat::fstat(mine.as_fd()).unwrap();
+
+    // Named at start-up, then closed and the number reused by another
+    // socket of this process: refused, and the new owner keeps it.
+    let (passed, _p) = std::os::unix::net::UnixStream::pair().unwrap();
+    let raw = passed.as_raw_fd();
+    let result = with_env(Some(&raw.to_string()), None, || {
+        drop(passed);
+        let (other, _o) = std::os::unix::net::UnixStream::pair().unwrap();
+        // Give the freed number to another socket, as an unrelated open
+        // would (the lowest free number at or above it is that one, unless
+        // another test thread took it meanwhile: then there is nothing to
+        // check this time).
+        let moved = nix::fcntl::fcntl(&other, FcntlArg::F_DUPFD_CLOEXEC(raw)).unwrap();
+        let r = (moved == raw).then(Channel::from_parent);
+        (r, moved)
+    });
+    let (r, moved) = result;
+    if let Some(r) = r {
+        setup_error(r, "not what the parent passed");
+        // Still open: the new owner keeps it.
+        assert!(std::fs::metadata(format!("/proc/self/fd/{raw}")).is_ok());
+    }
+    nix::unistd::close(moved).unwrap();
 }
 
 #[tokio::test]
@@ -969,4 +1116,23 @@ async fn throughput() {
         "64 KiB messages: {:.0} MB/s",
         (count * 64 * 1024) as f64 / secs / 1e6
     );
+}
+
+#[tokio::test]
+async fn from_fd_takes_only_connected_stream_sockets() {
+    let file: std::os::fd::OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+    setup_error(Channel::from_fd(file).map(Some), "not a socket");
+    let (udp, _other) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    setup_error(
+        Channel::from_fd(udp.into()).map(Some),
+        "not a stream socket",
+    );
+    let path = std::env::temp_dir().join(format!("cp-from-fd-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    setup_error(
+        Channel::from_fd(listener.into()).map(Some),
+        "listening socket",
+    );
+    let _ = std::fs::remove_file(&path);
 }

@@ -54,12 +54,17 @@ pub(super) fn excerpt(line: &[u8]) -> String {
 /// The `cmd` of a protocol message, or `None` for a user message.
 ///
 /// Node's rule (`lib/internal/child_process.js isInternal`): a non-null
-/// object whose `cmd` is a string longer than 5 chars starting with `NODE_`.
-/// The cheap test (starts with `{`, contains `"NODE_`) rules out nearly
-/// every user message before anything is parsed.
+/// object whose `cmd` is a string longer than 5 chars starting with `NODE_`,
+/// judged after `JSON.parse`, so escapes count as what they decode to
+/// (`"NODE\u005fHANDLE"` is `NODE_HANDLE`). The cheap test (starts with
+/// `{`, and holds `"NODE_` or an escape `\u`) rules out nearly every user
+/// message before anything is parsed: Node writes non-ASCII as raw UTF-8,
+/// so `\u` is rare.
 pub(super) fn internal_cmd(line: &[u8]) -> Option<String> {
     let first = line.iter().find(|&&b| !matches!(b, b' ' | b'\t' | b'\r'))?;
-    if *first != b'{' || memmem::find(line, b"\"NODE_").is_none() {
+    if *first != b'{'
+        || (memmem::find(line, b"\"NODE_").is_none() && memmem::find(line, b"\\u").is_none())
+    {
         return None;
     }
     let CmdProbe(cmd) = serde_json::from_slice(line).ok()?;

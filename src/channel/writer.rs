@@ -213,20 +213,35 @@ impl Shared {
     /// Queues a protocol reply without waiting for room, and writes it now
     /// if nobody is writing (without blocking: `recv` must not wait for the
     /// peer to read). What does not fit goes out with the next send.
-    pub(super) fn push_control(&self, line: &[u8]) {
+    ///
+    /// Returns the stream offset the reply ends at when it is not written
+    /// yet: the reader then keeps flushing up to there (a peer waits for
+    /// the reply, and may send nothing until it comes), and stops reading
+    /// while more than [`SEND_QUEUE_LIMIT`] bytes are unwritten, so a peer
+    /// that floods requests without reading the replies cannot grow the
+    /// queue without bound.
+    pub(super) fn push_control(&self, line: &[u8]) -> Option<u64> {
         let mut st = self.lock();
         if st.broken.is_some() {
-            return;
+            return None;
         }
         st.back.extend_from_slice(line);
         st.queued += line.len() as u64;
-        if st.flushing {
-            // The current flusher, or a waiter it hands over to, writes it.
-            return;
+        let end = st.queued;
+        if !st.flushing {
+            let mut flusher = Flusher::start(self, &mut st);
+            drop(st);
+            flusher.write_nonblocking(usize::MAX);
+            drop(flusher); // its destructor takes the lock
+            st = self.lock();
         }
-        let mut flusher = Flusher::start(self, &mut st);
-        drop(st);
-        flusher.write_nonblocking(usize::MAX);
+        (st.written < end).then_some(end)
+    }
+
+    /// Bytes queued and not yet written.
+    pub(super) fn unwritten(&self) -> u64 {
+        let st = self.lock();
+        st.queued - st.written
     }
 
     /// Disconnects: fails every pending and later send, and shuts the

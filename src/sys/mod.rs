@@ -89,6 +89,25 @@ impl CStrArray {
         CStrArray { buf, ptrs }
     }
 
+    /// The longest string, with its index and length (without the NUL).
+    pub(crate) fn longest(&self) -> Option<(usize, usize)> {
+        let mut best: Option<(usize, usize)> = None;
+        let mut start = 0;
+        for (i, end) in memchr::memchr_iter(0, &self.buf).enumerate() {
+            let len = end - start;
+            if best.is_none_or(|(_, l)| len > l) {
+                best = Some((i, len));
+            }
+            start = end + 1;
+        }
+        best
+    }
+
+    /// The string at `index`, as bytes.
+    pub(crate) fn get(&self, index: usize) -> &[u8] {
+        self.buf.split(|&b| b == 0).nth(index).unwrap_or_default()
+    }
+
     /// The size `execve` counts for it: the strings and the pointers.
     pub(crate) fn total_bytes(&self) -> usize {
         self.buf.len() + self.ptrs.len() * std::mem::size_of::<usize>()
@@ -416,6 +435,10 @@ pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
     let mut buf = [0u8; 8];
     let _ = read(fd, &mut buf);
 }
+
+/// The longest single argument or environment string `execve` accepts,
+/// with its NUL: `MAX_ARG_STRLEN`, 32 pages (include/uapi/linux/binfmts.h).
+pub(crate) const MAX_ARG_STRLEN: usize = 32 * 4096;
 
 /// The largest argument-plus-environment size `execve` accepts.
 pub(crate) fn arg_max() -> usize {

@@ -217,7 +217,8 @@ impl Running {
 /// One test body, run twice: through `.await` in a tokio runtime, and
 /// through the blocking forms from a plain `#[test]` with no runtime.
 macro_rules! both_forms {
-    ($(async fn $name:ident($mode:ident: Mode) $body:block)*) => {$(
+    ($($(#[$meta:meta])* async fn $name:ident($mode:ident: Mode) $body:block)*) => {$(
+        $(#[$meta])*
         mod $name {
             #[allow(unused_imports)]
             use super::*;
