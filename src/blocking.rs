@@ -32,13 +32,16 @@ impl Job {
             [stdin.kind(), out.kind(), err.kind()],
             &[],
         )?;
-        let child = SyncChild::new(
+        let mut child = SyncChild::new(
             raw,
             line,
             self.on_drop(),
             self.spec.leads_group(),
             self.limits,
         );
+        if self.forwards_signals() {
+            child.forwarding = sys::forward::forward_to(child.raw.pid);
+        }
         let input = self.input.as_deref().unwrap_or_default();
         let collected = child.collect(input)?;
         judge(
@@ -107,6 +110,8 @@ struct SyncChild {
     leads_group: bool,
     status: Option<ExitStatus>,
     rules: Rules,
+    /// Dropped before the reap (see `Child::forward_signals`).
+    forwarding: Option<sys::forward::Forwarding>,
 }
 
 /// How often a child without a pidfd is checked for its exit.
@@ -128,6 +133,7 @@ impl SyncChild {
             leads_group,
             status: None,
             rules,
+            forwarding: None,
         }
     }
 
@@ -159,6 +165,8 @@ impl SyncChild {
             let wait = match self.rules.next(Instant::now()) {
                 Action::Wait(wait) => wait,
                 Action::Reap(_) => {
+                    // It exited: unregister its group before the reap frees the id.
+                    self.forwarding = None;
                     let status = reap(self.proc()).map_err(|e| self.io_err(e))?;
                     if status.is_some() {
                         self.status = status;

@@ -70,6 +70,9 @@ pub struct Child {
     /// cancelled `wait`s, and read by the destructor (a kill that started
     /// keeps its `SIGKILL` deadline).
     pub(crate) rules: Rules,
+    /// Terminal signals this process gets are passed on to the child's
+    /// group (an `exec` child) until it is reaped.
+    forwarding: Option<sys::forward::Forwarding>,
 }
 
 impl Child {
@@ -110,6 +113,7 @@ impl Child {
             line,
             channel: None,
             rules: Rules::new(limits, raw.started, 1, leads_group),
+            forwarding: None,
         };
         let line = child.line.clone();
         let pipe_err = |e| Error::spawn(&line, "cannot register a pipe with the tokio runtime", e);
@@ -272,6 +276,14 @@ impl Child {
         result.map_err(|e| Error::io(&self.line, e))
     }
 
+    /// Pass the signals a terminal or a service manager sends this process
+    /// on to the child's group while it runs (see `sys::forward`).
+    pub(crate) fn forward_signals(&mut self) {
+        if self.leads_group && self.status.is_none() {
+            self.forwarding = sys::forward::forward_to(self.pid);
+        }
+    }
+
     /// Reap the child if it has exited: `Ok(None)` while it runs, its
     /// status once it exited (the same status again on later calls). Never
     /// blocks, like std's and tokio's.
@@ -299,6 +311,13 @@ impl Child {
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         if let Some(status) = self.status {
             return Ok(Some(status));
+        }
+        if self.forwarding.is_some() {
+            // Unregister the group before the reap that frees its id.
+            match sys::has_exited(self.pid) {
+                Ok(false) => return Ok(None),
+                _ => self.forwarding = None,
+            }
         }
         let status = reap(self.proc()).map_err(|e| Error::io(&self.line, e))?;
         if status.is_some() {

@@ -120,6 +120,8 @@ pub(crate) struct Job {
     pub limits: Limits,
     pub input: Option<Vec<u8>>,
     pub ignore_status: bool,
+    /// Pass terminal signals on to the child's group (see `sys::forward`).
+    pub forward_signals: bool,
 }
 
 impl Job {
@@ -134,13 +136,22 @@ impl Job {
             },
             input: None,
             ignore_status: false,
+            forward_signals: true,
         }
+    }
+
+    /// Whether this run's group gets the terminal's signals passed on.
+    pub(crate) fn forwards_signals(&self) -> bool {
+        self.forward_signals && self.spec.leads_group()
     }
 
     pub(crate) async fn run(self) -> Result<Output> {
         let mut cmd = Command::from_spec(self.spec.clone());
         cmd.stdin(self.stdin_kind());
         let mut child = cmd.spawn_with(&[], self.on_drop(), self.limits)?;
+        if self.forwards_signals() {
+            child.forward_signals();
+        }
         let input = self.input.as_deref().unwrap_or_default();
         let collected = child.collect(input, [true, true]).await?;
         judge(

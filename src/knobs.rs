@@ -264,6 +264,36 @@ macro_rules! exec_knobs {
                 self
             }
 
+            /// Whether `SIGINT`, `SIGTERM`, `SIGHUP` and `SIGQUIT` sent to this
+            /// process are passed on to the child's group while it runs
+            /// (default `true`).
+            ///
+            /// The child has a process group of its own (see `process_group`),
+            /// so a terminal's Ctrl-C, which goes to the terminal's foreground
+            /// group, no longer reaches it, and a service manager's `SIGTERM`
+            /// to this process alone would orphan it. With forwarding, each
+            /// such signal goes to every live `exec` group first; then this
+            /// process does what it would have done without the crate (runs
+            /// its own handler, or dies of the signal). The handler is
+            /// installed with the first such child. `false` leaves the
+            /// signals alone for this run (the child then survives a Ctrl-C
+            /// that kills this process).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> child_process::Result<()> {
+            #[doc = concat!("let out = child_process::", $quick, ".forward_signals(false).await?;")]
+            /// assert!(out.status.success());
+            /// # Ok(())
+            /// # }
+            /// ```
+            pub fn forward_signals(mut self, forward: bool) -> $ty {
+                self.job.forward_signals = forward;
+                self
+            }
+
             /// Run to completion on this thread, without a tokio runtime
             /// (Node's `execSync`/`execFileSync`). Every knob works as for
             /// `.await`: timeout with the process-group kill, `kill_signal`,

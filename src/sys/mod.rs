@@ -4,6 +4,7 @@
 //! wraps these calls in `AsyncFd`; a blocking layer can drive the same fds
 //! with `poll(2)`.
 
+pub(crate) mod forward;
 pub(crate) mod ipc;
 mod process;
 pub(crate) mod tokio_fd;

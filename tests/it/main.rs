@@ -7,6 +7,7 @@ mod fork;
 mod isolated;
 mod regression;
 mod reliability;
+mod signals;
 mod spawn;
 mod support;
 mod tidy;

@@ -243,25 +243,36 @@ pub(crate) use both_forms;
 
 /// The Rust worker fixture (`tests/fixtures/worker.rs`), built once.
 pub fn worker_exe() -> std::path::PathBuf {
-    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "--example", "fixture_worker"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "building the fixture worker failed");
-            let exe = std::env::current_exe().unwrap();
-            // target/debug/deps/it-xxxx -> target/debug/examples/fixture_worker
-            exe.parent()
-                .unwrap()
-                .parent()
-                .unwrap()
-                .join("examples")
-                .join("fixture_worker")
-        })
-        .clone()
+    example_exe("fixture_worker")
+}
+
+/// An example of this package (a test fixture), built once per name.
+pub fn example_exe(name: &str) -> std::path::PathBuf {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static BUILT: Mutex<Option<HashMap<String, std::path::PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building the example {name} failed");
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/it-xxxx -> target/debug/examples/<name>
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    built.insert(name.to_string(), path.clone());
+    path
 }
 
 /// A fixture script under `tests/fixtures`.
