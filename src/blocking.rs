@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use crate::capture::{Action, Capture, Event, Limits, Rules};
 use crate::collect::Collected;
 use crate::command::Command;
-use crate::error::{CommandLine, Error, ExitStatus, Output, Result, Stream};
+use crate::error::{CommandLine, Error, Output, Result, Stream};
 use crate::exec::{judge, Job};
-use crate::kill::{abandon, kill_stragglers, reap, signal_tree, OnDrop, Proc};
+use crate::kill::{abandon, kill_stragglers, reap, signal_tree, Ended, OnDrop, Proc};
 use crate::reaper::{self, Orphan, PendingKill};
 use crate::spawn::{spawn_raw, RawChild};
 use crate::stdio::Stdio;
@@ -90,12 +90,12 @@ impl Command {
         let on_drop = OnDrop::kill_on_drop(self.kill_on_drop);
         let child = SyncChild::new(
             raw,
-            line,
+            line.clone(),
             on_drop,
             self.spec.leads_group(),
             Limits::UNLIMITED,
         );
-        Ok(child.collect(&[])?.into_output())
+        child.collect(&[])?.into_output(&line)
     }
 }
 
@@ -108,7 +108,7 @@ struct SyncChild {
     line: CommandLine,
     on_drop: OnDrop,
     leads_group: bool,
-    status: Option<ExitStatus>,
+    status: Option<Ended>,
     rules: Rules,
     /// Dropped before the reap (see `Child::forward_signals`).
     forwarding: Option<sys::forward::Forwarding>,

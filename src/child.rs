@@ -12,7 +12,7 @@ use tokio::io::unix::AsyncFd;
 use crate::capture::{Ending, Limits, Rules};
 use crate::channel::Channel;
 use crate::error::{ChannelError, CommandLine, Error, ExitStatus, Output, Result};
-use crate::kill::{abandon, reap, signal_tree, OnDrop, Proc};
+use crate::kill::{abandon, reap, signal_tree, Ended, OnDrop, Proc};
 use crate::reaper::{self, Orphan, PendingKill};
 use crate::spawn::RawChild;
 use crate::stdio::{ChildStderr, ChildStdin, ChildStdout};
@@ -24,7 +24,15 @@ enum ExitWatch {
     Pidfd(AsyncFd<OwnedFd>),
     /// Fallback: every `SIGCHLD`, then `waitid(pid, WNOWAIT)` for this pid.
     Sigchld(tokio::signal::unix::Signal),
+    /// Fallback when this process ignores `SIGCHLD`: listening for it would
+    /// install a handler and change that choice for the whole process (the
+    /// kernel would stop reaping its children), so `waitid(WNOWAIT)` on a
+    /// timer instead.
+    Poll(tokio::time::Interval),
 }
+
+/// How often [`ExitWatch::Poll`] looks.
+const EXIT_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// A running (or finished) child process.
 ///
@@ -61,7 +69,8 @@ pub struct Child {
     pub stderr: Option<ChildStderr>,
     pid: libc::pid_t,
     watch: Option<ExitWatch>,
-    status: Option<ExitStatus>,
+    /// Set once reaped: its status, or why it is lost.
+    status: Option<Ended>,
     on_drop: OnDrop,
     leads_group: bool,
     line: CommandLine,
@@ -95,6 +104,7 @@ impl Child {
                 Ok(fd) => ExitWatch::Pidfd(fd),
                 Err((fd, e)) => return Err(fail(fd, e)),
             },
+            None if sys::sigchld_ignored() => ExitWatch::Poll(tokio::time::interval(EXIT_POLL)),
             None => match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
                 Ok(signal) => ExitWatch::Sigchld(signal),
                 Err(e) => return Err(fail(None, e)),
@@ -261,7 +271,7 @@ impl Child {
             .expect("an unreaped child has an exit watch");
         let result = match watch {
             ExitWatch::Pidfd(fd) => fd.readable().await.map(|_| ()),
-            ExitWatch::Sigchld(signal) => loop {
+            ExitWatch::Sigchld(_) | ExitWatch::Poll(_) => loop {
                 match sys::has_exited(self.pid) {
                     Ok(true) => break Ok(()),
                     Ok(false) => {}
@@ -270,7 +280,11 @@ impl Child {
                     Err(e) if e.raw_os_error() == Some(libc::ECHILD) => break Ok(()),
                     Err(e) => break Err(e),
                 }
-                signal.recv().await;
+                match watch {
+                    ExitWatch::Sigchld(signal) => drop(signal.recv().await),
+                    ExitWatch::Poll(timer) => drop(timer.tick().await),
+                    ExitWatch::Pidfd(_) => unreachable!("handled above"),
+                }
             },
         };
         result.map_err(|e| Error::io(&self.line, e))
@@ -309,8 +323,16 @@ impl Child {
     /// `SIGCHLD` is ignored and the kernel is older than 6.15, which keeps
     /// the status in the pidfd).
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
-        if let Some(status) = self.status {
-            return Ok(Some(status));
+        let ended = self.try_end()?;
+        ended
+            .map(|e| e.status().map_err(|err| Error::io(&self.line, err)))
+            .transpose()
+    }
+
+    /// Reap the child if it has exited: how it ended, status or not.
+    pub(crate) fn try_end(&mut self) -> Result<Option<Ended>> {
+        if let Some(ended) = self.status {
+            return Ok(Some(ended));
         }
         if self.forwarding.is_some() {
             // Unregister the group before the reap that frees its id.
@@ -359,7 +381,10 @@ impl Child {
         self.stdin = None;
         let collected = self.collect(&[], [false, false]).await?;
         match collected.ending {
-            Ending::Exited => Ok(collected.status),
+            Ending::Exited => collected
+                .status
+                .status()
+                .map_err(|e| Error::io(&self.line, e)),
             _ => Err(self.rules_error(collected)),
         }
     }
@@ -396,7 +421,7 @@ impl Child {
         let captured = [self.stdout.is_some(), self.stderr.is_some()];
         let collected = self.collect(&[], captured).await?;
         match collected.ending {
-            Ending::Exited => Ok(collected.into_output()),
+            Ending::Exited => collected.into_output(&self.line),
             _ => Err(self.rules_error(collected)),
         }
     }

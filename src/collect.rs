@@ -8,24 +8,34 @@ use std::time::Instant;
 
 use crate::capture::{Action, Capture, Ending, Event};
 use crate::child::Child;
-use crate::error::{Error, ExitStatus, Output, Result, Stream};
-use crate::kill::kill_stragglers;
+use crate::error::{CommandLine, Error, Output, Result, Stream};
+use crate::kill::{kill_stragglers, Ended};
 use crate::stdio::{ChildStderr, ChildStdin, ChildStdout};
 
 /// What a run left behind: how it ended, and what it wrote.
 pub(crate) struct Collected {
-    pub status: ExitStatus,
+    pub status: Ended,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub ending: Ending,
 }
 
 impl Collected {
-    pub(crate) fn into_output(self) -> Output {
-        Output {
-            status: self.status,
-            stdout: self.stdout,
-            stderr: self.stderr,
+    /// The output, or [`Error::StatusLost`] (with the output) when the exit
+    /// status is not known.
+    pub(crate) fn into_output(self, command: &CommandLine) -> Result<Output> {
+        match self.status {
+            Ended::Status(status) => Ok(Output {
+                status,
+                stdout: self.stdout,
+                stderr: self.stderr,
+            }),
+            Ended::Lost(why) => Err(Error::StatusLost {
+                command: command.clone(),
+                reason: why.to_string(),
+                stdout: self.stdout,
+                stderr: self.stderr,
+            }),
         }
     }
 }
@@ -57,7 +67,7 @@ impl Child {
             let wait = match self.rules.next(Instant::now()) {
                 Action::Wait(wait) => wait,
                 Action::Reap(_) => {
-                    match self.try_wait()? {
+                    match self.try_end()? {
                         Some(_) => self.rules.on(Event::Reaped(0), Instant::now()),
                         // Cannot happen once the exit was seen; do not spin.
                         None => tokio::task::yield_now().await,
@@ -124,7 +134,7 @@ impl Child {
             }
         };
         let status = self
-            .try_wait()?
+            .try_end()?
             .expect("the rules finish only once the child is reaped");
         Ok(Collected {
             status,

@@ -90,7 +90,7 @@ pub enum Error {
     /// The child exited with a non-zero code or was killed by a signal
     /// (from [`exec`](crate::exec) and [`exec_file`](crate::exec_file) only,
     /// unless `ignore_status()`).
-    #[error("`{command}` failed: {status}{tail}", status = output.status, tail = StderrTail(output))]
+    #[error("`{command}` failed: {status}{tail}", status = output.status, tail = StderrTail(&output.stderr))]
     Exit {
         /// The command line that ran.
         command: CommandLine,
@@ -102,7 +102,7 @@ pub enum Error {
     #[error(
         "`{command}` timed out after {timeout:?}{fate}{tail}",
         fate = KillNote(output.status, *signal, true),
-        tail = StderrTail(output)
+        tail = StderrTail(&output.stderr)
     )]
     Timeout {
         /// The command line that ran.
@@ -122,7 +122,7 @@ pub enum Error {
     #[error(
         "`{command}` wrote more than {limit} bytes to {stream} (max_buffer){fate}{tail}",
         fate = KillNote(output.status, *signal, false),
-        tail = StderrTail(output)
+        tail = StderrTail(&output.stderr)
     )]
     MaxBuffer {
         /// The command line that ran.
@@ -146,6 +146,23 @@ pub enum Error {
         /// The underlying OS error.
         #[source]
         source: io::Error,
+    },
+    /// The child ran and was reaped by someone else, so its exit status is
+    /// lost; what it wrote is kept. This happens only when this process
+    /// ignores `SIGCHLD` (the kernel then reaps children itself) and the
+    /// kernel could not keep the status for us (before Linux 6.15, or a
+    /// child that exited before its pidfd was opened), or when other code
+    /// in the process reaps with `waitpid(-1)`.
+    #[error("`{command}` ran, but {reason}{tail}", tail = StderrTail(stderr))]
+    StatusLost {
+        /// The command line that ran.
+        command: CommandLine,
+        /// Why the status is lost.
+        reason: String,
+        /// What the child wrote to stdout.
+        stdout: Vec<u8>,
+        /// What the child wrote to stderr.
+        stderr: Vec<u8>,
     },
     /// The IPC channel failed: it is closed, a message did not parse, or the
     /// channel fd is unusable.
@@ -240,6 +257,7 @@ impl Error {
             | Error::Exit { command, .. }
             | Error::Timeout { command, .. }
             | Error::MaxBuffer { command, .. }
+            | Error::StatusLost { command, .. }
             | Error::Io { command, .. } => Some(command).filter(|c| !c.as_str().is_empty()),
             Error::Channel(_) => None,
         }
@@ -541,14 +559,14 @@ impl fmt::Display for KillNote {
 
 /// The last lines of a child's stderr, for error messages: at most 20 lines
 /// and 4 KiB, introduced by a newline; nothing when stderr is empty.
-struct StderrTail<'a>(&'a Output);
+struct StderrTail<'a>(&'a [u8]);
 
 const TAIL_LINES: usize = 20;
 const TAIL_BYTES: usize = 4096;
 
 impl fmt::Display for StderrTail<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let stderr = self.0.stderr.strip_suffix(b"\n").unwrap_or(&self.0.stderr);
+        let stderr = self.0.strip_suffix(b"\n").unwrap_or(self.0);
         if stderr.is_empty() {
             return Ok(());
         }

@@ -193,9 +193,9 @@ pub(crate) fn judge(
     ignore_status: bool,
     collected: Collected,
 ) -> Result<Output> {
-    let command = command.clone();
     let ending = collected.ending;
-    let output = Box::new(collected.into_output());
+    let output = Box::new(collected.into_output(command)?);
+    let command = command.clone();
     match ending {
         Ending::TimedOut => Err(Error::Timeout {
             command,

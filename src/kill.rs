@@ -115,28 +115,57 @@ pub(crate) fn abandon(
     reaper::adopt(Orphan { pid, pidfd, kill });
 }
 
+/// How a child ended, as far as this process can know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// It was reaped (by us, or the kernel kept the status in the pidfd).
+    Status(ExitStatus),
+    /// Someone else reaped it and the status is gone; why, in words.
+    Lost(&'static str),
+}
+
+impl Ended {
+    /// The status, or an error that says why there is none.
+    pub(crate) fn status(self) -> io::Result<ExitStatus> {
+        match self {
+            Ended::Status(status) => Ok(status),
+            Ended::Lost(why) => Err(io::Error::other(why)),
+        }
+    }
+}
+
 /// Reap `me` if it has exited: `Ok(None)` while it runs.
 ///
 /// When someone else reaped it first (the kernel, when this process ignores
 /// `SIGCHLD`; or a `waitpid(-1)` elsewhere), the status comes from the
-/// pidfd where the kernel keeps it (Linux ≥ 6.15); otherwise the error says
-/// why it is lost.
-pub(crate) fn reap(me: Proc<'_>) -> io::Result<Option<ExitStatus>> {
+/// pidfd where the kernel keeps it (Linux ≥ 6.15); otherwise it is
+/// [`Ended::Lost`], saying why.
+pub(crate) fn reap(me: Proc<'_>) -> io::Result<Option<Ended>> {
     match sys::try_reap(me.pid) {
         Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
-            if let Some(status) = me.pidfd.and_then(sys::pidfd_exit_status) {
-                return Ok(Some(status));
+            if let Some(fd) = me.pidfd {
+                // The kernel makes the pidfd readable at the exit and stores
+                // the status a moment later, when it releases the process:
+                // give it that moment (at most a few milliseconds, only on
+                // this path).
+                for _ in 0..100 {
+                    if let Some(status) = sys::pidfd_exit_status(fd) {
+                        return Ok(Some(Ended::Status(status)));
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
             }
             let why = if sys::sigchld_ignored() {
                 "the exit status was lost: this process ignores SIGCHLD (SIG_IGN or \
                  SA_NOCLDWAIT), so the kernel reaped the child itself (Linux 6.15 and \
-                 later keep the status for us)"
+                 later keep the status, unless the child exited before its pidfd was \
+                 opened)"
             } else {
                 "the exit status was lost: something else in this process reaped the \
                  child (a waitpid(-1), or a SIGCHLD handler that reaps)"
             };
-            Err(io::Error::other(why))
+            Ok(Some(Ended::Lost(why)))
         }
-        other => other,
+        other => other.map(|s| s.map(Ended::Status)),
     }
 }

@@ -20,7 +20,7 @@
 //!   progress keep their pidfd: it names the group safely.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::kill::{kill_stragglers, signal_tree, Proc};
@@ -52,11 +52,10 @@ static WAKE: Mutex<Option<OwnedFd>> = Mutex::new(None);
 const POLL_MIN: Duration = Duration::from_millis(50);
 const POLL_MAX: Duration = Duration::from_secs(1);
 
-/// How many orphans may hold a pidfd: an eighth of the fd limit, between 16
-/// and 256.
+/// How many orphans may hold a pidfd: an eighth of the fd limit (read
+/// again each time: a program may lower it), between 16 and 256.
 fn pidfd_budget() -> usize {
-    static BUDGET: OnceLock<usize> = OnceLock::new();
-    *BUDGET.get_or_init(|| (sys::nofile_limit() / 8).clamp(16, 256) as usize)
+    (sys::nofile_limit() / 8).clamp(16, 256) as usize
 }
 
 /// Hand `orphan` to the reaper thread, which reaps it once it exits.
@@ -102,8 +101,9 @@ fn run(wake: OwnedFd) {
     let mut next_poll: Option<Instant> = None;
     let mut fds: Vec<libc::pollfd> = Vec::new();
     loop {
+        let budget = pidfd_budget();
         for mut orphan in lock(&QUEUE).drain(..) {
-            if orphan.pidfd.is_some() && orphan.kill.is_none() && watched.len() >= pidfd_budget() {
+            if orphan.pidfd.is_some() && orphan.kill.is_none() && watched.len() >= budget {
                 orphan.pidfd = None;
             }
             if orphan.pidfd.is_some() {

@@ -229,6 +229,23 @@ pub(crate) fn spawn_raw(
     } else {
         None
     };
+    // A non-blocking fd given as stdio would make the child's reads and
+    // writes fail with EAGAIN (libuv makes a child's 0-2 blocking in its
+    // fork path; posix_spawn has no such step): a pipe gets a blocking
+    // description of its own, anything else is refused (`sys::blocking_stdio`).
+    let mut reopened: [Option<OwnedFd>; 3] = [None, None, None];
+    for (i, kind) in stdio.iter().enumerate() {
+        if let StdioKind::Fd(fd) = kind {
+            reopened[i] = sys::blocking_stdio(fd.as_fd()).map_err(|e| {
+                let name = ["stdin", "stdout", "stderr"][i];
+                Error::spawn(
+                    line,
+                    format!("the fd given as {name} cannot be used: {e}"),
+                    e,
+                )
+            })?;
+        }
+    }
     let mut lifted: Vec<OwnedFd> = Vec::new();
     let mut sources: Vec<(BorrowedFd<'_>, RawFd)> = Vec::with_capacity(3 + extra.len());
     let mut wanted: Vec<(BorrowedFd<'_>, RawFd)> = Vec::with_capacity(3 + extra.len());
@@ -236,7 +253,7 @@ pub(crate) fn spawn_raw(
         let fd = match kind {
             StdioKind::Piped => child_ends[i].as_ref().map(|fd| fd.as_fd()),
             StdioKind::Null => dev_null,
-            StdioKind::Fd(fd) => Some(fd.as_fd()),
+            StdioKind::Fd(fd) => Some(reopened[i].as_ref().map_or(fd.as_fd(), |r| r.as_fd())),
             StdioKind::Inherit => None,
         };
         if let Some(fd) = fd {

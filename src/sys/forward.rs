@@ -76,7 +76,14 @@ impl Drop for Forwarding {
 /// Forward the four signals to group `pgid` from now on. `None` when every
 /// slot is taken or the handlers cannot be installed (the child then runs
 /// as it would with `process_group(true)` alone).
+///
+/// Not when this process ignores `SIGCHLD`: the kernel then reaps the
+/// leader at its exit, before we could unregister the group, and the id
+/// could name someone else's group by the time a signal comes.
 pub(crate) fn forward_to(pgid: libc::pid_t) -> Option<Forwarding> {
+    if super::sigchld_ignored() {
+        return None;
+    }
     install().ok()?;
     for (i, slot) in GROUPS.iter().enumerate() {
         if slot

@@ -475,3 +475,58 @@ pub(crate) fn bytes_available(fd: BorrowedFd<'_>) -> io::Result<usize> {
     cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;
     Ok(n.max(0) as usize)
 }
+
+/// What a child may get as a stdio fd when `fd` is what the caller gave:
+/// `Ok(None)` to use it as it is, `Ok(Some(new))` to use a replacement.
+///
+/// `O_NONBLOCK` belongs to the open file description, which the child's
+/// copy shares: a non-blocking pipe end (one still registered with a
+/// runtime, handed over with `try_clone` instead of `into_owned_fd`) would
+/// make the child's reads fail with `EAGAIN` (`head: read error: Resource
+/// temporarily unavailable`). A pipe is opened again through
+/// `/proc/self/fd`, which gives a description of its own that can be made
+/// blocking without touching the caller's; a regular file ignores the flag;
+/// anything else non-blocking (a socket, a terminal) is refused with the
+/// reason.
+pub(crate) fn blocking_stdio(fd: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+    // SAFETY: F_GETFL takes no argument and returns the flags or -1.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    if flags & libc::O_NONBLOCK == 0 {
+        return Ok(None);
+    }
+    let mut stat = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into valid memory.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), stat.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it filled `stat`.
+    let mode = unsafe { stat.assume_init() }.st_mode & libc::S_IFMT;
+    match mode {
+        libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK => Ok(None),
+        libc::S_IFIFO => {
+            let path = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .expect("no NUL in a path of digits");
+            // Opening a pipe's other end with O_NONBLOCK never waits for a
+            // peer; the flag is cleared below.
+            let access = flags & libc::O_ACCMODE;
+            // SAFETY: open takes a C string and flags and returns a new fd.
+            let new = cvt(unsafe {
+                libc::open(path.as_ptr(), access | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            })
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENXIO) => io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "it is the write end of a pipe nobody reads",
+                ),
+                _ => e,
+            })?;
+            // SAFETY: the kernel just gave us this fd; nothing else owns it.
+            let new = unsafe { OwnedFd::from_raw_fd(new) };
+            set_blocking(std::os::fd::AsFd::as_fd(&new))?;
+            Ok(Some(new))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is non-blocking (O_NONBLOCK), so the child would fail with EAGAIN; \
+             pass a blocking fd (ChildStdout::into_owned_fd gives one)",
+        )),
+    }
+}

@@ -127,7 +127,14 @@ pub(crate) fn kill_group(
 
 /// Whether `pid` is a child of ours that has not been reaped (running, or a
 /// zombie): only then does the number still name the process we started.
+///
+/// Not provable when this process ignores `SIGCHLD`: the kernel then reaps
+/// our children itself, and the number may already belong to another child
+/// of ours. Such a number is never trusted.
 fn is_our_child(pid: libc::pid_t) -> bool {
+    if sigchld_ignored() {
+        return false;
+    }
     // SAFETY: siginfo_t is a plain C struct; all-zero is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: `info` is a valid out-pointer; WNOWAIT leaves the child as it

@@ -321,3 +321,220 @@ fn process_limit_is_a_clear_error_and_recovers() {
     });
     assert_no_zombies();
 }
+
+/// A lower `RLIMIT_NOFILE` soft limit, restored on drop (a failed check
+/// must not starve the tests after it).
+struct FdLimit(libc::rlimit);
+
+impl FdLimit {
+    fn set(soft: u64) -> FdLimit {
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: test code; getrlimit/setrlimit on valid structs.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) };
+        let tight = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &tight) }, 0);
+        FdLimit(old)
+    }
+}
+
+impl Drop for FdLimit {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &self.0) };
+    }
+}
+
+/// Sets `SIGCHLD` to `SIG_IGN` (the kernel then reaps children itself) for
+/// the life of the value, as a daemon or a host may hand it down.
+struct SigchldIgnored;
+
+impl SigchldIgnored {
+    fn new() -> SigchldIgnored {
+        // SAFETY: test code; SIG_IGN is a valid disposition for SIGCHLD.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+        SigchldIgnored
+    }
+}
+
+impl Drop for SigchldIgnored {
+    fn drop(&mut self) {
+        // SAFETY: as above; back to the default.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    }
+}
+
+/// Issue 11.3: with `SIGCHLD` ignored, `exec("echo hi")` failed with ECHILD
+/// and lost its output. The status now comes from the pidfd (Linux 6.15
+/// keeps it there); everything else works as usual, and nothing of ours
+/// changes the process's choice to ignore `SIGCHLD`. Each child first
+/// reads its stdin, written after the spawn returned: a child that exits
+/// before its pidfd is opened leaves no status anywhere (the documented
+/// limit, checked below), which would make this check flaky.
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn issue_11_sigchld_ignored_keeps_status_and_output() {
+    let _ignored = SigchldIgnored::new();
+    runtime().block_on(async {
+        let out = cp::exec("read x; echo hi").stdin("go\n").await.unwrap();
+        assert_eq!(
+            (out.stdout.as_slice(), out.status.success()),
+            (&b"hi\n"[..], true)
+        );
+        let err = cp::exec("read x; exit 3").stdin("go\n").await.unwrap_err();
+        assert_eq!(err.exit_status().and_then(|s| s.code()), Some(3), "{err}");
+        let err = cp::exec("sleep 30")
+            .timeout(Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        let mut child = cp::spawn("sh", ["-c", "read x; exit 5"]).unwrap();
+        use tokio::io::AsyncWriteExt;
+        child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"go\n")
+            .await
+            .unwrap();
+        assert_eq!(child.wait().await.unwrap().code(), Some(5));
+        // A child too quick for its pidfd: either its status, or an error
+        // that keeps its output and says why; never a wrong status.
+        for _ in 0..50 {
+            match cp::exec("echo quick").await {
+                Ok(out) => assert_eq!(out.stdout, b"quick\n"),
+                Err(cp::Error::StatusLost { stdout, reason, .. }) => {
+                    assert_eq!(stdout, b"quick\n");
+                    assert!(reason.contains("ignores SIGCHLD"), "{reason}");
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+    });
+    assert_eq!(
+        cp::exec("read x; echo sync")
+            .stdin("go\n")
+            .text_sync()
+            .unwrap(),
+        "sync"
+    );
+    let err = cp::exec("read x; exit 4")
+        .stdin("go\n")
+        .run_sync()
+        .unwrap_err();
+    assert_eq!(err.exit_status().and_then(|s| s.code()), Some(4), "{err}");
+    // SIGCHLD is still ignored: nothing of ours installed a handler for it.
+    // SAFETY: sigaction is a plain C struct; all-zero is valid.
+    let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: test code; a null new action only queries.
+    unsafe { libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut now) };
+    assert_eq!(now.sa_sigaction, libc::SIG_IGN);
+}
+
+/// Issue 11.3: with `SIGCHLD` ignored the group id of a child is free as
+/// soon as the kernel reaped it. After pid reuse, `kill_group` killed an
+/// unrelated process group (32,340 spawns in the report). Here the reuse
+/// is forced with `ns_last_pid` (root only) and the new owner survives.
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn issue_11_sigchld_ignored_never_signals_a_recycled_group() {
+    let last_pid = "/proc/sys/kernel/ns_last_pid";
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .open(last_pid)
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs as root, which may write {last_pid}"
+        );
+        eprintln!("cannot write {last_pid}: skipping the pid-reuse check");
+        return;
+    }
+    let _ignored = SigchldIgnored::new();
+    runtime().block_on(async {
+        for _attempt in 0..20 {
+            let child = cp::Command::new("true")
+                .stdin(cp::Stdio::null())
+                .stdout(cp::Stdio::null())
+                .stderr(cp::Stdio::null())
+                .process_group(true)
+                .spawn()
+                .unwrap();
+            let pid = child.pid() as i32;
+            // The kernel reaps it: /proc/<pid> goes away.
+            wait_until(Duration::from_secs(5), "auto-reaped", || {
+                !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            });
+            // Hand the same pid to an unrelated group leader.
+            std::fs::write(last_pid, (pid - 1).to_string()).unwrap();
+            let mut other = std::process::Command::new("sleep");
+            std::os::unix::process::CommandExt::process_group(&mut other, 0);
+            // SIGCHLD is ignored: the kernel reaps it, no wait() needed.
+            #[allow(clippy::zombie_processes)]
+            let mut other = other.arg("30").spawn().unwrap();
+            if other.id() as i32 != pid {
+                other.kill().unwrap();
+                continue; // someone else took the pid first; try again
+            }
+            child.kill_group(cp::Signal::SIGKILL).unwrap();
+            std::thread::sleep(Duration::from_millis(50)); // let a wrong kill land
+            assert!(
+                crate::support::alive(pid),
+                "an unrelated group was killed: {:?}, state {:?}",
+                other.try_wait(),
+                crate::support::stat(pid)
+            );
+            other.kill().unwrap();
+            drop(child);
+            return;
+        }
+        panic!("could not make the kernel reuse a pid");
+    });
+}
+
+/// Issue 11.5: each running orphan held a pidfd, so 1,100 dropped
+/// `sleep 1000` under `ulimit -n 1024` made later `exec` calls fail. The
+/// reaper now keeps a bounded number of pidfds.
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn issue_11_many_dropped_children_do_not_exhaust_fds() {
+    let rt = runtime();
+    rt.block_on(async {
+        warm_up().await;
+        let limit = FdLimit::set(256);
+        let mut pids = Vec::new();
+        for _ in 0..400 {
+            let child = cp::Command::new("sleep")
+                .arg("1000")
+                .stdin(cp::Stdio::null())
+                .stdout(cp::Stdio::null())
+                .stderr(cp::Stdio::null())
+                .spawn()
+                .unwrap();
+            pids.push(child.pid() as i32);
+            drop(child);
+        }
+        let result = cp::exec("echo still").text().await;
+        let open = open_fds().len();
+        drop(limit);
+        for &pid in &pids {
+            // Our children, unreaped: signalling them by pid is safe.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert_eq!(result.unwrap(), "still");
+        assert!(open < 200, "{open} fds open with 400 orphans");
+    });
+    wait_until(Duration::from_secs(20), "every orphan reaped", || {
+        crate::support::children().is_empty()
+    });
+}

@@ -5,6 +5,8 @@ mod exec;
 mod exec_file;
 mod fork;
 mod isolated;
+mod issue_10;
+mod issue_11;
 mod regression;
 mod reliability;
 mod signals;
