@@ -455,10 +455,13 @@ impl Child {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
-    /// let mut worker = child_process::fork("worker.js").spawn()?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// // A worker that prints the first message it gets.
+    /// let worker = child_process::fork("sh").args(["-c", "head -n 1 <&3"]).silent(true).spawn()?;
     /// worker.send(&serde_json::json!({"job": 1})).await?;
+    /// assert_eq!(worker.wait_with_output().await?.stdout, b"{\"job\":1}\n");
     /// # Ok(())
     /// # }
     /// ```
@@ -480,12 +483,14 @@ impl Child {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
-    /// let mut worker = child_process::fork("worker.js").spawn()?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let mut worker = child_process::fork("sh").args(["-c", "echo 1 >&3; echo 2 >&3"]).spawn()?;
     /// while let Some(msg) = worker.recv::<serde_json::Value>().await? {
     ///     println!("{msg}");
     /// }
+    /// worker.wait().await?;
     /// # Ok(())
     /// # }
     /// ```
@@ -510,10 +515,15 @@ impl Child {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
-    /// let mut worker = child_process::fork("worker.js").spawn()?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// // A worker that echoes one message back.
+    /// let mut worker = child_process::fork("sh").args(["-c", "head -n 1 <&3 >&3"]).spawn()?;
     /// let (tx, mut rx) = worker.take_channel().unwrap().split();
+    /// tx.send("ping").await?;
+    /// assert_eq!(rx.recv::<String>().await?.as_deref(), Some("ping"));
+    /// worker.wait().await?;
     /// # Ok(())
     /// # }
     /// ```
@@ -530,9 +540,11 @@ impl Child {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
-    /// let mut worker = child_process::fork("worker.js").spawn()?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// // A worker that runs until its channel ends.
+    /// let mut worker = child_process::fork("sh").args(["-c", "cat <&3"]).spawn()?;
     /// worker.disconnect();
     /// worker.wait().await?;
     /// # Ok(())

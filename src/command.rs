@@ -20,11 +20,12 @@ use crate::stdio::Stdio;
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use child_process as cp;
 /// use tokio::io::AsyncWriteExt;
 ///
-/// # async fn run() -> cp::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cp::Result<()> {
 /// let mut child = cp::spawn("tr", ["a-z", "A-Z"])?;
 /// child.stdin.take().unwrap().write_all(b"hello").await?;
 /// let out = child.wait_with_output().await?;
@@ -60,10 +61,11 @@ where
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use child_process as cp;
 ///
-/// # async fn run() -> cp::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cp::Result<()> {
 /// let status = cp::Command::new("ls")
 ///     .args(["-l", "-a"])
 ///     .cwd("/tmp")
@@ -87,9 +89,12 @@ impl Command {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
     /// let child = child_process::Command::new("true").spawn()?;
+    /// # let mut child = child;
+    /// # child.wait().await?;
     /// # Ok(())
     /// # }
     /// ```
@@ -109,9 +114,11 @@ impl Command {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
-    /// child_process::Command::new("ls").arg("-l").spawn()?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let out = child_process::Command::new("echo").arg("hi").spawn()?.wait_with_output().await?;
+    /// assert_eq!(out.stdout, b"hi\n");
     /// # Ok(())
     /// # }
     /// ```
@@ -124,9 +131,11 @@ impl Command {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
-    /// child_process::Command::new("ls").args(["-l", "-a"]).spawn()?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let out = child_process::Command::new("echo").args(["-n", "hi"]).spawn()?.wait_with_output().await?;
+    /// assert_eq!(out.stdout, b"hi");
     /// # Ok(())
     /// # }
     /// ```
@@ -147,9 +156,11 @@ impl Command {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
-    /// child_process::Command::new("ls").cwd("/tmp").spawn()?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let out = child_process::Command::new("pwd").cwd("/").spawn()?.wait_with_output().await?;
+    /// assert_eq!(out.stdout, b"/\n");
     /// # Ok(())
     /// # }
     /// ```
@@ -162,9 +173,11 @@ impl Command {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
-    /// child_process::Command::new("env").env("GREETING", "hi").spawn()?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let child = child_process::Command::new("printenv").arg("GREETING").env("GREETING", "hi").spawn()?;
+    /// assert_eq!(child.wait_with_output().await?.stdout, b"hi\n");
     /// # Ok(())
     /// # }
     /// ```
@@ -177,9 +190,11 @@ impl Command {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
-    /// child_process::Command::new("env").envs([("A", "1"), ("B", "2")]).spawn()?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let child = child_process::Command::new("printenv").args(["A", "B"]).envs([("A", "1"), ("B", "2")]).spawn()?;
+    /// assert_eq!(child.wait_with_output().await?.stdout, b"1\n2\n");
     /// # Ok(())
     /// # }
     /// ```
@@ -199,9 +214,11 @@ impl Command {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
-    /// child_process::Command::new("env").env_remove("HOME").spawn()?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let child = child_process::Command::new("printenv").arg("HOME").env_remove("HOME").spawn()?;
+    /// assert!(child.wait_with_output().await?.stdout.is_empty());
     /// # Ok(())
     /// # }
     /// ```
@@ -216,9 +233,11 @@ impl Command {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
-    /// child_process::Command::new("/usr/bin/env").env_clear().env("ONLY", "me").spawn()?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let child = child_process::Command::new("/usr/bin/env").env_clear().env("ONLY", "me").spawn()?;
+    /// assert_eq!(child.wait_with_output().await?.stdout, b"ONLY=me\n");
     /// # Ok(())
     /// # }
     /// ```
@@ -231,9 +250,11 @@ impl Command {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
-    /// child_process::Command::new("sh").argv0("my-shell").args(["-c", "echo $0"]).spawn()?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let child = child_process::Command::new("sh").argv0("my-shell").args(["-c", "echo $0"]).spawn()?;
+    /// assert_eq!(child.wait_with_output().await?.stdout, b"my-shell\n");
     /// # Ok(())
     /// # }
     /// ```
@@ -246,10 +267,13 @@ impl Command {
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use child_process as cp;
-    /// # async fn run() -> cp::Result<()> {
-    /// cp::Command::new("cat").stdin(cp::Stdio::null()).spawn()?;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// let child = cp::Command::new("cat").stdin(cp::Stdio::null()).spawn()?;
+    /// assert!(child.stdin.is_none());
+    /// assert!(child.wait_with_output().await?.stdout.is_empty());
     /// # Ok(())
     /// # }
     /// ```
@@ -262,10 +286,13 @@ impl Command {
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use child_process as cp;
-    /// # async fn run() -> cp::Result<()> {
-    /// cp::Command::new("ls").stdout(cp::Stdio::inherit()).spawn()?;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// let mut child = cp::Command::new("ls").arg("/").stdout(cp::Stdio::inherit()).spawn()?;
+    /// assert!(child.stdout.is_none());
+    /// child.wait().await?;
     /// # Ok(())
     /// # }
     /// ```
@@ -278,10 +305,12 @@ impl Command {
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use child_process as cp;
-    /// # async fn run() -> cp::Result<()> {
-    /// cp::Command::new("ls").stderr(cp::Stdio::null()).spawn()?;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// let child = cp::Command::new("sh").args(["-c", "echo oops >&2"]).stderr(cp::Stdio::null()).spawn()?;
+    /// assert!(child.wait_with_output().await?.stderr.is_empty());
     /// # Ok(())
     /// # }
     /// ```
@@ -296,9 +325,13 @@ impl Command {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
-    /// child_process::Command::new("my-daemon").detached(true).spawn()?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let daemon = child_process::Command::new("sleep").arg("100").detached(true).spawn()?;
+    /// # let mut daemon = daemon;
+    /// # daemon.kill(child_process::Signal::SIGKILL)?;
+    /// # daemon.wait().await?;
     /// # Ok(())
     /// # }
     /// ```
@@ -313,11 +346,13 @@ impl Command {
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use child_process as cp;
-    /// # async fn run() -> cp::Result<()> {
-    /// let child = cp::Command::new("sh").args(["-c", "sleep 10 & sleep 10"]).process_group(true).spawn()?;
-    /// child.kill_group(cp::Signal::SIGTERM)?;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// let mut child = cp::Command::new("sh").args(["-c", "sleep 10 & sleep 10"]).process_group(true).spawn()?;
+    /// child.kill_group(cp::Signal::SIGTERM)?; // sh and the sleeps it started
+    /// child.wait().await?;
     /// # Ok(())
     /// # }
     /// ```
@@ -330,10 +365,15 @@ impl Command {
     /// was waited for (default: `false`, the child keeps running). Either
     /// way it is reaped in the background.
     ///
+    /// When the child leads a process group ([`Command::process_group`] or
+    /// [`Command::detached`]), the `SIGKILL` goes to the whole group: the
+    /// child and everything it started that stayed in the group.
+    ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
     /// let child = child_process::Command::new("sleep").arg("100").kill_on_drop(true).spawn()?;
     /// drop(child); // sleep is killed
     /// # Ok(())
@@ -348,8 +388,9 @@ impl Command {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run() -> child_process::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
     /// let mut child = child_process::Command::new("true").spawn()?;
     /// assert!(child.wait().await?.success());
     /// # Ok(())

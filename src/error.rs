@@ -19,8 +19,9 @@ use crate::Signal;
 ///
 /// # Examples
 ///
-/// ```no_run
-/// # async fn run() -> child_process::Result<()> {
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> child_process::Result<()> {
 /// let out: child_process::Output = child_process::exec("echo hi").await?;
 /// assert!(out.status.success());
 /// assert_eq!(out.stdout, b"hi\n");
@@ -36,10 +37,11 @@ pub type Output = std::process::Output;
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use std::os::unix::process::ExitStatusExt;
 ///
-/// # async fn run() -> child_process::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> child_process::Result<()> {
 /// let mut child = child_process::spawn("sleep", ["10"])?;
 /// child.kill(child_process::Signal::SIGKILL)?;
 /// let status: child_process::ExitStatus = child.wait().await?;
@@ -60,10 +62,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use child_process as cp;
 ///
-/// # async fn run() -> cp::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cp::Result<()> {
 /// match cp::exec("exit 3").await {
 ///     Err(cp::Error::Exit { output, .. }) => assert_eq!(output.status.code(), Some(3)),
 ///     other => panic!("unexpected: {other:?}"),
@@ -185,10 +188,11 @@ impl Error {
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use child_process as cp;
     ///
-    /// # async fn run() -> cp::Result<()> {
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
     /// let err = cp::exec("echo partial; exit 1").await.unwrap_err();
     /// assert_eq!(err.output().unwrap().stdout, b"partial\n");
     /// # Ok(())
@@ -207,10 +211,11 @@ impl Error {
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use child_process as cp;
     ///
-    /// # async fn run() -> cp::Result<()> {
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
     /// let err = cp::exec("exit 4").await.unwrap_err();
     /// assert_eq!(err.exit_status().and_then(|s| s.code()), Some(4));
     /// # Ok(())
@@ -224,11 +229,12 @@ impl Error {
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use child_process as cp;
     /// use std::time::Duration;
     ///
-    /// # async fn run() -> cp::Result<()> {
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
     /// let err = cp::exec("sleep 10").timeout(Duration::from_millis(10)).await.unwrap_err();
     /// assert!(err.is_timeout());
     /// # Ok(())
@@ -242,10 +248,11 @@ impl Error {
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use child_process as cp;
     ///
-    /// # async fn run() -> cp::Result<()> {
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
     /// let err = cp::exec("exit 1").await.unwrap_err();
     /// assert_eq!(err.command().unwrap().to_string(), "exit 1");
     /// # Ok(())
@@ -325,12 +332,14 @@ impl From<Error> for io::Error {
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use child_process as cp;
 ///
-/// # async fn run() -> cp::Result<()> {
-/// if let Err(cp::Error::MaxBuffer { stream, .. }) = cp::exec("yes").max_buffer(1024).await {
-///     assert_eq!(stream, cp::Stream::Stdout);
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cp::Result<()> {
+/// match cp::exec("yes").max_buffer(1024).await {
+///     Err(cp::Error::MaxBuffer { stream, .. }) => assert_eq!(stream, cp::Stream::Stdout),
+///     other => panic!("unexpected: {other:?}"),
 /// }
 /// # Ok(())
 /// # }
@@ -401,10 +410,11 @@ pub enum ChannelError {
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use child_process as cp;
 ///
-/// # async fn run() -> cp::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cp::Result<()> {
 /// let err = cp::exec_file("false", ["a b"]).await.unwrap_err();
 /// assert_eq!(err.command().unwrap().to_string(), "false 'a b'");
 /// # Ok(())
@@ -419,9 +429,10 @@ impl CommandLine {
     /// # Examples
     ///
     /// ```
-    /// # use child_process as cp;
-    /// # fn f(line: &cp::CommandLine) -> &str {
-    /// line.as_str()
+    /// # fn main() -> child_process::Result<()> {
+    /// let err = child_process::exec_file("false", ["a b"]).run_sync().unwrap_err();
+    /// assert_eq!(err.command().unwrap().as_str(), "false 'a b'");
+    /// # Ok(())
     /// # }
     /// ```
     pub fn as_str(&self) -> &str {

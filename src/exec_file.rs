@@ -34,7 +34,7 @@ use crate::{Output, Result, Signal};
 ///
 /// # Errors
 ///
-/// See [`ExecFuture`].
+/// See [`ExecFuture`](crate::ExecFuture).
 #[doc(alias = "execFile")]
 pub fn exec_file<I, S>(file: impl AsRef<OsStr>, args: I) -> ExecFile
 where

@@ -21,17 +21,22 @@ use crate::sys;
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use child_process as cp;
 ///
-/// # async fn run() -> cp::Result<()> {
-/// let log = std::fs::File::create("build.log")?;
-/// let mut child = cp::Command::new("make")
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cp::Result<()> {
+/// let path = std::env::temp_dir().join(format!("build-{}.log", std::process::id()));
+/// let log = std::fs::File::create(&path)?;
+/// let mut child = cp::Command::new("echo")
+///     .arg("built")
 ///     .stdin(cp::Stdio::null())
 ///     .stdout(log)
 ///     .stderr(cp::Stdio::inherit())
 ///     .spawn()?;
 /// child.wait().await?;
+/// assert_eq!(std::fs::read_to_string(&path)?, "built\n");
+/// # std::fs::remove_file(&path)?;
 /// # Ok(())
 /// # }
 /// ```
@@ -50,12 +55,14 @@ impl Stdio {
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use child_process as cp;
     ///
-    /// # async fn run() -> cp::Result<()> {
-    /// let child = cp::Command::new("ls").stdout(cp::Stdio::piped()).spawn()?;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// let child = cp::Command::new("echo").arg("hi").stdout(cp::Stdio::piped()).spawn()?;
     /// assert!(child.stdout.is_some());
+    /// assert_eq!(child.wait_with_output().await?.stdout, b"hi\n");
     /// # Ok(())
     /// # }
     /// ```
@@ -67,10 +74,11 @@ impl Stdio {
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use child_process as cp;
     ///
-    /// # async fn run() -> cp::Result<()> {
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
     /// cp::Command::new("ls").stdout(cp::Stdio::inherit()).spawn()?.wait().await?;
     /// # Ok(())
     /// # }
@@ -84,10 +92,11 @@ impl Stdio {
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use child_process as cp;
     ///
-    /// # async fn run() -> cp::Result<()> {
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
     /// cp::Command::new("ls").stdout(cp::Stdio::null()).spawn()?.wait().await?;
     /// # Ok(())
     /// # }
@@ -205,7 +214,7 @@ impl Pipe {
 }
 
 macro_rules! pipe_end {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $(#[$fd_example:meta])*) => {
         $(#[$doc])*
         pub struct $name(Pipe);
 
@@ -219,17 +228,7 @@ macro_rules! pipe_end {
             ///
             /// # Examples
             ///
-            /// ```no_run
-            /// use child_process as cp;
-            ///
-            /// # async fn run() -> cp::Result<()> {
-            /// let mut ls = cp::spawn("ls", ["-1"])?;
-            /// let fd = ls.stdout.take().unwrap().into_owned_fd()?;
-            /// let out = cp::Command::new("wc").arg("-l").stdin(fd).spawn()?.wait_with_output().await?;
-            /// # let _ = out;
-            /// # Ok(())
-            /// # }
-            /// ```
+            $(#[$fd_example])*
             ///
             /// # Errors
             ///
@@ -267,54 +266,99 @@ pipe_end!(
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use tokio::io::AsyncWriteExt;
     ///
-    /// # async fn run() -> child_process::Result<()> {
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
     /// let mut child = child_process::spawn("wc", ["-l"])?;
     /// let mut stdin = child.stdin.take().unwrap();
     /// stdin.write_all(b"one\ntwo\n").await?;
     /// drop(stdin); // end of input
+    /// assert_eq!(child.wait_with_output().await?.stdout, b"2\n");
     /// # Ok(())
     /// # }
     /// ```
-    ChildStdin
+    ChildStdin,
+    /// ```
+    /// use child_process as cp;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// let mut cat = cp::spawn("cat", [""; 0])?;
+    /// let fd = cat.stdin.take().unwrap().into_owned_fd()?;
+    /// cp::Command::new("echo").arg("hi").stdout(fd).spawn()?.wait().await?;
+    /// assert_eq!(cat.wait_with_output().await?.stdout, b"hi\n");
+    /// # Ok(())
+    /// # }
+    /// ```
 );
 pipe_end!(
     /// The parent's end of a child's stdout pipe: a tokio [`AsyncRead`].
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use tokio::io::AsyncReadExt;
     ///
-    /// # async fn run() -> child_process::Result<()> {
-    /// let mut child = child_process::spawn("date", [""; 0])?;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let mut child = child_process::spawn("echo", ["hello"])?;
     /// let mut text = String::new();
     /// child.stdout.take().unwrap().read_to_string(&mut text).await?;
+    /// assert_eq!(text, "hello\n");
+    /// child.wait().await?;
     /// # Ok(())
     /// # }
     /// ```
-    ChildStdout
+    ChildStdout,
+    /// ```
+    /// use child_process as cp;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// let mut echo = cp::spawn("echo", ["hi"])?;
+    /// let fd = echo.stdout.take().unwrap().into_owned_fd()?;
+    /// let out = cp::Command::new("tr").args(["a-z", "A-Z"]).stdin(fd).spawn()?.wait_with_output().await?;
+    /// assert_eq!(out.stdout, b"HI\n");
+    /// echo.wait().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
 );
 pipe_end!(
     /// The parent's end of a child's stderr pipe: a tokio [`AsyncRead`].
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use tokio::io::{AsyncBufReadExt, BufReader};
     ///
-    /// # async fn run() -> child_process::Result<()> {
-    /// let mut child = child_process::spawn("make", [""; 0])?;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let mut child = child_process::spawn("sh", ["-c", "echo one >&2; echo two >&2"])?;
     /// let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     /// while let Some(line) = lines.next_line().await? {
-    ///     eprintln!("make: {line}");
+    ///     eprintln!("sh: {line}");
     /// }
+    /// child.wait().await?;
     /// # Ok(())
     /// # }
     /// ```
-    ChildStderr
+    ChildStderr,
+    /// ```
+    /// use child_process as cp;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// let mut sh = cp::spawn("sh", ["-c", "echo oops >&2"])?;
+    /// let fd = sh.stderr.take().unwrap().into_owned_fd()?;
+    /// let out = cp::Command::new("tr").args(["a-z", "A-Z"]).stdin(fd).spawn()?.wait_with_output().await?;
+    /// assert_eq!(out.stdout, b"OOPS\n");
+    /// sh.wait().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
 );
 
 impl ChildStdin {

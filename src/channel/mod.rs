@@ -101,7 +101,13 @@ impl Channel {
     /// process's own children do not believe the channel is theirs (as Node
     /// does in `lib/internal/process/pre_execution.js
     /// setupChildProcessIpcChannel`). A second call therefore returns
-    /// `Ok(None)`. Call it early, before other threads read the environment.
+    /// `Ok(None)`.
+    ///
+    /// It needs a running tokio runtime (the socket is registered with it):
+    /// call it early inside the runtime, e.g. first thing in a
+    /// `#[tokio::main]` function, before threads of your own read the
+    /// environment. That the runtime's worker threads already exist does no
+    /// harm: the channel's fd was recorded when the process started.
     ///
     /// Returns `Ok(None)` when `NODE_CHANNEL_FD` is absent or empty: the
     /// process was not started with a channel.
@@ -113,10 +119,11 @@ impl Channel {
     ///
     /// # Examples
     ///
-    /// ```no_run
+    /// ```
     /// use child_process as cp;
     ///
-    /// # async fn run() -> cp::Result<()> {
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
     /// match cp::Channel::from_parent()? {
     ///     Some(parent) => parent.send(&"ready").await?,
     ///     None => eprintln!("not started by fork; running standalone"),
@@ -224,10 +231,15 @@ impl Channel {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (channel, mut peer) = (child_process::Channel::from_fd(a.into())?, child_process::Channel::from_fd(b.into())?);
     /// channel.send(&serde_json::json!({ "progress": 0.5 })).await?;
     /// channel.send("plain strings and numbers are messages too").await?;
+    /// # assert_eq!(peer.recv().await?, Some(serde_json::json!({ "progress": 0.5 })));
+    /// # assert_eq!(peer.recv::<String>().await?.as_deref(), Some("plain strings and numbers are messages too"));
     /// # Ok(())
     /// # }
     /// ```
@@ -257,12 +269,16 @@ impl Channel {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (channel, mut peer) = (child_process::Channel::from_fd(a.into())?, child_process::Channel::from_fd(b.into())?);
     /// for i in 0..1000 {
     ///     channel.feed(&serde_json::json!({ "i": i })).await?;
     /// }
     /// channel.flush().await?;
+    /// # assert_eq!(peer.recv().await?, Some(serde_json::json!({ "i": 0 })));
     /// # Ok(())
     /// # }
     /// ```
@@ -283,10 +299,14 @@ impl Channel {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (channel, mut peer) = (child_process::Channel::from_fd(a.into())?, child_process::Channel::from_fd(b.into())?);
     /// channel.feed(&"last").await?;
     /// channel.flush().await?;
+    /// # assert_eq!(peer.recv::<String>().await?.as_deref(), Some("last"));
     /// # Ok(())
     /// # }
     /// ```
@@ -318,8 +338,13 @@ impl Channel {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run(mut channel: child_process::Channel) -> child_process::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (mut channel, peer) = (child_process::Channel::from_fd(a.into())?, child_process::Channel::from_fd(b.into())?);
+    /// # peer.send(&serde_json::json!({ "id": 1 })).await?;
+    /// # drop(peer); // the loop below ends when the peer has closed
     /// #[derive(serde::Deserialize)]
     /// struct Job { id: u64 }
     ///
@@ -354,9 +379,13 @@ impl Channel {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # fn run(channel: &child_process::Channel) {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let channel = child_process::Channel::from_fd(a.into())?;
     /// assert_eq!(channel.max_message_len(), 128 * 1024 * 1024);
+    /// # Ok(())
     /// # }
     /// ```
     pub fn max_message_len(&self) -> usize {
@@ -370,9 +399,14 @@ impl Channel {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # fn run(channel: &mut child_process::Channel) {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let mut channel = child_process::Channel::from_fd(a.into())?;
     /// channel.set_max_message_len(1024 * 1024);
+    /// # assert_eq!(channel.max_message_len(), 1024 * 1024);
+    /// # Ok(())
     /// # }
     /// ```
     pub fn set_max_message_len(&mut self, limit: usize) -> &mut Self {
@@ -391,10 +425,15 @@ impl Channel {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (channel, mut peer) = (child_process::Channel::from_fd(a.into())?, child_process::Channel::from_fd(b.into())?);
     /// channel.send(&"last words").await?;
     /// channel.disconnect();
+    /// # assert_eq!(peer.recv::<String>().await?.as_deref(), Some("last words"));
+    /// # assert_eq!(peer.recv::<String>().await?, None);
     /// # Ok(())
     /// # }
     /// ```
@@ -407,8 +446,19 @@ impl Channel {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (channel, mut peer) = (child_process::Channel::from_fd(a.into())?, child_process::Channel::from_fd(b.into())?);
+    /// # tokio::spawn(async move {
+    /// #     // The peer echoes the ten ticks, then closes its end.
+    /// #     for _ in 0..10 {
+    /// #         let tick: serde_json::Value = peer.recv().await?.unwrap();
+    /// #         peer.send(&tick).await?;
+    /// #     }
+    /// #     Ok::<_, child_process::Error>(())
+    /// # });
     /// let (tx, mut rx) = channel.split();
     /// let ticker = tokio::spawn(async move {
     ///     for i in 0..10 {
@@ -495,11 +545,17 @@ type Flush = Pin<Box<dyn Future<Output = Result<(), ChannelError>> + Send + Sync
 ///
 /// # Examples
 ///
-/// ```no_run
-/// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> child_process::Result<()> {
+/// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+/// # let (channel, mut peer) = (child_process::Channel::from_fd(a.into())?, child_process::Channel::from_fd(b.into())?);
 /// let (tx, _rx) = channel.split();
 /// let tx2 = tx.clone();
 /// tokio::try_join!(tx.send(&1), tx2.send(&2))?;
+/// # let mut got = [peer.recv::<u32>().await?, peer.recv::<u32>().await?];
+/// # got.sort();
+/// # assert_eq!(got, [Some(1), Some(2)]);
 /// # Ok(())
 /// # }
 /// ```
@@ -513,9 +569,14 @@ impl ChannelSender {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run(tx: child_process::ChannelSender) -> child_process::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (channel, mut peer) = (child_process::Channel::from_fd(a.into())?, child_process::Channel::from_fd(b.into())?);
+    /// # let (tx, _rx) = channel.split();
     /// tx.send(&serde_json::json!({ "status": "ok" })).await?;
+    /// # assert_eq!(peer.recv().await?, Some(serde_json::json!({ "status": "ok" })));
     /// # Ok(())
     /// # }
     /// ```
@@ -546,12 +607,17 @@ impl ChannelSender {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run(tx: child_process::ChannelSender) -> child_process::Result<()> {
-    /// for i in 0..1_000_000 {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (channel, mut peer) = (child_process::Channel::from_fd(a.into())?, child_process::Channel::from_fd(b.into())?);
+    /// # let (tx, _rx) = channel.split();
+    /// for i in 0..1000 {
     ///     tx.feed(&i).await?;
     /// }
     /// tx.flush().await?;
+    /// # assert_eq!(peer.recv::<u32>().await?, Some(0));
     /// # Ok(())
     /// # }
     /// ```
@@ -574,10 +640,15 @@ impl ChannelSender {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run(tx: child_process::ChannelSender) -> child_process::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (channel, mut peer) = (child_process::Channel::from_fd(a.into())?, child_process::Channel::from_fd(b.into())?);
+    /// # let (tx, _rx) = channel.split();
     /// tx.feed(&"a").await?;
     /// tx.flush().await?;
+    /// # assert_eq!(peer.recv::<String>().await?.as_deref(), Some("a"));
     /// # Ok(())
     /// # }
     /// ```
@@ -600,8 +671,12 @@ impl ChannelSender {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run(tx: child_process::ChannelSender) -> child_process::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (channel, _peer) = (child_process::Channel::from_fd(a.into())?, child_process::Channel::from_fd(b.into())?);
+    /// # let (tx, _rx) = channel.split();
     /// tx.send(&"bye").await?;
     /// tx.disconnect();
     /// assert!(tx.send(&"too late").await.is_err());
@@ -632,10 +707,16 @@ impl fmt::Debug for ChannelSender {
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use futures::StreamExt;
 ///
-/// # async fn run(channel: child_process::Channel) -> child_process::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> child_process::Result<()> {
+/// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+/// # let (channel, peer) = (child_process::Channel::from_fd(a.into())?, child_process::Channel::from_fd(b.into())?);
+/// # for i in 0..3 {
+/// #     peer.send(&i).await?;
+/// # }
 /// let (_tx, rx) = channel.split();
 /// let mut first_three = rx.take(3);
 /// while let Some(msg) = first_three.next().await {
@@ -666,8 +747,14 @@ impl ChannelReceiver {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run(mut rx: child_process::ChannelReceiver) -> child_process::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (channel, peer) = (child_process::Channel::from_fd(a.into())?, child_process::Channel::from_fd(b.into())?);
+    /// # let (_tx, mut rx) = channel.split();
+    /// # peer.send(&"hello").await?;
+    /// # drop(peer); // the loop below ends when the peer has closed
     /// while let Some(msg) = rx.recv::<serde_json::Value>().await? {
     ///     println!("{msg}");
     /// }
@@ -695,9 +782,13 @@ impl ChannelReceiver {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # fn run(rx: &child_process::ChannelReceiver) {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (_tx, rx) = child_process::Channel::from_fd(a.into())?.split();
     /// println!("messages up to {} bytes", rx.max_message_len());
+    /// # Ok(())
     /// # }
     /// ```
     pub fn max_message_len(&self) -> usize {
@@ -709,9 +800,14 @@ impl ChannelReceiver {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # fn run(rx: &mut child_process::ChannelReceiver) {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (_tx, mut rx) = child_process::Channel::from_fd(a.into())?.split();
     /// rx.set_max_message_len(64 * 1024);
+    /// # assert_eq!(rx.max_message_len(), 64 * 1024);
+    /// # Ok(())
     /// # }
     /// ```
     pub fn set_max_message_len(&mut self, limit: usize) -> &mut Self {
