@@ -10,16 +10,16 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::capture::{Action, Capture, Event, Limits, Rules};
-use crate::collect::Collected;
+use crate::capture::{judge, Action, Capture, Collected, Event, Limits, Rules};
 use crate::command::Command;
 use crate::error::{CommandLine, Error, Output, Result, Stream};
-use crate::exec::{judge, Job};
-use crate::kill::{abandon, kill_stragglers, reap, signal_tree, Ended, OnDrop, Proc};
-use crate::reaper::{self, Orphan, PendingKill};
+use crate::exec::Job;
+use crate::kill::{kill_stragglers, reap, signal_tree, Ended, OnDrop, Proc};
+use crate::reaper::{self, abandon, Orphan, PendingKill};
 use crate::spawn::{spawn_raw, RawChild};
 use crate::stdio::Stdio;
 use crate::sys;
+use crate::trace::Trace;
 
 impl Job {
     pub(crate) fn run_sync(self) -> Result<Output> {
@@ -112,6 +112,7 @@ struct SyncChild {
     rules: Rules,
     /// Dropped before the reap (see `Child::forward_signals`).
     forwarding: Option<sys::forward::Forwarding>,
+    trace: Trace,
 }
 
 /// How often a child without a pidfd is checked for its exit.
@@ -126,6 +127,7 @@ impl SyncChild {
         limits: Limits,
     ) -> SyncChild {
         let rules = Rules::new(limits, raw.started, 1, leads_group);
+        let trace = Trace::spawned(&line, raw.pid);
         SyncChild {
             raw,
             line,
@@ -134,6 +136,7 @@ impl SyncChild {
             status: None,
             rules,
             forwarding: None,
+            trace,
         }
     }
 
@@ -168,13 +171,15 @@ impl SyncChild {
                     // It exited: unregister its group before the reap frees the id.
                     self.forwarding = None;
                     let status = reap(self.proc()).map_err(|e| self.io_err(e))?;
-                    if status.is_some() {
+                    if let Some(ended) = &status {
+                        self.trace.ended(ended);
                         self.status = status;
                         self.rules.on(Event::Reaped(0), Instant::now());
                     }
                     continue;
                 }
                 Action::Signal(signal) => {
+                    self.trace.signal(signal.as_raw(), self.leads_group);
                     let me = self.proc();
                     signal_tree(self.leads_group.then_some(me), &[me], signal.as_raw());
                     continue;

@@ -10,10 +10,9 @@ use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::capture::{Ending, Limits, DEFAULT_KILL_GRACE};
-use crate::collect::Collected;
+use crate::capture::{into_text, judge, Limits, DEFAULT_KILL_GRACE};
 use crate::command::Command;
-use crate::error::{CommandLine, Error, Output, Result};
+use crate::error::{CommandLine, Output, Result};
 use crate::kill::OnDrop;
 use crate::knobs::exec_knobs;
 use crate::spawn::Spec;
@@ -183,55 +182,6 @@ impl Job {
             grace: Some(self.limits.kill_grace),
         }
     }
-}
-
-/// Turn how a run ended into the result `exec` promises: the output, or
-/// the error that says what went wrong.
-pub(crate) fn judge(
-    command: &CommandLine,
-    limits: &Limits,
-    ignore_status: bool,
-    collected: Collected,
-) -> Result<Output> {
-    let ending = collected.ending;
-    let output = Box::new(collected.into_output(command)?);
-    let command = command.clone();
-    match ending {
-        Ending::TimedOut => Err(Error::Timeout {
-            command,
-            timeout: limits.timeout.unwrap_or_default(),
-            signal: limits.kill_signal,
-            output,
-        }),
-        Ending::Overflow(stream) => Err(Error::MaxBuffer {
-            command,
-            stream,
-            limit: limits.max_buffer,
-            signal: limits.kill_signal,
-            output,
-        }),
-        Ending::Exited if output.status.success() || ignore_status => Ok(*output),
-        Ending::Exited => Err(Error::Exit { command, output }),
-    }
-}
-
-/// stdout as text: one trailing `\n` or `\r\n` removed, UTF-8 or an error.
-pub(crate) fn into_text(line: &CommandLine, output: Output) -> Result<String> {
-    let mut stdout = output.stdout;
-    if stdout.ends_with(b"\n") {
-        stdout.pop();
-        if stdout.ends_with(b"\r") {
-            stdout.pop();
-        }
-    }
-    String::from_utf8(stdout).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let source = std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("stdout is not valid UTF-8 (at byte {at})"),
-        );
-        Error::io(line, source)
-    })
 }
 
 exec_knobs!(Exec, "exec(\"sleep 10\")", "exec(\"echo hi\")");

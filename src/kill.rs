@@ -3,12 +3,10 @@
 //! [`Child`](crate::Child), the blocking driver and the reaper share it.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::os::fd::BorrowedFd;
+use std::time::Duration;
 
-use crate::capture::deadline_after;
 use crate::error::ExitStatus;
-use crate::reaper::{self, Orphan, PendingKill};
 use crate::sys;
 use crate::Signal;
 
@@ -86,33 +84,6 @@ pub(crate) fn signal_tree(leader: Option<Proc<'_>>, procs: &[Proc<'_>], signal: 
 /// reserved, and the pidfd names the group whatever happens).
 pub(crate) fn kill_stragglers(leader: Proc<'_>, members: &[libc::pid_t]) {
     let _ = sys::kill_group(leader.pid, leader.pidfd, members, libc::SIGKILL);
-}
-
-/// What dropping an unreaped child does, for the async `Child` and the
-/// blocking driver alike: signal it as `on_drop` says, then hand it to the
-/// reaper (with the `SIGKILL` deadline of a grace period). Never blocks,
-/// never panics (an infinite grace means no `SIGKILL`).
-pub(crate) fn abandon(
-    pid: libc::pid_t,
-    pidfd: Option<OwnedFd>,
-    leads_group: bool,
-    on_drop: OnDrop,
-) {
-    let kill = match on_drop {
-        OnDrop::Reap => None,
-        OnDrop::Kill { signal, grace } => {
-            let me = Proc {
-                pid,
-                pidfd: pidfd.as_ref().map(|fd| fd.as_fd()),
-            };
-            signal_tree(leads_group.then_some(me), &[me], signal.as_raw());
-            grace.map(|grace| PendingKill {
-                group: leads_group,
-                deadline: deadline_after(Instant::now(), grace),
-            })
-        }
-    };
-    reaper::adopt(Orphan { pid, pidfd, kill });
 }
 
 /// How a child ended, as far as this process can know.

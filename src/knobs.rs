@@ -340,7 +340,7 @@ macro_rules! exec_knobs {
             /// [`std::io::ErrorKind::InvalidData`] when stdout is not UTF-8.
             pub fn text_sync(self) -> Result<String> {
                 let line = self.job.spec.command_line();
-                crate::exec::into_text(&line, self.job.run_sync()?)
+                crate::capture::into_text(&line, self.job.run_sync()?)
             }
 
             /// Run, and give stdout as a `String` without its trailing newline

@@ -75,7 +75,6 @@ mod child;
 mod kill;
 mod stdio;
 mod capture;
-mod collect;
 mod reaper;
 mod knobs;
 mod exec;
@@ -85,6 +84,7 @@ mod fork;
 mod channel;
 mod error;
 mod signal;
+mod trace;
 #[allow(unsafe_code)]
 mod sys;
 

@@ -23,7 +23,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::kill::{kill_stragglers, signal_tree, Proc};
+use crate::capture::deadline_after;
+use crate::kill::{kill_stragglers, signal_tree, OnDrop, Proc};
 use crate::sys;
 
 /// A child handed over to the reaper.
@@ -209,4 +210,31 @@ fn step(orphan: &mut Orphan, now: Instant) -> bool {
         }
     }
     false
+}
+
+/// What dropping an unreaped child does, for the async `Child` and the
+/// blocking driver alike: signal it as `on_drop` says, then hand it to the
+/// reaper (with the `SIGKILL` deadline of a grace period). Never blocks,
+/// never panics (an infinite grace means no `SIGKILL`).
+pub(crate) fn abandon(
+    pid: libc::pid_t,
+    pidfd: Option<OwnedFd>,
+    leads_group: bool,
+    on_drop: OnDrop,
+) {
+    let kill = match on_drop {
+        OnDrop::Reap => None,
+        OnDrop::Kill { signal, grace } => {
+            let me = Proc {
+                pid,
+                pidfd: pidfd.as_ref().map(|fd| fd.as_fd()),
+            };
+            signal_tree(leads_group.then_some(me), &[me], signal.as_raw());
+            grace.map(|grace| PendingKill {
+                group: leads_group,
+                deadline: deadline_after(Instant::now(), grace),
+            })
+        }
+    };
+    adopt(Orphan { pid, pidfd, kill });
 }

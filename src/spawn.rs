@@ -28,6 +28,9 @@ pub(crate) struct Spec {
     pub env: Vec<(OsString, Option<OsString>)>,
     /// Run the child in a process group of its own.
     pub process_group: bool,
+    /// Run the child in the process group of this (living, unreaped)
+    /// process instead: the later stages of a pipeline join the first's.
+    pub join_group: Option<libc::pid_t>,
     /// Run the child in a session of its own (`setsid`).
     pub new_session: bool,
     /// How error messages show the command; by default the quoted argv.
@@ -288,7 +291,10 @@ pub(crate) fn spawn_raw(
         cwd: cwd.as_deref(),
         fds: &sources,
         close_from,
-        process_group: spec.process_group,
+        process_group: match spec.join_group {
+            Some(pgid) => Some(pgid),
+            None => spec.process_group.then_some(0),
+        },
         new_session: spec.new_session,
     };
     let pid = sys::spawn(&plan).map_err(|e| {

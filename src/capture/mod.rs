@@ -13,11 +13,13 @@
 //! [`Capture`] is the buffer one output stream is read into.
 
 mod buffer;
+mod result;
 mod rules;
 #[cfg(any(test, fuzzing))]
 mod sim;
 
 pub(crate) use buffer::Capture;
+pub(crate) use result::{into_text, judge, Collected};
 pub(crate) use rules::{deadline_after, Action, Ending, Event, Limits, Rules, DEFAULT_KILL_GRACE};
 #[cfg(fuzzing)]
 pub use sim::fuzz_rules;

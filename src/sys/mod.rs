@@ -128,8 +128,10 @@ pub(crate) struct SpawnPlan<'a> {
     pub fds: &'a [(BorrowedFd<'a>, RawFd)],
     /// The child closes every fd from here up before `exec`.
     pub close_from: RawFd,
-    /// `setpgid(0, 0)` in the child: its own process group.
-    pub process_group: bool,
+    /// `setpgid(0, pgid)` in the child: `Some(0)` for a group of its own
+    /// (named after it), `Some(pgid)` to join the group of an earlier
+    /// process (a pipeline's stages).
+    pub process_group: Option<libc::pid_t>,
     /// `setsid()` in the child: its own session (and group).
     pub new_session: bool,
 }
@@ -215,10 +217,11 @@ pub(crate) fn spawn(plan: &SpawnPlan<'_>) -> io::Result<libc::pid_t> {
     let mut flags = (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
     if plan.new_session {
         flags |= libc::POSIX_SPAWN_SETSID;
-    } else if plan.process_group {
+    } else if let Some(pgid) = plan.process_group {
         flags |= libc::POSIX_SPAWN_SETPGROUP as libc::c_short;
-        // SAFETY: `attr` is initialised; 0 means "a group named after the child".
-        errno(unsafe { libc::posix_spawnattr_setpgroup(&mut attr.0, 0) })?;
+        // SAFETY: `attr` is initialised; 0 means "a group named after the
+        // child", another pid the group of that (living) process.
+        errno(unsafe { libc::posix_spawnattr_setpgroup(&mut attr.0, pgid) })?;
     }
     // The child starts with an empty signal mask and every signal at its
     // default disposition, whatever the parent blocked or ignored (Rust

@@ -13,3 +13,5 @@ mod signals;
 mod spawn;
 mod support;
 mod tidy;
+#[cfg(feature = "tracing")]
+mod tracing;

@@ -9,13 +9,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 
+mod collect;
+
 use crate::capture::{Ending, Limits, Rules};
 use crate::channel::Channel;
 use crate::error::{ChannelError, CommandLine, Error, ExitStatus, Output, Result};
-use crate::kill::{abandon, reap, signal_tree, Ended, OnDrop, Proc};
-use crate::reaper::{self, Orphan, PendingKill};
+use crate::kill::{reap, signal_tree, Ended, OnDrop, Proc};
+use crate::reaper::{self, abandon, Orphan, PendingKill};
 use crate::spawn::RawChild;
 use crate::stdio::{ChildStderr, ChildStdin, ChildStdout};
+use crate::trace::Trace;
 use crate::{sys, Signal};
 
 /// How the exit of a child is noticed.
@@ -82,6 +85,8 @@ pub struct Child {
     /// Terminal signals this process gets are passed on to the child's
     /// group (an `exec` child) until it is reaped.
     forwarding: Option<sys::forward::Forwarding>,
+    /// The `tracing` span of the process (nothing without the feature).
+    trace: Trace,
 }
 
 impl Child {
@@ -110,6 +115,7 @@ impl Child {
                 Err(e) => return Err(fail(None, e)),
             },
         };
+        let trace = Trace::spawned(&line, pid);
         // From here on `Child`'s destructor does the same if a pipe fails.
         let mut child = Child {
             stdin: None,
@@ -124,6 +130,7 @@ impl Child {
             channel: None,
             rules: Rules::new(limits, raw.started, 1, leads_group),
             forwarding: None,
+            trace,
         };
         let line = child.line.clone();
         let pipe_err = |e| Error::spawn(&line, "cannot register a pipe with the tokio runtime", e);
@@ -254,6 +261,7 @@ impl Child {
     /// [`signal_tree`]). Nothing once it is reaped.
     pub(crate) fn signal_tree(&self, signal: i32) {
         if self.status.is_none() {
+            self.trace.signal(signal, self.leads_group);
             let me = self.proc();
             signal_tree(self.leads_group.then_some(me), &[me], signal);
         }
@@ -342,7 +350,8 @@ impl Child {
             }
         }
         let status = reap(self.proc()).map_err(|e| Error::io(&self.line, e))?;
-        if status.is_some() {
+        if let Some(ended) = &status {
+            self.trace.ended(ended);
             self.status = status;
             // The pidfd is no longer needed; closing it de-registers it.
             self.watch = None;
@@ -431,8 +440,8 @@ impl Child {
     }
 
     /// The error for a run the rules cut short.
-    fn rules_error(&self, collected: crate::collect::Collected) -> Error {
-        crate::exec::judge(&self.line, self.rules.limits(), false, collected)
+    fn rules_error(&self, collected: crate::capture::Collected) -> Error {
+        crate::capture::judge(&self.line, self.rules.limits(), false, collected)
             .expect_err("a run cut short is an error")
     }
 }

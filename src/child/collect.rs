@@ -1,4 +1,4 @@
-//! The tokio driver of the ending rules: one `select!` loop over the
+//! The tokio driver of the ending rules (`Child::collect`): one `select!` loop over the
 //! pipes, stdin, the exit watch and a timer, doing what
 //! [`Rules`](crate::capture::Rules) asks.
 
@@ -6,39 +6,11 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
-use crate::capture::{Action, Capture, Ending, Event};
-use crate::child::Child;
-use crate::error::{CommandLine, Error, Output, Result, Stream};
-use crate::kill::{kill_stragglers, Ended};
+use super::Child;
+use crate::capture::{Action, Capture, Collected, Event};
+use crate::error::{Error, Result, Stream};
+use crate::kill::kill_stragglers;
 use crate::stdio::{ChildStderr, ChildStdin, ChildStdout};
-
-/// What a run left behind: how it ended, and what it wrote.
-pub(crate) struct Collected {
-    pub status: Ended,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub ending: Ending,
-}
-
-impl Collected {
-    /// The output, or [`Error::StatusLost`] (with the output) when the exit
-    /// status is not known.
-    pub(crate) fn into_output(self, command: &CommandLine) -> Result<Output> {
-        match self.status {
-            Ended::Status(status) => Ok(Output {
-                status,
-                stdout: self.stdout,
-                stderr: self.stderr,
-            }),
-            Ended::Lost(why) => Err(Error::StatusLost {
-                command: command.clone(),
-                reason: why.to_string(),
-                stdout: self.stdout,
-                stderr: self.stderr,
-            }),
-        }
-    }
-}
 
 impl Child {
     /// Feed `input` to stdin, capture stdout and stderr where `capture`
