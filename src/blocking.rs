@@ -1,49 +1,47 @@
-//! The blocking forms: `run_sync`, `text_sync`, `Command::output_sync`.
+//! The blocking forms: `run_sync`, `text_sync`, `Command::output_sync`,
+//! `Pipeline::run_sync`.
 //!
 //! No tokio here: the same `spawn_raw` as the async forms, then one thread
 //! doing what the ending rules ([`Rules`]) ask with `poll(2)` over stdin,
-//! stdout, stderr and the pidfd, the way std's `read2` and Node's
-//! `spawnSync` (a private libuv loop) do. The rules, the capture buffer, the
-//! kill of the process tree and the mapping to errors are the async forms'.
+//! stdout, stderr and the pidfds, the way std's `read2` and Node's
+//! `spawnSync` (a private libuv loop) do. The rules, the sinks, the kill of
+//! the process tree and the mapping to errors are the async forms'.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::capture::{judge, Action, Capture, Collected, Event, Limits, Rules};
+use crate::capture::{judge, Action, Collected, Ending, Event, Limits, Rules, Sink};
 use crate::command::Command;
 use crate::error::{CommandLine, Error, Output, Result, Stream};
-use crate::exec::Job;
+use crate::exec::{Feed, Job};
 use crate::kill::{kill_stragglers, reap, signal_tree, Ended, OnDrop, Proc};
+use crate::pipeline::{self, Pipeline, Plumbing};
 use crate::reaper::{self, abandon, Orphan, PendingKill};
 use crate::spawn::{spawn_raw, RawChild};
-use crate::stdio::Stdio;
+use crate::stdio::StdioKind;
 use crate::sys;
 use crate::trace::Trace;
 
 impl Job {
     pub(crate) fn run_sync(self) -> Result<Output> {
-        let stdin = self.stdin_kind();
-        let (out, err) = (Stdio::piped(), Stdio::piped());
         let line = self.spec.command_line();
-        let raw = spawn_raw(
-            &self.spec,
-            &line,
-            [stdin.kind(), out.kind(), err.kind()],
-            &[],
-        )?;
-        let mut child = SyncChild::new(
-            raw,
-            line,
-            self.on_drop(),
-            self.spec.leads_group(),
-            self.limits,
-        );
+        let [a, b, c] = self
+            .stdio()
+            .map_err(|e| Error::spawn(&line, "cannot duplicate an fd given as stdio", e))?;
+        let raw = spawn_raw(&self.spec, &line, [a.kind(), b.kind(), c.kind()], &[])?;
+        let mut run = SyncRun::new(line, self.limits, self.spec.leads_group());
+        let io = run.push(raw, self.on_drop()).io(self.input(), self.sinks());
         if self.forwards_signals() {
-            child.forwarding = sys::forward::forward_to(child.raw.pid);
+            run.forwarding = sys::forward::forward_to(run.members[0].pid);
         }
-        let input = self.input.as_deref().unwrap_or_default();
-        let collected = child.collect(input)?;
+        let (ending, [out, err]) = run.drive(io)?;
+        let collected = Collected {
+            status: run.members[0].ended(),
+            stdout: out.into_vec(),
+            stderr: err.into_vec(),
+            ending,
+        };
         judge(
             &self.spec.command_line(),
             &self.limits,
@@ -58,15 +56,16 @@ impl Command {
     /// stderr, without a tokio runtime (Node's `spawnSync`, std's
     /// `output()`).
     ///
-    /// stdout and stderr are captured whatever their [`Stdio`] says when it
-    /// is `piped` (the default); stdin gets end of file at once when piped.
-    /// A non-zero exit is reported in `status`, not as an error. Like
-    /// [`Child::wait_with_output`](crate::Child::wait_with_output), reading
-    /// stops 100 ms after the child exited if a background process it
-    /// started still holds the pipes. There is no output limit (Node's
+    /// stdout and stderr are captured whatever their [`Stdio`](crate::Stdio)
+    /// says when it is `piped` (the default); stdin gets end of file at once
+    /// when piped. A non-zero exit is reported in `status`, not as an
+    /// error. Like [`Child::wait_with_output`](crate::Child::wait_with_output),
+    /// reading stops 100 ms after the child exited if a background process
+    /// it started still holds the pipes. There is no output limit (Node's
     /// `spawnSync` stops at 1 MiB): use
     /// [`exec_file(..).max_buffer(..).run_sync()`](crate::ExecFile::run_sync)
-    /// for one.
+    /// for one. A [`timeout`](Command::timeout) is enforced as by
+    /// `Child::wait`.
     ///
     /// # Examples
     ///
@@ -81,118 +80,298 @@ impl Command {
     /// # Errors
     ///
     /// [`Error::Spawn`] when the program cannot be started; [`Error::Io`]
-    /// when reading or waiting fails.
+    /// when reading or waiting fails; [`Error::Timeout`] after a timeout.
     #[doc(alias = "spawnSync")]
     pub fn output_sync(&mut self) -> Result<Output> {
         let [a, b, c] = &self.stdio;
         let line = self.spec.command_line();
         let raw = spawn_raw(&self.spec, &line, [a.kind(), b.kind(), c.kind()], &[])?;
         let on_drop = OnDrop::kill_on_drop(self.kill_on_drop);
-        let child = SyncChild::new(
-            raw,
-            line.clone(),
-            on_drop,
-            self.spec.leads_group(),
-            Limits::UNLIMITED,
-        );
-        child.collect(&[])?.into_output(&line)
+        let mut run = SyncRun::new(line.clone(), self.limits, self.spec.leads_group());
+        let member = run.push(raw, on_drop);
+        let keep = |piped: bool| piped.then(|| Sink::keep(usize::MAX));
+        let sinks = [keep(member.stdout.is_some()), keep(member.stderr.is_some())];
+        let io = member.io(&[], sinks);
+        let (ending, [out, err]) = run.drive(io)?;
+        let collected = Collected {
+            status: run.members[0].ended(),
+            stdout: out.into_vec(),
+            stderr: err.into_vec(),
+            ending,
+        };
+        match ending {
+            Ending::Exited => collected.into_output(&line),
+            _ => judge(&line, &self.limits, false, collected),
+        }
     }
 }
 
-/// A child driven by this thread. Dropped unreaped (an error, a panic), it
-/// does what the async `Child` does: signal per `on_drop` (or keep the
-/// `SIGKILL` deadline of a kill in progress), then hand the child to the
-/// reaper.
-struct SyncChild {
-    raw: RawChild,
-    line: CommandLine,
+impl Pipeline {
+    /// `Pipeline::run_sync`: every stage in one group, driven by this thread.
+    pub(crate) fn run_blocking(self) -> Result<Output> {
+        run_pipeline(self)
+    }
+}
+
+fn run_pipeline(pipeline: Pipeline) -> Result<Output> {
+    let line = pipeline.command_line();
+    let stages = pipeline.stages();
+    let n = stages.len();
+    if n > 64 {
+        return Err(Error::spawn(
+            &line,
+            format!("a pipeline has at most 64 stages, not {n}"),
+            io::Error::from(io::ErrorKind::InvalidInput),
+        ));
+    }
+    let shared_stderr = pipeline.captures_stderr();
+    let mut plumbing = Plumbing::new(&pipeline, shared_stderr)
+        .map_err(|e| Error::spawn(&line, "cannot create the pipes between the stages", e))?;
+    let limits = *pipeline.limits();
+    let on_drop = OnDrop::Kill {
+        signal: limits.kill_signal,
+        grace: Some(limits.kill_grace),
+    };
+    let mut run = SyncRun::new(line.clone(), limits, true);
+    let mut first_stdin = None;
+    let mut last_stdout = None;
+    for (i, job) in stages.iter().enumerate() {
+        let stage_line = job.spec.command_line();
+        let stdio = plumbing
+            .stdio(i, job)
+            .map_err(|e| Error::spawn(&stage_line, "cannot set up the stage's stdio", e))?;
+        let mut spec = job.spec.clone();
+        spec.process_group = i == 0;
+        spec.new_session = false;
+        spec.join_group = run.members.first().map(|m| m.pid);
+        let kinds: [&StdioKind; 3] = [stdio[0].kind(), stdio[1].kind(), stdio[2].kind()];
+        // A stage that cannot start drops `run`: the others are killed.
+        let raw = spawn_raw(&spec, &stage_line, kinds, &[])?;
+        let member = run.push(raw, on_drop);
+        if i == 0 {
+            first_stdin = member.stdin.take();
+        }
+        if i + 1 == n {
+            last_stdout = member.stdout.take();
+        }
+    }
+    run.keep_leader_pidfd();
+    if pipeline.forwards_signals() {
+        run.forwarding = sys::forward::forward_to(run.members[0].pid);
+    }
+    let input = stages[0].input();
+    let [out, err] = pipeline.sinks(shared_stderr);
+    let io = SyncIo {
+        stdin: first_stdin
+            .filter(|_| matches!(stages[0].stdin, Feed::Bytes(_)) && !input.is_empty()),
+        input,
+        stdout: out.as_ref().and(last_stdout),
+        stderr: err
+            .as_ref()
+            .and(plumbing.stderr.take().map(|(ours, _)| ours)),
+        sinks: [
+            out.unwrap_or_else(Sink::none),
+            err.unwrap_or_else(Sink::none),
+        ],
+    };
+    drop(plumbing);
+    let (ending, [out, err]) = run.drive(io)?;
+    let statuses = run.members.iter().map(SyncMember::ended).collect();
+    pipeline::judge(&pipeline, ending, statuses, out.into_vec(), err.into_vec())
+}
+
+/// The pipes of a blocking run and where what comes out of them goes.
+struct SyncIo<'a> {
+    stdin: Option<OwnedFd>,
+    input: &'a [u8],
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    sinks: [Sink; 2],
+}
+
+/// One process of a blocking run.
+struct SyncMember {
+    pid: libc::pid_t,
+    pidfd: Option<OwnedFd>,
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
     on_drop: OnDrop,
     leads_group: bool,
-    status: Option<Ended>,
-    rules: Rules,
-    /// Dropped before the reap (see `Child::forward_signals`).
-    forwarding: Option<sys::forward::Forwarding>,
+    ended: Option<Ended>,
     trace: Trace,
+}
+
+impl SyncMember {
+    fn proc(&self) -> Proc<'_> {
+        Proc {
+            pid: self.pid,
+            pidfd: self.pidfd.as_ref().map(|fd| fd.as_fd()),
+        }
+    }
+
+    fn ended(&self) -> Ended {
+        self.ended
+            .expect("the rules finish only once every process is reaped")
+    }
+
+    /// Its pipes, for a run of this one process.
+    fn io<'a>(&mut self, input: &'a [u8], sinks: [Option<Sink>; 2]) -> SyncIo<'a> {
+        let [out, err] = sinks;
+        SyncIo {
+            stdin: self.stdin.take().filter(|_| !input.is_empty()),
+            input,
+            stdout: out.as_ref().and_then(|_| self.stdout.take()),
+            stderr: err.as_ref().and_then(|_| self.stderr.take()),
+            sinks: [
+                out.unwrap_or_else(Sink::none),
+                err.unwrap_or_else(Sink::none),
+            ],
+        }
+    }
+}
+
+/// Processes driven by this thread: one child, or a pipeline's stages.
+/// Dropped with some unreaped (an error, a panic), it does what the async
+/// `Child` does: signal each per its `on_drop` (or keep the `SIGKILL`
+/// deadline of a kill in progress), then hand it to the reaper.
+struct SyncRun {
+    members: Vec<SyncMember>,
+    line: CommandLine,
+    rules: Rules,
+    limits: Limits,
+    /// The members share a process group, led by the first.
+    group: bool,
+    /// A pidfd of the first member kept after it is reaped: it names the
+    /// group while the others run (pipelines).
+    leader_pidfd: Option<OwnedFd>,
+    /// Dropped before the last reap (see `Child::forward_signals`).
+    forwarding: Option<sys::forward::Forwarding>,
 }
 
 /// How often a child without a pidfd is checked for its exit.
 const FALLBACK_POLL: Duration = Duration::from_millis(5);
 
-impl SyncChild {
-    fn new(
-        raw: RawChild,
-        line: CommandLine,
-        on_drop: OnDrop,
-        leads_group: bool,
-        limits: Limits,
-    ) -> SyncChild {
-        let rules = Rules::new(limits, raw.started, 1, leads_group);
-        let trace = Trace::spawned(&line, raw.pid);
-        SyncChild {
-            raw,
+impl SyncRun {
+    fn new(line: CommandLine, limits: Limits, group: bool) -> SyncRun {
+        SyncRun {
+            members: Vec::new(),
             line,
-            on_drop,
-            leads_group,
-            status: None,
-            rules,
+            rules: Rules::new(limits, Instant::now(), 0, group),
+            limits,
+            group,
+            leader_pidfd: None,
             forwarding: None,
-            trace,
         }
     }
 
-    fn proc(&self) -> Proc<'_> {
-        Proc {
-            pid: self.raw.pid,
-            pidfd: self.raw.pidfd.as_ref().map(|fd| fd.as_fd()),
+    /// Add a started process; the rules count from the first one's spawn.
+    fn push(&mut self, raw: RawChild, on_drop: OnDrop) -> &mut SyncMember {
+        if self.members.is_empty() {
+            self.rules = Rules::new(self.limits, raw.started, 0, self.group);
         }
+        self.rules.add_member();
+        let trace = Trace::spawned(&self.line, raw.pid);
+        let leads_group = self.group && self.members.is_empty();
+        self.members.push(SyncMember {
+            pid: raw.pid,
+            pidfd: raw.pidfd,
+            stdin: raw.stdin,
+            stdout: raw.stdout,
+            stderr: raw.stderr,
+            on_drop,
+            leads_group,
+            ended: None,
+            trace,
+        });
+        self.members.last_mut().expect("just pushed")
+    }
+
+    fn keep_leader_pidfd(&mut self) {
+        self.leader_pidfd = self.members[0]
+            .pidfd
+            .as_ref()
+            .and_then(|fd| fd.try_clone().ok());
     }
 
     fn io_err(&self, e: io::Error) -> Error {
         Error::io(&self.line, e)
     }
 
-    /// The blocking twin of `Child::collect`: one `poll(2)` loop doing what
+    fn leader(&self) -> Proc<'_> {
+        Proc {
+            pid: self.members[0].pid,
+            pidfd: self
+                .leader_pidfd
+                .as_ref()
+                .or(self.members[0].pidfd.as_ref())
+                .map(|fd| fd.as_fd()),
+        }
+    }
+
+    fn unreaped(&self) -> Vec<Proc<'_>> {
+        self.members
+            .iter()
+            .filter(|m| m.ended.is_none())
+            .map(SyncMember::proc)
+            .collect()
+    }
+
+    fn reap(&mut self, i: usize) -> Result<()> {
+        if self.members.iter().filter(|m| m.ended.is_none()).count() == 1 {
+            // The last reap can free the group id: unregister it first.
+            self.forwarding = None;
+        }
+        let ended = reap(self.members[i].proc()).map_err(|e| self.io_err(e))?;
+        if let Some(ended) = ended {
+            self.members[i].trace.ended(&ended);
+            self.members[i].ended = Some(ended);
+            self.rules.on(Event::Reaped(i), Instant::now());
+        }
+        Ok(())
+    }
+
+    /// The blocking twin of the async driver: one `poll(2)` loop doing what
     /// the same rules ask.
-    fn collect(mut self, input: &[u8]) -> Result<Collected> {
-        let mut stdin = self.raw.stdin.take().filter(|_| !input.is_empty());
-        let stdout = self.raw.stdout.take();
-        let stderr = self.raw.stderr.take();
-        let mut input = input;
-        let max = self.rules.limits().max_buffer;
-        let mut captures = [Capture::new(max), Capture::new(max)];
+    fn drive(&mut self, io: SyncIo<'_>) -> Result<(Ending, [Sink; 2])> {
+        let SyncIo {
+            mut stdin,
+            mut input,
+            stdout,
+            stderr,
+            mut sinks,
+        } = io;
         self.rules.capture([stdout.is_some(), stderr.is_some()]);
         let pipes = [stdout, stderr];
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(4);
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(4 + self.members.len());
 
         let ending = loop {
             let wait = match self.rules.next(Instant::now()) {
                 Action::Wait(wait) => wait,
-                Action::Reap(_) => {
-                    // It exited: unregister its group before the reap frees the id.
-                    self.forwarding = None;
-                    let status = reap(self.proc()).map_err(|e| self.io_err(e))?;
-                    if let Some(ended) = &status {
-                        self.trace.ended(ended);
-                        self.status = status;
-                        self.rules.on(Event::Reaped(0), Instant::now());
-                    }
+                Action::Reap(i) => {
+                    self.reap(i)?;
                     continue;
                 }
                 Action::Signal(signal) => {
-                    self.trace.signal(signal.as_raw(), self.leads_group);
-                    let me = self.proc();
-                    signal_tree(self.leads_group.then_some(me), &[me], signal.as_raw());
+                    for m in self.members.iter().filter(|m| m.ended.is_none()) {
+                        m.trace.signal(signal.as_raw(), self.group);
+                    }
+                    let leader = self.group.then(|| self.leader());
+                    signal_tree(leader, &self.unreaped(), signal.as_raw());
                     continue;
                 }
                 Action::KillStragglers => {
-                    kill_stragglers(self.proc(), &[self.raw.pid]);
+                    let pids: Vec<libc::pid_t> = self.unreaped().iter().map(|p| p.pid).collect();
+                    if self.group {
+                        kill_stragglers(self.leader(), &pids);
+                    }
                     continue;
                 }
                 Action::DrainReady => {
                     let reading = self.rules.reading();
                     for (i, pipe) in pipes.iter().enumerate() {
                         if let (Some(fd), true) = (pipe, reading[i]) {
-                            captures[i].drain_ready(fd.as_fd());
+                            sinks[i].drain_ready(fd.as_fd());
                         }
                     }
                     self.rules.drained();
@@ -203,10 +382,12 @@ impl SyncChild {
             if !wait.feed {
                 stdin = None;
             }
+            let watching = if wait.exits { self.rules.watching() } else { 0 };
             let now = Instant::now();
             let mut timeout = wait.until.map(|u| u.saturating_duration_since(now));
-            let watch_pidfd = wait.exits && self.raw.pidfd.is_some();
-            if wait.exits && !watch_pidfd {
+            let without_pidfd = (0..self.members.len())
+                .any(|i| watching & (1 << i) != 0 && self.members[i].pidfd.is_none());
+            if without_pidfd {
                 timeout = Some(timeout.map_or(FALLBACK_POLL, |t| t.min(FALLBACK_POLL)));
             }
 
@@ -220,10 +401,17 @@ impl SyncChild {
             let out_at = slot(pipes[0].as_ref().filter(|_| wait.read[0]), libc::POLLIN);
             let err_at = slot(pipes[1].as_ref().filter(|_| wait.read[1]), libc::POLLIN);
             let in_at = slot(stdin.as_ref(), libc::POLLOUT);
-            let pid_at = slot(
-                self.raw.pidfd.as_ref().filter(|_| watch_pidfd),
-                libc::POLLIN,
-            );
+            let pid_at: Vec<Option<usize>> = self
+                .members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    slot(
+                        m.pidfd.as_ref().filter(|_| watching & (1 << i) != 0),
+                        libc::POLLIN,
+                    )
+                })
+                .collect();
             sys::poll(&mut fds, timeout).map_err(|e| self.io_err(e))?;
             let ready = |at: Option<usize>| at.is_some_and(|i| fds[i].revents != 0);
 
@@ -234,9 +422,9 @@ impl SyncChild {
                 let Some(fd) = pipes[i].as_ref().filter(|_| ready(at)) else {
                     continue;
                 };
-                let event = match captures[i].read_from(fd.as_fd()) {
+                let event = match sinks[i].read_from(fd.as_fd()) {
                     Ok(0) => Event::Eof(stream),
-                    Ok(_) => Event::Read(stream, captures[i].overflowed()),
+                    Ok(_) => Event::Read(stream, sinks[i].overflowed()),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Err(self.io_err(e)),
                 };
@@ -258,49 +446,44 @@ impl SyncChild {
                     }
                 }
             }
-            let exited = if watch_pidfd {
-                ready(pid_at)
-            } else {
-                wait.exits
-                    && match sys::has_exited(self.raw.pid) {
+            for (i, at) in pid_at.into_iter().enumerate() {
+                if watching & (1 << i) == 0 {
+                    continue;
+                }
+                let exited = match at {
+                    Some(_) => ready(at),
+                    None => match sys::has_exited(self.members[i].pid) {
                         Ok(exited) => exited,
                         // Reaped by the kernel (SIGCHLD ignored): it exited.
                         Err(e) if e.raw_os_error() == Some(libc::ECHILD) => true,
                         Err(e) => return Err(self.io_err(e)),
-                    }
-            };
-            if exited {
-                self.rules.on(Event::Exited(0), Instant::now());
+                    },
+                };
+                if exited {
+                    self.rules.on(Event::Exited(i), Instant::now());
+                }
             }
         };
-        let [out, err] = captures;
-        Ok(Collected {
-            status: self
-                .status
-                .expect("the rules finish only once the child is reaped"),
-            stdout: out.into_vec(),
-            stderr: err.into_vec(),
-            ending,
-        })
+        Ok((ending, sinks))
     }
 }
 
-impl Drop for SyncChild {
+impl Drop for SyncRun {
     fn drop(&mut self) {
-        if self.status.is_some() {
-            return;
-        }
-        let pidfd = self.raw.pidfd.take();
-        match self.rules.sigkill_due() {
-            Some(deadline) => reaper::adopt(Orphan {
-                pid: self.raw.pid,
-                pidfd,
-                kill: Some(PendingKill {
-                    group: self.leads_group,
-                    deadline,
+        let sigkill_due = self.rules.sigkill_due();
+        for m in self.members.iter_mut().filter(|m| m.ended.is_none()) {
+            let pidfd = m.pidfd.take();
+            match sigkill_due {
+                Some(deadline) => reaper::adopt(Orphan {
+                    pid: m.pid,
+                    pidfd,
+                    kill: Some(PendingKill {
+                        group: m.leads_group,
+                        deadline,
+                    }),
                 }),
-            }),
-            None => abandon(self.raw.pid, pidfd, self.leads_group, self.on_drop),
+                None => abandon(m.pid, pidfd, m.leads_group, m.on_drop),
+            }
         }
     }
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::path::Path;
+use std::time::Duration;
 
 use crate::capture::Limits;
 use crate::child::Child;
@@ -12,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::kill::OnDrop;
 use crate::spawn::{spawn_raw, Spec};
 use crate::stdio::Stdio;
+use crate::Signal;
 
 /// Start `program` with `args`, stdin, stdout and stderr piped.
 ///
@@ -82,6 +84,8 @@ pub struct Command {
     pub(crate) spec: Spec,
     pub(crate) stdio: [Stdio; 3],
     pub(crate) kill_on_drop: bool,
+    /// The timeout `wait` enforces, and how it kills.
+    pub(crate) limits: Limits,
 }
 
 impl Command {
@@ -107,6 +111,10 @@ impl Command {
             spec,
             stdio: [Stdio::piped(), Stdio::piped(), Stdio::piped()],
             kill_on_drop: false,
+            limits: Limits {
+                kill_signal: Signal::SIGTERM,
+                ..Limits::UNLIMITED
+            },
         }
     }
 
@@ -384,6 +392,117 @@ impl Command {
         self
     }
 
+    /// Send stderr where stdout goes, through the same pipe (the shell's
+    /// `2>&1`): interleaved writes keep their order, and [`Child::stdout`]
+    /// carries both (`Child::stderr` is `None`). Whatever
+    /// [`stderr`](Command::stderr) says is not used.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let out = child_process::Command::new("sh")
+    ///     .args(["-c", "echo out; echo err >&2"])
+    ///     .stderr_to_stdout()
+    ///     .spawn()?
+    ///     .wait_with_output()
+    ///     .await?;
+    /// assert_eq!(out.stdout, b"out\nerr\n");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stderr_to_stdout(&mut self) -> &mut Command {
+        self.spec.merge_stderr = true;
+        self
+    }
+
+    /// Kill the child if it runs longer than `timeout` (Node's `timeout`
+    /// option of `spawn`): [`Child::wait`] and
+    /// [`Child::wait_with_output`] then send [`kill_signal`](Self::kill_signal)
+    /// (default `SIGTERM`; to the whole group if the child leads one),
+    /// `SIGKILL` after [`kill_grace`](Self::kill_grace), and fail with
+    /// [`Error::Timeout`](crate::Error::Timeout), whose output holds the
+    /// status the child really died with.
+    ///
+    /// The deadline counts from the spawn and is enforced while `wait` (or
+    /// `wait_with_output`) runs: a program that reads the pipes itself and
+    /// waits at the end gets the kill when it waits. To stream a child's
+    /// output under a timeout, use [`Exec::lines`](crate::Exec::lines).
+    /// `Duration::ZERO` means no timeout, as in Node.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use child_process as cp;
+    /// use std::os::unix::process::ExitStatusExt;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// let mut child = cp::Command::new("sleep").arg("30").timeout(Duration::from_millis(50)).spawn()?;
+    /// let err = child.wait().await.unwrap_err();
+    /// assert!(err.is_timeout());
+    /// assert_eq!(err.exit_status().unwrap().signal(), Some(libc::SIGTERM));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn timeout(&mut self, timeout: Duration) -> &mut Command {
+        self.limits.timeout = Some(timeout);
+        self
+    }
+
+    /// The signal a timeout sends first (default `SIGTERM`, Node's
+    /// `killSignal`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use child_process as cp;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// let mut child = cp::Command::new("sleep")
+    ///     .arg("30")
+    ///     .timeout(Duration::from_millis(50))
+    ///     .kill_signal(cp::Signal::SIGINT)
+    ///     .spawn()?;
+    /// assert!(child.wait().await.unwrap_err().is_timeout());
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[doc(alias = "killSignal")]
+    pub fn kill_signal(&mut self, signal: Signal) -> &mut Command {
+        self.limits.kill_signal = signal;
+        self
+    }
+
+    /// How long after the timeout's first signal `SIGKILL` follows
+    /// (default 2 s; `Duration::MAX`: never).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use child_process as cp;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// let mut child = cp::Command::new("sh")
+    ///     .args(["-c", "trap '' TERM; sleep 30"])
+    ///     .timeout(Duration::from_millis(50))
+    ///     .kill_grace(Duration::from_millis(100))
+    ///     .spawn()?;
+    /// assert!(child.wait().await.unwrap_err().is_timeout());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn kill_grace(&mut self, grace: Duration) -> &mut Command {
+        self.limits.kill_grace = grace;
+        self
+    }
+
     /// Start the child.
     ///
     /// # Examples
@@ -405,11 +524,7 @@ impl Command {
     /// outside a tokio runtime (the pipes and the exit notification are
     /// registered with it).
     pub fn spawn(&mut self) -> Result<Child> {
-        self.spawn_with(
-            &[],
-            OnDrop::kill_on_drop(self.kill_on_drop),
-            Limits::UNLIMITED,
-        )
+        self.spawn_with(&[], OnDrop::kill_on_drop(self.kill_on_drop), self.limits)
     }
 
     pub(crate) fn spawn_with(
@@ -438,6 +553,7 @@ impl fmt::Debug for Command {
             .field("spec", &self.spec)
             .field("stdio", &self.stdio)
             .field("kill_on_drop", &self.kill_on_drop)
+            .field("limits", &self.limits)
             .finish()
     }
 }

@@ -150,6 +150,26 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A stage of a pipeline failed: with `set -o pipefail` semantics, the
+    /// last stage that exited non-zero or died of a signal (a stage before
+    /// the last that died of `SIGPIPE` because a later one stopped reading,
+    /// as `head -1` does, is not a failure).
+    #[error(
+        "`{command}` failed at stage {stage} (`{stage_command}`): {status}{tail}",
+        status = output.status,
+        tail = StderrTail(&output.stderr)
+    )]
+    Pipeline {
+        /// The whole pipeline, `a | b | c`.
+        command: CommandLine,
+        /// Which stage failed, counted from 1.
+        stage: usize,
+        /// That stage's command line.
+        stage_command: CommandLine,
+        /// What the pipeline wrote (the last stage's stdout, every stage's
+        /// captured stderr), with the failed stage's status.
+        output: Box<Output>,
+    },
     /// The child ran and was reaped by someone else, so its exit status is
     /// lost; what it wrote is kept. This happens only when this process
     /// ignores `SIGCHLD` (the kernel then reaps children itself) and the
@@ -202,7 +222,8 @@ impl Error {
         match self {
             Error::Exit { output, .. }
             | Error::Timeout { output, .. }
-            | Error::MaxBuffer { output, .. } => Some(output),
+            | Error::MaxBuffer { output, .. }
+            | Error::Pipeline { output, .. } => Some(output),
             _ => None,
         }
     }
@@ -264,6 +285,7 @@ impl Error {
             | Error::Exit { command, .. }
             | Error::Timeout { command, .. }
             | Error::MaxBuffer { command, .. }
+            | Error::Pipeline { command, .. }
             | Error::StatusLost { command, .. }
             | Error::Io { command, .. } => Some(command).filter(|c| !c.as_str().is_empty()),
             Error::Channel(_) => None,

@@ -6,16 +6,20 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::capture::{into_text, judge, Limits, DEFAULT_KILL_GRACE};
+use crate::capture::{into_text, judge, Limits, Sink, Tee, DEFAULT_KILL_GRACE};
+use crate::child::Child;
 use crate::command::Command;
-use crate::error::{CommandLine, Output, Result};
+use crate::error::{CommandLine, Error, Output, Result};
 use crate::kill::OnDrop;
 use crate::knobs::exec_knobs;
 use crate::spawn::Spec;
+use crate::stdio::{Input, InputKind, StdioKind};
 use crate::{Signal, Stdio};
 
 /// Node's default `maxBuffer`: 1 MiB per stream.
@@ -110,6 +114,58 @@ impl Exec {
     }
 }
 
+/// Where the stdout or stderr of an `exec` child goes.
+#[derive(Debug, Clone)]
+pub(crate) enum Route {
+    /// Captured into `Output` (the default).
+    Capture,
+    /// This process's own stream, and a tail of it captured.
+    Tee,
+    Inherit,
+    Null,
+    /// An fd of the caller's (shared, so the job can be cloned and run
+    /// again; the child gets a duplicate).
+    Fd(Arc<OwnedFd>),
+}
+
+impl From<Stdio> for Route {
+    fn from(stdio: Stdio) -> Route {
+        match stdio.0 {
+            StdioKind::Piped => Route::Capture,
+            StdioKind::Tee => Route::Tee,
+            StdioKind::Inherit => Route::Inherit,
+            StdioKind::Null => Route::Null,
+            StdioKind::Fd(fd) => Route::Fd(Arc::new(fd)),
+        }
+    }
+}
+
+/// What the stdin of an `exec` child is.
+#[derive(Debug, Clone)]
+pub(crate) enum Feed {
+    /// `/dev/null` (the default).
+    Null,
+    /// A pipe we write these bytes to, then close.
+    Bytes(Vec<u8>),
+    Inherit,
+    Fd(Arc<OwnedFd>),
+}
+
+impl From<Input> for Feed {
+    fn from(input: Input) -> Feed {
+        match input.0 {
+            InputKind::Bytes(bytes) => Feed::Bytes(bytes),
+            InputKind::Stdio(stdio) => match stdio.0 {
+                // A pipe nobody writes to: end of file at once.
+                StdioKind::Piped => Feed::Bytes(Vec::new()),
+                StdioKind::Inherit | StdioKind::Tee => Feed::Inherit,
+                StdioKind::Null => Feed::Null,
+                StdioKind::Fd(fd) => Feed::Fd(Arc::new(fd)),
+            },
+        }
+    }
+}
+
 /// The settings `Exec` and `ExecFile` share.
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
@@ -117,7 +173,9 @@ pub(crate) struct Job {
     /// The timeout, the kill and `max_buffer`: held once, read by the rules
     /// that end the run and by [`judge`] that words the error.
     pub limits: Limits,
-    pub input: Option<Vec<u8>>,
+    pub stdin: Feed,
+    pub stdout: Route,
+    pub stderr: Route,
     pub ignore_status: bool,
     /// Pass terminal signals on to the child's group (see `sys::forward`).
     pub forward_signals: bool,
@@ -133,7 +191,9 @@ impl Job {
                 kill_signal: Signal::SIGTERM,
                 kill_grace: DEFAULT_KILL_GRACE,
             },
-            input: None,
+            stdin: Feed::Null,
+            stdout: Route::Capture,
+            stderr: Route::Capture,
             ignore_status: false,
             forward_signals: true,
         }
@@ -144,15 +204,38 @@ impl Job {
         self.forward_signals && self.spec.leads_group()
     }
 
-    pub(crate) async fn run(self) -> Result<Output> {
+    /// Start the child as this job says (not yet reading its output).
+    pub(crate) fn spawn_child(&self) -> Result<Child> {
+        let line = self.spec.command_line();
+        let [a, b, c] = self
+            .stdio()
+            .map_err(|e| Error::spawn(&line, "cannot duplicate an fd given as stdio", e))?;
         let mut cmd = Command::from_spec(self.spec.clone());
-        cmd.stdin(self.stdin_kind());
+        cmd.stdin(a).stdout(b).stderr(c);
         let mut child = cmd.spawn_with(&[], self.on_drop(), self.limits)?;
         if self.forwards_signals() {
             child.forward_signals();
         }
-        let input = self.input.as_deref().unwrap_or_default();
-        let collected = child.collect(input, [true, true]).await?;
+        Ok(child)
+    }
+
+    /// `Exec::spawn`: the child with its limits, its stdin bytes written
+    /// by a task.
+    pub(crate) fn spawn(self) -> Result<Child> {
+        let mut child = self.spawn_child()?;
+        if let (Feed::Bytes(bytes), Some(mut stdin)) = (self.stdin, child.stdin.take()) {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                // EPIPE: the child chose not to read it all; not an error.
+                let _ = stdin.write_all(&bytes).await;
+            });
+        }
+        Ok(child)
+    }
+
+    pub(crate) async fn run(self) -> Result<Output> {
+        let mut child = self.spawn_child()?;
+        let collected = child.collect(self.input(), self.sinks()).await?;
         judge(
             &self.spec.command_line(),
             &self.limits,
@@ -166,13 +249,51 @@ impl Job {
         into_text(&line, self.run().await?)
     }
 
-    /// stdin is a pipe only when there are bytes to write.
-    pub(crate) fn stdin_kind(&self) -> Stdio {
-        if self.input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
+    /// The bytes to write to stdin (none unless `stdin(bytes)`).
+    pub(crate) fn input(&self) -> &[u8] {
+        match &self.stdin {
+            Feed::Bytes(bytes) => bytes,
+            _ => &[],
         }
+    }
+
+    /// What the child's stdin, stdout and stderr are: a pipe for bytes we
+    /// write and for a stream we capture or tee; the caller's fd, a
+    /// duplicate of it (an `Exec` can run twice).
+    pub(crate) fn stdio(&self) -> std::io::Result<[Stdio; 3]> {
+        let fd = |fd: &Arc<OwnedFd>| fd.try_clone().map(Stdio::from);
+        let stdin = match &self.stdin {
+            Feed::Null => Stdio::null(),
+            Feed::Bytes(_) => Stdio::piped(),
+            Feed::Inherit => Stdio::inherit(),
+            Feed::Fd(f) => fd(f)?,
+        };
+        let out = |route: &Route| -> std::io::Result<Stdio> {
+            Ok(match route {
+                Route::Capture | Route::Tee => Stdio::piped(),
+                Route::Inherit => Stdio::inherit(),
+                Route::Null => Stdio::null(),
+                Route::Fd(f) => fd(f)?,
+            })
+        };
+        Ok([stdin, out(&self.stdout)?, out(&self.stderr)?])
+    }
+
+    /// Where what the child writes goes in this process: kept up to
+    /// `max_buffer`, teed to our own stdout/stderr, or nowhere (routed
+    /// elsewhere, or merged into stdout by `stderr_to_stdout`).
+    pub(crate) fn sinks(&self) -> [Option<Sink>; 2] {
+        let sink = |route: &Route, own: i32| match route {
+            Route::Capture => Some(Sink::keep(self.limits.max_buffer)),
+            Route::Tee => Some(Sink::Tee(Tee::new(own))),
+            _ => None,
+        };
+        let stderr = if self.spec.merge_stderr {
+            None
+        } else {
+            sink(&self.stderr, 2)
+        };
+        [sink(&self.stdout, 1), stderr]
     }
 
     /// A dropped future (or a panic) kills the tree like a timeout does.

@@ -64,6 +64,10 @@ pub fn fork(program: impl AsRef<OsStr>) -> Fork {
         stdio: [None, None, None],
         silent: false,
         kill_on_drop: false,
+        limits: Limits {
+            kill_signal: crate::Signal::SIGTERM,
+            ..Limits::UNLIMITED
+        },
     }
 }
 
@@ -90,8 +94,14 @@ pub struct Fork {
     stdio: [Option<Stdio>; 3],
     silent: bool,
     kill_on_drop: bool,
+    limits: Limits,
 }
 
+/// `Fork` is built by value (`fork(..).args(..).spawn()`), where `Command`
+/// takes `&mut self` as std's does: the crate's contract fixes
+/// `Fork::spawn(self)`, and a `Fork` holds [`Stdio`]s, which own fds and
+/// cannot be used twice, so a `Fork` is used once anyway. Build it in
+/// steps by reassigning: `let mut f = fork(p); if verbose { f = f.args(["-v"]) }`.
 impl Fork {
     /// Arguments for the program (after the script, for an interpreter).
     ///
@@ -206,6 +216,117 @@ impl Fork {
         self
     }
 
+    /// Remove a variable from the child's environment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let mut worker = child_process::fork("sh")
+    ///     .args(["-c", "test -z \"$HOME\""])
+    ///     .env_remove("HOME")
+    ///     .spawn()?;
+    /// assert!(worker.wait().await?.success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Fork {
+        self.spec.set_env(key.as_ref(), None);
+        self
+    }
+
+    /// Start from an empty environment (the channel variables are still
+    /// set). Without `PATH`, a bare program name is looked up in
+    /// `/usr/local/bin:/usr/bin:/bin`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let mut worker = child_process::fork("sh")
+    ///     .args(["-c", "test -z \"$HOME\" && test \"$NODE_CHANNEL_FD\" = 3"])
+    ///     .env_clear()
+    ///     .spawn()?;
+    /// assert!(worker.wait().await?.success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn env_clear(mut self) -> Fork {
+        self.spec.clear_env();
+        self
+    }
+
+    /// Kill the child if it runs longer than `timeout` (Node's `timeout`
+    /// option of `fork`), enforced by [`Child::wait`] as for
+    /// [`Command::timeout`](crate::Command::timeout): `kill_signal`
+    /// (default `SIGTERM`), `SIGKILL` after `kill_grace`, then
+    /// [`Error::Timeout`](crate::Error::Timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let mut worker = child_process::fork("sleep").args(["30"]).timeout(Duration::from_millis(50)).spawn()?;
+    /// assert!(worker.wait().await.unwrap_err().is_timeout());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Fork {
+        self.limits.timeout = Some(timeout);
+        self
+    }
+
+    /// The signal a timeout sends first (default `SIGTERM`, Node's
+    /// `killSignal`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let mut worker = child_process::fork("sleep")
+    ///     .args(["30"])
+    ///     .timeout(Duration::from_millis(50))
+    ///     .kill_signal(child_process::Signal::SIGINT)
+    ///     .spawn()?;
+    /// assert!(worker.wait().await.unwrap_err().is_timeout());
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[doc(alias = "killSignal")]
+    pub fn kill_signal(mut self, signal: crate::Signal) -> Fork {
+        self.limits.kill_signal = signal;
+        self
+    }
+
+    /// How long after the timeout's first signal `SIGKILL` follows
+    /// (default 2 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let mut worker = child_process::fork("sh")
+    ///     .args(["-c", "trap '' TERM; sleep 30"])
+    ///     .timeout(Duration::from_millis(50))
+    ///     .kill_grace(Duration::from_millis(100))
+    ///     .spawn()?;
+    /// assert!(worker.wait().await.unwrap_err().is_timeout());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn kill_grace(mut self, grace: std::time::Duration) -> Fork {
+        self.limits.kill_grace = grace;
+        self
+    }
+
     /// Pipe the child's stdin, stdout and stderr to the parent instead of
     /// inheriting them, as Node's `silent: true`.
     ///
@@ -313,6 +434,7 @@ impl Fork {
             stdio,
             silent,
             kill_on_drop,
+            limits,
         } = self;
         let is_script = Path::new(&program)
             .extension()
@@ -358,8 +480,7 @@ impl Fork {
             .stdout(stdout.unwrap_or_else(default))
             .stderr(stderr.unwrap_or_else(default));
         let on_drop = OnDrop::kill_on_drop(kill_on_drop);
-        let mut child =
-            cmd.spawn_with(&[(theirs.as_fd(), CHANNEL_FD)], on_drop, Limits::UNLIMITED)?;
+        let mut child = cmd.spawn_with(&[(theirs.as_fd(), CHANNEL_FD)], on_drop, limits)?;
         drop(theirs);
         let channel = Channel::from_fd(ours).map_err(|e| match e {
             Error::Channel(ChannelError::Io(source)) => Error::spawn(

@@ -204,23 +204,95 @@ macro_rules! exec_knobs {
                 self
             }
 
-            /// Write these bytes to the child's stdin, then close it (default:
-            /// stdin is `/dev/null`). A child that exits without reading them
-            /// all is not an error.
+            /// What the child reads (default: `/dev/null`): bytes (`&str`,
+            /// `String`, `Vec<u8>`, `&[u8]`), which are written to it and then
+            /// closed, or a [`Stdio`](crate::Stdio): a `File`,
+            /// `Stdio::inherit()`, `Stdio::null()`. A child that exits without
+            /// reading all the bytes is not an error. See
+            /// [`Input`](crate::Input).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use child_process as cp;
+            ///
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> cp::Result<()> {
+            /// let out = cp::exec("tr a-z A-Z").stdin("shout").await?;
+            /// assert_eq!(out.stdout, b"SHOUT");
+            /// let from_file = cp::exec("wc -l").stdin(std::fs::File::open("/etc/passwd")?).text().await?;
+            /// # let _ = from_file;
+            /// # Ok(())
+            /// # }
+            /// ```
+            #[doc(alias = "input")]
+            pub fn stdin(mut self, input: impl Into<crate::Input>) -> $ty {
+                self.job.stdin = input.into().into();
+                self
+            }
+
+            /// Where the child's stdout goes (default: captured into
+            /// [`Output`](crate::Output)). `Stdio::inherit()`, `Stdio::null()`,
+            /// a `File` or an `OwnedFd` send it elsewhere, and `Output.stdout`
+            /// is then empty; `Stdio::tee()` shows it live and keeps its last
+            /// 64 KiB; `Stdio::piped()` is the default.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use child_process as cp;
+            ///
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> cp::Result<()> {
+            #[doc = concat!("let out = cp::", $quick, ".stdout(cp::Stdio::null()).await?;")]
+            /// assert!(out.stdout.is_empty());
+            /// # Ok(())
+            /// # }
+            /// ```
+            pub fn stdout(mut self, stdio: impl Into<crate::Stdio>) -> $ty {
+                self.job.stdout = stdio.into().into();
+                self
+            }
+
+            /// Where the child's stderr goes (default: captured, and its last
+            /// lines are in the error of a failed run). As for
+            /// [`stdout`](Self::stdout); `Stdio::tee()` is what a build script
+            /// wants: the output live, and still the reason in the error.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use child_process as cp;
+            ///
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> cp::Result<()> {
+            #[doc = concat!("let out = cp::", $quick, ".stderr(cp::Stdio::inherit()).await?;")]
+            /// assert!(out.stderr.is_empty());
+            /// # Ok(())
+            /// # }
+            /// ```
+            pub fn stderr(mut self, stdio: impl Into<crate::Stdio>) -> $ty {
+                self.job.stderr = stdio.into().into();
+                self
+            }
+
+            /// Send stderr where stdout goes, through the same pipe (the
+            /// shell's `2>&1`), so interleaved writes keep their order;
+            /// `Output.stderr` is then empty. Whatever `stderr(..)` says is
+            /// not used.
             ///
             /// # Examples
             ///
             /// ```
             /// # #[tokio::main(flavor = "current_thread")]
             /// # async fn main() -> child_process::Result<()> {
-            /// let out = child_process::exec("tr a-z A-Z").stdin("shout").await?;
-            /// assert_eq!(out.stdout, b"SHOUT");
+            /// let out = child_process::exec("echo 1; echo 2 >&2; echo 3").stderr_to_stdout().await?;
+            /// assert_eq!(out.stdout, b"1\n2\n3\n");
             /// # Ok(())
             /// # }
             /// ```
-            #[doc(alias = "input")]
-            pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> $ty {
-                self.job.input = Some(bytes.into());
+            pub fn stderr_to_stdout(mut self) -> $ty {
+                self.job.spec.merge_stderr = true;
                 self
             }
 
@@ -292,6 +364,92 @@ macro_rules! exec_knobs {
             pub fn forward_signals(mut self, forward: bool) -> $ty {
                 self.job.forward_signals = forward;
                 self
+            }
+
+            /// Start the child and return it at once, with the run's
+            /// guarantees: [`Child::wait`](crate::Child::wait) fails with
+            /// [`Error::Timeout`](crate::Error::Timeout) after the timeout
+            /// (having killed the group with `kill_signal`, then `SIGKILL`
+            /// after `kill_grace`), and dropping the `Child` before it was
+            /// reaped kills the group as a dropped `exec` does. The streams
+            /// that would be captured are pipes you read (`child.stdout`,
+            /// `child.stderr`); bytes given to `stdin(..)` are written by a
+            /// task of the runtime, then stdin is closed. Terminal signals are
+            /// forwarded to the group as for `.await`.
+            ///
+            /// A non-zero exit is in the status `wait` returns, not an error
+            /// (there is no output here to judge).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use child_process as cp;
+            /// use tokio::io::{AsyncBufReadExt, BufReader};
+            ///
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> cp::Result<()> {
+            /// let mut child = cp::exec("echo one; echo two").spawn()?;
+            /// let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            /// while let Some(line) = lines.next_line().await? {
+            ///     println!("{line}");
+            /// }
+            /// assert!(child.wait().await?.success());
+            /// # Ok(())
+            /// # }
+            /// ```
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Spawn`](crate::Error::Spawn); outside a tokio runtime too.
+            pub fn spawn(self) -> Result<crate::Child> {
+                self.job.spawn()
+            }
+
+            /// Start the child and give its stdout and stderr as a stream of
+            /// lines while it runs, with every guarantee of `.await`: see
+            /// [`Lines`](crate::Lines). The stream ends with the run's result
+            /// (an `Err` item when `.await` would have failed).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use child_process as cp;
+            /// use futures::StreamExt;
+            ///
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> cp::Result<()> {
+            #[doc = concat!("let mut lines = cp::", $quick, ".lines()?;")]
+            /// while let Some(line) = lines.next().await {
+            ///     println!("{}", line?.text());
+            /// }
+            /// # Ok(())
+            /// # }
+            /// ```
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Spawn`](crate::Error::Spawn) when the child cannot be
+            /// started (also outside a tokio runtime); the run's own errors
+            /// come as the stream's last item.
+            pub fn lines(self) -> Result<crate::Lines> {
+                crate::Lines::start(self.job)
+            }
+
+            /// A pipeline: this program's stdout feeds `next`'s stdin, without
+            /// a shell (`self | next`). See [`Pipeline`](crate::Pipeline).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # fn main() -> child_process::Result<()> {
+            /// use child_process as cp;
+            #[doc = concat!("let out = cp::", $quick, ".pipe(cp::exec_file(\"tr\", [\"a-z\", \"A-Z\"])).text_sync()?;")]
+            /// assert_eq!(out, "HI");
+            /// # Ok(())
+            /// # }
+            /// ```
+            pub fn pipe(self, next: impl Into<crate::Pipeline>) -> crate::Pipeline {
+                crate::Pipeline::from(self).then(next)
             }
 
             /// Run to completion on this thread, without a tokio runtime

@@ -79,6 +79,8 @@ mod reaper;
 mod knobs;
 mod exec;
 mod exec_file;
+mod stream;
+mod pipeline;
 mod blocking;
 mod fork;
 mod channel;
@@ -91,6 +93,7 @@ mod sys;
 // For the fuzz harness in fuzz/ only: cargo-fuzz builds with `--cfg fuzzing`.
 #[cfg(fuzzing)]
 pub use capture::fuzz_rules;
+pub use capture::Line;
 #[cfg(fuzzing)]
 pub use channel::fuzz_framing;
 pub use channel::{worker_args, Channel, ChannelReceiver, ChannelSender};
@@ -100,5 +103,7 @@ pub use error::{ChannelError, CommandLine, Error, ExitStatus, Output, Result, St
 pub use exec::{exec, Exec, ExecFuture, TextFuture};
 pub use exec_file::{exec_file, ExecFile};
 pub use fork::{fork, Fork};
+pub use pipeline::Pipeline;
 pub use signal::{ParseSignalError, Signal};
-pub use stdio::{ChildStderr, ChildStdin, ChildStdout, Stdio};
+pub use stdio::{ChildStderr, ChildStdin, ChildStdout, Input, Stdio};
+pub use stream::Lines;

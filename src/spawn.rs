@@ -31,6 +31,8 @@ pub(crate) struct Spec {
     /// Run the child in the process group of this (living, unreaped)
     /// process instead: the later stages of a pipeline join the first's.
     pub join_group: Option<libc::pid_t>,
+    /// Give the child's stderr the same target as its stdout (2>&1).
+    pub merge_stderr: bool,
     /// Run the child in a session of its own (`setsid`).
     pub new_session: bool,
     /// How error messages show the command; by default the quoted argv.
@@ -209,6 +211,13 @@ pub(crate) fn spawn_raw(
     let io_err = |e: io::Error| Error::spawn(line, describe_resource_error(&e, "create a pipe"), e);
     let mut parent = [None, None, None];
     let mut child_ends: [Option<OwnedFd>; 3] = [None, None, None];
+    // 2>&1: stderr is whatever stdout is (one pipe, so the order of
+    // interleaved writes is kept); what `stdio[2]` says is not used.
+    let stdio = if spec.merge_stderr {
+        [stdio[0], stdio[1], &StdioKind::Inherit]
+    } else {
+        stdio
+    };
     for (i, kind) in stdio.iter().enumerate() {
         if let StdioKind::Piped = kind {
             let (read, write) = sys::pipe().map_err(io_err)?;
@@ -257,11 +266,21 @@ pub(crate) fn spawn_raw(
             StdioKind::Piped => child_ends[i].as_ref().map(|fd| fd.as_fd()),
             StdioKind::Null => dev_null,
             StdioKind::Fd(fd) => Some(reopened[i].as_ref().map_or(fd.as_fd(), |r| r.as_fd())),
-            StdioKind::Inherit => None,
+            // A tee is the caller's to carry out; here it is the parent's
+            // own stream, as inherit.
+            StdioKind::Inherit | StdioKind::Tee => None,
         };
         if let Some(fd) = fd {
             wanted.push((fd, i as RawFd));
         }
+    }
+    if spec.merge_stderr {
+        let stdout = match wanted.iter().find(|&&(_, target)| target == 1) {
+            Some(&(fd, _)) => fd,
+            // stdout is inherited: the parent's fd 1, which stays open.
+            None => sys::own_fd(1),
+        };
+        wanted.push((stdout, 2));
     }
     wanted.extend_from_slice(extra);
     for &(fd, _) in &wanted {

@@ -11,7 +11,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
-use crate::capture::Capture;
+use crate::capture::Sink;
 use crate::sys;
 
 /// Where one of a child's standard streams goes.
@@ -47,6 +47,8 @@ pub(crate) enum StdioKind {
     Inherit,
     Null,
     Fd(OwnedFd),
+    /// This process's own stream, and captured (see [`Stdio::tee`]).
+    Tee,
 }
 
 impl Stdio {
@@ -106,8 +108,124 @@ impl Stdio {
         Stdio(StdioKind::Null)
     }
 
+    /// Show the stream live *and* keep it: the child's output goes to this
+    /// process's own stdout or stderr as it arrives, and the last 64 KiB of
+    /// it are kept in the result (so an `exec` that fails carries the tail
+    /// of its stderr in the error). `max_buffer` does not apply: nothing
+    /// piles up in memory. execa's `stdout: ['pipe', 'inherit']`.
+    ///
+    /// For [`exec`](crate::exec), [`exec_file`](crate::exec_file) and
+    /// pipelines. A [`Command`](crate::Command) or [`fork`](crate::fork)
+    /// child hands its pipes to you, so there it means `inherit`.
+    ///
+    /// What to use in a build script: `.stderr(Stdio::tee())` (and
+    /// `.stdout(Stdio::inherit())`), so `cargo build` prints as it goes and
+    /// a failure still says why.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use child_process as cp;
+    ///
+    /// # fn main() -> cp::Result<()> {
+    /// let err = cp::exec("echo compiling; echo 'error: oops' >&2; exit 101")
+    ///     .stdout(cp::Stdio::inherit())
+    ///     .stderr(cp::Stdio::tee())
+    ///     .run_sync()
+    ///     .unwrap_err();
+    /// assert!(err.to_string().ends_with("stderr:\nerror: oops"), "{err}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn tee() -> Stdio {
+        Stdio(StdioKind::Tee)
+    }
+
     pub(crate) fn kind(&self) -> &StdioKind {
         &self.0
+    }
+}
+
+/// What a child of [`exec`](crate::exec) or [`exec_file`](crate::exec_file)
+/// reads as its stdin: bytes the crate writes (then end of file), or a
+/// [`Stdio`] (a file, `inherit`, `null`).
+///
+/// It comes from what `stdin(..)` is given: `&str`, `String`, `Vec<u8>`,
+/// `&[u8]`, a byte string literal, a [`Stdio`], a [`File`] or an [`OwnedFd`].
+///
+/// # Examples
+///
+/// ```
+/// use child_process as cp;
+///
+/// # fn main() -> cp::Result<()> {
+/// assert_eq!(cp::exec("tr a-z A-Z").stdin("bytes").text_sync()?, "BYTES");
+/// let file = std::fs::File::open("/etc/hostname")?;
+/// let out = cp::exec("wc -c").stdin(file).text_sync()?;
+/// # let _ = out;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Input(pub(crate) InputKind);
+
+#[derive(Debug)]
+pub(crate) enum InputKind {
+    Bytes(Vec<u8>),
+    Stdio(Stdio),
+}
+
+impl From<Vec<u8>> for Input {
+    fn from(bytes: Vec<u8>) -> Input {
+        Input(InputKind::Bytes(bytes))
+    }
+}
+
+impl From<&[u8]> for Input {
+    fn from(bytes: &[u8]) -> Input {
+        Input(InputKind::Bytes(bytes.to_vec()))
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for Input {
+    fn from(bytes: &[u8; N]) -> Input {
+        Input(InputKind::Bytes(bytes.to_vec()))
+    }
+}
+
+impl From<String> for Input {
+    fn from(text: String) -> Input {
+        Input(InputKind::Bytes(text.into_bytes()))
+    }
+}
+
+impl From<&String> for Input {
+    fn from(text: &String) -> Input {
+        Input(InputKind::Bytes(text.as_bytes().to_vec()))
+    }
+}
+
+impl From<&str> for Input {
+    fn from(text: &str) -> Input {
+        Input(InputKind::Bytes(text.as_bytes().to_vec()))
+    }
+}
+
+impl From<Stdio> for Input {
+    fn from(stdio: Stdio) -> Input {
+        Input(InputKind::Stdio(stdio))
+    }
+}
+
+impl From<File> for Input {
+    fn from(file: File) -> Input {
+        Input(InputKind::Stdio(file.into()))
+    }
+}
+
+impl From<OwnedFd> for Input {
+    fn from(fd: OwnedFd) -> Input {
+        Input(InputKind::Stdio(fd.into()))
     }
 }
 
@@ -132,6 +250,7 @@ impl fmt::Debug for Stdio {
             StdioKind::Inherit => f.write_str("Stdio::inherit()"),
             StdioKind::Null => f.write_str("Stdio::null()"),
             StdioKind::Fd(fd) => write!(f, "Stdio::from(fd {})", fd.as_raw_fd()),
+            StdioKind::Tee => f.write_str("Stdio::tee()"),
         }
     }
 }
@@ -176,7 +295,7 @@ impl Pipe {
     }
 
     /// Read once into `capture` when the pipe is readable.
-    async fn read_capture(&self, capture: &mut Capture) -> io::Result<usize> {
+    async fn read_capture(&self, capture: &mut Sink) -> io::Result<usize> {
         loop {
             let mut guard = self.0.readable().await?;
             match guard.try_io(|fd| capture.read_from(fd.as_fd())) {
@@ -390,7 +509,7 @@ impl AsyncWrite for ChildStdin {
 macro_rules! async_read {
     ($name:ident) => {
         impl $name {
-            pub(crate) async fn read_capture(&self, capture: &mut Capture) -> io::Result<usize> {
+            pub(crate) async fn read_capture(&self, capture: &mut Sink) -> io::Result<usize> {
                 self.0.read_capture(capture).await
             }
         }

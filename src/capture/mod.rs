@@ -13,12 +13,15 @@
 //! [`Capture`] is the buffer one output stream is read into.
 
 mod buffer;
+mod lines;
 mod result;
 mod rules;
 #[cfg(any(test, fuzzing))]
 mod sim;
 
-pub(crate) use buffer::Capture;
+pub(crate) use buffer::{Sink, Tee};
+pub use lines::Line;
+pub(crate) use lines::{LineSink, Queue};
 pub(crate) use result::{into_text, judge, Collected};
 pub(crate) use rules::{deadline_after, Action, Ending, Event, Limits, Rules, DEFAULT_KILL_GRACE};
 #[cfg(fuzzing)]

@@ -177,6 +177,11 @@ impl Rules {
         }
     }
 
+    /// One more process in the run (a pipeline's next stage).
+    pub(crate) fn add_member(&mut self) {
+        self.members.push(Member::default());
+    }
+
     /// Start reading these streams (those the driver captures).
     pub(crate) fn capture(&mut self, read: [bool; 2]) {
         self.open = read;
@@ -205,6 +210,16 @@ impl Rules {
     /// The streams still being read (stdout, stderr).
     pub(crate) fn reading(&self) -> [bool; 2] {
         self.open
+    }
+
+    /// The processes whose exit is still to be seen, as bits (at most 64
+    /// processes in a run: a pipeline has at most 64 stages).
+    pub(crate) fn watching(&self) -> u64 {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !m.exited)
+            .fold(0, |bits, (i, _)| bits | 1 << i)
     }
 
     /// Whether every process was reaped.

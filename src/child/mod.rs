@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::task::{Context, Poll};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -11,7 +12,9 @@ use tokio::io::unix::AsyncFd;
 
 mod collect;
 
-use crate::capture::{Ending, Limits, Rules};
+pub(crate) use collect::{drive, Io, Run};
+
+use crate::capture::{Ending, Limits, Rules, Sink};
 use crate::channel::Channel;
 use crate::error::{ChannelError, CommandLine, Error, ExitStatus, Output, Result};
 use crate::kill::{reap, signal_tree, Ended, OnDrop, Proc};
@@ -249,6 +252,11 @@ impl Child {
         }
     }
 
+    /// Whether the child was reaped (its status, or its loss, is known).
+    pub(crate) fn reaped(&self) -> bool {
+        self.status.is_some()
+    }
+
     /// The child as the kill and reap functions see it.
     pub(crate) fn proc(&self) -> Proc<'_> {
         Proc {
@@ -267,20 +275,25 @@ impl Child {
         }
     }
 
-    /// Wait until the child has exited, without reaping it: its pid and
-    /// group id stay reserved, so the group can still be signalled safely.
-    pub(crate) async fn exited(&mut self) -> Result<()> {
+    /// Whether the child has exited, as a poll (not reaped: its pid and
+    /// group id stay reserved, so the group can still be signalled
+    /// safely). A poll, so a driver can watch several children at once.
+    pub(crate) fn poll_exited(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         if self.status.is_some() {
-            return Ok(());
+            return Poll::Ready(Ok(()));
         }
+        let pid = self.pid;
         let watch = self
             .watch
             .as_mut()
             .expect("an unreaped child has an exit watch");
         let result = match watch {
-            ExitWatch::Pidfd(fd) => fd.readable().await.map(|_| ()),
+            ExitWatch::Pidfd(fd) => match fd.poll_read_ready(cx) {
+                Poll::Ready(ready) => ready.map(drop),
+                Poll::Pending => return Poll::Pending,
+            },
             ExitWatch::Sigchld(_) | ExitWatch::Poll(_) => loop {
-                match sys::has_exited(self.pid) {
+                match sys::has_exited(pid) {
                     Ok(true) => break Ok(()),
                     Ok(false) => {}
                     // Reaped by someone else (the kernel, when SIGCHLD is
@@ -288,14 +301,17 @@ impl Child {
                     Err(e) if e.raw_os_error() == Some(libc::ECHILD) => break Ok(()),
                     Err(e) => break Err(e),
                 }
-                match watch {
-                    ExitWatch::Sigchld(signal) => drop(signal.recv().await),
-                    ExitWatch::Poll(timer) => drop(timer.tick().await),
+                let woke = match watch {
+                    ExitWatch::Sigchld(signal) => signal.poll_recv(cx).map(drop),
+                    ExitWatch::Poll(timer) => timer.poll_tick(cx).map(drop),
                     ExitWatch::Pidfd(_) => unreachable!("handled above"),
+                };
+                if woke.is_pending() {
+                    return Poll::Pending;
                 }
             },
         };
-        result.map_err(|e| Error::io(&self.line, e))
+        Poll::Ready(result.map_err(|e| Error::io(&self.line, e)))
     }
 
     /// Pass the signals a terminal or a service manager sends this process
@@ -388,7 +404,7 @@ impl Child {
     /// picks up where it left off.
     pub async fn wait(&mut self) -> Result<ExitStatus> {
         self.stdin = None;
-        let collected = self.collect(&[], [false, false]).await?;
+        let collected = self.collect(&[], [None, None]).await?;
         match collected.ending {
             Ending::Exited => collected
                 .status
@@ -427,8 +443,9 @@ impl Child {
     /// [`Command::kill_on_drop`](crate::Command::kill_on_drop)).
     pub async fn wait_with_output(mut self) -> Result<Output> {
         self.stdin = None;
-        let captured = [self.stdout.is_some(), self.stderr.is_some()];
-        let collected = self.collect(&[], captured).await?;
+        let keep = |piped: bool| piped.then(|| Sink::keep(usize::MAX));
+        let sinks = [keep(self.stdout.is_some()), keep(self.stderr.is_some())];
+        let collected = self.collect(&[], sinks).await?;
         match collected.ending {
             Ending::Exited => collected.into_output(&self.line),
             _ => Err(self.rules_error(collected)),

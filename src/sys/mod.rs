@@ -533,3 +533,34 @@ pub(crate) fn blocking_stdio(fd: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> 
         )),
     }
 }
+
+/// Write all of `bytes` to `fd`, one of this process's own (1 or 2), which
+/// may be non-blocking (a terminal shared with a runtime): on `EAGAIN`, wait
+/// until it takes more. Stops at the first other error.
+pub(crate) fn write_all_blocking(fd: RawFd, mut bytes: &[u8]) -> io::Result<()> {
+    let borrowed = own_fd(fd);
+    while !bytes.is_empty() {
+        match write(borrowed, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut fds = [libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                }];
+                poll(&mut fds, None)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// This process's own stdin, stdout or stderr (`n` is 0, 1 or 2).
+pub(crate) fn own_fd(n: RawFd) -> BorrowedFd<'static> {
+    assert!((0..=2).contains(&n), "only the standard streams");
+    // SAFETY: fds 0-2 are this process's standard streams, which std and
+    // the runtime never close: the borrow cannot outlive the fd.
+    unsafe { BorrowedFd::borrow_raw(n) }
+}

@@ -146,17 +146,31 @@ async fn issue_11_kill_group_reaches_a_leader_that_left() {
 /// the destructor; the child gets the kill signal and is reaped.
 #[tokio::test]
 async fn issue_11_dropped_future_with_infinite_grace_does_not_panic() {
-    let before = crate::support::children().len();
-    let run = tokio::spawn(cp::exec("sleep 30").kill_grace(Duration::MAX).into_future());
-    crate::support::wait_until_async(Duration::from_secs(5), "sleep started", || {
-        crate::support::children().len() > before
+    let dir = TempDir::new("maxgrace");
+    let pidfile = dir.0.join("pid");
+    let line = format!(
+        "echo $$ > {0}.tmp && mv {0}.tmp {0} && exec sleep 30",
+        pidfile.display()
+    );
+    let run = tokio::spawn(cp::exec(line).kill_grace(Duration::MAX).into_future());
+    crate::support::wait_until_async(Duration::from_secs(10), "sleep started", || {
+        pidfile.exists()
     })
     .await;
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     run.abort();
     assert!(
         run.await.unwrap_err().is_cancelled(),
         "no panic, just cancelled"
     );
+    // The kill signal went out at the drop; SIGKILL never will.
+    wait_until(Duration::from_secs(5), "the dropped child died", || {
+        !alive(pid)
+    });
 }
 
 /// 11.7: a process started with `NODE_CHANNEL_FD` (and the other channel

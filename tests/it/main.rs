@@ -7,6 +7,7 @@ mod fork;
 mod isolated;
 mod issue_10;
 mod issue_11;
+mod issue_13;
 mod regression;
 mod reliability;
 mod signals;

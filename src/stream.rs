@@ -1,0 +1,161 @@
+//! `Exec::lines`: the output of a running `exec` as a stream of lines, with
+//! every guarantee of `exec` (timeout, tree kill, `Error::Exit` at the end).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::capture::{judge, Line, LineSink, Queue, Sink};
+use crate::error::{Error, ExitStatus, Output, Result, Stream};
+use crate::exec::{Job, Route};
+
+/// The lines a running [`exec`](crate::exec) or
+/// [`exec_file`](crate::exec_file) writes to stdout and stderr, as they
+/// arrive: a [`Stream`](futures_core::Stream) of `Result<Line>`, from
+/// [`Exec::lines`](crate::Exec::lines).
+///
+/// Each [`Line`] says which stream it came from. The stream ends with the
+/// run: after the last line, a run that failed gives one `Err` with the same
+/// error `.await` would give ([`Error::Exit`] with the stderr tail,
+/// [`Error::Timeout`], ...), then `None`; a run that succeeded just ends.
+/// The timeout, the kill of the tree, `kill_signal` and `kill_grace` work as
+/// for `.await`, whether or not the lines are being taken; `max_buffer`
+/// does not apply (nothing piles up: reading pauses while 1,024 lines wait
+/// to be taken).
+///
+/// # Cancellation
+///
+/// Dropping `Lines` before the end kills the child's process group, as
+/// dropping an `exec` future does.
+///
+/// # Examples
+///
+/// ```
+/// use child_process as cp;
+/// use futures::StreamExt;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cp::Result<()> {
+/// let mut lines = cp::exec("echo compiling; echo 'warning: x' >&2")
+///     .timeout(Duration::from_secs(60))
+///     .lines()?;
+/// while let Some(line) = lines.next().await {
+///     let line = line?;
+///     println!("{:>6} | {}", line.stream(), line.text());
+/// }
+/// assert!(lines.status().unwrap().success());
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "streams do nothing unless polled"]
+pub struct Lines {
+    queue: Queue,
+    run: Option<Pin<Box<dyn Future<Output = Result<Output>> + Send>>>,
+    error: Option<Error>,
+    status: Option<ExitStatus>,
+}
+
+impl Lines {
+    pub(crate) fn start(job: Job) -> Result<Lines> {
+        let mut child = job.spawn_child()?;
+        let queue = Queue::default();
+        let lines = |route: &Route, stream| match route {
+            Route::Capture | Route::Tee => Some(Sink::Lines(LineSink::new(stream, queue.clone()))),
+            _ => None,
+        };
+        let out = lines(&job.stdout, Stream::Stdout);
+        let err = if job.spec.merge_stderr {
+            None
+        } else {
+            lines(&job.stderr, Stream::Stderr)
+        };
+        let run = async move {
+            let collected = child.collect(job.input(), [out, err]).await?;
+            judge(
+                &job.spec.command_line(),
+                &job.limits,
+                job.ignore_status,
+                collected,
+            )
+        };
+        Ok(Lines {
+            queue,
+            run: Some(Box::pin(run)),
+            error: None,
+            status: None,
+        })
+    }
+
+    /// How the child ended, once the stream has ended successfully;
+    /// `None` before (or after a failure: the error said how).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// use futures::StreamExt;
+    /// let mut lines = child_process::exec("echo hi").lines()?;
+    /// while let Some(line) = lines.next().await {
+    ///     line?;
+    /// }
+    /// assert_eq!(lines.status().unwrap().code(), Some(0));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn status(&self) -> Option<ExitStatus> {
+        self.status
+    }
+
+    fn pop(&self) -> Option<Line> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+    }
+}
+
+impl futures_core::Stream for Lines {
+    type Item = Result<Line>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Line>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(line) = this.pop() {
+                return Poll::Ready(Some(Ok(line)));
+            }
+            if let Some(error) = this.error.take() {
+                return Poll::Ready(Some(Err(error)));
+            }
+            let Some(run) = &mut this.run else {
+                return Poll::Ready(None);
+            };
+            // Driving the run reads more lines (while fewer than 1,024
+            // wait), watches the exit and the timeout.
+            match run.as_mut().poll(cx) {
+                Poll::Ready(result) => {
+                    this.run = None;
+                    match result {
+                        Ok(output) => this.status = Some(output.status),
+                        Err(error) => this.error = Some(error),
+                    }
+                }
+                Poll::Pending if this.queue.lock().map_or(true, |q| q.is_empty()) => {
+                    return Poll::Pending
+                }
+                Poll::Pending => {}
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Lines {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lines")
+            .field("running", &self.run.is_some())
+            .field("status", &self.status)
+            .finish()
+    }
+}
