@@ -2,8 +2,8 @@
 //! `child_process`, in one run.
 //!
 //! ```sh
-//! cargo bench --bench compare -- --quick   # under 2 minutes on 2 cores
-//! cargo bench --bench compare              # full run, under 10 minutes
+//! cargo bench --bench compare -- --quick   # under 3 minutes on 2 cores
+//! cargo bench --bench compare              # full run, under 12 minutes
 //! cargo bench --bench compare -- spawn ipc # only some workloads
 //! ```
 //!
@@ -12,6 +12,12 @@
 //! (the order rotates every round), after a warm-up of each peer, and reports
 //! the median over the rounds. The table is printed and written to
 //! `bench/RESULTS.md` with the machine's kernel, CPUs and tool versions.
+//!
+//! Ours runs in every runtime shape a user has: a current-thread runtime, a
+//! multi-thread runtime (2 workers) inside `tokio::spawn`, the same runtime
+//! directly in `block_on` (what `#[tokio::main]` gives `main`), and the
+//! blocking forms with no runtime. A target over several shapes holds only
+//! if the worst of them meets it, and shows that one first.
 //!
 //! Measurements that must not disturb the others (a parent holding 1 GiB,
 //! peak RSS of a capture, 1,000 children in flight, IPC workers) run in a
@@ -69,26 +75,27 @@ fn main() {
     let started = Instant::now();
     let mut report = Report::default();
     let mut ours_small_spawn = None;
-    if selected("spawn") {
+    // Each workload's wall time goes to stderr, to keep the run's budget in
+    // view (`--quick` under 3 minutes, the full run under 12).
+    let timed = |name: &str, f: &mut dyn FnMut()| {
+        if selected(name) {
+            let t = Instant::now();
+            f();
+            eprintln!("{name}: {:.0} s", t.elapsed().as_secs_f64());
+        }
+    };
+    timed("spawn", &mut || {
         let s = bench_spawn(&p);
-        ours_small_spawn = s.median_of("ours, null stdio");
+        ours_small_spawn = s.median_of(&spawn_ours(Shape::CurrentThread));
         report.sections.push(s);
-    }
-    if selected("big") {
-        report.sections.push(bench_big_parent(&p, ours_small_spawn));
-    }
-    if selected("exec") {
-        report.sections.push(bench_exec(&p));
-    }
-    if selected("capture") {
-        report.sections.push(bench_capture(&p));
-    }
-    if selected("inflight") {
-        report.sections.push(bench_inflight(&p));
-    }
-    if selected("ipc") {
-        report.sections.extend(bench_ipc(&p));
-    }
+    });
+    timed("big", &mut || {
+        report.sections.push(bench_big_parent(&p, ours_small_spawn))
+    });
+    timed("exec", &mut || report.sections.push(bench_exec(&p)));
+    timed("capture", &mut || report.sections.extend(bench_capture(&p)));
+    timed("inflight", &mut || report.sections.push(bench_inflight(&p)));
+    timed("ipc", &mut || report.sections.extend(bench_ipc(&p)));
     let markdown = report.render(&p, started.elapsed());
     print!("{markdown}");
     let path = PathBuf::from(MANIFEST_DIR).join("bench/RESULTS.md");
@@ -248,8 +255,11 @@ fn current_thread() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// A multi-thread runtime with 2 workers (what `#[tokio::main]` gives on
+/// this 2-core machine, fixed so that other machines measure the same).
 fn multi_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime")
@@ -343,6 +353,66 @@ fn zombies() -> usize {
 }
 
 // ---------------------------------------------------------------------------
+// Runtime shapes
+// ---------------------------------------------------------------------------
+
+/// Where ours runs: the shapes a user's program has.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `Builder::new_current_thread()` + `block_on`.
+    CurrentThread,
+    /// A multi-thread runtime (2 workers), inside `tokio::spawn`.
+    Task,
+    /// A multi-thread runtime (2 workers) directly in `block_on`: what
+    /// `#[tokio::main]` gives `main`.
+    MtBlockOn,
+    /// The blocking form, no runtime at all.
+    Blocking,
+}
+
+impl Shape {
+    const ASYNC: [Shape; 3] = [Shape::CurrentThread, Shape::Task, Shape::MtBlockOn];
+
+    /// The words that end a row label.
+    fn words(self) -> &'static str {
+        match self {
+            Shape::CurrentThread => "current-thread runtime",
+            Shape::Task => "multi-thread runtime, in a spawned task",
+            Shape::MtBlockOn => "multi-thread `block_on` (`#[tokio::main]`)",
+            Shape::Blocking => "blocking, no runtime",
+        }
+    }
+
+    /// The name in "ours vs this" and in the targets.
+    fn short(self) -> &'static str {
+        match self {
+            Shape::CurrentThread => "current-thread",
+            Shape::Task => "in a spawned task",
+            Shape::MtBlockOn => "multi-thread `block_on`",
+            Shape::Blocking => "blocking",
+        }
+    }
+}
+
+/// Run `work` in an async shape, on a runtime built for this call and
+/// dropped after it: a program has one runtime, and an idle second one
+/// would wake on every `SIGCHLD` (tokio's signal pipe is shared). Building
+/// and dropping the runtime is not timed: `work` times itself.
+fn run_in<F>(shape: Shape, work: F) -> Sample
+where
+    F: std::future::Future<Output = Sample> + Send + 'static,
+{
+    match shape {
+        Shape::CurrentThread => current_thread().block_on(work),
+        Shape::MtBlockOn => multi_thread().block_on(work),
+        Shape::Task => multi_thread()
+            .block_on(async { tokio::spawn(work).await })
+            .map_err(|e| e.to_string())?,
+        Shape::Blocking => Err("the blocking shape has no runtime".into()),
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Spawning
 // ---------------------------------------------------------------------------
 
@@ -403,10 +473,45 @@ fn ok_status(success: bool) -> Result<(), String> {
     }
 }
 
+fn ours_spawn_sync() -> Result<(), String> {
+    let out = ours_true(true).output_sync().map_err(|e| e.to_string())?;
+    ok_status(out.status.success())
+}
+
+/// Our rows of a workload: the async shapes say where they run; the
+/// blocking one names its call.
+fn ours_label(what: &str, shape: Shape, blocking_call: &str) -> String {
+    match shape {
+        Shape::Blocking => format!("ours {blocking_call}, no runtime"),
+        _ => format!("ours{what}, {}", shape.words()),
+    }
+}
+
+/// `(name, ours row, peer row)` for each shape, for `Section::target_worst`.
+fn shape_pairs(
+    shapes: &[Shape],
+    ours: impl Fn(Shape) -> String,
+    peer: impl Fn(Shape) -> String,
+) -> Vec<(String, String, String)> {
+    shapes
+        .iter()
+        .map(|&s| (s.short().to_string(), ours(s), peer(s)))
+        .collect()
+}
+
+const SPAWN_STD: &str = "std `status()`";
+const SPAWN_NODE: &str = "Node `spawn`, stdio 'ignore'";
+
+fn spawn_ours(shape: Shape) -> String {
+    ours_label("", shape, "`output_sync()`")
+}
+
+fn spawn_tokio(shape: Shape) -> String {
+    format!("tokio `status()`, {}", shape.words())
+}
+
 fn bench_spawn(p: &Params) -> Section {
     let n = p.spawn_n;
-    let ct = current_thread();
-    let mt = multi_thread();
     let node_spawn = |mode: &'static str| {
         move || {
             let v = run_json(node("spawn.js").args([mode, &n.to_string()]))?;
@@ -414,55 +519,109 @@ fn bench_spawn(p: &Params) -> Section {
             field(&v, "ns_per_op")
         }
     };
-    let mut peers = vec![
-        Peer::new("ours, null stdio", || {
-            ct.block_on(async { per_op_async(n, || ours_spawn_wait(true)).await })
-        }),
-        Peer::new("ours, default (piped) stdio", || {
-            ct.block_on(async { per_op_async(n, || ours_spawn_wait(false)).await })
-        }),
-        Peer::new("ours, null stdio, multi-thread runtime", || {
-            mt.block_on(async { per_op_async(n, || ours_spawn_wait(true)).await })
-        }),
-        Peer::new("std `status()`, null stdio", || {
-            per_op(n, || std_spawn_wait(false))
-        }),
-        Peer::new("tokio `status()`, null stdio", || {
-            ct.block_on(async { per_op_async(n, tokio_spawn_wait).await })
-        }),
-        Peer::new("Node `spawn`, stdio 'ignore'", node_spawn("spawn")),
-        Peer::new("Node `spawn`, pipes", node_spawn("spawn-pipe")),
-        Peer::new("Node `spawnSync`, stdio 'ignore'", node_spawn("spawnSync")),
-    ];
+    let piped = "ours, default (piped) stdio, current-thread runtime";
+    let mut peers = Vec::new();
+    for shape in Shape::ASYNC {
+        peers.push(Peer::new(spawn_ours(shape), move || {
+            run_in(shape, per_op_async(n, || ours_spawn_wait(true)))
+        }));
+    }
+    peers.push(Peer::new(spawn_ours(Shape::Blocking), move || {
+        per_op(n, ours_spawn_sync)
+    }));
+    peers.push(Peer::new(piped, move || {
+        run_in(
+            Shape::CurrentThread,
+            per_op_async(n, || ours_spawn_wait(false)),
+        )
+    }));
+    peers.push(Peer::new(SPAWN_STD, move || {
+        per_op(n, || std_spawn_wait(false))
+    }));
+    for shape in Shape::ASYNC {
+        peers.push(Peer::new(spawn_tokio(shape), move || {
+            run_in(shape, per_op_async(n, tokio_spawn_wait))
+        }));
+    }
+    peers.push(Peer::new(SPAWN_NODE, node_spawn("spawn")));
+    peers.push(Peer::new("Node `spawn`, pipes", node_spawn("spawn-pipe")));
+    peers.push(Peer::new(
+        "Node `spawnSync`, stdio 'ignore'",
+        node_spawn("spawnSync"),
+    ));
     interleave("spawn", p.spawn_rounds, &mut peers, true);
     let mut s = Section::new(
         "spawn + wait `/bin/true`",
         format!(
-            "{n} spawns per round, {} rounds; time per spawn+wait. Ours and tokio on a \
-             current-thread runtime unless noted; Node awaits `'exit'`.",
+            "{n} spawns per round, {} rounds; time per spawn+wait, null stdio unless noted. \
+             Ours and tokio in each runtime shape: a current-thread runtime, a multi-thread \
+             runtime (2 workers) inside `tokio::spawn`, the same runtime directly in \
+             `block_on` (what `#[tokio::main]` gives `main`); ours also blocking \
+             (`Command::output_sync()` with null stdio), with no runtime. Node awaits `'exit'`.",
             p.spawn_rounds
         ),
         Unit::Time,
         &peers,
     );
-    s.compare("ours, null stdio", "std `status()`, null stdio");
-    s.compare("ours, null stdio", "tokio `status()`, null stdio");
-    s.compare("ours, null stdio", "Node `spawn`, stdio 'ignore'");
-    s.compare("ours, null stdio", "Node `spawnSync`, stdio 'ignore'");
-    s.compare("ours, default (piped) stdio", "Node `spawn`, pipes");
-    s.target_ratio(
-        "≤ 1.05× std",
-        "ours, null stdio",
-        "std `status()`, null stdio",
-        1.05,
+    let all = [
+        Shape::CurrentThread,
+        Shape::Task,
+        Shape::MtBlockOn,
+        Shape::Blocking,
+    ];
+    for shape in all {
+        s.compare_named(&spawn_ours(shape), &ours_short(shape), SPAWN_STD);
+        s.compare_named(&spawn_ours(shape), &ours_short(shape), SPAWN_NODE);
+    }
+    for shape in Shape::ASYNC {
+        s.compare_named(&spawn_ours(shape), &ours_short(shape), &spawn_tokio(shape));
+    }
+    s.compare_named(
+        &spawn_ours(Shape::Blocking),
+        &ours_short(Shape::Blocking),
+        "Node `spawnSync`, stdio 'ignore'",
     );
-    s.target_speedup(
-        "≥ 1.6× faster than Node `spawn`",
-        "ours, null stdio",
-        "Node `spawn`, stdio 'ignore'",
-        1.6,
+    s.compare_named(piped, "ours piped", "Node `spawn`, pipes");
+    shape_targets(&mut s, &spawn_ours, SPAWN_STD, &spawn_tokio);
+    s.target_worst(
+        "≥ 1.6× faster than Node `spawn`, every shape",
+        &shape_pairs(&all, spawn_ours, |_| SPAWN_NODE.into()),
+        Bound::AtLeast(1.6),
     );
     s
+}
+
+fn ours_short(shape: Shape) -> String {
+    format!("ours {}", shape.short())
+}
+
+/// The targets spawn and exec share: against std by shape, and never slower
+/// than tokio in the same shape.
+fn shape_targets(
+    s: &mut Section,
+    ours: &dyn Fn(Shape) -> String,
+    std: &str,
+    tokio: &dyn Fn(Shape) -> String,
+) {
+    s.target_worst(
+        "≤ 1.05× std: current-thread, in a spawned task, blocking",
+        &shape_pairs(
+            &[Shape::CurrentThread, Shape::Task, Shape::Blocking],
+            ours,
+            |_| std.into(),
+        ),
+        Bound::AtMost(1.05),
+    );
+    s.target_worst(
+        "≤ 1.10× std: multi-thread `block_on`",
+        &shape_pairs(&[Shape::MtBlockOn], ours, |_| std.into()),
+        Bound::AtMost(1.10),
+    );
+    s.target_worst(
+        "never slower than tokio in the same shape",
+        &shape_pairs(&Shape::ASYNC, ours, tokio),
+        Bound::AtMost(1.0),
+    );
 }
 
 async fn per_op_async<F, Fut>(n: usize, mut op: F) -> Sample
@@ -637,74 +796,98 @@ fn check_hello(stdout: &[u8]) -> Result<(), String> {
     }
 }
 
+async fn ours_exec_once() -> Result<(), String> {
+    let out = cp::exec("echo hello").await.map_err(|e| e.to_string())?;
+    check_hello(&out.stdout)
+}
+
+fn ours_exec_sync_once() -> Result<(), String> {
+    let out = cp::exec("echo hello")
+        .run_sync()
+        .map_err(|e| e.to_string())?;
+    check_hello(&out.stdout)
+}
+
+fn std_exec_once() -> Result<(), String> {
+    let out = StdCommand::new("/bin/sh")
+        .args(["-c", "echo hello"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    check_hello(&out.stdout)
+}
+
+async fn tokio_exec_once() -> Result<(), String> {
+    let out = tokio::process::Command::new("/bin/sh")
+        .args(["-c", "echo hello"])
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    check_hello(&out.stdout)
+}
+
+const EXEC_STD: &str = "std `sh -c` + `output()`";
+const EXEC_NODE: &str = "Node `exec` (callback)";
+
+fn exec_ours(shape: Shape) -> String {
+    ours_label(" `exec`", shape, "`exec(..).run_sync()`")
+}
+
+fn exec_tokio(shape: Shape) -> String {
+    format!("tokio `sh -c` + `output()`, {}", shape.words())
+}
+
 fn bench_exec(p: &Params) -> Section {
     let n = p.exec_n;
-    let ct = current_thread();
-    let mut peers = vec![
-        Peer::new("ours `exec`", || {
-            ct.block_on(per_op_async(n, || async {
-                let out = cp::exec("echo hello").await.map_err(|e| e.to_string())?;
-                check_hello(&out.stdout)
-            }))
-        }),
-        Peer::new("ours `exec(..).run_sync()`", || {
-            per_op(n, || {
-                let out = cp::exec("echo hello")
-                    .run_sync()
-                    .map_err(|e| e.to_string())?;
-                check_hello(&out.stdout)
-            })
-        }),
-        Peer::new("std `sh -c` + `output()`", || {
-            per_op(n, || {
-                let out = StdCommand::new("/bin/sh")
-                    .args(["-c", "echo hello"])
-                    .output()
-                    .map_err(|e| e.to_string())?;
-                check_hello(&out.stdout)
-            })
-        }),
-        Peer::new("tokio `sh -c` + `output()`", || {
-            ct.block_on(per_op_async(n, || async {
-                let out = tokio::process::Command::new("/bin/sh")
-                    .args(["-c", "echo hello"])
-                    .output()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                check_hello(&out.stdout)
-            }))
-        }),
-        Peer::new("Node `exec` (callback)", || {
-            let v = run_json(node("exec.js").arg(n.to_string()))?;
-            check_failures(&v)?;
-            field(&v, "ns_per_op")
-        }),
-    ];
+    let mut peers = Vec::new();
+    for shape in Shape::ASYNC {
+        peers.push(Peer::new(exec_ours(shape), move || {
+            run_in(shape, per_op_async(n, ours_exec_once))
+        }));
+    }
+    peers.push(Peer::new(exec_ours(Shape::Blocking), move || {
+        per_op(n, ours_exec_sync_once)
+    }));
+    peers.push(Peer::new(EXEC_STD, move || per_op(n, std_exec_once)));
+    for shape in Shape::ASYNC {
+        peers.push(Peer::new(exec_tokio(shape), move || {
+            run_in(shape, per_op_async(n, tokio_exec_once))
+        }));
+    }
+    peers.push(Peer::new(EXEC_NODE, move || {
+        let v = run_json(node("exec.js").arg(n.to_string()))?;
+        check_failures(&v)?;
+        field(&v, "ns_per_op")
+    }));
     interleave("exec", p.exec_rounds, &mut peers, true);
     let mut s = Section::new(
         "`exec(\"echo hello\")` with the output captured",
         format!(
-            "{n} calls per round, {} rounds; time per call, output checked.",
+            "{n} calls per round, {} rounds; time per call, output checked. Ours and tokio \
+             in the runtime shapes of the spawn workload; ours also `run_sync()`, with no \
+             runtime.",
             p.exec_rounds
         ),
         Unit::Time,
         &peers,
     );
-    s.compare("ours `exec`", "std `sh -c` + `output()`");
-    s.compare("ours `exec`", "tokio `sh -c` + `output()`");
-    s.compare("ours `exec`", "Node `exec` (callback)");
-    s.compare("ours `exec(..).run_sync()`", "std `sh -c` + `output()`");
-    s.target_ratio(
-        "≤ 1.05× std",
-        "ours `exec`",
-        "std `sh -c` + `output()`",
-        1.05,
-    );
-    s.target_speedup(
-        "≥ 2× faster than Node `exec`",
-        "ours `exec`",
-        "Node `exec` (callback)",
-        2.0,
+    let all = [
+        Shape::CurrentThread,
+        Shape::Task,
+        Shape::MtBlockOn,
+        Shape::Blocking,
+    ];
+    for shape in all {
+        s.compare_named(&exec_ours(shape), &ours_short(shape), EXEC_STD);
+        s.compare_named(&exec_ours(shape), &ours_short(shape), EXEC_NODE);
+    }
+    for shape in Shape::ASYNC {
+        s.compare_named(&exec_ours(shape), &ours_short(shape), &exec_tokio(shape));
+    }
+    shape_targets(&mut s, &exec_ours, EXEC_STD, &exec_tokio);
+    s.target_worst(
+        "≥ 2× faster than Node `exec`, every shape",
+        &shape_pairs(&all, exec_ours, |_| EXEC_NODE.into()),
+        Bound::AtLeast(2.0),
     );
     s
 }
@@ -761,31 +944,52 @@ fn mode_drain(pipe: usize, bytes: usize, prog: &[String]) -> Result<Value, Strin
     Ok(json!({ "secs": secs, "len": total }))
 }
 
-/// `--mode capture <ours|std|tokio> <bytes> <program> <args..>`: capture the
-/// producer's stdout whole, in this fresh process, and report the time and
-/// this process's peak RSS.
+/// `--mode capture <who> <bytes> <program> <args..>`: capture the producer's
+/// stdout whole, in this fresh process, and report the time and this
+/// process's peak RSS. `who`: `ours-ct` (or `ours`), `ours-mt` (a
+/// multi-thread runtime in `block_on`), `ours-task` (the same, inside
+/// `tokio::spawn`), `ours-sync` (`run_sync()`), `std`, `tokio` (a
+/// current-thread runtime).
 fn mode_capture(who: &str, bytes: usize, prog: &[String]) -> Result<Value, String> {
+    let (file, args) = (prog[0].clone(), prog[1..].to_vec());
+    let ours = move || {
+        std::future::IntoFuture::into_future(cp::exec_file(file, args).max_buffer(usize::MAX))
+    };
+    // Runtimes are built before the clock starts.
+    let rt = match who {
+        "ours" | "ours-ct" | "tokio" => Some(current_thread()),
+        "ours-mt" | "ours-task" => Some(multi_thread()),
+        _ => None,
+    };
     let start = Instant::now();
-    let (len, ok) = match who {
-        "ours" => {
-            let out = current_thread()
-                .block_on(async {
-                    cp::exec_file(&prog[0], &prog[1..])
-                        .max_buffer(usize::MAX)
-                        .await
-                })
+    let (len, ok) = match (who, &rt) {
+        ("ours" | "ours-ct" | "ours-mt", Some(rt)) => {
+            let out = rt.block_on(ours()).map_err(|e| e.to_string())?;
+            (out.stdout.len(), out.status.success())
+        }
+        ("ours-task", Some(rt)) => {
+            let out = rt
+                .block_on(async { tokio::spawn(ours()).await })
+                .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
             (out.stdout.len(), out.status.success())
         }
-        "std" => {
+        ("ours-sync", _) => {
+            let out = cp::exec_file(&prog[0], &prog[1..])
+                .max_buffer(usize::MAX)
+                .run_sync()
+                .map_err(|e| e.to_string())?;
+            (out.stdout.len(), out.status.success())
+        }
+        ("std", _) => {
             let out = StdCommand::new(&prog[0])
                 .args(&prog[1..])
                 .output()
                 .map_err(|e| e.to_string())?;
             (out.stdout.len(), out.status.success())
         }
-        "tokio" => {
-            let out = current_thread()
+        ("tokio", Some(rt)) => {
+            let out = rt
                 .block_on(async {
                     tokio::process::Command::new(&prog[0])
                         .args(&prog[1..])
@@ -804,180 +1008,365 @@ fn mode_capture(who: &str, bytes: usize, prog: &[String]) -> Result<Value, Strin
     Ok(json!({ "secs": secs, "len": len, "maxrss_kib": peak_rss_kib() }))
 }
 
-fn bench_capture(p: &Params) -> Section {
+/// A file of `bytes` zero bytes in a fresh temporary directory, written,
+/// synced and read once so that it sits in the page cache, clean; removed
+/// on drop.
+struct CachedFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl CachedFile {
+    fn create(bytes: usize) -> std::io::Result<CachedFile> {
+        let dir = std::env::temp_dir().join(format!("compare-capture-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let file = CachedFile {
+            path: dir.join("zeros"),
+            dir,
+        };
+        let mut f = std::fs::File::create(&file.path)?;
+        let block = vec![0u8; MIB];
+        let mut left = bytes;
+        while left > 0 {
+            let k = left.min(block.len());
+            f.write_all(&block[..k])?;
+            left -= k;
+        }
+        // Written back now, not while a capture is timed.
+        f.sync_all()?;
+        drop(f);
+        let mut f = std::fs::File::open(&file.path)?;
+        let mut buf = vec![0u8; MIB];
+        let mut total = 0;
+        loop {
+            let k = f.read(&mut buf)?;
+            if k == 0 {
+                break;
+            }
+            total += k;
+        }
+        if total != bytes {
+            return Err(std::io::Error::other(format!(
+                "read back {total} bytes of {bytes}"
+            )));
+        }
+        Ok(file)
+    }
+}
+
+impl Drop for CachedFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A producer of the capture workloads.
+struct Producer {
+    /// Its name in the section title.
+    name: String,
+    /// How it writes, for the setup text.
+    writes: &'static str,
+    argv: Vec<String>,
+    /// How much faster than std `output()` ours must be.
+    factor: f64,
+}
+
+/// Our capture rows: `(who for --mode capture, shape, row label)`.
+const CAPTURE_OURS: [(&str, Shape, &str); 4] = [
+    (
+        "ours-mt",
+        Shape::MtBlockOn,
+        "ours, multi-thread `block_on` (`#[tokio::main]`)",
+    ),
+    (
+        "ours-task",
+        Shape::Task,
+        "ours, multi-thread runtime, in a spawned task",
+    ),
+    (
+        "ours-ct",
+        Shape::CurrentThread,
+        "ours, current-thread runtime",
+    ),
+    (
+        "ours-sync",
+        Shape::Blocking,
+        "ours `run_sync()`, no runtime",
+    ),
+];
+const CAPTURE_STD: &str = "std `output()`";
+const CAPTURE_TOKIO: &str = "tokio `output()`, current-thread runtime";
+const CAPTURE_NODE: &str = "Node `execFile`, buffer, maxBuffer ∞";
+
+fn bench_capture(p: &Params) -> Vec<Section> {
     let bytes = p.capture_bytes;
     let exe = std::env::current_exe()
         .expect("current_exe")
         .to_string_lossy()
         .into_owned();
     let b = bytes.to_string();
-    let producers: Vec<(&str, Vec<String>)> = vec![
-        (
-            "`head -c N /dev/zero`",
-            vec!["head".into(), "-c".into(), b.clone(), "/dev/zero".into()],
-        ),
-        (
-            "`dd if=/dev/zero bs=1M`",
-            vec![
-                "dd".into(),
-                "if=/dev/zero".into(),
-                "bs=1M".into(),
-                format!("count={}", bytes / MIB),
-                "status=none".into(),
-            ],
-        ),
-        (
-            "`dd if=/dev/zero bs=64K`",
-            vec![
+    eprintln!("capture: writing a {} file", human_bytes(bytes));
+    let cached = CachedFile::create(bytes);
+    let cat_path = match &cached {
+        Ok(f) => f.path.to_string_lossy().into_owned(),
+        Err(e) => {
+            eprintln!("capture: cannot make the file for `cat`: {e}");
+            "/nonexistent/compare-capture".into()
+        }
+    };
+    let producers = [
+        Producer {
+            name: "`head -c N /dev/zero`".into(),
+            writes: "4 KiB `write`s",
+            argv: vec!["head".into(), "-c".into(), b.clone(), "/dev/zero".into()],
+            factor: 1.0,
+        },
+        Producer {
+            name: "`dd if=/dev/zero bs=64K`".into(),
+            writes: "64 KiB `write`s",
+            argv: vec![
                 "dd".into(),
                 "if=/dev/zero".into(),
                 "bs=64K".into(),
                 format!("count={}", bytes / (64 << 10)),
                 "status=none".into(),
             ],
-        ),
-        (
-            "this binary, 64 KiB `write`s",
-            vec![
-                exe.clone(),
-                "--mode".into(),
-                "produce".into(),
-                b.clone(),
-                (64 << 10).to_string(),
-            ],
-        ),
-        (
-            "this binary, 1 MiB `write`s",
-            vec![
+            factor: 1.5,
+        },
+        Producer {
+            name: "a 1 MiB writer (this binary, `--mode produce`)".into(),
+            writes: "1 MiB `write`s",
+            argv: vec![
                 exe,
                 "--mode".into(),
                 "produce".into(),
                 b.clone(),
                 MIB.to_string(),
             ],
-        ),
+            factor: 1.5,
+        },
+        Producer {
+            name: "`cat` of a file in the page cache".into(),
+            writes: "`cat`'s own buffer: 128 KiB `write`s with coreutils 9",
+            argv: vec!["cat".into(), cat_path],
+            factor: 1.0,
+        },
     ];
+    // Node and tokio capture from this producer only.
+    let reference = 1;
+
     // The producer's ceiling: a consumer that reads into one reused buffer.
     let mut ceiling_peers: Vec<Peer<'_>> = Vec::new();
-    for (name, argv) in &producers {
+    for prod in &producers {
         for pipe in [0usize, MIB] {
-            let argv = argv.clone();
-            let b = b.clone();
+            let argv = &prod.argv;
+            let b = &b;
             let label = if pipe == 0 {
-                format!("{name}, 64 KiB pipe")
+                "64 KiB pipe (the default)"
             } else {
-                format!("{name}, 1 MiB pipe")
+                "pipe grown to 1 MiB (`F_SETPIPE_SZ`)"
             };
             ceiling_peers.push(Peer::new(label, move || {
-                let v = run_json(myself().args(["drain", &pipe.to_string(), &b]).args(&argv))?;
+                let v = run_json(myself().args(["drain", &pipe.to_string(), b]).args(argv))?;
                 Ok(field(&v, "len")? / field(&v, "secs")? / 1e9)
             }));
         }
     }
-    interleave("producers", p.producer_rounds, &mut ceiling_peers, false);
-    // Pick the producer whose worse ceiling (default pipe or 1 MiB pipe) is
-    // the best: it must not be the bottleneck for any consumer.
-    let best = (0..producers.len())
-        .filter_map(|i| {
-            let a = median(&ceiling_peers[2 * i].values)?;
-            let b = median(&ceiling_peers[2 * i + 1].values)?;
-            Some((i, a.min(b)))
-        })
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map_or(0, |(i, _)| i);
-    let (producer_name, producer) = producers[best].clone();
+    interleave(
+        "capture ceilings",
+        p.producer_rounds,
+        &mut ceiling_peers,
+        false,
+    );
     let ceiling_rows: Vec<Row> = ceiling_peers.iter().map(Row::from_peer).collect();
+    drop(ceiling_peers);
 
+    // Every capture of every producer, interleaved together. A peer's key
+    // (its producer and row label) is unique; the rows drop the producer.
     let rss_cell = std::cell::RefCell::new(std::collections::BTreeMap::<String, Vec<f64>>::new());
-    let record = |label: &str, v: &Value| -> Sample {
+    let record = |key: &str, v: &Value| -> Sample {
         let secs = field(v, "secs")?;
         let kib = field(v, "maxrss_kib")?;
         rss_cell
             .borrow_mut()
-            .entry(label.to_string())
+            .entry(key.to_string())
             .or_default()
             .push(kib / 1024.0);
         Ok(bytes as f64 / secs / 1e9)
     };
-    let rust = |who: &'static str, label: &'static str| {
-        let producer = &producer;
-        let b = &b;
-        let record = &record;
-        move || {
-            let v = run_json(myself().args(["capture", who, b]).args(producer))?;
-            record(label, &v)
+    let record = &record;
+    let b = &b;
+    let mut peers: Vec<Peer<'_>> = Vec::new();
+    let mut meta: Vec<(usize, &'static str)> = Vec::new();
+    for (i, prod) in producers.iter().enumerate() {
+        let argv = &prod.argv;
+        let mut rows: Vec<(&'static str, &'static str)> = vec![(CAPTURE_STD, "std")];
+        rows.extend(CAPTURE_OURS.iter().map(|(who, _, label)| (*label, *who)));
+        if i == reference {
+            rows.push((CAPTURE_TOKIO, "tokio"));
         }
-    };
-    let mut peers = vec![
-        Peer::new(
-            "ours `exec_file(..).max_buffer(usize::MAX)`",
-            rust("ours", "ours `exec_file(..).max_buffer(usize::MAX)`"),
-        ),
-        Peer::new("std `output()`", rust("std", "std `output()`")),
-        Peer::new("tokio `output()`", rust("tokio", "tokio `output()`")),
-        Peer::new("Node `execFile`, buffer, maxBuffer ∞", || {
-            let v = run_json(node("capture.js").arg(&b).args(&producer))?;
-            if v.get("ok") != Some(&Value::Bool(true)) {
-                return Err(format!("node capture failed: {v}"));
-            }
-            record("Node `execFile`, buffer, maxBuffer ∞", &v)
-        }),
-    ];
-    interleave("capture", p.capture_rounds, &mut peers, true);
-    let mut rows: Vec<Row> = peers.iter().map(Row::from_peer).collect();
-    drop(peers);
-    let rss = rss_cell.into_inner();
-    for row in &mut rows {
-        if let Some(v) = rss.get(&row.label) {
-            // The warm-up run's RSS is in there too; it is a capture like the others.
-            let hi = v.iter().copied().fold(f64::NAN, f64::max);
-            row.extra = format!(
-                "peak RSS {:.0} MiB (max {:.0})",
-                median(v).unwrap_or(f64::NAN),
-                hi
-            );
+        for (label, who) in rows {
+            let key = format!("{i}: {label}");
+            meta.push((i, label));
+            peers.push(Peer::new(key.clone(), move || {
+                let v = run_json(myself().args(["capture", who, b]).args(argv))?;
+                record(&key, &v)
+            }));
+        }
+        if i == reference {
+            let key = format!("{i}: {CAPTURE_NODE}");
+            meta.push((i, CAPTURE_NODE));
+            peers.push(Peer::new(key.clone(), move || {
+                let v = run_json(node("capture.js").arg(b).args(argv))?;
+                if v.get("ok") != Some(&Value::Bool(true)) {
+                    return Err(format!("node capture failed: {v}"));
+                }
+                record(&key, &v)
+            }));
         }
     }
+    interleave("capture", p.capture_rounds, &mut peers, true);
+    let keyed: Vec<(usize, Row, String)> = peers
+        .iter()
+        .zip(&meta)
+        .map(|(peer, &(i, label))| {
+            let mut row = Row::from_peer(peer);
+            row.label = label.to_string();
+            (i, row, peer.label.clone())
+        })
+        .collect();
+    drop(peers);
+    let rss = rss_cell.into_inner();
+    drop(cached);
+
     let mib = bytes / MIB;
-    let mut s = Section::from_built_rows(
-        &format!("capture {} of stdout", human_bytes(bytes)),
-        format!(
-            "{} rounds; each capture runs in a fresh process (peak RSS = its VmHWM / \
-             Node's `maxRSS`), producer {producer_name} (the best ceiling below, over both pipe sizes), stdout only. GB/s = 10⁹ bytes/s.{}",
-            p.capture_rounds,
-            if p.quick {
-                " Quick mode: a smaller payload than the full run's 1 GiB."
-            } else {
-                ""
-            }
-        ),
-        Unit::GBps,
-        rows,
-    );
-    let ours = "ours `exec_file(..).max_buffer(usize::MAX)`";
-    s.compare(ours, "std `output()`");
-    s.compare(ours, "tokio `output()`");
-    s.compare(ours, "Node `execFile`, buffer, maxBuffer ∞");
-    s.target_speedup(
-        "≥ 1.8× std `output()` throughput",
-        ours,
-        "std `output()`",
-        1.8,
-    );
     let limit = (mib + 64) as f64;
-    let worst = rss
-        .get(ours)
-        .map(|v| v.iter().copied().fold(f64::NAN, f64::max));
-    s.targets.push(Target {
-        text: format!("peak RSS ≤ payload + 64 MiB ({limit:.0} MiB)"),
-        measured: worst.map_or("n/a".into(), |w| format!("{w:.0} MiB (worst round)")),
-        holds: worst.map(|w| w <= limit),
-    });
-    s.sub_tables.push((
-        "Producer ceiling: read into one reused 1 MiB buffer and discarded".into(),
-        ceiling_rows,
-    ));
-    s
+    let mut sections = Vec::new();
+    for (i, prod) in producers.iter().enumerate() {
+        let mut worst_rss: Option<(f64, &str)> = None;
+        let rows: Vec<Row> = keyed
+            .iter()
+            .filter(|(k, _, _)| *k == i)
+            .map(|(_, row, key)| {
+                let mut row = Row {
+                    label: row.label.clone(),
+                    values: row.values.clone(),
+                    errors: row.errors.clone(),
+                    extra: String::new(),
+                };
+                if let Some(v) = rss.get(key) {
+                    // The warm-up run's RSS is in there too; it is a capture
+                    // like the others.
+                    let hi = v.iter().copied().fold(f64::NAN, f64::max);
+                    row.extra = format!(
+                        "peak RSS {:.0} MiB (max {:.0})",
+                        median(v).unwrap_or(f64::NAN),
+                        hi
+                    );
+                    if let Some((_, shape, _)) =
+                        CAPTURE_OURS.iter().find(|(_, _, l)| *l == row.label)
+                    {
+                        if worst_rss.is_none_or(|(w, _)| hi > w) {
+                            worst_rss = Some((hi, shape.short()));
+                        }
+                    }
+                }
+                row
+            })
+            .collect();
+        let mut s = Section::from_built_rows(
+            &format!(
+                "capture {} of stdout from {}",
+                human_bytes(bytes),
+                prod.name
+            ),
+            format!(
+                "The producer makes {}. {} rounds; each capture runs in a fresh process \
+                 (peak RSS = its VmHWM{}), stdout only. Ours is \
+                 `exec_file(prog, args).max_buffer(usize::MAX)` awaited in each runtime \
+                 shape of the spawn workload, or `.run_sync()`; tokio and Node run on one \
+                 producer only. GB/s = 10⁹ bytes/s.{}",
+                prod.writes,
+                p.capture_rounds,
+                if i == reference {
+                    " / Node's `maxRSS`"
+                } else {
+                    ""
+                },
+                if p.quick {
+                    " Quick mode: a smaller payload than the full run's 1 GiB."
+                } else {
+                    ""
+                }
+            ),
+            Unit::GBps,
+            rows,
+        );
+        for (_, shape, label) in CAPTURE_OURS {
+            s.compare_named(label, &ours_short(shape), CAPTURE_STD);
+        }
+        if i == reference {
+            let ct = Shape::CurrentThread;
+            s.compare_named(
+                CAPTURE_OURS
+                    .iter()
+                    .find(|(_, shape, _)| *shape == ct)
+                    .map_or("", |(_, _, label)| label),
+                &ours_short(ct),
+                CAPTURE_TOKIO,
+            );
+            for (_, shape, label) in CAPTURE_OURS {
+                s.compare_named(label, &ours_short(shape), CAPTURE_NODE);
+            }
+        }
+        let pairs: Vec<(String, String, String)> = CAPTURE_OURS
+            .iter()
+            .map(|(_, shape, label)| {
+                (
+                    shape.short().to_string(),
+                    label.to_string(),
+                    CAPTURE_STD.to_string(),
+                )
+            })
+            .collect();
+        s.target_worst(
+            "≥ std `output()` throughput, every shape",
+            &pairs,
+            Bound::AtLeast(1.0),
+        );
+        if prod.factor > 1.0 {
+            s.target_worst(
+                &format!("≥ {}× std `output()` throughput, every shape", prod.factor),
+                &pairs,
+                Bound::AtLeast(prod.factor),
+            );
+        }
+        s.targets.push(Target {
+            text: format!("peak RSS ≤ payload + 64 MiB ({limit:.0} MiB), every shape"),
+            measured: worst_rss.map_or("n/a".into(), |(w, shape)| {
+                format!("{w:.0} MiB (worst round: {shape})")
+            }),
+            holds: worst_rss.map(|(w, _)| w <= limit),
+        });
+        s.sub_tables.push((
+            format!(
+                "Producer ceiling: the same producer read into one reused 1 MiB buffer and \
+                 discarded, {} rounds",
+                p.producer_rounds
+            ),
+            ceiling_rows[2 * i..2 * i + 2]
+                .iter()
+                .map(|r| Row {
+                    label: r.label.clone(),
+                    values: r.values.clone(),
+                    errors: r.errors.clone(),
+                    extra: String::new(),
+                })
+                .collect(),
+        ));
+        sections.push(s);
+    }
+    sections
 }
 
 fn human_bytes(b: usize) -> String {
@@ -1204,7 +1593,7 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             p.ipc_oneway,
             "IPC one-way, small messages",
             Unit::PerSec("msg/s"),
-            "≥ 10× Node",
+            "≥ 10× Node: `feed` + `flush`, receiver parses into `serde_json::Value`",
             10.0,
         ),
         (
@@ -1232,10 +1621,13 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             3.0,
         ),
     ];
+    let serial = "ours, Rust ↔ Rust, `send().await` one by one";
+    let fed = "ours, Rust ↔ Rust, `feed()` then one `flush()` (Node's `send` semantics)";
+    let fed_typed =
+        "ours, Rust ↔ Rust, `feed()` then one `flush()`, typed receiver (`#[derive(Deserialize)]` struct)";
+    let node_row = "Node ↔ Node, `json`";
     let mut sections = Vec::new();
     for (kind, count, title, unit, target, factor) in workloads {
-        let rust_serial = move || rust_ipc(kind, count, false);
-        let rust_batched = move || rust_ipc(kind, count, true);
         let node_peer = move || {
             let v = run_json(node("ipc.js").args(kind.node_args(count)))?;
             match kind {
@@ -1243,17 +1635,20 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                 _ => field(&v, "per_sec"),
             }
         };
-        let mut peers = vec![Peer::new(
-            "ours, Rust ↔ Rust, `send().await` one by one",
-            rust_serial,
-        )];
+        let mut peers = vec![Peer::new(serial, move || {
+            rust_ipc(kind, count, false, Parse::Value)
+        })];
         if !matches!(kind, Ipc::PingPong) {
-            peers.push(Peer::new(
-                "ours, Rust ↔ Rust, `feed()` then one `flush()` (Node's `send` semantics)",
-                rust_batched,
-            ));
+            peers.push(Peer::new(fed, move || {
+                rust_ipc(kind, count, true, Parse::Value)
+            }));
         }
-        peers.push(Peer::new("Node ↔ Node, `json`", node_peer));
+        if matches!(kind, Ipc::OneWay) {
+            peers.push(Peer::new(fed_typed, move || {
+                rust_ipc(kind, count, true, Parse::Typed)
+            }));
+        }
+        peers.push(Peer::new(node_row, node_peer));
         interleave(title, p.ipc_rounds, &mut peers, false);
         let what = match kind {
             Ipc::OneWay => format!("{count} messages `{{\"n\":i}}` parent → child, then one reply"),
@@ -1267,7 +1662,9 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             title,
             format!(
                 "{what}; {} rounds, each a fresh parent/child pair after a warm-up of a tenth of \
-                 the count.{}",
+                 the count. The Rust side parses every message it receives into \
+                 `serde_json::Value`, as Node's parses into an object, unless the row says \
+                 typed.{}",
                 p.ipc_rounds,
                 if p.quick {
                     " Quick mode: fewer messages than the full run."
@@ -1278,37 +1675,66 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             unit,
             &peers,
         );
-        let serial = "ours, Rust ↔ Rust, `send().await` one by one";
-        let fed = "ours, Rust ↔ Rust, `feed()` then one `flush()` (Node's `send` semantics)";
-        s.compare(serial, "Node ↔ Node, `json`");
+        s.compare_named(serial, "ours `send().await`", node_row);
         // Node's `send` returns before the write, as `feed` does: the target
         // compares like with like. Ping-pong waits for each reply anyway.
         let ours = if matches!(kind, Ipc::PingPong) {
             serial
         } else {
-            s.compare(fed, "Node ↔ Node, `json`");
+            s.compare_named(fed, "ours `feed()` + `flush()`", node_row);
             fed
         };
-        s.target_speedup(target, ours, "Node ↔ Node, `json`", factor);
+        if matches!(kind, Ipc::OneWay) {
+            s.compare_named(fed_typed, "ours typed receiver", node_row);
+        }
+        s.target_speedup(target, ours, node_row, factor);
         sections.push(s);
     }
     sections
 }
 
+/// How the Rust side of the IPC workloads parses what it receives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Parse {
+    /// Into `serde_json::Value`, as Node's `JSON.parse` makes an object.
+    Value,
+    /// Into `Msg`, a `#[derive(Deserialize)]` struct.
+    Typed,
+}
+
+impl Parse {
+    fn arg(self) -> &'static str {
+        match self {
+            Parse::Value => "value",
+            Parse::Typed => "typed",
+        }
+    }
+
+    fn from_arg(arg: Option<&String>) -> Result<Parse, String> {
+        match arg.map(String::as_str) {
+            None | Some("value") => Ok(Parse::Value),
+            Some("typed") => Ok(Parse::Typed),
+            Some(other) => Err(format!("unknown parse {other}")),
+        }
+    }
+}
+
 /// The Rust ↔ Rust side of the IPC workloads: this binary forks a copy of
-/// itself (`--mode ipc-child`) with `cp::fork`, and the copy answers through
-/// `cp::Channel::from_parent()`.
-fn rust_ipc(kind: Ipc, count: usize, concurrent: bool) -> Sample {
+/// itself (`--mode ipc-child <value|typed>`) with `cp::fork`, and the copy
+/// answers through `cp::Channel::from_parent()`. Both sides parse what they
+/// receive as `parse` says.
+fn rust_ipc(kind: Ipc, count: usize, concurrent: bool, parse: Parse) -> Sample {
     current_thread().block_on(async move {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = cp::fork(exe)
-            .args(["--mode", "ipc-child"])
+            .args(["--mode", "ipc-child", parse.arg()])
             .spawn()
             .map_err(|e| e.to_string())?;
         let mut channel = child.take_channel().ok_or("fork gave no channel")?;
-        ipc_phase(&mut channel, kind, (count / 10).max(1), concurrent).await?;
+        let warm = (count / 10).max(1);
+        ipc_phase(&mut channel, kind, warm, concurrent, parse).await?;
         let start = Instant::now();
-        ipc_phase(&mut channel, kind, count, concurrent).await?;
+        ipc_phase(&mut channel, kind, count, concurrent, parse).await?;
         let secs = start.elapsed().as_secs_f64();
         channel.disconnect();
         child.wait().await.map_err(|e| e.to_string())?;
@@ -1334,7 +1760,55 @@ struct Msg {
     d: Option<String>,
 }
 
+/// What a receiver reads off a parsed message: `Msg` or a `Value`.
+trait Received: serde::de::DeserializeOwned + serde::Serialize {
+    fn start(&self) -> Option<u64>;
+    fn echo(&self) -> bool;
+    fn done(&self) -> Option<u64>;
+}
+
+impl Received for Msg {
+    fn start(&self) -> Option<u64> {
+        self.start
+    }
+
+    fn echo(&self) -> bool {
+        self.echo == Some(true)
+    }
+
+    fn done(&self) -> Option<u64> {
+        self.done
+    }
+}
+
+impl Received for Value {
+    fn start(&self) -> Option<u64> {
+        self.get("start").and_then(Value::as_u64)
+    }
+
+    fn echo(&self) -> bool {
+        self.get("echo").and_then(Value::as_bool) == Some(true)
+    }
+
+    fn done(&self) -> Option<u64> {
+        self.get("done").and_then(Value::as_u64)
+    }
+}
+
 async fn ipc_phase(
+    channel: &mut cp::Channel,
+    kind: Ipc,
+    count: usize,
+    concurrent: bool,
+    parse: Parse,
+) -> Result<(), String> {
+    match parse {
+        Parse::Value => ipc_phase_as::<Value>(channel, kind, count, concurrent).await,
+        Parse::Typed => ipc_phase_as::<Msg>(channel, kind, count, concurrent).await,
+    }
+}
+
+async fn ipc_phase_as<M: Received>(
     channel: &mut cp::Channel,
     kind: Ipc,
     count: usize,
@@ -1360,7 +1834,7 @@ async fn ipc_phase(
         for i in 0..count {
             channel.send(&msg(i)).await.map_err(e)?;
             channel
-                .recv::<Msg>()
+                .recv::<M>()
                 .await
                 .map_err(e)?
                 .ok_or("child hung up")?;
@@ -1396,44 +1870,53 @@ async fn ipc_phase(
         }
     }
     let done = channel
-        .recv::<Msg>()
+        .recv::<M>()
         .await
         .map_err(e)?
         .ok_or("child hung up")?;
-    if done.done != Some(count as u64) {
+    if done.done() != Some(count as u64) {
         return Err("child counted wrong".into());
     }
     Ok(())
 }
 
-/// `--mode ipc-child`: the worker side, started by `cp::fork`.
-fn mode_ipc_child() -> Result<Value, String> {
+/// `--mode ipc-child [value|typed]`: the worker side, started by `cp::fork`;
+/// it parses every message into a `Value` (the default) or a `Msg`.
+fn mode_ipc_child(parse: Parse) -> Result<Value, String> {
     current_thread().block_on(async {
-        let e = |e: cp::Error| e.to_string();
         let mut parent = cp::Channel::from_parent()
-            .map_err(e)?
+            .map_err(|e| e.to_string())?
             .ok_or("not started by fork")?;
-        let (mut expected, mut got) = (0u64, 0u64);
-        while let Some(m) = parent.recv::<Msg>().await.map_err(e)? {
-            if let Some(k) = m.start {
-                (expected, got) = (k, 0);
-            } else if m.echo == Some(true) {
-                parent.send(&m).await.map_err(e)?;
-            } else {
-                got += 1;
-                if got == expected {
-                    parent
-                        .send(&Msg {
-                            done: Some(got),
-                            ..Msg::default()
-                        })
-                        .await
-                        .map_err(e)?;
-                }
-            }
+        match parse {
+            Parse::Value => ipc_child_loop::<Value>(&mut parent).await?,
+            Parse::Typed => ipc_child_loop::<Msg>(&mut parent).await?,
         }
         Ok(Value::Null)
     })
+}
+
+async fn ipc_child_loop<M: Received>(parent: &mut cp::Channel) -> Result<(), String> {
+    let e = |e: cp::Error| e.to_string();
+    let (mut expected, mut got) = (0u64, 0u64);
+    while let Some(m) = parent.recv::<M>().await.map_err(e)? {
+        if let Some(k) = m.start() {
+            (expected, got) = (k, 0);
+        } else if m.echo() {
+            parent.send(&m).await.map_err(e)?;
+        } else {
+            got += 1;
+            if got == expected {
+                parent
+                    .send(&Msg {
+                        done: Some(got),
+                        ..Msg::default()
+                    })
+                    .await
+                    .map_err(e)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1453,7 +1936,7 @@ fn child_mode(args: &[String]) -> Result<Value, String> {
         Some("drain") => mode_drain(num(1)?, num(2)?, &args[3..]),
         Some("capture") => mode_capture(&args[1], num(2)?, &args[3..]),
         Some("inflight") => mode_inflight(&args[1], num(2)?, &args[3]),
-        Some("ipc-child") => mode_ipc_child(),
+        Some("ipc-child") => mode_ipc_child(Parse::from_arg(args.get(1))?),
         // For profiling one implementation alone, e.g.
         // `strace -c -f target/release/deps/compare-* --mode loop ours 1000`.
         Some("loop") => mode_loop(&args[1], num(2)?),
@@ -1461,32 +1944,39 @@ fn child_mode(args: &[String]) -> Result<Value, String> {
     }
 }
 
-/// `--mode loop <what> <n>`, `what` one of `ours`, `ours-piped`, `std`,
-/// `std-pre-exec`, `tokio`, `exec`, `std-exec`, `ipc-oneway`,
-/// `ipc-oneway-concurrent`, `ipc-pingpong`.
+/// `--mode loop <what> <n>`, `what` one of `ours`, `ours-task`, `ours-mt`,
+/// `ours-sync`, `ours-piped`, `std`, `std-pre-exec`, `tokio`, `tokio-task`,
+/// `tokio-mt`, `exec`, `exec-task`, `exec-mt`, `exec-sync`, `std-exec`,
+/// `tokio-exec`, `ipc-oneway`, `ipc-oneway-concurrent`,
+/// `ipc-oneway-concurrent-typed`, `ipc-pingpong`, `ipc-bulk64k`. `-task` is a
+/// multi-thread runtime inside `tokio::spawn`, `-mt` one in `block_on`,
+/// `-sync` the blocking form; no suffix: a current-thread runtime.
 fn mode_loop(who: &str, n: usize) -> Result<Value, String> {
-    let rt = current_thread();
-    let ns = match who {
-        "ours" => rt.block_on(per_op_async(n, || ours_spawn_wait(true)))?,
-        "ours-piped" => rt.block_on(per_op_async(n, || ours_spawn_wait(false)))?,
-        "std" => per_op(n, || std_spawn_wait(false))?,
-        "std-pre-exec" => per_op(n, || std_spawn_wait(true))?,
-        "tokio" => rt.block_on(per_op_async(n, tokio_spawn_wait))?,
-        "exec" => rt.block_on(per_op_async(n, || async {
-            let out = cp::exec("echo hello").await.map_err(|e| e.to_string())?;
-            check_hello(&out.stdout)
-        }))?,
-        "ipc-oneway" => 1e9 / rust_ipc(Ipc::OneWay, n, false)?,
-        "ipc-oneway-concurrent" => 1e9 / rust_ipc(Ipc::OneWay, n, true)?,
-        "ipc-pingpong" => 1e9 / rust_ipc(Ipc::PingPong, n, false)?,
-        "ipc-bulk64k" => rust_ipc(Ipc::Bulk(64 << 10), n, false)?,
-        "std-exec" => per_op(n, || {
-            let out = StdCommand::new("/bin/sh")
-                .args(["-c", "echo hello"])
-                .output()
-                .map_err(|e| e.to_string())?;
-            check_hello(&out.stdout)
-        })?,
+    let (base, shape) = if let Some(b) = who.strip_suffix("-task") {
+        (b, Shape::Task)
+    } else if let Some(b) = who.strip_suffix("-mt") {
+        (b, Shape::MtBlockOn)
+    } else if let Some(b) = who.strip_suffix("-sync") {
+        (b, Shape::Blocking)
+    } else {
+        (who, Shape::CurrentThread)
+    };
+    let ns = match (base, shape) {
+        ("ours", Shape::Blocking) => per_op(n, ours_spawn_sync)?,
+        ("ours", _) => run_in(shape, per_op_async(n, || ours_spawn_wait(true)))?,
+        ("ours-piped", _) => run_in(shape, per_op_async(n, || ours_spawn_wait(false)))?,
+        ("std", _) => per_op(n, || std_spawn_wait(false))?,
+        ("std-pre-exec", _) => per_op(n, || std_spawn_wait(true))?,
+        ("tokio", _) => run_in(shape, per_op_async(n, tokio_spawn_wait))?,
+        ("exec", Shape::Blocking) => per_op(n, ours_exec_sync_once)?,
+        ("exec", _) => run_in(shape, per_op_async(n, ours_exec_once))?,
+        ("std-exec", _) => per_op(n, std_exec_once)?,
+        ("tokio-exec", _) => run_in(shape, per_op_async(n, tokio_exec_once))?,
+        ("ipc-oneway", _) => 1e9 / rust_ipc(Ipc::OneWay, n, false, Parse::Value)?,
+        ("ipc-oneway-concurrent", _) => 1e9 / rust_ipc(Ipc::OneWay, n, true, Parse::Value)?,
+        ("ipc-oneway-concurrent-typed", _) => 1e9 / rust_ipc(Ipc::OneWay, n, true, Parse::Typed)?,
+        ("ipc-pingpong", _) => 1e9 / rust_ipc(Ipc::PingPong, n, false, Parse::Value)?,
+        ("ipc-bulk64k", _) => rust_ipc(Ipc::Bulk(64 << 10), n, false, Parse::Value)?,
         _ => return Err(format!("unknown loop {who}")),
     };
     Ok(json!({ "ns_per_op": ns }))
@@ -1564,6 +2054,15 @@ impl Row {
     }
 }
 
+/// The bound of `Section::target_worst`, on "how much better ours is".
+#[derive(Clone, Copy)]
+enum Bound {
+    /// Ours at most this many times worse (shown as ours/peer for times).
+    AtMost(f64),
+    /// Ours at least this many times better.
+    AtLeast(f64),
+}
+
 struct Target {
     text: String,
     measured: String,
@@ -1575,8 +2074,8 @@ struct Section {
     setup: String,
     unit: Unit,
     rows: Vec<Row>,
-    /// `(ours, peer)`: a "vs" column entry on the peer's row.
-    comparisons: Vec<(String, String)>,
+    /// `(ours, peer, name of ours)`: a "vs" column entry on the peer's row.
+    comparisons: Vec<(String, String, String)>,
     targets: Vec<Target>,
     notes: Vec<String>,
     sub_tables: Vec<(String, Vec<Row>)>,
@@ -1631,7 +2130,70 @@ impl Section {
     }
 
     fn compare(&mut self, ours: &str, peer: &str) {
-        self.comparisons.push((ours.into(), peer.into()));
+        self.compare_named(ours, &short(ours), peer);
+    }
+
+    /// A "vs" entry that calls our row `name`.
+    fn compare_named(&mut self, ours: &str, name: &str, peer: &str) {
+        self.comparisons
+            .push((ours.into(), peer.into(), name.into()));
+    }
+
+    /// One target over several of our rows (the runtime shapes, the
+    /// producers): every `(name, ours, peer)` pair must meet `bound`. The
+    /// measured column shows the worst pair first, then the others.
+    fn target_worst(&mut self, text: &str, pairs: &[(String, String, String)], bound: Bound) {
+        let unit = self.unit;
+        let mut got: Vec<(&str, f64)> = Vec::new();
+        let mut missing: Vec<&str> = Vec::new();
+        for (name, ours, peer) in pairs {
+            match self.median_of(ours).zip(self.median_of(peer)) {
+                Some((o, p)) => got.push((name, unit.advantage(o, p))),
+                None => missing.push(name),
+            }
+        }
+        // Worst (smallest advantage) first.
+        got.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let shown = |a: f64| match bound {
+            Bound::AtMost(_) => 1.0 / a,
+            Bound::AtLeast(_) => a,
+        };
+        let ok = |a: f64| match bound {
+            Bound::AtMost(limit) => 1.0 / a <= limit,
+            Bound::AtLeast(factor) => a >= factor,
+        };
+        let mut measured = match got.split_first() {
+            None => "n/a".to_string(),
+            Some(((name, a), rest)) => {
+                let mut m = format!("{:.2}×", shown(*a));
+                if pairs.len() > 1 {
+                    let _ = write!(m, " ({name})");
+                    let others: Vec<String> = rest
+                        .iter()
+                        .map(|(n, a)| format!("{n} {:.2}×", shown(*a)))
+                        .collect();
+                    if !others.is_empty() {
+                        let _ = write!(m, "; {}", others.join(", "));
+                    }
+                }
+                m
+            }
+        };
+        if !missing.is_empty() {
+            let _ = write!(measured, "; n/a: {}", missing.join(", "));
+        }
+        let holds = if got.iter().any(|(_, a)| !ok(*a)) {
+            Some(false)
+        } else if got.is_empty() || !missing.is_empty() {
+            None
+        } else {
+            Some(true)
+        };
+        self.targets.push(Target {
+            text: text.into(),
+            measured,
+            holds,
+        });
     }
 
     /// ours / peer (times) must be at most `limit`.
@@ -1673,7 +2235,7 @@ impl Section {
         }
         for (title, rows) in &self.sub_tables {
             let _ = writeln!(out, "{title}:\n");
-            let _ = writeln!(out, "| producer | median | min – max | | |");
+            let _ = writeln!(out, "| pipe | median | min – max | | |");
             let _ = writeln!(out, "|---|---:|---:|---|---|");
             for row in rows {
                 self.render_row(out, row, false);
@@ -1692,8 +2254,8 @@ impl Section {
         let vs: Vec<String> = if with_vs {
             self.comparisons
                 .iter()
-                .filter(|(_, peer)| *peer == row.label)
-                .filter_map(|(ours, _)| {
+                .filter(|(_, peer, _)| *peer == row.label)
+                .filter_map(|(ours, _, name)| {
                     let o = self.median_of(ours)?;
                     let a = unit.advantage(o, med?);
                     let word = if a >= 1.0 {
@@ -1701,7 +2263,7 @@ impl Section {
                     } else {
                         format!("{:.2}× worse", 1.0 / a)
                     };
-                    Some(format!("{}: {word}", short(ours)))
+                    Some(format!("{name}: {word}"))
                 })
                 .collect()
         } else {
