@@ -416,6 +416,21 @@ pub enum ChannelError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// fds sent with a message were lost on the way in: more came in one
+    /// message than a read takes (64), and the kernel closed the rest
+    /// (`MSG_CTRUNC`). The messages themselves are not lost; a
+    /// `NODE_HANDLE` whose fd is missing is refused (`NODE_HANDLE_NACK`), so
+    /// a Node sender sends it again.
+    #[error("fds sent with a message were lost (more than one read can take)")]
+    HandleLost,
+    /// The peer refused a handle we sent (`NODE_HANDLE_NACK`: its fd did
+    /// not arrive) four times, and the message that went with it was not
+    /// delivered. Node warns with `SentHandleNotReceivedWarning`; we return
+    /// this from the next `recv` on the channel.
+    #[error(
+        "the peer refused a handle sent with a message four times; the message was not delivered"
+    )]
+    HandleRefused,
     /// `NODE_CHANNEL_FD` or `NODE_CHANNEL_SERIALIZATION_MODE` is unusable.
     #[error("cannot open the IPC channel from the parent: {reason}")]
     Setup {

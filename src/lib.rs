@@ -96,7 +96,7 @@ pub use capture::fuzz_rules;
 pub use capture::Line;
 #[cfg(fuzzing)]
 pub use channel::fuzz_framing;
-pub use channel::{worker_args, Channel, ChannelReceiver, ChannelSender};
+pub use channel::{worker_args, Channel, ChannelReceiver, ChannelSender, Handle};
 pub use child::Child;
 pub use command::{spawn, Command};
 pub use error::{ChannelError, CommandLine, Error, ExitStatus, Output, Result, Stream};

@@ -21,8 +21,9 @@ pub(super) const READ_CHUNK: usize = 64 * 1024;
 pub(super) enum Step {
     /// A message for the user: `buf[start..end]`, without the `\n`.
     Message(usize, usize),
-    /// A protocol message (`cmd` starting with `NODE_`), with its `cmd`.
-    Internal(String),
+    /// A protocol message (`cmd` starting with `NODE_`), with its `cmd`
+    /// and `buf[start..end]`.
+    Internal(String, usize, usize),
     /// An error for one message (too long, cut off at the end of stream).
     Error(ChannelError),
     /// Nothing complete yet: read more into [`Framer::room`].
@@ -97,7 +98,7 @@ impl Framer {
                         continue;
                     }
                     return match internal_cmd(line) {
-                        Some(cmd) => Step::Internal(cmd),
+                        Some(cmd) => Step::Internal(cmd, start, end),
                         None => Step::Message(start, end),
                     };
                 }
@@ -220,7 +221,7 @@ pub fn fuzz_framing(data: &[u8], cuts: &[usize], max_len: usize) {
     loop {
         match framer.next_message() {
             Step::Message(start, end) => got.push(Out::Message(framer.get(start, end).to_vec())),
-            Step::Internal(cmd) => got.push(Out::Internal(cmd)),
+            Step::Internal(cmd, _, _) => got.push(Out::Internal(cmd)),
             Step::Error(ChannelError::TooLong { .. }) => got.push(Out::TooLong),
             Step::Error(_) => got.push(Out::Cut),
             Step::End => break,

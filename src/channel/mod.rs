@@ -15,13 +15,17 @@
 //! each line in place; `wire.rs` has the rules of a line.
 
 mod framer;
+mod handle;
 mod wire;
 mod writer;
 
+pub use handle::Handle;
+
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -31,13 +35,14 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 
 use crate::error::{ChannelError, Result};
+use crate::sys;
 use crate::sys::ipc;
 
 #[cfg(fuzzing)]
 pub use framer::fuzz_framing;
 use framer::{Framer, Step};
 use wire::{decode, encode_line};
-use writer::{Shared, SEND_QUEUE_LIMIT};
+use writer::{Refused, Shared, SEND_QUEUE_LIMIT};
 
 /// The default limit on the length of one received message: 128 MiB.
 ///
@@ -53,6 +58,35 @@ const KEEP_CAPACITY: usize = 4 * 1024 * 1024;
 /// an answer a Node sender queues every later message forever
 /// (`lib/internal/child_process.js setupChannel`, `_handleQueue`).
 const HANDLE_NACK: &[u8] = b"{\"cmd\":\"NODE_HANDLE_NACK\"}\n";
+/// What we answer a `NODE_HANDLE` whose fd arrived with.
+const HANDLE_ACK: &[u8] = b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n";
+/// At most this many received fds wait for their `NODE_HANDLE` line.
+const MAX_UNCLAIMED_FDS: usize = 64;
+
+/// A message on its way out of the reader.
+struct Raw {
+    body: Body,
+    /// The `cmd` of a protocol message (`NODE_...`), never given to users.
+    internal: Option<String>,
+    handle: Option<Handle>,
+}
+
+enum Body {
+    /// A plain line, in the framer's buffer.
+    Range(usize, usize),
+    /// The message unwrapped from a `NODE_HANDLE` envelope.
+    Value(serde_json::Value),
+}
+
+/// A message of any kind, with its handle: what the cluster primary reads.
+#[derive(Debug)]
+#[allow(dead_code)]
+pub(crate) struct RawMessage {
+    pub value: serde_json::Value,
+    /// A protocol message (`cmd` starting with `NODE_`).
+    pub internal: bool,
+    pub handle: Option<Handle>,
+}
 
 /// A two-way channel of JSON messages with the parent or a forked child,
 /// compatible with Node's `process.send()` and `'message'` events.
@@ -261,6 +295,88 @@ impl Channel {
     /// completed first thing by the next send.
     pub async fn send<T: Serialize + ?Sized>(&self, msg: &T) -> Result<()> {
         self.sender.send(msg).await
+    }
+
+    /// Sends one message with a handle (a socket, or any fd), as Node's
+    /// `subprocess.send(msg, handle)`: the peer gets the message and its own
+    /// copy of the fd; yours stays open. See
+    /// [`ChannelSender::send_with_handle`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use child_process as cp;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (channel, mut peer) = (cp::Channel::from_fd(a.into())?, cp::Channel::from_fd(b.into())?);
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// channel.send_with_handle(&serde_json::json!({"serve": true}), &listener).await?;
+    /// # let (_, handle) = peer.recv_with_handle::<serde_json::Value>().await?.unwrap();
+    /// # assert!(handle.is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Channel::send`], and [`ChannelError::Io`] if the fd cannot be
+    /// duplicated.
+    ///
+    /// # Cancellation
+    ///
+    /// As [`Channel::send`].
+    pub async fn send_with_handle<T: Serialize + ?Sized>(
+        &self,
+        msg: &T,
+        handle: &impl AsFd,
+    ) -> Result<()> {
+        self.sender.send_with_handle(msg, handle).await
+    }
+
+    /// Receives the next message and the handle (socket, fd) that came with
+    /// it, Node's `process.on('message', (msg, handle) => ...)`.
+    ///
+    /// A handle comes as a tokio type where there is one ([`Handle`]),
+    /// typed by looking at the socket. The peer is told it arrived
+    /// (`NODE_HANDLE_ACK`); one whose fd did not arrive is refused
+    /// (`NODE_HANDLE_NACK`) and a Node sender sends it again. [`recv`]
+    /// returns the same messages and closes the handles.
+    ///
+    /// [`recv`]: Channel::recv
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use child_process as cp;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (peer, mut channel) = (cp::Channel::from_fd(a.into())?, cp::Channel::from_fd(b.into())?);
+    /// # let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// # peer.send_with_handle(&"serve", &l).await?;
+    /// if let Some((msg, Some(cp::Handle::TcpListener(listener)))) =
+    ///     channel.recv_with_handle::<String>().await?
+    /// {
+    ///     println!("{msg}: accepting on {}", listener.local_addr()?);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Channel::recv`].
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel safe.
+    pub async fn recv_with_handle<T: DeserializeOwned>(
+        &mut self,
+    ) -> Result<Option<(T, Option<Handle>)>> {
+        self.receiver.recv_with_handle().await
     }
 
     /// Queue a message without waiting for the write; see
@@ -595,6 +711,72 @@ impl ChannelSender {
         self.shared.send_line(&line).await.map_err(Into::into)
     }
 
+    /// Sends one message with a handle: the message goes out in Node's
+    /// `NODE_HANDLE` envelope, with the fd attached to its first byte
+    /// (`SCM_RIGHTS`), and the peer (ours or Node's) gets the message and
+    /// its own copy of the fd; yours stays open. The envelope's `type` is
+    /// what Node's receiver needs for the socket (`net.Server` for a
+    /// listening TCP or Unix socket, `net.Socket` for a connected one,
+    /// `dgram.Socket` for UDP, `net.Native` for anything else; a Node
+    /// receiver accepts only sockets).
+    ///
+    /// A copy is kept until the peer acknowledges it (processed by this
+    /// channel's receiver, so keep receiving), and sent again if the peer
+    /// says it did not arrive, up to three times, as Node does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (channel, _peer) = (child_process::Channel::from_fd(a.into())?, child_process::Channel::from_fd(b.into())?);
+    /// let (tx, _rx) = channel.split();
+    /// let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// tx.send_with_handle(&"udp", &socket).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Channel::send`], and [`ChannelError::Io`] if the fd cannot be
+    /// duplicated.
+    ///
+    /// # Cancellation
+    ///
+    /// As [`Channel::send`].
+    pub async fn send_with_handle<T: Serialize + ?Sized>(
+        &self,
+        msg: &T,
+        handle: &impl AsFd,
+    ) -> Result<()> {
+        let (kind, dgram) = handle::node_type(handle.as_fd());
+        self.send_handle_as(msg, handle.as_fd(), kind, dgram).await
+    }
+
+    /// [`send_with_handle`](Self::send_with_handle) with the envelope's
+    /// `type` given (the cluster protocol sends `net.Native`).
+    pub(crate) async fn send_handle_as<T: Serialize + ?Sized>(
+        &self,
+        msg: &T,
+        fd: std::os::fd::BorrowedFd<'_>,
+        kind: &str,
+        dgram: Option<&str>,
+    ) -> Result<()> {
+        let line = handle::envelope(msg, kind, dgram)?;
+        let copy = fd.try_clone_to_owned().map_err(ChannelError::Io)?;
+        let keep = handle::Unacked {
+            line: line.clone(),
+            fd: fd.try_clone_to_owned().map_err(ChannelError::Io)?,
+            tries: 0,
+        };
+        self.shared
+            .send_line_with_fd(&line, copy, keep)
+            .await
+            .map_err(Into::into)
+    }
+
     /// Queue one message without waiting for it to reach the socket: Node's
     /// `process.send` semantics, for throughput. Queued messages go out
     /// together in large writes: once 64 KiB are pending (this call then
@@ -728,6 +910,11 @@ impl fmt::Debug for ChannelSender {
 pub struct ChannelReceiver {
     shared: Arc<Shared>,
     framer: Framer,
+    /// fds received and not yet claimed by a `NODE_HANDLE` line (Node
+    /// attaches a received fd to the next such line).
+    fds: VecDeque<OwnedFd>,
+    /// Control data was cut since the last `recv`: fds were lost.
+    truncated: bool,
     /// Writes the protocol replies the socket did not take at once; kept
     /// here, so a cancelled `recv` loses nothing, and polled by every `recv`
     /// (which stops reading while it is over the send limit).
@@ -740,6 +927,8 @@ impl ChannelReceiver {
             shared,
             framer: Framer::new(DEFAULT_MAX_MESSAGE_LEN),
             backlog: None,
+            fds: VecDeque::new(),
+            truncated: false,
         }
     }
 
@@ -771,10 +960,76 @@ impl ChannelReceiver {
     ///
     /// Cancel safe: no message is lost if the future is dropped.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
-        match poll_fn(|cx| self.poll_message(cx)).await? {
-            Some((start, end)) => Ok(Some(decode(&self.framer.buf[start..end])?)),
-            None => Ok(None),
+        Ok(self.recv_with_handle().await?.map(|(msg, _)| msg))
+    }
+
+    /// Receives the next message and the handle (socket, fd) sent with
+    /// it, if any; see [`Channel::recv_with_handle`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// # let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// # let (peer, channel) = (child_process::Channel::from_fd(a.into())?, child_process::Channel::from_fd(b.into())?);
+    /// # peer.send(&"no handle").await?;
+    /// let (_tx, mut rx) = channel.split();
+    /// let (msg, handle) = rx.recv_with_handle::<String>().await?.unwrap();
+    /// assert!(handle.is_none());
+    /// # let _ = msg;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Channel::recv`].
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel safe.
+    pub async fn recv_with_handle<T: DeserializeOwned>(
+        &mut self,
+    ) -> Result<Option<(T, Option<Handle>)>> {
+        loop {
+            let raw = match poll_fn(|cx| self.poll_raw(cx)).await? {
+                Some(raw) => raw,
+                None => return Ok(None),
+            };
+            if raw.internal.is_some() {
+                continue;
+            }
+            let msg = match raw.body {
+                Body::Range(start, end) => decode(&self.framer.buf[start..end])?,
+                Body::Value(value) => {
+                    serde_json::from_value(value).map_err(|source| ChannelError::Decode {
+                        excerpt: "(the message of a NODE_HANDLE)".into(),
+                        source,
+                    })?
+                }
+            };
+            return Ok(Some((msg, raw.handle)));
         }
+    }
+
+    /// The next message of any kind, the protocol's own (`NODE_...`) too:
+    /// for the cluster primary, which speaks that protocol.
+    #[allow(dead_code)]
+    pub(crate) async fn recv_raw(&mut self) -> Result<Option<RawMessage>> {
+        let raw = match poll_fn(|cx| self.poll_raw(cx)).await? {
+            Some(raw) => raw,
+            None => return Ok(None),
+        };
+        let value = match raw.body {
+            Body::Range(start, end) => decode(&self.framer.buf[start..end])?,
+            Body::Value(value) => value,
+        };
+        Ok(Some(RawMessage {
+            value,
+            internal: raw.internal.is_some(),
+            handle: raw.handle,
+        }))
     }
 
     /// The longest message accepted, in bytes; see
@@ -815,12 +1070,11 @@ impl ChannelReceiver {
         self
     }
 
-    /// The next message for the user, as a range of the framer's buffer:
-    /// blank lines and protocol messages are dealt with here.
-    fn poll_message(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<(usize, usize)>, ChannelError>> {
+    /// The next message, with what the protocol needs done on the way:
+    /// blank lines skipped, our handles' acknowledgements processed, a
+    /// received handle attached to its `NODE_HANDLE` line (and
+    /// acknowledged) and the message unwrapped.
+    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Raw>, ChannelError>> {
         loop {
             if let Some(backlog) = &mut self.backlog {
                 match backlog.as_mut().poll(cx) {
@@ -839,6 +1093,9 @@ impl ChannelReceiver {
                     Poll::Pending => {}
                 }
             }
+            if std::mem::take(&mut self.truncated) {
+                return Poll::Ready(Err(ChannelError::HandleLost));
+            }
             let step = match self.framer.next_message() {
                 Step::NeedMore => {
                     ready!(self.poll_fill(cx))?;
@@ -847,17 +1104,34 @@ impl ChannelReceiver {
                 step => step,
             };
             return Poll::Ready(match step {
-                Step::Message(start, end) => Ok(Some((start, end))),
-                Step::Internal(cmd) => {
-                    if cmd == "NODE_HANDLE" {
-                        if let Some(end) = self.shared.push_control(HANDLE_NACK) {
-                            let shared = self.shared.clone();
-                            self.backlog =
-                                Some(Box::pin(async move { shared.flush_to(end).await }));
-                        }
+                Step::Message(start, end) => Ok(Some(Raw {
+                    body: Body::Range(start, end),
+                    internal: None,
+                    handle: None,
+                })),
+                Step::Internal(cmd, start, end) => match cmd.as_str() {
+                    "NODE_HANDLE" => match self.take_handle_line(start, end) {
+                        Some(raw) => Ok(Some(raw)),
+                        None => continue,
+                    },
+                    "NODE_HANDLE_ACK" => {
+                        self.shared.acknowledged();
+                        continue;
                     }
-                    continue;
-                }
+                    "NODE_HANDLE_NACK" => match self.shared.refused() {
+                        Refused::SentAgain(Some(end)) => {
+                            self.flush_replies_to(end);
+                            continue;
+                        }
+                        Refused::SentAgain(None) | Refused::Unknown => continue,
+                        Refused::GaveUp => Err(ChannelError::HandleRefused),
+                    },
+                    _ => Ok(Some(Raw {
+                        body: Body::Range(start, end),
+                        internal: Some(cmd),
+                        handle: None,
+                    })),
+                },
                 Step::Error(e) => Err(e),
                 Step::End => Ok(None),
                 Step::NeedMore => unreachable!("handled above"),
@@ -865,13 +1139,62 @@ impl ChannelReceiver {
         }
     }
 
+    /// A `NODE_HANDLE` line: take the oldest received fd for it and answer
+    /// `NODE_HANDLE_ACK`, or `NODE_HANDLE_NACK` when no fd came (the sender
+    /// tries again). `None` when there is nothing to deliver.
+    fn take_handle_line(&mut self, start: usize, end: usize) -> Option<Raw> {
+        let Some(fd) = self.fds.pop_front() else {
+            self.reply(HANDLE_NACK);
+            return None;
+        };
+        self.reply(HANDLE_ACK);
+        // A malformed envelope, or an fd that cannot be registered: the fd
+        // is closed here, not leaked, and the message is dropped.
+        let mut envelope: serde_json::Value = decode(&self.framer.buf[start..end]).ok()?;
+        let msg = envelope.get_mut("msg").map(serde_json::Value::take)?;
+        let handle = Handle::from_received(fd).ok()?;
+        let internal = wire::internal_cmd_of(&msg);
+        Some(Raw {
+            body: Body::Value(msg),
+            internal,
+            handle: Some(handle),
+        })
+    }
+
+    /// Queue a protocol reply; keep writing it from `recv` if the socket
+    /// did not take it at once.
+    fn reply(&mut self, line: &'static [u8]) {
+        if let Some(end) = self.shared.push_control(line) {
+            self.flush_replies_to(end);
+        }
+    }
+
+    fn flush_replies_to(&mut self, end: u64) {
+        let shared = self.shared.clone();
+        self.backlog = Some(Box::pin(async move { shared.flush_to(end).await }));
+    }
+
     /// One read from the socket into the framer.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
         ready!(self.shared.socket.poll_read_ready(cx)).map_err(ChannelError::Io)?;
-        // Into the buffer's spare capacity: no zeroing before the read.
-        match self.shared.socket.try_read_buf(self.framer.room()) {
-            Ok(0) => self.framer.set_eof(),
-            Ok(_) => {}
+        // Into the buffer's spare capacity (no zeroing before the read),
+        // taking the fds that come with the bytes.
+        let room = self.framer.room();
+        let max = room.capacity() - room.len();
+        let fds = &mut self.fds;
+        let socket = &self.shared.socket;
+        let read = socket.try_io(tokio::io::Interest::READABLE, || {
+            sys::ipc::recv_with_fds(socket.as_fd(), room, max, fds)
+        });
+        // A peer that sends fds without `NODE_HANDLE` lines to claim them
+        // cannot fill our fd table: keep the newest few.
+        while self.fds.len() > MAX_UNCLAIMED_FDS {
+            self.fds.pop_front();
+        }
+        match read {
+            Ok(got) if got.bytes == 0 => self.framer.set_eof(),
+            Ok(got) => self.truncated |= got.truncated,
+
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock
                     || e.kind() == io::ErrorKind::Interrupted => {}
@@ -890,11 +1213,19 @@ impl futures_core::Stream for ChannelReceiver {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        Poll::Ready(match ready!(this.poll_message(cx)) {
-            Ok(Some((start, end))) => Some(decode(this.framer.get(start, end)).map_err(Into::into)),
-            Ok(None) => None,
-            Err(e) => Some(Err(e.into())),
-        })
+        loop {
+            return Poll::Ready(match ready!(this.poll_raw(cx)) {
+                Ok(Some(raw)) if raw.internal.is_some() => continue,
+                Ok(Some(raw)) => Some(match raw.body {
+                    Body::Range(start, end) => {
+                        decode(this.framer.get(start, end)).map_err(Into::into)
+                    }
+                    Body::Value(value) => Ok(value),
+                }),
+                Ok(None) => None,
+                Err(e) => Some(Err(e.into())),
+            });
+        }
     }
 }
 

@@ -1136,3 +1136,114 @@ async fn from_fd_takes_only_connected_stream_sockets() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// Issue 14: a handle goes over the channel with its message, both ways
+/// between Rust peers, typed by what the socket is, and the sender forgets
+/// its copy once the receiver acknowledged it.
+#[tokio::test]
+async fn handles_pass_with_their_messages() {
+    use tokio::io::AsyncReadExt as _;
+    let (mut a, mut b) = channel_pair();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    a.send_with_handle(&json!({"serve": 1}), &listener)
+        .await
+        .unwrap();
+    a.send(&"after").await.unwrap();
+    let (msg, handle) = b.recv_with_handle::<Value>().await.unwrap().unwrap();
+    assert_eq!(msg, json!({"serve": 1}));
+    let Some(Handle::TcpListener(got)) = handle else {
+        panic!("{handle:?}")
+    };
+    assert_eq!(got.local_addr().unwrap(), addr);
+    let client = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        text
+    });
+    let (mut conn, _) = got.accept().await.unwrap();
+    conn.write_all(b"served").await.unwrap();
+    drop(conn);
+    assert_eq!(client.await.unwrap(), "served");
+    assert_eq!(b.recv::<Value>().await.unwrap(), Some(json!("after")));
+    // The ACK travels back; `a` processes it when it reads.
+    b.send(&"done").await.unwrap();
+    assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!("done")));
+    assert_eq!(a.sender.shared.lock().unacked_len(), 0, "acknowledged");
+
+    // UDP, a Unix listener and stream, and a pipe (any fd).
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let path = std::env::temp_dir().join(format!("cp-handle-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let unix_listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let (unix_stream, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (pipe_r, _pipe_w) = nix::unistd::pipe().unwrap();
+    a.send_with_handle(&1, &udp).await.unwrap();
+    a.send_with_handle(&2, &unix_listener).await.unwrap();
+    a.send_with_handle(&3, &unix_stream).await.unwrap();
+    a.send_with_handle(&4, &pipe_r).await.unwrap();
+    let kinds: Vec<String> = {
+        let mut kinds = Vec::new();
+        for _ in 0..4 {
+            let (_, h) = b.recv_with_handle::<u32>().await.unwrap().unwrap();
+            kinds.push(
+                format!("{:?}", h.unwrap())
+                    .split('(')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        kinds
+    };
+    assert_eq!(kinds, ["UdpSocket", "UnixListener", "UnixStream", "Fd"]);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn a_refused_handle_is_sent_again_three_times_then_reported() {
+    use tokio::io::AsyncBufReadExt as _;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut a = Channel::from_fd(ours.into()).unwrap();
+    theirs.set_nonblocking(true).unwrap();
+    // A peer that reads with plain `read`: the kernel closes the fds that
+    // come with the bytes, as when a receiver's control buffer is too small.
+    let mut peer = tokio::io::BufReader::new(tokio::net::UnixStream::from_std(theirs).unwrap());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    a.send_with_handle(&json!({"n": 1}), &listener)
+        .await
+        .unwrap();
+    let mut lines = Vec::new();
+    for round in 0..4 {
+        let mut line = String::new();
+        peer.read_line(&mut line).await.unwrap();
+        lines.push(line);
+        peer.get_mut()
+            .write_all(b"{\"cmd\":\"NODE_HANDLE_NACK\"}\n\"tick\"\n")
+            .await
+            .unwrap();
+        // `a` handles the NACK when it reads, and queues the handle again;
+        // the fourth refusal is reported, once, and the channel goes on.
+        if round == 3 {
+            let err = a.recv::<Value>().await.unwrap_err();
+            assert!(
+                matches!(err, crate::Error::Channel(ChannelError::HandleRefused)),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            a.recv::<Value>().await.unwrap(),
+            Some(json!("tick")),
+            "round {round}"
+        );
+    }
+    let sent = "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Server\",\"msg\":{\"n\":1}}\n";
+    assert_eq!(lines, [sent; 4], "the first send and three more");
+    assert_eq!(a.sender.shared.lock().unacked_len(), 0, "given up");
+    // Nothing more is sent for it: the next line is the next message.
+    a.send(&"next").await.unwrap();
+    let mut line = String::new();
+    peer.read_line(&mut line).await.unwrap();
+    assert_eq!(line, "\"next\"\n");
+}

@@ -120,3 +120,10 @@ impl<'de> de::Deserialize<'de> for IsCmd {
         deserializer.deserialize_str(Key)
     }
 }
+
+/// The `cmd` of a parsed message if it is the protocol's own (Node's
+/// `isInternal`), as [`internal_cmd`] judges a line.
+pub(super) fn internal_cmd_of(value: &serde_json::Value) -> Option<String> {
+    let cmd = value.as_object()?.get("cmd")?.as_str()?;
+    (cmd.len() > 5 && cmd.starts_with("NODE_")).then(|| cmd.to_string())
+}

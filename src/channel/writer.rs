@@ -27,8 +27,9 @@
 //! with another one. A dropped waiter leaves its bytes queued; they go out
 //! with the next message anyone sends.
 
+use std::collections::VecDeque;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -36,6 +37,7 @@ use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
 
+use super::handle::Unacked;
 use super::KEEP_CAPACITY;
 use crate::error::ChannelError;
 use crate::sys;
@@ -72,6 +74,12 @@ pub(super) struct WriteState {
     flushing: bool,
     /// Tasks waiting on `notify`.
     waiters: usize,
+    /// fds to attach to the stream at these offsets (the first byte of a
+    /// `NODE_HANDLE` line), in order.
+    fds: VecDeque<(u64, OwnedFd)>,
+    /// Handles sent and not yet acknowledged, in the order they went out
+    /// (kept to send again on `NODE_HANDLE_NACK`).
+    unacked: VecDeque<Unacked>,
     /// Set when we disconnected or a write failed; every later send fails.
     pub(super) broken: Option<Broken>,
 }
@@ -238,6 +246,39 @@ impl Shared {
         (st.written < end).then_some(end)
     }
 
+    /// A handle we sent was received: forget our copy.
+    ///
+    /// (Acknowledgements come in the order the handles were sent: the
+    /// receiver answers each `NODE_HANDLE` line as it reads it.)
+    pub(super) fn acknowledged(&self) {
+        self.lock().unacked.pop_front();
+    }
+
+    /// A handle we sent was refused (`NODE_HANDLE_NACK`: its fd did not
+    /// arrive): send it again, up to three times, as Node does.
+    pub(super) fn refused(&self) -> Refused {
+        let mut st = self.lock();
+        let Some(mut entry) = st.unacked.pop_front() else {
+            return Refused::Unknown;
+        };
+        if st.broken.is_some() {
+            return Refused::Unknown;
+        }
+        if entry.tries >= 3 {
+            return Refused::GaveUp;
+        }
+        entry.tries += 1;
+        let Ok(fd) = entry.fd.try_clone() else {
+            return Refused::GaveUp;
+        };
+        let at = st.queued;
+        st.fds.push_back((at, fd));
+        let line = entry.line.clone();
+        st.unacked.push_back(entry);
+        drop(st);
+        Refused::SentAgain(self.push_control(&line))
+    }
+
     /// Bytes queued and not yet written.
     pub(super) fn unwritten(&self) -> u64 {
         let st = self.lock();
@@ -273,6 +314,72 @@ impl Shared {
             .try_io(Interest::WRITABLE, || self.send_now(bytes))
     }
 
+    /// Sends the start of `bytes`, which begin at stream offset `written`,
+    /// with the fd attached when one is due there: an fd goes with the
+    /// first `sendmsg` of its line (as libuv sends a handle with the first
+    /// write of its request), and a send never runs past the offset of the
+    /// next fd, so that fd goes with its own line. `tracked`: through
+    /// tokio's readiness (the async flusher) or not (best-effort writes).
+    fn send_next(&self, bytes: &[u8], tracked: bool) -> io::Result<usize> {
+        let (fd, limit) = {
+            let mut st = self.lock();
+            let written = st.written;
+            match st.fds.front().map(|(at, _)| *at) {
+                Some(at) if at == written => {
+                    let (_, fd) = st.fds.pop_front().expect("just seen");
+                    let next = st.fds.front().map(|(at, _)| *at);
+                    let limit = next.map_or(bytes.len(), |n| (n - written) as usize);
+                    (Some(fd), limit.min(bytes.len()))
+                }
+                Some(at) if at < written + bytes.len() as u64 => (None, (at - written) as usize),
+                _ => (None, bytes.len()),
+            }
+        };
+        let bytes = &bytes[..limit];
+        let sent = match &fd {
+            Some(fd) => {
+                let send = || sys::ipc::send_with_fd(self.socket.as_fd(), bytes, fd.as_fd());
+                if tracked {
+                    self.socket.try_io(Interest::WRITABLE, send)
+                } else {
+                    send()
+                }
+            }
+            None if tracked => self.try_send(bytes),
+            None => self.send_now(bytes),
+        };
+        if let (Err(_), Some(fd)) = (&sent, fd) {
+            // Not sent: it goes with the next attempt at this offset.
+            let mut st = self.lock();
+            let written = st.written;
+            st.fds.push_front((written, fd));
+        }
+        sent
+    }
+
+    /// Queues `line` with `fd` attached to its first byte, and returns once
+    /// it is written (the fd is then in the peer's socket).
+    pub(super) async fn send_line_with_fd(
+        &self,
+        line: &[u8],
+        fd: OwnedFd,
+        keep: Unacked,
+    ) -> Result<(), ChannelError> {
+        let end = {
+            let mut st = self.lock();
+            if let Some(broken) = st.broken {
+                return Err(broken.error());
+            }
+            let at = st.queued;
+            st.fds.push_back((at, fd));
+            st.unacked.push_back(keep);
+            st.back.extend_from_slice(line);
+            st.queued += line.len() as u64;
+            st.queued
+        };
+        self.flush_to(end).await
+    }
+
     /// One non-blocking `send(2)`, whatever tokio believes about readiness;
     /// for best-effort writes where we cannot await (a `WouldBlock` here
     /// leaves tokio's readiness alone, which is harmless).
@@ -289,6 +396,14 @@ impl Drop for Shared {
     /// socket takes it without blocking, as `disconnect` does.
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+impl WriteState {
+    /// Handles sent and not yet acknowledged.
+    pub(super) fn unacked_len(&self) -> usize {
+        self.unacked.len()
     }
 }
 
@@ -347,7 +462,7 @@ impl<'a> Flusher<'a> {
                 std::mem::swap(&mut self.buf, &mut st.back);
                 self.pos = 0;
             }
-            match self.shared.try_send(&self.buf[self.pos..]) {
+            match self.shared.send_next(&self.buf[self.pos..], true) {
                 Ok(n) => {
                     self.pos += n;
                     let mut st = self.shared.lock();
@@ -394,7 +509,7 @@ impl<'a> Flusher<'a> {
                 self.pos = 0;
             }
             let stop = limit.min(self.buf.len());
-            match self.shared.send_now(&self.buf[self.pos..stop]) {
+            match self.shared.send_next(&self.buf[self.pos..stop], false) {
                 Ok(n) => {
                     self.pos += n;
                     self.shared.lock().written += n as u64;
@@ -433,4 +548,14 @@ impl Drop for Flusher<'_> {
             self.shared.notify.notify_waiters();
         }
     }
+}
+
+/// What became of a handle the peer refused.
+pub(super) enum Refused {
+    /// No handle of ours was waiting for an answer (or the channel broke).
+    Unknown,
+    /// Queued again; the offset to keep flushing to, if not yet written.
+    SentAgain(Option<u64>),
+    /// Refused four times: the message is not delivered.
+    GaveUp,
 }

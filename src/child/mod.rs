@@ -536,6 +536,78 @@ impl Child {
         }
     }
 
+    /// Send a message with a handle (a listening or connected socket, or
+    /// any fd) to a forked child, Node's `subprocess.send(msg, handle)`:
+    /// the child gets its own copy of the fd; yours stays open. A Node
+    /// child gets the socket as a `net.Server`, `net.Socket` or
+    /// `dgram.Socket`; see [`ChannelSender::send_with_handle`].
+    ///
+    /// [`ChannelSender::send_with_handle`]: crate::ChannelSender::send_with_handle
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// // A worker that prints the message that came with the listener.
+    /// let worker = child_process::fork("sh").args(["-c", "head -n 1 <&3"]).silent(true).spawn()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// worker.send_with_handle(&"server", &listener).await?;
+    /// let out = worker.wait_with_output().await?;
+    /// assert!(String::from_utf8_lossy(&out.stdout).contains("NODE_HANDLE"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::NoChannel`] for a child not started by `fork`;
+    /// otherwise those of [`Channel::send_with_handle`].
+    ///
+    /// # Cancellation
+    ///
+    /// As for [`Channel::send`].
+    pub async fn send_with_handle<T: Serialize + ?Sized>(
+        &self,
+        msg: &T,
+        handle: &impl AsFd,
+    ) -> Result<()> {
+        self.channel()?.send_with_handle(msg, handle).await
+    }
+
+    /// Receive the next message from a forked child with the handle that
+    /// came with it; see [`Channel::recv_with_handle`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> child_process::Result<()> {
+    /// let mut worker = child_process::fork("worker").spawn()?;
+    /// while let Some((msg, handle)) = worker.recv_with_handle::<serde_json::Value>().await? {
+    ///     println!("{msg} (with a handle: {})", handle.is_some());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::NoChannel`] for a child not started by `fork`;
+    /// otherwise those of [`Channel::recv_with_handle`].
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel safe.
+    pub async fn recv_with_handle<T: DeserializeOwned>(
+        &mut self,
+    ) -> Result<Option<(T, Option<crate::Handle>)>> {
+        match &mut self.channel {
+            Some(channel) => channel.recv_with_handle().await,
+            None => Err(Error::Channel(ChannelError::NoChannel)),
+        }
+    }
+
     /// Take the channel out of the child, e.g. to [`Channel::split`] it
     /// between tasks. `None` if it is not a forked child or was taken.
     ///

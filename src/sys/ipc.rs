@@ -283,3 +283,186 @@ pub(crate) fn prepare_socket(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> 
     fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     Ok(())
 }
+
+/// The most fds one read takes (libuv's `UV__CMSG_FD_COUNT`).
+const MAX_FDS: usize = 64;
+
+/// One non-blocking `sendmsg(2)` of `bytes` with `fd` attached as
+/// `SCM_RIGHTS` (`MSG_NOSIGNAL`). The kernel holds its own reference to the
+/// fd once this returns, so the caller may close it.
+pub(crate) fn send_with_fd(
+    sock: std::os::fd::BorrowedFd<'_>,
+    bytes: &[u8],
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // One cmsghdr with one int, aligned.
+    let mut control = [0u64; 4];
+    // SAFETY: msghdr is a plain C struct; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a constant computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    // SAFETY: the control buffer holds at least one header (checked size).
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    // SAFETY: `cmsg` points at the start of our control buffer, big enough
+    // for a header and one int; CMSG_DATA points inside it.
+    unsafe {
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        (libc::CMSG_DATA(cmsg) as *mut RawFd).write_unaligned(fd.as_raw_fd());
+    }
+    // SAFETY: `msg` points at our iovec (the caller's bytes, only read) and
+    // control buffer, both valid for the call; the fd is borrowed for it.
+    let n = unsafe {
+        libc::sendmsg(
+            sock.as_raw_fd(),
+            &msg,
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// What one [`recv_with_fds`] got.
+pub(crate) struct Received {
+    /// Bytes read (0: end of stream).
+    pub bytes: usize,
+    /// The control data was cut (`MSG_CTRUNC`): fds were lost in the kernel.
+    pub truncated: bool,
+}
+
+/// One non-blocking `recvmsg(2)` into the spare capacity of `buf` (at most
+/// `max` bytes, without zeroing), taking any fds that came with them
+/// (`SCM_RIGHTS`, received close-on-exec) into `fds`.
+pub(crate) fn recv_with_fds(
+    sock: std::os::fd::BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    max: usize,
+    fds: &mut std::collections::VecDeque<OwnedFd>,
+) -> io::Result<Received> {
+    use std::os::fd::AsRawFd;
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(max);
+    let mut iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    // Room for MAX_FDS fds, aligned as a cmsghdr needs.
+    let mut control = [0u64; (MAX_FDS * 4 + 64) / 8];
+    // SAFETY: msghdr is a plain C struct; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: every pointer in `msg` is valid for the call: the iovec points
+    // at `len` writable bytes `buf` owns, the control buffer is ours.
+    let n = unsafe {
+        libc::recvmsg(
+            sock.as_raw_fd(),
+            &mut msg,
+            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Take every fd the kernel installed, first, so none can leak.
+    // SAFETY: `msg` was filled by recvmsg; CMSG_FIRSTHDR/NXTHDR walk the
+    // control data within `msg_controllen`.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: `cmsg` points at a header inside the control buffer.
+        let header = unsafe { &*cmsg };
+        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: the payload of an SCM_RIGHTS message is an array of
+            // ints, `cmsg_len - CMSG_LEN(0)` bytes long.
+            let data = unsafe { libc::CMSG_DATA(cmsg) } as *const RawFd;
+            // SAFETY: CMSG_LEN(0) is the header size; a constant computation.
+            let count = (header.cmsg_len - unsafe { libc::CMSG_LEN(0) } as usize)
+                / std::mem::size_of::<RawFd>();
+            for i in 0..count {
+                // SAFETY: within the payload counted above; read unaligned,
+                // as the control buffer gives no alignment for the ints.
+                let raw = unsafe { data.add(i).read_unaligned() };
+                // SAFETY: the kernel just installed this fd in our table for
+                // us (SCM_RIGHTS); nothing else owns it.
+                fds.push_back(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+        // SAFETY: as above.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    let n = n as usize;
+    // SAFETY: recvmsg wrote the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(Received {
+        bytes: n,
+        truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+    })
+}
+
+/// What a socket is, as far as passing it goes: the tokio type it becomes
+/// and the `type` a Node receiver expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SocketKind {
+    TcpListener,
+    TcpStream,
+    UnixListener,
+    UnixStream,
+    Udp4,
+    Udp6,
+    /// Not a socket, or one of another kind (a Unix datagram socket, raw).
+    Other,
+}
+
+/// What kind of socket `fd` is, from its type (`SO_TYPE`), whether it
+/// listens (`SO_ACCEPTCONN`) and its address family (`getsockname`).
+pub(crate) fn socket_kind(fd: std::os::fd::BorrowedFd<'_>) -> SocketKind {
+    let Ok((kind, listening, family)) = socket_facts(fd) else {
+        return SocketKind::Other;
+    };
+    let inet = family == libc::AF_INET || family == libc::AF_INET6;
+    let unix = family == libc::AF_UNIX;
+    match kind {
+        SockType::Stream if inet && listening => SocketKind::TcpListener,
+        SockType::Stream if inet => SocketKind::TcpStream,
+        SockType::Stream if unix && listening => SocketKind::UnixListener,
+        SockType::Stream if unix => SocketKind::UnixStream,
+        SockType::Datagram if family == libc::AF_INET => SocketKind::Udp4,
+        SockType::Datagram if family == libc::AF_INET6 => SocketKind::Udp6,
+        _ => SocketKind::Other,
+    }
+}
+
+fn socket_facts(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(SockType, bool, i32)> {
+    use std::os::fd::AsRawFd;
+    let kind = getsockopt(&fd, sockopt::SockType)?;
+    let listening = getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false);
+    // SAFETY: sockaddr_storage is a plain C struct; all-zero is valid.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into `addr`.
+    let rc = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((kind, listening, i32::from(addr.ss_family)))
+}

@@ -538,3 +538,85 @@ fn issue_11_many_dropped_children_do_not_exhaust_fds() {
         crate::support::children().is_empty()
     });
 }
+
+/// Issue 14: every fd that arrives over a channel is owned exactly once:
+/// none is left open when its message is malformed, when it comes without
+/// a `NODE_HANDLE` line to claim it, when a peer floods fds, or when the
+/// receiver is dropped before reading.
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn issue_14_received_fds_are_never_leaked() {
+    use std::io::Write;
+    runtime().block_on(async {
+        let before = warm_up().await;
+        {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let mut channel = cp::Channel::from_fd(ours.into()).unwrap();
+            let file = std::fs::File::open("/dev/null").unwrap();
+            // Sends `line` with `n` fds attached (what Node's sendmsg does).
+            let send_n = |line: &[u8], n: usize| {
+                use std::os::fd::AsRawFd;
+                let fds = vec![file.as_raw_fd(); n];
+                let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+                let iov = [std::io::IoSlice::new(line)];
+                nix::sys::socket::sendmsg::<()>(
+                    theirs.as_raw_fd(),
+                    &iov,
+                    &cmsg,
+                    nix::sys::socket::MsgFlags::empty(),
+                    None,
+                )
+                .unwrap();
+            };
+            let send = |line: &[u8]| send_n(line, 1);
+            // More fds than a read takes: the kernel closes the rest
+            // (MSG_CTRUNC), which is reported once; the message still comes.
+            send_n(b"\"cut\"\n", 100);
+            let err = channel.recv::<serde_json::Value>().await.unwrap_err();
+            assert!(
+                matches!(err, cp::Error::Channel(cp::ChannelError::HandleLost)),
+                "{err}"
+            );
+            assert_eq!(
+                channel.recv::<serde_json::Value>().await.unwrap(),
+                Some(serde_json::json!("cut"))
+            );
+            // An envelope without `msg`: dropped, its fd closed.
+            send(b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\"}\n");
+            // fds with plain messages: never claimed; at most 64 are kept.
+            for i in 0..100 {
+                send(format!("{i}\n").as_bytes());
+            }
+            send(b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":\"last\"}\n");
+            // Blocking, before reading: the socket reports writable only
+            // below a quarter of its buffer, which the sends above exceed.
+            (&theirs).write_all(b"\"end\"\n").unwrap();
+            let mut plain = 0;
+            let mut handles = 0;
+            loop {
+                match channel
+                    .recv_with_handle::<serde_json::Value>()
+                    .await
+                    .unwrap()
+                {
+                    Some((serde_json::Value::String(s), Some(h))) if s == "last" => {
+                        drop(h);
+                        handles += 1;
+                    }
+                    Some((serde_json::Value::String(s), _)) if s == "end" => break,
+                    Some((_, h)) => {
+                        assert!(h.is_none());
+                        plain += 1;
+                    }
+                    None => panic!("ended early"),
+                }
+            }
+            assert_eq!((plain, handles), (100, 1));
+            // fds still queued, unclaimed, go with the channel.
+            drop(channel);
+            drop(theirs);
+            drop(file);
+        }
+        assert_no_new_fds(&before);
+    });
+}

@@ -9,6 +9,7 @@ mod isolated;
 mod issue_10;
 mod issue_11;
 mod issue_13;
+mod issue_14;
 mod regression;
 mod reliability;
 mod signals;
