@@ -526,7 +526,7 @@ macro_rules! exec_knobs {
             /// Dropping the future kills the child's process group and reaps
             /// the child.
             pub fn text(self) -> crate::TextFuture {
-                crate::TextFuture(Box::pin(crate::child::on_worker(self.job.text())))
+                crate::TextFuture(Box::pin(self.job.text()))
             }
         }
 
@@ -535,7 +535,7 @@ macro_rules! exec_knobs {
             type IntoFuture = crate::ExecFuture;
 
             fn into_future(self) -> crate::ExecFuture {
-                crate::ExecFuture(Box::pin(crate::child::on_worker(self.job.run())))
+                crate::ExecFuture(Box::pin(self.job.run()))
             }
         }
     };

@@ -287,9 +287,7 @@ impl Pipeline {
     /// Dropping the future kills every stage (the whole group).
     pub fn text(self) -> crate::TextFuture {
         let line = self.command_line();
-        crate::TextFuture(Box::pin(crate::child::on_worker(async move {
-            into_text(&line, self.run().await?)
-        })))
+        crate::TextFuture(Box::pin(async move { into_text(&line, self.run().await?) }))
     }
 
     /// `a | b | c`, for messages.
@@ -347,7 +345,7 @@ impl IntoFuture for Pipeline {
     type IntoFuture = crate::ExecFuture;
 
     fn into_future(self) -> crate::ExecFuture {
-        crate::ExecFuture(Box::pin(crate::child::on_worker(self.run())))
+        crate::ExecFuture(Box::pin(self.run()))
     }
 }
 

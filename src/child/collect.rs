@@ -6,7 +6,6 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
-use std::future::Future;
 use std::task::{Context, Poll};
 
 use super::Child;
@@ -249,40 +248,5 @@ impl CapturePipe for ChildStdout {
 impl CapturePipe for ChildStderr {
     async fn read_into(&self, capture: &mut Sink) -> io::Result<usize> {
         self.read_capture(capture).await
-    }
-}
-
-/// Run `run` where its wake-ups are cheapest, and give its result.
-///
-/// In `block_on` on a multi-thread runtime (what `#[tokio::main]` gives),
-/// the reactor runs on a worker thread: every readiness event of a run (a
-/// pipe read, the pidfd) would be seen there and then wake the `block_on`
-/// thread, a cross-thread wake-up per event that `std` does not pay. Spawned
-/// as a task, the whole run is driven on the worker, and only its end
-/// wakes the caller. Anywhere else (inside a task, on a current-thread
-/// runtime) it runs in place. A dropped caller aborts the task, whose
-/// child is then dropped as the caller's would have been.
-pub(crate) async fn on_worker<F>(run: F) -> F::Output
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let offload = tokio::task::try_id().is_none()
-        && tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if !offload {
-        return run.await;
-    }
-    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-    impl<T> Drop for AbortOnDrop<T> {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let mut task = AbortOnDrop(tokio::spawn(run));
-    match (&mut task.0).await {
-        Ok(output) => output,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => unreachable!("only our own drop aborts the task"),
     }
 }

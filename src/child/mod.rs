@@ -12,7 +12,7 @@ use tokio::io::unix::AsyncFd;
 
 mod collect;
 
-pub(crate) use collect::{drive, on_worker, Io, Run};
+pub(crate) use collect::{drive, Io, Run};
 
 use crate::capture::{Ending, Limits, Rules, Sink};
 use crate::channel::Channel;
