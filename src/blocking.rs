@@ -31,7 +31,9 @@ impl Job {
             .map_err(|e| Error::spawn(&line, "cannot duplicate an fd given as stdio", e))?;
         let raw = spawn_raw(&self.spec, &line, [a.kind(), b.kind(), c.kind()], &[])?;
         let mut run = SyncRun::new(line, self.limits, self.spec.leads_group());
-        let io = run.push(raw, self.on_drop()).io(self.input(), self.sinks());
+        let io = run
+            .push(raw, self.on_drop(), None)
+            .io(self.input(), self.sinks());
         if self.forwards_signals() {
             run.forwarding = sys::forward::forward_to(run.members[0].pid);
         }
@@ -88,7 +90,7 @@ impl Command {
         let raw = spawn_raw(&self.spec, &line, [a.kind(), b.kind(), c.kind()], &[])?;
         let on_drop = OnDrop::kill_on_drop(self.kill_on_drop);
         let mut run = SyncRun::new(line.clone(), self.limits, self.spec.leads_group());
-        let member = run.push(raw, on_drop);
+        let member = run.push(raw, on_drop, None);
         let keep = |piped: bool| piped.then(|| Sink::keep(usize::MAX));
         let sinks = [keep(member.stdout.is_some()), keep(member.stderr.is_some())];
         let io = member.io(&[], sinks);
@@ -147,7 +149,7 @@ fn run_pipeline(pipeline: Pipeline) -> Result<Output> {
         let kinds: [&StdioKind; 3] = [stdio[0].kind(), stdio[1].kind(), stdio[2].kind()];
         // A stage that cannot start drops `run`: the others are killed.
         let raw = spawn_raw(&spec, &stage_line, kinds, &[])?;
-        let member = run.push(raw, on_drop);
+        let member = run.push(raw, on_drop, Some(&stage_line));
         if i == 0 {
             first_stdin = member.stdin.take();
         }
@@ -265,14 +267,20 @@ impl SyncRun {
         }
     }
 
-    /// Add a started process; the rules count from the first one's spawn.
-    fn push(&mut self, raw: RawChild, on_drop: OnDrop) -> &mut SyncMember {
+    /// Add a started process (`stage`: its own command line, for a
+    /// pipeline); the rules count from the first one's spawn.
+    fn push(
+        &mut self,
+        raw: RawChild,
+        on_drop: OnDrop,
+        stage: Option<&CommandLine>,
+    ) -> &mut SyncMember {
         if self.members.is_empty() {
             self.rules = Rules::new(self.limits, raw.started, 0, self.group);
         }
         self.rules.add_member();
-        let trace = Trace::spawned(&self.line, raw.pid);
-        let leads_group = self.group && self.members.is_empty();
+        let trace = Trace::spawned(stage.unwrap_or(&self.line), raw.pid);
+        let leads_group = raw.leads_group;
         self.members.push(SyncMember {
             pid: raw.pid,
             pidfd: raw.pidfd,
@@ -383,6 +391,7 @@ impl SyncRun {
                 stdin = None;
             }
             let watching = if wait.exits { self.rules.watching() } else { 0 };
+
             let now = Instant::now();
             let mut timeout = wait.until.map(|u| u.saturating_duration_since(now));
             let without_pidfd = (0..self.members.len())
@@ -398,8 +407,13 @@ impl SyncRun {
                     fds.len() - 1
                 })
             };
-            let out_at = slot(pipes[0].as_ref().filter(|_| wait.read[0]), libc::POLLIN);
-            let err_at = slot(pipes[1].as_ref().filter(|_| wait.read[1]), libc::POLLIN);
+            // A tee behind on our own output is not read until it drains.
+            let reading = [
+                wait.read[0] && sinks[0].has_room(),
+                wait.read[1] && sinks[1].has_room(),
+            ];
+            let out_at = slot(pipes[0].as_ref().filter(|_| reading[0]), libc::POLLIN);
+            let err_at = slot(pipes[1].as_ref().filter(|_| reading[1]), libc::POLLIN);
             let in_at = slot(stdin.as_ref(), libc::POLLOUT);
             let pid_at: Vec<Option<usize>> = self
                 .members
@@ -412,8 +426,24 @@ impl SyncRun {
                     )
                 })
                 .collect();
+            // Our own stdout or stderr, while a tee's copy waits for room.
+            let tee_at = sinks.each_ref().map(|sink| {
+                sink.waiting_fd().map(|fd| {
+                    fds.push(libc::pollfd {
+                        fd,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    });
+                    fds.len() - 1
+                })
+            });
             sys::poll(&mut fds, timeout).map_err(|e| self.io_err(e))?;
             let ready = |at: Option<usize>| at.is_some_and(|i| fds[i].revents != 0);
+            for (sink, at) in sinks.iter_mut().zip(tee_at) {
+                if ready(at) {
+                    sink.flush_now();
+                }
+            }
 
             for (i, (at, stream)) in [(out_at, Stream::Stdout), (err_at, Stream::Stderr)]
                 .into_iter()
@@ -464,6 +494,9 @@ impl SyncRun {
                 }
             }
         };
+        for sink in &mut sinks {
+            sink.finish(ending, self.rules.deadline());
+        }
         Ok((ending, sinks))
     }
 }
@@ -471,6 +504,22 @@ impl SyncRun {
 impl Drop for SyncRun {
     fn drop(&mut self) {
         let sigkill_due = self.rules.sigkill_due();
+        // A pipeline whose leader was reaped: the group is reached through
+        // the leader's kept pidfd.
+        if self.group && self.members[0].ended.is_some() {
+            let members = self
+                .members
+                .iter_mut()
+                .filter(|m| m.ended.is_none())
+                .map(|m| (m.pid, m.pidfd.take()))
+                .collect::<Vec<_>>();
+            if !members.is_empty() {
+                let on_drop = self.members[0].on_drop;
+                let leader = (self.members[0].pid, self.leader_pidfd.as_ref());
+                reaper::abandon_group(leader, members, on_drop, sigkill_due);
+            }
+            return;
+        }
         for m in self.members.iter_mut().filter(|m| m.ended.is_none()) {
             let pidfd = m.pidfd.take();
             match sigkill_due {
@@ -479,6 +528,7 @@ impl Drop for SyncRun {
                     pidfd,
                     kill: Some(PendingKill {
                         group: m.leads_group,
+                        shared: None,
                         deadline,
                     }),
                 }),

@@ -543,7 +543,8 @@ impl Command {
         }
         let [a, b, c] = &self.stdio;
         let raw = spawn_raw(&self.spec, &line, [a.kind(), b.kind(), c.kind()], extra)?;
-        Child::from_raw(raw, line, on_drop, self.spec.leads_group(), limits)
+        let leads_group = raw.leads_group;
+        Child::from_raw(raw, line, on_drop, leads_group, limits)
     }
 }
 

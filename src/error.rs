@@ -93,7 +93,7 @@ pub enum Error {
     /// The child exited with a non-zero code or was killed by a signal
     /// (from [`exec`](crate::exec) and [`exec_file`](crate::exec_file) only,
     /// unless `ignore_status()`).
-    #[error("`{command}` failed: {status}{tail}", status = output.status, tail = StderrTail(&output.stderr))]
+    #[error("`{command}` failed: {status}{tail}", status = output.status, tail = OutputTail(output))]
     Exit {
         /// The command line that ran.
         command: CommandLine,
@@ -105,7 +105,7 @@ pub enum Error {
     #[error(
         "`{command}` timed out after {timeout:?}{fate}{tail}",
         fate = KillNote(output.status, *signal, true),
-        tail = StderrTail(&output.stderr)
+        tail = OutputTail(output)
     )]
     Timeout {
         /// The command line that ran.
@@ -157,7 +157,7 @@ pub enum Error {
     #[error(
         "`{command}` failed at stage {stage} (`{stage_command}`): {status}{tail}",
         status = output.status,
-        tail = StderrTail(&output.stderr)
+        tail = OutputTail(output)
     )]
     Pipeline {
         /// The whole pipeline, `a | b | c`.
@@ -605,14 +605,39 @@ impl fmt::Display for KillNote {
     }
 }
 
+/// What a failed run wrote, for its error message: the tail of stderr, or
+/// of stdout when stderr is empty (merged with `stderr_to_stdout`, or a
+/// tool such as a test runner that reports failures on stdout).
+struct OutputTail<'a>(&'a Output);
+
+impl fmt::Display for OutputTail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Output { stdout, stderr, .. } = self.0;
+        if stderr.iter().all(|&b| b == b'\n') && !stdout.is_empty() {
+            Tail(stdout, "stdout").fmt(f)
+        } else {
+            StderrTail(stderr).fmt(f)
+        }
+    }
+}
+
 /// The last lines of a child's stderr, for error messages: at most 20 lines
 /// and 4 KiB, introduced by a newline; nothing when stderr is empty.
 struct StderrTail<'a>(&'a [u8]);
 
+impl fmt::Display for StderrTail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Tail(self.0, "stderr").fmt(f)
+    }
+}
+
+/// The last lines of a stream, labelled.
+struct Tail<'a>(&'a [u8], &'static str);
+
 const TAIL_LINES: usize = 20;
 const TAIL_BYTES: usize = 4096;
 
-impl fmt::Display for StderrTail<'_> {
+impl fmt::Display for Tail<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let stderr = self.0.strip_suffix(b"\n").unwrap_or(self.0);
         if stderr.is_empty() {
@@ -631,7 +656,8 @@ impl fmt::Display for StderrTail<'_> {
         let cut = if start > 0 { "...\n" } else { "" };
         write!(
             f,
-            "\nstderr:\n{cut}{}",
+            "\n{}:\n{cut}{}",
+            self.1,
             String::from_utf8_lossy(&stderr[start..])
         )
     }

@@ -221,7 +221,15 @@ impl Job {
 
     /// `Exec::spawn`: the child with its limits, its stdin bytes written
     /// by a task.
-    pub(crate) fn spawn(self) -> Result<Child> {
+    pub(crate) fn spawn(mut self) -> Result<Child> {
+        // Nothing reads for a spawned child: a teed stream is shown live by
+        // going straight to ours, as `inherit` (there is no result to keep
+        // it for).
+        for route in [&mut self.stdout, &mut self.stderr] {
+            if matches!(route, Route::Tee) {
+                *route = Route::Inherit;
+            }
+        }
         let mut child = self.spawn_child()?;
         if let (Feed::Bytes(bytes), Some(mut stdin)) = (self.stdin, child.stdin.take()) {
             tokio::spawn(async move {

@@ -67,8 +67,15 @@ pub(crate) fn signal_tree(leader: Option<Proc<'_>>, procs: &[Proc<'_>], signal: 
             let _ = sys::kill_group(leader.pid, leader.pidfd, &members, signal);
         }
         for p in procs {
-            let in_group = leader.is_some_and(|l| sys::process_group_of(p.pid) == Some(l.pid));
-            if !in_group {
+            let group = sys::process_group_of(p.pid);
+            if leader.is_some_and(|l| group == Some(l.pid)) {
+                continue;
+            }
+            // A pipeline stage that could not join the group (its leader
+            // was gone) leads one of its own: signal that too.
+            if leader.is_some() && group == Some(p.pid) {
+                let _ = sys::kill_group(p.pid, p.pidfd, &[p.pid], signal);
+            } else {
                 let _ = sys::kill(p.pid, p.pidfd, signal);
             }
         }

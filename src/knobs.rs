@@ -373,9 +373,11 @@ macro_rules! exec_knobs {
             /// after `kill_grace`), and dropping the `Child` before it was
             /// reaped kills the group as a dropped `exec` does. The streams
             /// that would be captured are pipes you read (`child.stdout`,
-            /// `child.stderr`); bytes given to `stdin(..)` are written by a
-            /// task of the runtime, then stdin is closed. Terminal signals are
-            /// forwarded to the group as for `.await`.
+            /// `child.stderr`); a teed one ([`Stdio::tee`](crate::Stdio::tee))
+            /// goes straight to this process's own, as `inherit` (nothing
+            /// is kept: there is no result). Bytes given to `stdin(..)` are
+            /// written by a task of the runtime, then stdin is closed.
+            /// Terminal signals are forwarded to the group as for `.await`.
             ///
             /// A non-zero exit is in the status `wait` returns, not an error
             /// (there is no output here to judge).

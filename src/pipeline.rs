@@ -31,7 +31,9 @@ const MAX_STAGES: usize = 64;
 /// - The last stage's stdout is captured (or routed as its `stdout(..)`
 ///   says); the first stage's stdin is what its `stdin(..)` says; every
 ///   stage's stderr that is captured (the default) goes to one pipe, so
-///   `Output.stderr` holds them all, in the order they were written.
+///   `Output.stderr` holds them all, in the order they were written. If
+///   any stage tees its stderr ([`Stdio::tee`](crate::Stdio::tee)), that
+///   pipe is shown live and its tail kept.
 /// - It fails as `set -o pipefail` does: with [`Error::Pipeline`], naming the
 ///   last stage that failed and its status. A stage before the last that
 ///   died of `SIGPIPE` (a later stage such as `head -1` stopped reading) is
@@ -316,7 +318,19 @@ impl Pipeline {
             Route::Tee => Some(Sink::Tee(Tee::new(1))),
             _ => None,
         };
-        let stderr = shared_stderr.then(|| Sink::keep(self.limits.max_buffer));
+        // One pipe carries the stderr of every stage that captures it: shown
+        // live if any stage tees its stderr, kept otherwise.
+        let tees = self
+            .stages
+            .iter()
+            .any(|s| !s.spec.merge_stderr && matches!(s.stderr, Route::Tee));
+        let stderr = shared_stderr.then(|| {
+            if tees {
+                Sink::Tee(Tee::new(2))
+            } else {
+                Sink::keep(self.limits.max_buffer)
+            }
+        });
         [stdout, stderr]
     }
 
@@ -511,6 +525,32 @@ impl Running {
     }
 }
 
+impl Drop for Running {
+    /// Dropped before the end (a dropped future): each stage's own drop
+    /// kills it, and the first stage's the group, while it is unreaped.
+    /// Once it was reaped, no stage's pid names the group: it is reached
+    /// through the leader's kept pidfd.
+    fn drop(&mut self) {
+        if !self.children[0].reaped() {
+            return;
+        }
+        let members: Vec<_> = self
+            .children
+            .iter_mut()
+            .filter_map(Child::hand_over)
+            .collect();
+        if !members.is_empty() {
+            let on_drop = OnDrop::Kill {
+                signal: self.rules.limits().kill_signal,
+                grace: Some(self.rules.limits().kill_grace),
+            };
+            let sigkill_due = self.rules.sigkill_due();
+            let leader = (self.leader_pid, self.leader.as_ref());
+            crate::reaper::abandon_group(leader, members, on_drop, sigkill_due);
+        }
+    }
+}
+
 impl Run for Running {
     fn rules(&mut self) -> &mut Rules {
         &mut self.rules
@@ -533,6 +573,9 @@ impl Run for Running {
     }
 
     fn signal(&self, signal: i32) {
+        for child in &self.children {
+            child.trace_signal(signal, true);
+        }
         signal_tree(Some(self.leader()), &self.procs(), signal);
     }
 
@@ -575,6 +618,27 @@ pub(crate) fn judge(
             && i + 1 < n;
         (!status.success() && !sigpipe).then_some((i, status))
     });
+    // No stage is known to have failed, but one's status is lost (SIGCHLD
+    // ignored): pipefail cannot be judged, and success is not known.
+    let lost = statuses[..n - 1]
+        .iter()
+        .enumerate()
+        .find_map(|(i, ended)| match ended {
+            Ended::Lost(why) => Some((i, *why)),
+            Ended::Status(_) => None,
+        });
+    if let (None, Some((i, why)), false) = (failed, lost, pipeline.ignore_status) {
+        return Err(Error::StatusLost {
+            command: line,
+            reason: format!(
+                "the status of stage {} (`{}`) is lost: {why}",
+                i + 1,
+                pipeline.stages[i].spec.command_line()
+            ),
+            stdout,
+            stderr,
+        });
+    }
     match failed {
         Some((i, status)) if !pipeline.ignore_status => Err(Error::Pipeline {
             command: line,

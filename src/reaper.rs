@@ -20,7 +20,8 @@
 //!   progress keep their pidfd: it names the group safely.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::capture::deadline_after;
@@ -38,10 +39,33 @@ pub(crate) struct Orphan {
 pub(crate) struct PendingKill {
     /// Kill the whole group (the child's pid is its pgid), not just the child.
     pub group: bool,
+    /// The child is in a group whose leader was reaped already (a
+    /// pipeline's first stage): the group is signalled through the
+    /// leader's pidfd instead.
+    pub shared: Option<Arc<SharedGroup>>,
     /// When `SIGKILL` follows if the child is still alive; `None` once it
     /// was sent, or never due (an infinite grace). Stragglers in the group
     /// get `SIGKILL` at the exit either way.
     pub deadline: Option<Instant>,
+}
+
+/// A process group whose leader was reaped, named by the leader's pidfd
+/// (which still names the group while members are left), shared by the
+/// members handed to the reaper. The last of them to exit takes what is
+/// left of the group with it, as a leader's exit does.
+pub(crate) struct SharedGroup {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    members: AtomicUsize,
+}
+
+impl SharedGroup {
+    fn leader(&self) -> Proc<'_> {
+        Proc {
+            pid: self.pid,
+            pidfd: Some(self.pidfd.as_fd()),
+        }
+    }
 }
 
 /// Orphans not yet taken by the thread, and the eventfd that wakes it
@@ -183,6 +207,9 @@ fn step(orphan: &mut Orphan, now: Instant) -> bool {
         pid: orphan.pid,
         pidfd: orphan.pidfd.as_ref().map(|fd| fd.as_fd()),
     };
+    let shared = orphan.kill.as_ref().and_then(|k| k.shared.as_ref());
+    // The last member of a shared group to go takes the rest with it.
+    let last_of_shared = || shared.filter(|g| g.members.fetch_sub(1, Ordering::AcqRel) == 1);
     let exited = match sys::has_exited(orphan.pid) {
         Ok(exited) => exited,
         // ECHILD: someone else reaped it (a `waitpid(-1)` elsewhere, or the
@@ -192,6 +219,9 @@ fn step(orphan: &mut Orphan, now: Instant) -> bool {
             if orphan.kill.as_ref().is_some_and(|k| k.group) && me.pidfd.is_some() {
                 kill_stragglers(me, &[]);
             }
+            if let Some(group) = last_of_shared() {
+                kill_stragglers(group.leader(), &[]);
+            }
             return true;
         }
     };
@@ -200,11 +230,18 @@ fn step(orphan: &mut Orphan, now: Instant) -> bool {
             // The leader is a zombie: its group id is still reserved.
             kill_stragglers(me, &[orphan.pid]);
         }
+        if let Some(group) = last_of_shared() {
+            // This member is a zombie of the group: the id is reserved.
+            kill_stragglers(group.leader(), &[orphan.pid]);
+        }
         return sys::try_reap(orphan.pid).map_or(true, |s| s.is_some());
     }
     if let Some(kill) = &mut orphan.kill {
         if kill.deadline.is_some_and(|d| now >= d) {
-            let leader = kill.group.then_some(me);
+            let leader = match &kill.shared {
+                Some(group) => Some(group.leader()),
+                None => kill.group.then_some(me),
+            };
             signal_tree(leader, &[me], libc::SIGKILL);
             kill.deadline = None;
         }
@@ -232,9 +269,63 @@ pub(crate) fn abandon(
             signal_tree(leads_group.then_some(me), &[me], signal.as_raw());
             grace.map(|grace| PendingKill {
                 group: leads_group,
+                shared: None,
                 deadline: deadline_after(Instant::now(), grace),
             })
         }
     };
     adopt(Orphan { pid, pidfd, kill });
+}
+
+/// What dropping a pipeline does once its first stage, the group's
+/// leader, was reaped: the members' own drops could not reach the group
+/// (their pids name no group), so the group is signalled here through the
+/// leader's pidfd, and the members go to the reaper sharing it: `SIGKILL`
+/// to the group after the grace, and to what is left of it when the last
+/// member exits. `sigkill_due`: the run was dropped in the middle of a
+/// kill whose first signal went out already. Without the leader's pidfd
+/// (no pidfds) each member is abandoned on its own.
+pub(crate) fn abandon_group(
+    leader: (libc::pid_t, Option<&OwnedFd>),
+    members: Vec<(libc::pid_t, Option<OwnedFd>)>,
+    on_drop: OnDrop,
+    sigkill_due: Option<Option<Instant>>,
+) {
+    let dup = leader.1.and_then(|fd| fd.try_clone().ok());
+    let (OnDrop::Kill { signal, grace }, Some(pidfd)) = (on_drop, dup) else {
+        for (pid, pidfd) in members {
+            abandon(pid, pidfd, false, on_drop);
+        }
+        return;
+    };
+    let group = Arc::new(SharedGroup {
+        pid: leader.0,
+        pidfd,
+        members: AtomicUsize::new(members.len()),
+    });
+    let deadline = match sigkill_due {
+        Some(deadline) => deadline,
+        None => {
+            let procs: Vec<Proc<'_>> = members
+                .iter()
+                .map(|(pid, fd)| Proc {
+                    pid: *pid,
+                    pidfd: fd.as_ref().map(|fd| fd.as_fd()),
+                })
+                .collect();
+            signal_tree(Some(group.leader()), &procs, signal.as_raw());
+            grace.and_then(|grace| deadline_after(Instant::now(), grace))
+        }
+    };
+    for (pid, pidfd) in members {
+        adopt(Orphan {
+            pid,
+            pidfd,
+            kill: Some(PendingKill {
+                group: false,
+                shared: Some(group.clone()),
+                deadline,
+            }),
+        });
+    }
 }

@@ -164,6 +164,9 @@ pub(crate) struct RawChild {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// It leads a process group of its own (`process_group`,
+    /// `new_session`, or a group it was to join was gone).
+    pub leads_group: bool,
 }
 
 /// Start a process. The only caller of `sys::spawn` in the crate.
@@ -303,7 +306,7 @@ pub(crate) fn spawn_raw(
         }
     }
 
-    let plan = sys::SpawnPlan {
+    let mut plan = sys::SpawnPlan {
         path: &path,
         argv: &argv,
         envp: &envp,
@@ -316,7 +319,21 @@ pub(crate) fn spawn_raw(
         },
         new_session: spec.new_session,
     };
-    let pid = sys::spawn(&plan).map_err(|e| {
+    let mut leads_group = spec.leads_group() && spec.join_group.is_none();
+    let mut spawned = sys::spawn(&plan);
+    // The group to join is gone: its leader exited and was reaped before
+    // this process could join (a pipeline's first stage when `SIGCHLD` is
+    // ignored, which makes the kernel reap at once). `setpgid` says EPERM;
+    // the stage then leads a group of its own, which the pipeline signals
+    // as well (`kill::signal_tree`).
+    if spec.join_group.is_some()
+        && matches!(&spawned, Err(e) if e.raw_os_error() == Some(libc::EPERM))
+    {
+        plan.process_group = Some(0);
+        leads_group = true;
+        spawned = sys::spawn(&plan);
+    }
+    let pid = spawned.map_err(|e| {
         let reason = explain_spawn_error(&e, spec, &path, &argv, &envp);
         Error::spawn(line, reason, e)
     })?;
@@ -334,6 +351,7 @@ pub(crate) fn spawn_raw(
         stdin,
         stdout,
         stderr,
+        leads_group,
     })
 }
 

@@ -295,9 +295,13 @@ impl Pipe {
     }
 
     /// Read once into `capture` when the pipe is readable.
-    async fn read_capture(&self, capture: &mut Sink) -> io::Result<usize> {
+    fn poll_read_capture(
+        &self,
+        cx: &mut Context<'_>,
+        capture: &mut Sink,
+    ) -> Poll<io::Result<usize>> {
         loop {
-            let mut guard = self.0.readable().await?;
+            let mut guard = ready!(self.0.poll_read_ready(cx))?;
             match guard.try_io(|fd| capture.read_from(fd.as_fd())) {
                 Ok(Ok(n)) => {
                     // A short read emptied the pipe: wait for the next edge
@@ -306,9 +310,9 @@ impl Pipe {
                     if n > 0 && capture.last_read_was_short() {
                         guard.clear_ready();
                     }
-                    return Ok(n);
+                    return Poll::Ready(Ok(n));
                 }
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
                 Err(_would_block) => continue,
             }
         }
@@ -509,8 +513,12 @@ impl AsyncWrite for ChildStdin {
 macro_rules! async_read {
     ($name:ident) => {
         impl $name {
-            pub(crate) async fn read_capture(&self, capture: &mut Sink) -> io::Result<usize> {
-                self.0.read_capture(capture).await
+            pub(crate) fn poll_read_capture(
+                &self,
+                cx: &mut Context<'_>,
+                capture: &mut Sink,
+            ) -> Poll<io::Result<usize>> {
+                self.0.poll_read_capture(cx, capture)
             }
         }
 

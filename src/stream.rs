@@ -52,7 +52,7 @@ use crate::exec::{Job, Route};
 #[must_use = "streams do nothing unless polled"]
 pub struct Lines {
     queue: Queue,
-    run: Option<Pin<Box<dyn Future<Output = Result<Output>> + Send>>>,
+    run: Option<Driver>,
     error: Option<Error>,
     status: Option<ExitStatus>,
 }
@@ -71,18 +71,25 @@ impl Lines {
         } else {
             lines(&job.stderr, Stream::Stderr)
         };
+        let line = job.spec.command_line();
+        let for_run = line.clone();
         let run = async move {
             let collected = child.collect(job.input(), [out, err]).await?;
-            judge(
-                &job.spec.command_line(),
-                &job.limits,
-                job.ignore_status,
-                collected,
-            )
+            judge(&for_run, &job.limits, job.ignore_status, collected)
+        };
+        // As a task of its own, the run reads ahead and keeps its timeout
+        // while the consumer is busy with a line; dropping the stream
+        // aborts the task, and the child goes with it.
+        let run = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => Driver::Task {
+                task: runtime.spawn(run),
+                line,
+            },
+            Err(_) => Driver::InPlace(Box::pin(run)),
         };
         Ok(Lines {
             queue,
-            run: Some(Box::pin(run)),
+            run: Some(run),
             error: None,
             status: None,
         })
@@ -108,12 +115,44 @@ impl Lines {
     pub fn status(&self) -> Option<ExitStatus> {
         self.status
     }
+}
 
-    fn pop(&self) -> Option<Line> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
+/// Where the run of a [`Lines`] stream is driven.
+enum Driver {
+    /// A task on the runtime the stream was made in.
+    Task {
+        task: tokio::task::JoinHandle<Result<Output>>,
+        line: crate::error::CommandLine,
+    },
+    /// By the consumer's polls (no runtime when the stream was made).
+    InPlace(Pin<Box<dyn Future<Output = Result<Output>> + Send>>),
+}
+
+impl Driver {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Output>> {
+        match self {
+            Driver::InPlace(run) => run.as_mut().poll(cx),
+            Driver::Task { task, line } => {
+                Poll::Ready(match std::task::ready!(Pin::new(task).poll(cx)) {
+                    Ok(result) => result,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    // Only a runtime shutting down cancels it (our drop aborts
+                    // it, but then nobody polls).
+                    Err(_) => Err(Error::io(
+                        line,
+                        std::io::Error::other("the runtime shut down while the command ran"),
+                    )),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Driver::Task { task, .. } = self {
+            task.abort();
+        }
     }
 }
 
@@ -123,7 +162,7 @@ impl futures_core::Stream for Lines {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Line>>> {
         let this = self.get_mut();
         loop {
-            if let Some(line) = this.pop() {
+            if let Some(line) = this.queue.pop() {
                 return Poll::Ready(Some(Ok(line)));
             }
             if let Some(error) = this.error.take() {
@@ -132,9 +171,11 @@ impl futures_core::Stream for Lines {
             let Some(run) = &mut this.run else {
                 return Poll::Ready(None);
             };
-            // Driving the run reads more lines (while fewer than 1,024
-            // wait), watches the exit and the timeout.
-            match run.as_mut().poll(cx) {
+            // Woken by the next line, or by the run's end.
+            if let Poll::Ready(line) = this.queue.poll_pop(cx) {
+                return Poll::Ready(Some(Ok(line)));
+            }
+            match run.poll(cx) {
                 Poll::Ready(result) => {
                     this.run = None;
                     match result {
@@ -142,10 +183,7 @@ impl futures_core::Stream for Lines {
                         Err(error) => this.error = Some(error),
                     }
                 }
-                Poll::Pending if this.queue.lock().map_or(true, |q| q.is_empty()) => {
-                    return Poll::Pending
-                }
-                Poll::Pending => {}
+                Poll::Pending => return Poll::Pending,
             }
         }
     }

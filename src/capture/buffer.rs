@@ -2,8 +2,11 @@
 
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
 
 use super::lines::LineSink;
+use super::Ending;
 use crate::sys;
 
 /// An output stream captured into memory, up to a limit.
@@ -119,21 +122,98 @@ pub(crate) enum Sink {
 /// How much a tee keeps: enough for an error's stderr tail.
 pub(crate) const TAIL: usize = 64 * 1024;
 
+/// How much a tee holds for this process's own output before it stops
+/// reading the child (which then waits on its pipe, as it would writing
+/// to that output itself).
+const TEE_BACKLOG: usize = 1 << 20;
+
 /// A stream copied through to this process's own output.
+///
+/// Our stdout may be a pager that stopped reading: a blocking write would
+/// stall the driver, its timeout and (on a current-thread runtime) every
+/// other task. So the copy is written only when `poll(2)` says the fd has
+/// room, `PIPE_BUF` bytes at a time (what a pipe or socket with room takes
+/// without blocking); what does not fit waits here, and past
+/// [`TEE_BACKLOG`] the child is not read until it drains.
 pub(crate) struct Tee {
-    to: RawFd,
+    out: TeeOut,
     scratch: Vec<u8>,
     tail: Vec<u8>,
     short: bool,
+    /// Registration of a duplicate of `out.to` with tokio, to wait for
+    /// room in the async driver; made on first need.
+    watch: Option<Watch>,
+}
+
+/// The copy on its way to one of our own fds.
+struct TeeOut {
+    to: RawFd,
+    /// Read from the child, not yet written; `pending[sent..]` is left.
+    pending: Vec<u8>,
+    sent: usize,
+    /// Writes never block (a regular file): written whole, no `poll`.
+    never_blocks: bool,
+    /// A write failed (a pager that quit): copies are dropped, the run
+    /// goes on.
+    closed: bool,
+}
+
+enum Watch {
+    Fd(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>),
+    /// epoll refuses the fd (a regular file, `/dev/null`): it is always
+    /// ready, so `poll` never says otherwise.
+    Unwatchable,
+}
+
+impl TeeOut {
+    fn left(&self) -> usize {
+        self.pending.len() - self.sent
+    }
+
+    /// Write what the fd takes now, without blocking; `true` once nothing
+    /// is left.
+    fn flush_now(&mut self) -> bool {
+        const PIPE_BUF: usize = libc::PIPE_BUF;
+        while self.left() > 0 {
+            let chunk = if self.never_blocks {
+                self.left()
+            } else if sys::writable_now(self.to) {
+                self.left().min(PIPE_BUF)
+            } else {
+                return false;
+            };
+            let bytes = &self.pending[self.sent..self.sent + chunk];
+            match sys::write(sys::own_fd(self.to), bytes) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Shared with a runtime that made it non-blocking.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => self.closed = true,
+            }
+            if self.closed {
+                break;
+            }
+        }
+        self.pending.clear();
+        self.sent = 0;
+        true
+    }
 }
 
 impl Tee {
     pub(crate) fn new(to: RawFd) -> Tee {
         Tee {
-            to,
+            out: TeeOut {
+                to,
+                pending: Vec::new(),
+                sent: 0,
+                never_blocks: sys::is_regular_file(sys::own_fd(to)),
+                closed: false,
+            },
             scratch: Vec::new(),
             tail: Vec::new(),
             short: false,
+            watch: None,
         }
     }
 
@@ -143,15 +223,89 @@ impl Tee {
         self.scratch.reserve(CHUNK);
         let n = sys::read_to_spare(fd, &mut self.scratch, CHUNK)?;
         self.short = n < CHUNK;
-        // Our own stdout or stderr: a terminal, a file, a pipe to a pager.
-        // Written whole, waiting for room if it is full; a closed one (a
-        // pager that quit) drops the copy, the run goes on.
-        let _ = sys::write_all_blocking(self.to, &self.scratch);
+        if !self.out.closed {
+            if self.out.sent > 0 && self.out.sent == self.out.pending.len() {
+                self.out.pending.clear();
+                self.out.sent = 0;
+            } else if self.out.sent >= TEE_BACKLOG / 2 {
+                self.out.pending.drain(..self.out.sent);
+                self.out.sent = 0;
+            }
+            self.out.pending.extend_from_slice(&self.scratch);
+            self.out.flush_now();
+        }
         self.tail.extend_from_slice(&self.scratch);
         if self.tail.len() > 2 * TAIL {
             self.tail.drain(..self.tail.len() - TAIL);
         }
         Ok(n)
+    }
+
+    /// Whether the child may be read: the backlog is under its limit.
+    fn has_room(&self) -> bool {
+        self.out.left() < TEE_BACKLOG
+    }
+
+    /// Our fd, while a copy waits for room in it.
+    fn waiting_fd(&self) -> Option<RawFd> {
+        (self.out.left() > 0).then_some(self.out.to)
+    }
+
+    /// Keep the copy flowing out: `Ready` once all of it is written.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.out.flush_now() {
+                return Poll::Ready(());
+            }
+            let to = self.out.to;
+            let watch = self.watch.get_or_insert_with(|| {
+                sys::dup_at_least(sys::own_fd(to), 3)
+                    .ok()
+                    .and_then(|dup| {
+                        sys::tokio_fd::register(dup, tokio::io::Interest::WRITABLE).ok()
+                    })
+                    .map_or(Watch::Unwatchable, Watch::Fd)
+            });
+            match watch {
+                Watch::Fd(fd) => match ready!(fd.poll_write_ready(cx)) {
+                    // It was full at our last try: wait for the next edge.
+                    Ok(mut guard) => guard.clear_ready(),
+                    Err(_) => *watch = Watch::Unwatchable,
+                },
+                Watch::Unwatchable => {
+                    // Cannot be waited for, so it cannot be full either
+                    // (short of a non-blocking one shared with a runtime):
+                    // write it as before.
+                    let bytes = &self.out.pending[self.out.sent..];
+                    let _ = sys::write_all_blocking(to, bytes);
+                    self.out.pending.clear();
+                    self.out.sent = 0;
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+
+    /// At the end of the run: write what is left, waiting for room until
+    /// `until` (`None`: as long as it takes, as the child itself would
+    /// have); what is still left then is dropped (the tail keeps it).
+    fn finish(&mut self, until: Option<Instant>) {
+        while !self.out.flush_now() {
+            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                break;
+            }
+            let mut fds = [libc::pollfd {
+                fd: self.out.to,
+                events: libc::POLLOUT,
+                revents: 0,
+            }];
+            if sys::poll(&mut fds, left).is_err() {
+                break;
+            }
+        }
+        self.out.pending = Vec::new();
+        self.out.sent = 0;
     }
 
     fn into_tail(mut self) -> Vec<u8> {
@@ -199,11 +353,70 @@ impl Sink {
         }
     }
 
-    /// Whether the stream may be read now: a line consumer may be behind.
+    /// Whether the stream may be read now, for the blocking driver: a tee
+    /// may be behind on our own output.
     pub(crate) fn has_room(&self) -> bool {
         match self {
-            Sink::Lines(lines) => lines.has_room(),
-            _ => true,
+            Sink::Tee(tee) => tee.has_room(),
+            Sink::Keep(_) => true,
+            Sink::Lines(_) => unreachable!("lines are read by the async driver only"),
+        }
+    }
+
+    /// Ready when the stream may be read: a line consumer or our own
+    /// output may be behind. Keeps a tee's copy flowing out meanwhile.
+    /// Polled afresh every time the driver is, so room made since the last
+    /// poll is seen.
+    pub(crate) fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            Sink::Keep(_) => Poll::Ready(()),
+            Sink::Lines(lines) => lines.poll_room(cx),
+            Sink::Tee(tee) => {
+                let flushed = tee.poll_flush(cx);
+                if tee.has_room() {
+                    Poll::Ready(())
+                } else {
+                    debug_assert!(flushed.is_pending());
+                    Poll::Pending
+                }
+            }
+        }
+    }
+
+    /// Keep a tee's copy flowing out while the stream is not being read.
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            Sink::Tee(tee) => tee.poll_flush(cx),
+            _ => Poll::Ready(()),
+        }
+    }
+
+    /// The blocking driver's side of the same: our fd to wait on while a
+    /// copy waits for room in it, and the write once it has room.
+    pub(crate) fn waiting_fd(&self) -> Option<RawFd> {
+        match self {
+            Sink::Tee(tee) => tee.waiting_fd(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn flush_now(&mut self) {
+        if let Sink::Tee(tee) = self {
+            tee.out.flush_now();
+        }
+    }
+
+    /// The run is over: a tee writes what is left (waiting for room only
+    /// when the run ended by itself, and not past its timeout); lines
+    /// without `\n` are handed out.
+    pub(crate) fn finish(&mut self, ending: Ending, deadline: Option<Instant>) {
+        match self {
+            Sink::Tee(tee) => tee.finish(match ending {
+                Ending::Exited => deadline,
+                Ending::TimedOut | Ending::Overflow(_) => Some(Instant::now()),
+            }),
+            Sink::Lines(lines) => lines.flush(),
+            Sink::Keep(_) => {}
         }
     }
 

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use crate::error::Stream;
 use crate::sys;
@@ -142,8 +143,78 @@ impl std::fmt::Debug for Line {
     }
 }
 
-/// The lines both streams of one run produce, in the order they were read.
-pub(crate) type Queue = Arc<Mutex<VecDeque<Line>>>;
+/// The lines read and not yet taken, shared by the run that reads them
+/// and the [`Lines`](crate::Lines) stream that hands them out, each side
+/// waking the other: the consumer when lines arrive or the run ends, the
+/// run when the consumer made room.
+#[derive(Clone, Default)]
+pub(crate) struct Queue(Arc<Mutex<QueueState>>);
+
+#[derive(Default)]
+struct QueueState {
+    lines: VecDeque<Line>,
+    /// The consumer, waiting for a line.
+    consumer: Option<Waker>,
+    /// The run, waiting for room.
+    producer: Option<Waker>,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The oldest line, if any; wakes a run waiting for room.
+    pub(crate) fn pop(&self) -> Option<Line> {
+        let mut st = self.lock();
+        let line = st.lines.pop_front()?;
+        if st.lines.len() < QUEUE_CAP {
+            if let Some(waker) = st.producer.take() {
+                waker.wake();
+            }
+        }
+        Some(line)
+    }
+
+    /// The oldest line, or `Pending` with the consumer's waker kept for
+    /// the next line.
+    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Line> {
+        if let Some(line) = self.pop() {
+            return Poll::Ready(line);
+        }
+        let mut st = self.lock();
+        match st.lines.pop_front() {
+            Some(line) => Poll::Ready(line),
+            None => {
+                st.consumer = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    fn push(&self, lines: impl IntoIterator<Item = Line>) {
+        let mut st = self.lock();
+        let before = st.lines.len();
+        st.lines.extend(lines);
+        if st.lines.len() > before {
+            if let Some(waker) = st.consumer.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Whether fewer than [`QUEUE_CAP`] lines wait; if not, the run's
+    /// waker is kept for when the consumer takes one.
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.lock();
+        if st.lines.len() < QUEUE_CAP {
+            Poll::Ready(())
+        } else {
+            st.producer = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
 
 /// A line longer than this is handed out in pieces.
 pub(crate) const MAX_LINE: usize = 1024 * 1024;
@@ -176,13 +247,10 @@ impl LineSink {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Line>> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether the consumer has taken enough lines for more to be read.
-    pub(crate) fn has_room(&self) -> bool {
-        self.lock().len() < QUEUE_CAP
+    /// Ready when the consumer has taken enough lines for more to be
+    /// read; the run is woken when it does.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.queue.poll_room(cx)
     }
 
     pub(crate) fn read_from(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
@@ -215,7 +283,7 @@ impl LineSink {
             });
             self.scan = self.buf.len();
         }
-        self.lock().extend(lines);
+        self.queue.push(lines);
         Ok(n)
     }
 
@@ -240,7 +308,7 @@ impl LineSink {
                 complete: false,
             };
             self.scan = 0;
-            self.lock().push_back(last);
+            self.queue.push([last]);
         }
     }
 

@@ -178,6 +178,11 @@ impl Rules {
     }
 
     /// One more process in the run (a pipeline's next stage).
+    /// When the timeout expires, if there is one.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
     pub(crate) fn add_member(&mut self) {
         self.members.push(Member::default());
     }

@@ -619,7 +619,9 @@ impl fmt::Debug for Channel {
 /// `execPath: worker` gets its own path as its first argument. When the
 /// process was started with a channel (`NODE_CHANNEL_FD` set) and its first
 /// argument names its own executable, that argument is left out. Otherwise
-/// this is exactly `args_os().skip(1)`.
+/// this is exactly `args_os().skip(1)`. (A parent that passes the worker's
+/// own path as a genuine first argument loses it here: read
+/// `std::env::args_os()` then.)
 ///
 /// # Examples
 ///

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use super::Child;
 use crate::capture::{Action, Collected, Ending, Event, Rules, Sink};
@@ -168,11 +168,13 @@ pub(crate) async fn drive<R: Run>(run: &mut R, io: Io<'_>) -> Result<(Ending, [S
         let watching = run.rules().watching();
         tokio::select! {
             biased;
-            n = read_pipe(&stdout, &mut out), if wait.read[0] && out.has_room() => {
+            // Always polled: room a line consumer made since the last poll
+            // is seen, and a tee's copy flows out while reading is off.
+            n = read_pipe(&stdout, &mut out, wait.read[0]) => {
                 let event = read_event(Stream::Stdout, n.map_err(io_err)?, &out);
                 run.rules().on(event, Instant::now());
             }
-            n = read_pipe(&stderr, &mut err), if wait.read[1] && err.has_room() => {
+            n = read_pipe(&stderr, &mut err, wait.read[1]) => {
                 let event = read_event(Stream::Stderr, n.map_err(io_err)?, &err);
                 run.rules().on(event, Instant::now());
             }
@@ -195,6 +197,9 @@ pub(crate) async fn drive<R: Run>(run: &mut R, io: Io<'_>) -> Result<(Ending, [S
             () = &mut timer, if armed.is_some() => {}
         }
     };
+    let deadline = run.rules().deadline();
+    out.finish(ending, deadline);
+    err.finish(ending, deadline);
     Ok((ending, [out, err]))
 }
 
@@ -221,11 +226,24 @@ fn read_event(stream: Stream, n: usize, capture: &Sink) -> Event {
     }
 }
 
-async fn read_pipe<P: CapturePipe>(pipe: &Option<P>, capture: &mut Sink) -> io::Result<usize> {
-    match pipe {
-        Some(pipe) => pipe.read_into(capture).await,
-        None => std::future::pending().await,
-    }
+/// One read from `pipe` into `sink`, once `reading` and the sink has room
+/// (a line consumer or our own output may be behind); until then a tee's
+/// copy keeps flowing out. Room is checked on every poll, not once when the
+/// `select!` is built: the consumer of `Exec::lines` frees it between polls.
+async fn read_pipe<P: CapturePipe>(
+    pipe: &Option<P>,
+    sink: &mut Sink,
+    reading: bool,
+) -> io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let Some(pipe) = pipe.as_ref().filter(|_| reading) else {
+            let _ = sink.poll_flush(cx);
+            return Poll::Pending;
+        };
+        ready!(sink.poll_room(cx));
+        pipe.poll_read_into(cx, sink)
+    })
+    .await
 }
 
 async fn write_pipe(pipe: &Option<ChildStdin>, buf: &[u8]) -> io::Result<usize> {
@@ -236,17 +254,17 @@ async fn write_pipe(pipe: &Option<ChildStdin>, buf: &[u8]) -> io::Result<usize> 
 }
 
 trait CapturePipe: AsFd {
-    async fn read_into(&self, capture: &mut Sink) -> io::Result<usize>;
+    fn poll_read_into(&self, cx: &mut Context<'_>, capture: &mut Sink) -> Poll<io::Result<usize>>;
 }
 
 impl CapturePipe for ChildStdout {
-    async fn read_into(&self, capture: &mut Sink) -> io::Result<usize> {
-        self.read_capture(capture).await
+    fn poll_read_into(&self, cx: &mut Context<'_>, capture: &mut Sink) -> Poll<io::Result<usize>> {
+        self.poll_read_capture(cx, capture)
     }
 }
 
 impl CapturePipe for ChildStderr {
-    async fn read_into(&self, capture: &mut Sink) -> io::Result<usize> {
-        self.read_capture(capture).await
+    fn poll_read_into(&self, cx: &mut Context<'_>, capture: &mut Sink) -> Poll<io::Result<usize>> {
+        self.poll_read_capture(cx, capture)
     }
 }

@@ -267,6 +267,13 @@ impl Child {
 
     /// Signal the child and, if it leads one, its group (see
     /// [`signal_tree`]). Nothing once it is reaped.
+    /// Record a signal sent to this child by its pipeline (tracing).
+    pub(crate) fn trace_signal(&self, signal: i32, group: bool) {
+        if self.status.is_none() {
+            self.trace.signal(signal, group);
+        }
+    }
+
     pub(crate) fn signal_tree(&self, signal: i32) {
         if self.status.is_none() {
             self.trace.signal(signal, self.leads_group);
@@ -655,6 +662,24 @@ impl Child {
     }
 }
 
+impl Child {
+    /// For a pipeline dropped after its leader was reaped: the pid and
+    /// pidfd of this unreaped stage, which the caller hands to the reaper
+    /// with the group (`reaper::abandon_group`); this `Child`'s own drop
+    /// then does nothing. `None` if it was reaped.
+    pub(crate) fn hand_over(&mut self) -> Option<(libc::pid_t, Option<OwnedFd>)> {
+        if self.status.is_some() {
+            return None;
+        }
+        self.status = Some(Ended::Lost("handed to the reaper"));
+        let pidfd = match self.watch.take() {
+            Some(ExitWatch::Pidfd(fd)) => Some(fd.into_inner()),
+            _ => None,
+        };
+        Some((self.pid, pidfd))
+    }
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         if self.status.is_some() {
@@ -664,6 +689,11 @@ impl Drop for Child {
             Some(ExitWatch::Pidfd(fd)) => Some(fd.into_inner()),
             _ => None,
         };
+        if let OnDrop::Kill { signal, .. } = self.on_drop {
+            if self.rules.sigkill_due().is_none() {
+                self.trace.signal(signal.as_raw(), self.leads_group);
+            }
+        }
         match self.rules.sigkill_due() {
             // Dropped in the middle of a kill: the first signal went out
             // already; keep its SIGKILL deadline.
@@ -672,6 +702,7 @@ impl Drop for Child {
                 pidfd,
                 kill: Some(PendingKill {
                     group: self.leads_group,
+                    shared: None,
                     deadline,
                 }),
             }),

@@ -422,6 +422,31 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::R
     }
 }
 
+/// Whether `fd` would take a write now (`poll` with `POLLOUT` and no wait):
+/// for a pipe, at least a page free, so a write of `PIPE_BUF` bytes does
+/// not block. An error (a closed fd) counts as ready: the write says why.
+pub(crate) fn writable_now(fd: RawFd) -> bool {
+    let mut fds = [libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    }];
+    poll(&mut fds, Some(Duration::ZERO)).map_or(true, |n| n > 0)
+}
+
+/// Whether `fd` is a regular file or a block device, whose writes never
+/// wait for a reader.
+pub(crate) fn is_regular_file(fd: BorrowedFd<'_>) -> bool {
+    let mut stat = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into valid memory.
+    if unsafe { libc::fstat(fd.as_raw_fd(), stat.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: fstat succeeded, so it filled `stat`.
+    let mode = unsafe { stat.assume_init() }.st_mode & libc::S_IFMT;
+    matches!(mode, libc::S_IFREG | libc::S_IFBLK)
+}
+
 /// An eventfd, CLOEXEC and non-blocking, to wake a thread blocked in poll.
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: eventfd takes an initial value and flags and returns a new fd.

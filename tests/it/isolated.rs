@@ -437,6 +437,41 @@ fn issue_11_sigchld_ignored_keeps_status_and_output() {
     assert_eq!(now.sa_sigaction, libc::SIG_IGN);
 }
 
+/// Review of 13.5 with `SIGCHLD` ignored: the kernel reaps a first stage
+/// that exits before the next one joins its group. The next stage used to
+/// fail to start (`setpgid` EPERM, reported as "could not execute"); it
+/// now leads a group of its own. And a stage whose status is lost is never
+/// taken for a success.
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn review_13_pipelines_with_sigchld_ignored() {
+    let _ignored = SigchldIgnored::new();
+    for _ in 0..100 {
+        match cp::exec_file("true", [""; 0])
+            .pipe(cp::exec_file("cat", [""; 0]))
+            .run_sync()
+        {
+            Ok(out) => assert!(out.stdout.is_empty()),
+            Err(cp::Error::StatusLost { reason, .. }) => {
+                assert!(reason.contains("ignores SIGCHLD"), "{reason}")
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    runtime().block_on(async {
+        for _ in 0..100 {
+            // The first stage fails; its status is kept or said to be lost.
+            match cp::exec("exit 1").pipe(cp::exec_file("cat", [""; 0])).await {
+                Err(cp::Error::Pipeline { stage: 1, .. }) => {}
+                Err(cp::Error::StatusLost { reason, .. }) => {
+                    assert!(reason.contains("stage 1"), "{reason}")
+                }
+                other => panic!("pipefail lost: {other:?}"),
+            }
+        }
+    });
+}
+
 /// Issue 11.3: with `SIGCHLD` ignored the group id of a child is free as
 /// soon as the kernel reaped it. After pid reuse, `kill_group` killed an
 /// unrelated process group (32,340 spawns in the report). Here the reuse

@@ -369,3 +369,119 @@ async fn dropped_pipeline_kills_every_stage() {
     let _ = run.await;
     wait_until_async(Duration::from_secs(5), "every stage killed", || !alive(pid)).await;
 }
+
+/// Review of 13.3: a consumer that reads slower than the child writes gets
+/// every line; reading pauses at 1,024 waiting lines and resumes as the
+/// consumer takes them (it used to stop for good once the queue filled).
+#[tokio::test]
+async fn lines_read_on_after_the_consumer_catches_up() {
+    let mut lines = cp::exec("seq 1 100000")
+        .timeout(Duration::from_secs(30))
+        .lines()
+        .unwrap();
+    let mut n = 0u32;
+    while let Some(line) = lines.next().await {
+        n += 1;
+        assert_eq!(line.unwrap().text(), n.to_string());
+    }
+    assert_eq!(n, 100_000);
+    assert!(lines.status().unwrap().success());
+}
+
+/// Review of 13.3: the timeout kills the tree while the consumer is busy
+/// with a line, not only when it asks for the next one.
+#[tokio::test]
+async fn lines_timeout_fires_while_the_consumer_is_busy() {
+    let dir = TempDir::new("lines-busy");
+    let (line, pidfile) = with_pidfile(&dir, "echo ready; exec sleep 30");
+    let mut lines = cp::exec(line)
+        .timeout(Duration::from_millis(300))
+        .kill_grace(Duration::from_millis(100))
+        .lines()
+        .unwrap();
+    assert_eq!(lines.next().await.unwrap().unwrap().text(), "ready");
+    let pid = read_pid(&pidfile);
+    // Not polling `lines` meanwhile.
+    wait_until_async(
+        Duration::from_secs(5),
+        "the timeout killed the child while nobody polled the stream",
+        || !alive(pid),
+    )
+    .await;
+    let err = lines.next().await.unwrap().unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+}
+
+/// Review of 13.2: a tee whose own stdout nobody reads (a stopped pager)
+/// neither outlives the timeout nor stalls the runtime's other tasks.
+#[test]
+fn tee_to_a_stuck_stdout_keeps_the_timeout_and_the_runtime() {
+    use std::io::Read;
+    let mut child = std::process::Command::new(worker_exe())
+        .arg("--tee-stuck")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut report = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut report)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{report}");
+    let field = |run: &str, key: &str| -> String {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(run))
+            .unwrap_or_else(|| panic!("no {run} line in {report}"));
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+            .to_string()
+    };
+    for run in ["await", "sync"] {
+        assert_eq!(field(run, "timeout"), "true", "{report}");
+        let ms: u64 = field(run, "ms").parse().unwrap();
+        assert!(ms < 4000, "{run}: 1 s timeout + 0.5 s grace took {ms} ms");
+    }
+    let ticks: u32 = field("await", "ticks").parse().unwrap();
+    assert!(
+        ticks >= 5,
+        "the ticker ran {ticks} times in a second: {report}"
+    );
+}
+
+/// Review of 13.5: a pipeline dropped after its first stage (the group's
+/// leader) ended and was reaped still kills the later stages and what they
+/// started: the group is reached through the leader's kept pidfd.
+#[tokio::test]
+async fn dropped_pipeline_after_its_first_stage_ended_kills_the_rest() {
+    let dir = TempDir::new("pipe-drop-late");
+    let first = dir.0.join("first");
+    let (line, pidfile) = with_pidfile(&dir, "sleep 30 & echo $! > grandchild; wait");
+    let run = tokio::spawn(
+        cp::exec(format!("echo $$ > {}", first.display()))
+            .pipe(cp::exec(line).cwd(&dir.0))
+            .kill_grace(Duration::from_millis(100))
+            .into_future(),
+    );
+    wait_until_async(Duration::from_secs(10), "started", || {
+        pidfile.exists() && dir.0.join("grandchild").exists() && first.exists()
+    })
+    .await;
+    let leader = read_pid(&first);
+    wait_until_async(Duration::from_secs(10), "the first stage reaped", || {
+        crate::support::stat(leader).is_none()
+    })
+    .await;
+    let stage = read_pid(&pidfile);
+    let grandchild = read_pid(&dir.0.join("grandchild"));
+    run.abort();
+    let _ = run.await;
+    wait_until_async(Duration::from_secs(5), "every stage killed", || {
+        !alive(stage) && !alive(grandchild)
+    })
+    .await;
+}
