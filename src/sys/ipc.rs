@@ -245,14 +245,22 @@ fn adopt_stream_socket(raw: RawFd, stat: &libc::stat) -> io::Result<OwnedFd> {
     // takes it the same way.) On a wrong kind of socket it is given back
     // untouched below.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    match socket_problem(&fd) {
-        None => Ok(fd),
-        Some(why) => {
-            // Give the fd back untouched: it is not a channel we can use.
-            let _ = fd.into_raw_fd();
-            Err(why)
-        }
+    if let Some(why) = socket_problem(&fd) {
+        // Give the fd back untouched: it is not a channel we can use.
+        let _ = fd.into_raw_fd();
+        return Err(why);
     }
+    if (0..=2).contains(&raw) {
+        // Node's `spawn(.., {stdio: ['inherit', 'ipc', ..]})` puts the
+        // channel at fd 1. But std's stdin, stdout and stderr write to fds
+        // 0-2 whoever owns them: closing one (dropping the channel) would
+        // let the next open file take its number and receive `println!`
+        // output. The channel gets a duplicate; the standard fd stays open.
+        let dup = crate::sys::dup_at_least(std::os::fd::AsFd::as_fd(&fd), 3);
+        let _ = fd.into_raw_fd();
+        return dup;
+    }
+    Ok(fd)
 }
 
 /// One non-blocking `send(2)` on a stream socket, with `MSG_NOSIGNAL`: a

@@ -320,3 +320,43 @@ async fn worker_exits_when_its_parent_is_killed() {
     })
     .await;
 }
+
+/// A Node parent may put the channel at fd 1 (`stdio: ['inherit', 'ipc',
+/// ..]`). Adopting it must not close fd 1 under std's stdout: the channel
+/// takes a duplicate, so a file opened after the channel is dropped never
+/// gets fd 1 (and `println!` output never lands in it).
+#[tokio::test]
+async fn a_channel_at_fd_1_leaves_stdout_open() {
+    if !have_node() {
+        return;
+    }
+    let script = r#"
+        const cp = require('child_process');
+        const w = cp.spawn(process.argv[1], ['--stdio-channel'], { stdio: ['inherit', 'ipc', 'pipe'] });
+        let err = '';
+        w.stderr.on('data', (d) => { err += d; });
+        w.on('message', (m) => console.log('message', JSON.stringify(m)));
+        w.on('close', (code) => { console.log(err.trim()); console.log('exit', code); });
+    "#;
+    let out = cp::exec_file(
+        "node",
+        [
+            std::ffi::OsStr::new("-e"),
+            script.as_ref(),
+            worker_exe().as_os_str(),
+        ],
+    )
+    .timeout(Duration::from_secs(30))
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("message \"hi\""), "{text}");
+    assert!(text.contains("exit 0"), "{text}");
+    let fd: i32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("opened fd "))
+        .unwrap_or_else(|| panic!("{text}"))
+        .parse()
+        .unwrap();
+    assert!(fd > 2, "a file opened after the channel got fd {fd}");
+}
