@@ -372,6 +372,12 @@ enum Shape {
 
 impl Shape {
     const ASYNC: [Shape; 3] = [Shape::CurrentThread, Shape::Task, Shape::MtBlockOn];
+    const ALL: [Shape; 4] = [
+        Shape::CurrentThread,
+        Shape::Task,
+        Shape::MtBlockOn,
+        Shape::Blocking,
+    ];
 
     /// The words that end a row label.
     fn words(self) -> &'static str {
@@ -563,29 +569,16 @@ fn bench_spawn(p: &Params) -> Section {
         Unit::Time,
         &peers,
     );
-    let all = [
-        Shape::CurrentThread,
-        Shape::Task,
-        Shape::MtBlockOn,
-        Shape::Blocking,
-    ];
-    for shape in all {
-        s.compare_named(&spawn_ours(shape), &ours_short(shape), SPAWN_STD);
-        s.compare_named(&spawn_ours(shape), &ours_short(shape), SPAWN_NODE);
-    }
-    for shape in Shape::ASYNC {
-        s.compare_named(&spawn_ours(shape), &ours_short(shape), &spawn_tokio(shape));
-    }
+    shape_rows(&mut s, &spawn_ours, SPAWN_STD, SPAWN_NODE, &spawn_tokio);
     s.compare_named(
         &spawn_ours(Shape::Blocking),
         &ours_short(Shape::Blocking),
         "Node `spawnSync`, stdio 'ignore'",
     );
     s.compare_named(piped, "ours piped", "Node `spawn`, pipes");
-    shape_targets(&mut s, &spawn_ours, SPAWN_STD, &spawn_tokio);
     s.target_worst(
         "≥ 1.6× faster than Node `spawn`, every shape",
-        &shape_pairs(&all, spawn_ours, |_| SPAWN_NODE.into()),
+        &shape_pairs(&Shape::ALL, spawn_ours, |_| SPAWN_NODE.into()),
         Bound::AtLeast(1.6),
     );
     s
@@ -597,12 +590,22 @@ fn ours_short(shape: Shape) -> String {
 
 /// The targets spawn and exec share: against std by shape, and never slower
 /// than tokio in the same shape.
-fn shape_targets(
+/// The rows every per-call workload has (ours in each shape against std,
+/// Node and tokio) and its targets.
+fn shape_rows(
     s: &mut Section,
     ours: &dyn Fn(Shape) -> String,
     std: &str,
+    node: &str,
     tokio: &dyn Fn(Shape) -> String,
 ) {
+    for shape in Shape::ALL {
+        s.compare_named(&ours(shape), &ours_short(shape), std);
+        s.compare_named(&ours(shape), &ours_short(shape), node);
+    }
+    for shape in Shape::ASYNC {
+        s.compare_named(&ours(shape), &ours_short(shape), &tokio(shape));
+    }
     s.target_worst(
         "≤ 1.05× std: current-thread, in a spawned task, blocking",
         &shape_pairs(
@@ -870,23 +873,10 @@ fn bench_exec(p: &Params) -> Section {
         Unit::Time,
         &peers,
     );
-    let all = [
-        Shape::CurrentThread,
-        Shape::Task,
-        Shape::MtBlockOn,
-        Shape::Blocking,
-    ];
-    for shape in all {
-        s.compare_named(&exec_ours(shape), &ours_short(shape), EXEC_STD);
-        s.compare_named(&exec_ours(shape), &ours_short(shape), EXEC_NODE);
-    }
-    for shape in Shape::ASYNC {
-        s.compare_named(&exec_ours(shape), &ours_short(shape), &exec_tokio(shape));
-    }
-    shape_targets(&mut s, &exec_ours, EXEC_STD, &exec_tokio);
+    shape_rows(&mut s, &exec_ours, EXEC_STD, EXEC_NODE, &exec_tokio);
     s.target_worst(
         "≥ 2× faster than Node `exec`, every shape",
-        &shape_pairs(&all, exec_ours, |_| EXEC_NODE.into()),
+        &shape_pairs(&Shape::ALL, exec_ours, |_| EXEC_NODE.into()),
         Bound::AtLeast(2.0),
     );
     s

@@ -37,13 +37,7 @@ impl Job {
         if self.forwards_signals() {
             run.forwarding = sys::forward::forward_to(run.members[0].pid);
         }
-        let (ending, [out, err]) = run.drive(io)?;
-        let collected = Collected {
-            status: run.members[0].ended(),
-            stdout: out.into_vec(),
-            stderr: err.into_vec(),
-            ending,
-        };
+        let collected = run.collect(io)?;
         judge(
             &self.spec.command_line(),
             &self.limits,
@@ -94,14 +88,8 @@ impl Command {
         let keep = |piped: bool| piped.then(|| Sink::keep(usize::MAX));
         let sinks = [keep(member.stdout.is_some()), keep(member.stderr.is_some())];
         let io = member.io(&[], sinks);
-        let (ending, [out, err]) = run.drive(io)?;
-        let collected = Collected {
-            status: run.members[0].ended(),
-            stdout: out.into_vec(),
-            stderr: err.into_vec(),
-            ending,
-        };
-        match ending {
+        let collected = run.collect(io)?;
+        match collected.ending {
             Ending::Exited => collected.into_output(&line),
             _ => judge(&line, &self.limits, false, collected),
         }
@@ -162,20 +150,10 @@ fn run_pipeline(pipeline: Pipeline) -> Result<Output> {
         run.forwarding = sys::forward::forward_to(run.members[0].pid);
     }
     let input = stages[0].input();
-    let [out, err] = pipeline.sinks(shared_stderr);
-    let io = SyncIo {
-        stdin: first_stdin
-            .filter(|_| matches!(stages[0].stdin, Feed::Bytes(_)) && !input.is_empty()),
-        input,
-        stdout: out.as_ref().and(last_stdout),
-        stderr: err
-            .as_ref()
-            .and(plumbing.stderr.take().map(|(ours, _)| ours)),
-        sinks: [
-            out.unwrap_or_else(Sink::none),
-            err.unwrap_or_else(Sink::none),
-        ],
-    };
+    let mut stdin = first_stdin.filter(|_| matches!(stages[0].stdin, Feed::Bytes(_)));
+    let mut stderr = plumbing.stderr.take().map(|(ours, _)| ours);
+    let sinks = pipeline.sinks(shared_stderr);
+    let io = SyncIo::take(&mut stdin, input, &mut last_stdout, &mut stderr, sinks);
     drop(plumbing);
     let (ending, [out, err]) = run.drive(io)?;
     let statuses = run.members.iter().map(SyncMember::ended).collect();
@@ -183,13 +161,7 @@ fn run_pipeline(pipeline: Pipeline) -> Result<Output> {
 }
 
 /// The pipes of a blocking run and where what comes out of them goes.
-struct SyncIo<'a> {
-    stdin: Option<OwnedFd>,
-    input: &'a [u8],
-    stdout: Option<OwnedFd>,
-    stderr: Option<OwnedFd>,
-    sinks: [Sink; 2],
-}
+type SyncIo<'a> = crate::capture::Io<'a, OwnedFd, OwnedFd, OwnedFd>;
 
 /// One process of a blocking run.
 struct SyncMember {
@@ -219,17 +191,13 @@ impl SyncMember {
 
     /// Its pipes, for a run of this one process.
     fn io<'a>(&mut self, input: &'a [u8], sinks: [Option<Sink>; 2]) -> SyncIo<'a> {
-        let [out, err] = sinks;
-        SyncIo {
-            stdin: self.stdin.take().filter(|_| !input.is_empty()),
+        SyncIo::take(
+            &mut self.stdin,
             input,
-            stdout: out.as_ref().and_then(|_| self.stdout.take()),
-            stderr: err.as_ref().and_then(|_| self.stderr.take()),
-            sinks: [
-                out.unwrap_or_else(Sink::none),
-                err.unwrap_or_else(Sink::none),
-            ],
-        }
+            &mut self.stdout,
+            &mut self.stderr,
+            sinks,
+        )
     }
 }
 
@@ -341,6 +309,17 @@ impl SyncRun {
 
     /// The blocking twin of the async driver: one `poll(2)` loop doing what
     /// the same rules ask.
+    /// Drive a run of one member and gather what it left.
+    fn collect(&mut self, io: SyncIo<'_>) -> Result<Collected> {
+        let (ending, [out, err]) = self.drive(io)?;
+        Ok(Collected {
+            status: self.members[0].ended(),
+            stdout: out.into_vec(),
+            stderr: err.into_vec(),
+            ending,
+        })
+    }
+
     fn drive(&mut self, io: SyncIo<'_>) -> Result<(Ending, [Sink; 2])> {
         let SyncIo {
             mut stdin,

@@ -670,9 +670,17 @@ mod tests {
 
     fn output(stderr: &[u8]) -> Box<Output> {
         Box::new(Output {
-            status: ExitStatus::from_raw(2 << 8),
-            stdout: vec![],
             stderr: stderr.to_vec(),
+            ..*ended(2 << 8)
+        })
+    }
+
+    /// An empty output with this raw wait status.
+    fn ended(raw: i32) -> Box<Output> {
+        Box::new(Output {
+            status: ExitStatus::from_raw(raw),
+            stdout: vec![],
+            stderr: vec![],
         })
     }
 
@@ -701,11 +709,7 @@ mod tests {
             stream: Stream::Stdout,
             limit: 10,
             signal: Signal::SIGTERM,
-            output: Box::new(Output {
-                status: ExitStatus::from_raw(raw),
-                stdout: vec![],
-                stderr: vec![],
-            }),
+            output: ended(raw),
         };
         assert_eq!(
             err(libc::SIGTERM).to_string(),
@@ -723,11 +727,7 @@ mod tests {
             command: CommandLine::verbatim("x"),
             timeout: Duration::from_millis(300),
             signal: Signal::SIGTERM,
-            output: Box::new(Output {
-                status: ExitStatus::from_raw(raw),
-                stdout: vec![],
-                stderr: vec![],
-            }),
+            output: ended(raw),
         };
         assert_eq!(
             err(libc::SIGTERM).to_string(),

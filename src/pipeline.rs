@@ -467,29 +467,20 @@ impl Running {
             .forward_signals
             .then(|| sys::forward::forward_to(leader_pid))
             .flatten();
-        let stdin = match &pipeline.stages[0].stdin {
+        let mut stdin = match &pipeline.stages[0].stdin {
             Feed::Bytes(_) => children[0].stdin.take(),
             _ => None,
         };
         let input = pipeline.stages[0].input();
-        let stdout = children[n - 1].stdout.take();
-        let stderr = match plumbing.stderr.take() {
+        let mut stdout = children[n - 1].stdout.take();
+        let mut stderr = match plumbing.stderr.take() {
             Some((ours, _theirs)) => Some(ChildStderr::new(ours).map_err(|e| {
                 Error::spawn(&line, "cannot register a pipe with the tokio runtime", e)
             })?),
             None => None,
         };
-        let [out, err] = pipeline.sinks(shared_stderr);
-        let io = Io {
-            stdin: stdin.filter(|_| !input.is_empty()),
-            input,
-            stdout: out.as_ref().and(stdout),
-            stderr: err.as_ref().and(stderr),
-            sinks: [
-                out.unwrap_or_else(Sink::none),
-                err.unwrap_or_else(Sink::none),
-            ],
-        };
+        let sinks = pipeline.sinks(shared_stderr);
+        let io = Io::take(&mut stdin, input, &mut stdout, &mut stderr, sinks);
         let run = Running {
             rules: Rules::new(pipeline.limits, Instant::now(), n, true),
             children,

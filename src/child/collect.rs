@@ -59,14 +59,8 @@ impl Run for Child {
     }
 }
 
-/// The pipes of a run and where what comes out of them goes.
-pub(crate) struct Io<'a> {
-    pub stdin: Option<ChildStdin>,
-    pub input: &'a [u8],
-    pub stdout: Option<ChildStdout>,
-    pub stderr: Option<ChildStderr>,
-    pub sinks: [Sink; 2],
-}
+/// The pipes of an async run and where what comes out of them goes.
+pub(crate) type Io<'a> = crate::capture::Io<'a, ChildStdin, ChildStdout, ChildStderr>;
 
 impl Child {
     /// Feed `input` to stdin, read stdout and stderr into `sinks` (taking
@@ -80,18 +74,13 @@ impl Child {
         input: &[u8],
         sinks: [Option<Sink>; 2],
     ) -> Result<Collected> {
-        let [out, err] = sinks;
-        let io = Io {
-            stdin: self.stdin.take().filter(|_| !input.is_empty()),
+        let io = Io::take(
+            &mut self.stdin,
             input,
-            stdout: out.as_ref().and_then(|_| self.stdout.take()),
-            stderr: err.as_ref().and_then(|_| self.stderr.take()),
-            // A sink without a pipe (the stream went elsewhere) stays empty.
-            sinks: [
-                out.unwrap_or_else(Sink::none),
-                err.unwrap_or_else(Sink::none),
-            ],
-        };
+            &mut self.stdout,
+            &mut self.stderr,
+            sinks,
+        );
         let (ending, [out, err]) = drive(self, io).await?;
         let status = self
             .try_end()?

@@ -132,9 +132,12 @@ pub(crate) fn kill_group(
 /// our children itself, and the number may already belong to another child
 /// of ours. Such a number is never trusted.
 fn is_our_child(pid: libc::pid_t) -> bool {
-    if sigchld_ignored() {
-        return false;
-    }
+    !sigchld_ignored() && peek_exit(pid).is_ok()
+}
+
+/// `waitid(P_PID, WEXITED | WNOHANG | WNOWAIT)`: observes `pid` without
+/// reaping it. Fails with `ECHILD` when `pid` is no unreaped child of ours.
+fn peek_exit(pid: libc::pid_t) -> io::Result<libc::siginfo_t> {
     // SAFETY: siginfo_t is a plain C struct; all-zero is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: `info` is a valid out-pointer; WNOWAIT leaves the child as it
@@ -146,8 +149,8 @@ fn is_our_child(pid: libc::pid_t) -> bool {
             &mut info,
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         )
-    })
-    .is_ok()
+    })?;
+    Ok(info)
 }
 
 /// The process group of `pid`, or `None` if it is gone. Only meaningful
@@ -170,17 +173,7 @@ pub(crate) fn try_reap(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
 /// Whether `pid` has exited, without reaping it (`WNOWAIT`): the zombie keeps
 /// its pid and process group id reserved while we signal the group.
 pub(crate) fn has_exited(pid: libc::pid_t) -> io::Result<bool> {
-    // SAFETY: siginfo_t is a plain C struct; all-zero is a valid value.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `info` is a valid out-pointer; P_PID names one child of ours.
-    cvt_r(|| unsafe {
-        libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    })?;
+    let info = peek_exit(pid)?;
     // SAFETY: waitid filled `info`; with WNOHANG and no exited child it leaves
     // si_pid at 0, which the zeroed struct already holds.
     Ok(unsafe { info.si_pid() } != 0)
