@@ -408,6 +408,13 @@ impl Fork {
         self
     }
 
+    /// The child leads a process group of its own (cluster workers: the
+    /// primary signals a worker with what it started).
+    pub(crate) fn in_own_group(mut self) -> Fork {
+        self.spec.process_group = true;
+        self
+    }
+
     /// Start the child with its channel.
     ///
     /// # Examples

@@ -284,6 +284,19 @@ pub(crate) fn shutdown(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
     Ok(shutdown(fd.as_raw_fd(), Shutdown::Both)?)
 }
 
+/// `listen(2)` on a socket that may be only bound (a Node primary in
+/// shared mode passes a bound socket; ours passes a listening one, and
+/// listening again only changes the backlog).
+pub(crate) fn listen(fd: std::os::fd::BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen takes an fd the borrow keeps open and an integer.
+    if unsafe { libc::listen(fd.as_raw_fd(), backlog) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Make an adopted socket non-blocking and close-on-exec, whatever it was.
 pub(crate) fn prepare_socket(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};

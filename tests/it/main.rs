@@ -1,6 +1,7 @@
 //! One test binary (matklad's "one integration test crate"): every module
 //! shares the helpers below and the build is linked once.
 
+mod cluster;
 mod examples;
 mod exec;
 mod exec_file;

@@ -1,0 +1,720 @@
+//! A cluster primary that runs unmodified Node `cluster` apps, and the
+//! worker side for Rust programs: one port, many worker processes.
+//!
+//! [`cluster`] starts a [`Primary`]: it forks the workers, owns every
+//! listening socket they ask for, and hands accepted connections to them
+//! round robin over Node's IPC channel (or passes the listening socket
+//! itself in [`Scheduling::Shared`]). The protocol is Node's own (v20,
+//! `lib/internal/cluster/`), so a Node script written for
+//! `cluster.isPrimary`/`cluster.fork()` runs as a worker unchanged; a Rust
+//! program joins the same primary with [`Worker`].
+//!
+//! Where this differs from Node's primary (each is a bug report against
+//! Node's): a connection handed to a worker that dies before taking it goes
+//! to another worker (nodejs/node#21746); a listening socket stays open
+//! while no worker serves it, so connections wait in the backlog instead of
+//! being refused; at most 1,024 accepted connections wait in the primary
+//! for a free worker, the rest wait in the kernel.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use child_process as cp;
+//! use futures::StreamExt;
+//!
+//! # async fn run() -> cp::Result<()> {
+//! let mut primary = cp::cluster("app.js").workers(4).start().await?;
+//! while let Some(event) = primary.next().await {
+//!     if let cp::cluster::Event::Listening { worker, address } = event {
+//!         println!("worker {worker} listens on {address}");
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod primary;
+pub(crate) mod protocol;
+mod worker;
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, ExitStatus, Result};
+use crate::signal::Signal;
+
+pub use worker::{Listener, Worker};
+
+/// The id of a worker: 1 for the first one forked, then 2, 3, ... (Node's
+/// `worker.id`, passed to the worker as `NODE_UNIQUE_ID`). Never reused.
+pub type WorkerId = u32;
+
+/// Start describing a cluster whose workers run `program`: a `.js`, `.mjs`
+/// or `.cjs` file runs under `node` (as [`fork`](crate::fork) does), any
+/// other program runs as it is.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run() -> child_process::Result<()> {
+/// let primary = child_process::cluster("server.js").workers(2).start().await?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn cluster(program: impl AsRef<OsStr>) -> Setup {
+    Setup {
+        program: program.as_ref().to_owned(),
+        args: Vec::new(),
+        exec_path: None,
+        exec_args: Vec::new(),
+        env: Vec::new(),
+        env_clear: false,
+        cwd: None,
+        silent: false,
+        workers: None,
+        scheduling: Scheduling::RoundRobin,
+        kill_signal: Signal::SIGTERM,
+        kill_grace: crate::capture::DEFAULT_KILL_GRACE,
+    }
+}
+
+/// How the primary shares a listening socket with its workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Scheduling {
+    /// The primary accepts and hands each connection to the next free
+    /// worker, one at a time per worker (Node's default, `SCHED_RR`).
+    #[default]
+    RoundRobin,
+    /// The primary passes the listening socket to every worker and the
+    /// kernel picks who accepts (Node's `SCHED_NONE`). Cheaper per
+    /// connection, less even. UDP is always shared.
+    Shared,
+}
+
+/// What a cluster looks like before it starts, from [`cluster`]: the
+/// [`Fork`](crate::Fork) knobs that apply to every worker, the number of
+/// workers and the scheduling. Node's `cluster.setupPrimary(settings)`.
+#[must_use = "`Setup` does nothing until you call `start()`"]
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) exec_path: Option<PathBuf>,
+    pub(crate) exec_args: Vec<OsString>,
+    pub(crate) env: Vec<(OsString, Option<OsString>)>,
+    pub(crate) env_clear: bool,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) silent: bool,
+    pub(crate) workers: Option<usize>,
+    pub(crate) scheduling: Scheduling,
+    pub(crate) kill_signal: Signal,
+    pub(crate) kill_grace: Duration,
+}
+
+impl Setup {
+    /// How many workers [`start`](Setup::start) forks; the default is the
+    /// number of CPUs this process may use. `0` starts none (add them with
+    /// [`Primary::fork`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").workers(8).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn workers(mut self, n: usize) -> Setup {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Arguments for every worker, as [`Fork::args`](crate::Fork::args).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").args(["--port", "8080"]).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn args<I, S>(mut self, args: I) -> Setup
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// The interpreter, as [`Fork::exec_path`](crate::Fork::exec_path).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").exec_path("/opt/node22/bin/node").start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn exec_path(mut self, path: impl AsRef<Path>) -> Setup {
+        self.exec_path = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// Interpreter arguments, as [`Fork::exec_args`](crate::Fork::exec_args).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").exec_args(["--max-old-space-size=512"]).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn exec_args<I, S>(mut self, args: I) -> Setup
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.exec_args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Set an environment variable for every worker.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").env("NODE_ENV", "production").start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn env(mut self, key: impl AsRef<OsStr>, val: impl AsRef<OsStr>) -> Setup {
+        self.env
+            .push((key.as_ref().to_owned(), Some(val.as_ref().to_owned())));
+        self
+    }
+
+    /// Remove an environment variable from the workers' environment.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").env_remove("DEBUG").start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Setup {
+        self.env.push((key.as_ref().to_owned(), None));
+        self
+    }
+
+    /// Start the workers from an empty environment (plus what
+    /// [`env`](Setup::env) adds and the cluster's own variables).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").env_clear().env("PATH", "/usr/bin").start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn env_clear(mut self) -> Setup {
+        self.env_clear = true;
+        self.env.clear();
+        self
+    }
+
+    /// The workers' working directory.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").cwd("/srv/app").start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cwd(mut self, dir: impl AsRef<Path>) -> Setup {
+        self.cwd = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Node's `silent`: the workers' stdout and stderr come to the primary
+    /// as [`Event::Output`] lines (prefix them, log them) instead of going
+    /// to the primary's own stdout and stderr.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").silent(true).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn silent(mut self, silent: bool) -> Setup {
+        self.silent = silent;
+        self
+    }
+
+    /// Round robin (the default) or shared listening sockets.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process::cluster::Scheduling;
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").scheduling(Scheduling::Shared).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn scheduling(mut self, scheduling: Scheduling) -> Setup {
+        self.scheduling = scheduling;
+        self
+    }
+
+    /// The signal [`Primary::shutdown`] sends to a worker's process group
+    /// once its drain deadline has passed (default `SIGTERM`), before
+    /// `SIGKILL`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").kill_signal(child_process::Signal::SIGINT).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn kill_signal(mut self, signal: Signal) -> Setup {
+        self.kill_signal = signal;
+        self
+    }
+
+    /// How long [`Primary::shutdown`] waits after the kill signal before
+    /// `SIGKILL` (default 5 s).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// use std::time::Duration;
+    /// let primary = child_process::cluster("app.js").kill_grace(Duration::from_secs(1)).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn kill_grace(mut self, grace: Duration) -> Setup {
+        self.kill_grace = grace;
+        self
+    }
+
+    /// Fork the workers and start the primary. The workers are started
+    /// when this returns, not yet online: watch for [`Event::Online`] and
+    /// [`Event::Listening`].
+    ///
+    /// Must be called inside a tokio runtime; the primary runs as a task
+    /// of it. Dropping the [`Primary`] kills every worker's process group.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] when a worker cannot be started (the workers
+    /// already started are killed).
+    pub async fn start(self) -> Result<Primary> {
+        let n = self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        primary::start(self, n).await
+    }
+}
+
+/// Where a worker listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Address {
+    /// A TCP port (the one the primary bound, with the real port of
+    /// `listen(0)`).
+    Tcp(std::net::SocketAddr),
+    /// A unix socket path.
+    Unix(PathBuf),
+    /// A UDP socket.
+    Udp(std::net::SocketAddr),
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp(a) => write!(f, "tcp://{a}"),
+            Address::Unix(p) => write!(f, "unix:{}", p.display()),
+            Address::Udp(a) => write!(f, "udp://{a}"),
+        }
+    }
+}
+
+/// What happens in a cluster, from [`Primary`] (a `Stream`): Node's
+/// `cluster` events.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A worker was started (`'fork'`).
+    Fork {
+        /// The worker.
+        worker: WorkerId,
+        /// Its process id.
+        pid: u32,
+    },
+    /// A worker's runtime is up (`'online'`; Node workers send it before
+    /// user code runs).
+    Online {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// A worker listens (`'listening'`): the readiness signal Node and PM2
+    /// use.
+    Listening {
+        /// The worker.
+        worker: WorkerId,
+        /// Where, as the primary bound it.
+        address: Address,
+    },
+    /// A message the worker sent with `process.send()` (`'message'`).
+    Message {
+        /// The worker.
+        worker: WorkerId,
+        /// The message.
+        message: serde_json::Value,
+    },
+    /// A line a [`silent`](Setup::silent) worker wrote to stdout or stderr
+    /// (the last line of a stream may lack its newline; invalid UTF-8 is
+    /// replaced).
+    Output {
+        /// The worker.
+        worker: WorkerId,
+        /// Which stream.
+        stream: crate::Stream,
+        /// The line, without its newline.
+        line: String,
+    },
+    /// A worker's channel closed (`'disconnect'`): it gets no more
+    /// connections.
+    Disconnect {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// A worker exited (`'exit'`).
+    Exit {
+        /// The worker.
+        worker: WorkerId,
+        /// How it ended (code or signal).
+        status: ExitStatus,
+        /// Whether the primary asked for it ([`Primary::disconnect`],
+        /// [`Primary::kill`], [`Primary::shutdown`]) or the worker said it
+        /// would go (its `disconnect()`): Node's `exitedAfterDisconnect`.
+        expected: bool,
+    },
+    /// Something went wrong that ends no worker: a malformed message, a
+    /// failed `accept`, a connection no worker would take.
+    Error {
+        /// The worker concerned, if any.
+        worker: Option<WorkerId>,
+        /// What happened.
+        error: Error,
+    },
+}
+
+/// Where a worker is in its life, from [`Primary::workers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerState {
+    /// Forked, not online yet.
+    Started,
+    /// Online.
+    Online,
+    /// Listening on at least one address.
+    Listening,
+    /// Asked to disconnect, or its channel closed; not exited yet.
+    Disconnecting,
+}
+
+/// One live worker, from [`Primary::workers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerInfo {
+    /// Its id.
+    pub id: WorkerId,
+    /// Its process id.
+    pub pid: u32,
+    /// Its state.
+    pub state: WorkerState,
+}
+
+/// How [`Primary::shutdown`] went.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Shutdown {
+    /// Every worker exited within the drain deadline, without a signal.
+    pub drained: bool,
+    /// Each worker that was alive at the shutdown, with how it ended.
+    pub exits: Vec<(WorkerId, ExitStatus)>,
+}
+
+/// A running cluster primary, from [`Setup::start`]: a `Stream` of
+/// [`Event`]s, and methods to talk to the workers.
+///
+/// Events queue in memory until read; read them (or drop them as they
+/// come) so a chatty worker cannot grow the queue without bound. Dropping
+/// the `Primary` kills every worker's process group and closes the
+/// listening sockets; [`shutdown`](Primary::shutdown) stops gracefully.
+#[derive(Debug)]
+pub struct Primary {
+    calls: mpsc::UnboundedSender<primary::Call>,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Primary {
+    /// The next event, or `None` once the primary has stopped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let mut primary = child_process::cluster("app.js").start().await?;
+    /// while let Some(event) = primary.next_event().await {
+    ///     println!("{event:?}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: an event not returned stays queued.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> primary::Call) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.calls.send(make(tx)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
+    }
+
+    /// Send a message to one worker (`worker.send()`); it arrives as
+    /// `process.on('message')` in a Node worker, [`Worker::recv`] in a
+    /// Rust one. Returns once written to the worker's channel.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").start().await?;
+    /// primary.send(1, &serde_json::json!({"reload": "config"})).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Channel`] when the worker is unknown, gone, or its channel
+    /// fails; `ChannelError::Encode` when `msg` is no JSON.
+    pub async fn send<T: Serialize + ?Sized>(&self, worker: WorkerId, msg: &T) -> Result<()> {
+        let msg = serde_json::to_value(msg).map_err(crate::ChannelError::Encode)?;
+        self.call(|done| primary::Call::Send {
+            worker: Some(worker),
+            msg,
+            done,
+        })
+        .await?
+    }
+
+    /// Send a message to every live worker. Fails with the first error,
+    /// after trying them all.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").start().await?;
+    /// primary.broadcast(&"flush-caches").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`send`](Primary::send).
+    pub async fn broadcast<T: Serialize + ?Sized>(&self, msg: &T) -> Result<()> {
+        let msg = serde_json::to_value(msg).map_err(crate::ChannelError::Encode)?;
+        self.call(|done| primary::Call::Send {
+            worker: None,
+            msg,
+            done,
+        })
+        .await?
+    }
+
+    /// The live workers (forked and not yet exited), by id.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").start().await?;
+    /// for w in primary.workers().await? {
+    ///     println!("{} pid {} {:?}", w.id, w.pid, w.state);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Channel`] (`Closed`) when the primary has stopped.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        self.call(primary::Call::Workers).await
+    }
+
+    /// Start one more worker (`cluster.fork()`), returning its id.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").workers(1).start().await?;
+    /// let second = primary.fork().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] when it cannot be started.
+    pub async fn fork(&self) -> Result<WorkerId> {
+        self.call(primary::Call::Fork).await?
+    }
+
+    /// Ask one worker to stop gracefully (`worker.disconnect()`): it gets
+    /// no new connections from now on, closes its servers, finishes its
+    /// connections and exits. Its [`Event::Exit`] says `expected`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").start().await?;
+    /// primary.disconnect(1).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Channel`] (`Closed`) when the worker is unknown or gone.
+    pub async fn disconnect(&self, worker: WorkerId) -> Result<()> {
+        self.call(|done| primary::Call::Disconnect { worker, done })
+            .await?
+    }
+
+    /// Send `signal` to one worker's process group (the worker and what it
+    /// started). Its [`Event::Exit`] says `expected`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").start().await?;
+    /// primary.kill(1, child_process::Signal::SIGKILL).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Channel`] (`Closed`) when the worker is unknown or gone.
+    pub async fn kill(&self, worker: WorkerId, signal: Signal) -> Result<()> {
+        self.call(|done| primary::Call::Kill {
+            worker,
+            signal,
+            done,
+        })
+        .await?
+    }
+
+    /// Stop the cluster gracefully: stop accepting, ask every worker to
+    /// disconnect, wait up to `drain` for them to exit, then send the
+    /// [`kill_signal`](Setup::kill_signal) to the workers' process groups,
+    /// then `SIGKILL` after the [`kill_grace`](Setup::kill_grace). No
+    /// worker is left running or unreaped when this returns.
+    ///
+    /// Events that were not read are dropped with the primary.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// use std::time::Duration;
+    /// let primary = child_process::cluster("app.js").start().await?;
+    /// let report = primary.shutdown(Duration::from_secs(10)).await?;
+    /// assert!(report.drained, "a worker had to be killed");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Channel`] (`Closed`) when the primary had already stopped.
+    ///
+    /// # Cancellation
+    ///
+    /// The shutdown goes on if this future is dropped; dropping the
+    /// `Primary` (which this consumes) cannot then kill the workers early.
+    pub async fn shutdown(self, drain: Duration) -> Result<Shutdown> {
+        self.call(|done| primary::Call::Shutdown { drain, done })
+            .await
+    }
+}
+
+impl futures_core::Stream for Primary {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.events.poll_recv(cx)
+    }
+}
+
+/// The error of a call to a primary (or worker) that is gone.
+fn stopped() -> Error {
+    Error::Channel(crate::ChannelError::Closed)
+}
+
+/// An unknown or gone worker.
+fn no_worker(worker: WorkerId) -> Error {
+    Error::Channel(crate::ChannelError::Io(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("no live worker {worker}"),
+    )))
+}

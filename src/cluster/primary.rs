@@ -1,0 +1,1022 @@
+//! The primary: one task that owns every piece of cluster state, fed by
+//! small tasks that each wait on one thing (a worker's channel, a worker's
+//! exit, a listener's accept) and by the [`Primary`] handle's calls.
+//!
+//! One owner and no locks, as Node's primary is one event loop; the
+//! bookkeeping follows `lib/internal/cluster/{primary,round_robin_handle,
+//! shared_handle}.js` with the changes CLUSTER.md §1.5 and §6 ask for.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
+
+use super::protocol::{self, Query, Target};
+use super::{
+    no_worker, Address, Event, Primary, Scheduling, Setup, Shutdown, WorkerId, WorkerInfo,
+    WorkerState,
+};
+use crate::channel::{ChannelReceiver, ChannelSender, RawMessage};
+use crate::child::Child;
+use crate::error::{ChannelError, Error, ExitStatus, Result};
+use crate::signal::Signal;
+
+/// Accepted connections the primary holds for a key while no worker is
+/// free; past this, connections wait in the kernel's backlog.
+const MAX_QUEUED: usize = 1024;
+
+/// Calls from the [`Primary`] handle.
+#[derive(Debug)]
+pub(crate) enum Call {
+    Send {
+        worker: Option<WorkerId>,
+        msg: Value,
+        done: oneshot::Sender<Result<()>>,
+    },
+    Workers(oneshot::Sender<Vec<WorkerInfo>>),
+    Fork(oneshot::Sender<Result<WorkerId>>),
+    Disconnect {
+        worker: WorkerId,
+        done: oneshot::Sender<Result<()>>,
+    },
+    Kill {
+        worker: WorkerId,
+        signal: Signal,
+        done: oneshot::Sender<Result<()>>,
+    },
+    Shutdown {
+        drain: Duration,
+        done: oneshot::Sender<Shutdown>,
+    },
+}
+
+/// What the helper tasks report.
+enum Input {
+    Message(WorkerId, RawMessage),
+    BadMessage(WorkerId, Error),
+    Eof(WorkerId),
+    Exited(WorkerId, Result<ExitStatus>),
+    /// The channel of an exited worker is still open (a process it
+    /// started holds the socket): report the exit anyway.
+    ExitedLongAgo(WorkerId),
+    Conn(Arc<str>, OwnedFd, OwnedSemaphorePermit),
+    AcceptFailed(Arc<str>, std::io::Error),
+    DrainDeadline,
+    KillDeadline,
+}
+
+/// A message for a worker's writer task.
+struct Out {
+    msg: Value,
+    handle: Option<(Arc<OwnedFd>, &'static str)>,
+    done: Option<oneshot::Sender<Result<()>>>,
+}
+
+struct WorkerSlot {
+    pid: u32,
+    state: WorkerState,
+    out: mpsc::UnboundedSender<Out>,
+    signals: mpsc::UnboundedSender<Signal>,
+    /// Keys this worker was answered for.
+    keys: Vec<Arc<str>>,
+    expected: bool,
+    channel_open: bool,
+    /// The exit, held until the channel's last messages are read.
+    exit: Option<Result<ExitStatus>>,
+}
+
+/// An accepted connection on its way to a worker.
+struct Conn {
+    fd: Arc<OwnedFd>,
+    _permit: OwnedSemaphorePermit,
+    /// Workers that refused it (`accepted: false`).
+    refusals: usize,
+}
+
+struct InFlight {
+    worker: WorkerId,
+    key: Arc<str>,
+    conn: Conn,
+}
+
+/// One listening socket, shared by the workers that asked for its key.
+struct KeyState {
+    data: Value,
+    address: Address,
+    fd: Arc<OwnedFd>,
+    /// `net.Native` or `dgram.Native`.
+    kind: &'static str,
+    shared: bool,
+    workers: Vec<WorkerId>,
+    /// Round robin: workers with no `newconn` in flight, in turn order.
+    free: VecDeque<WorkerId>,
+    queue: VecDeque<Conn>,
+    accept: Option<AbortHandle>,
+    /// A unix socket file to remove when the primary stops.
+    path: Option<PathBuf>,
+}
+
+impl Drop for KeyState {
+    fn drop(&mut self) {
+        if let Some(task) = &self.accept {
+            task.abort();
+        }
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+struct Draining {
+    done: oneshot::Sender<Shutdown>,
+    exits: Vec<(WorkerId, ExitStatus)>,
+    drained: bool,
+}
+
+struct State {
+    setup: Setup,
+    next_id: WorkerId,
+    seq: u64,
+    workers: BTreeMap<WorkerId, WorkerSlot>,
+    keys: HashMap<Arc<str>, KeyState>,
+    inflight: HashMap<u64, InFlight>,
+    events: mpsc::UnboundedSender<Event>,
+    inputs: mpsc::UnboundedSender<Input>,
+    draining: Option<Draining>,
+}
+
+pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
+    let (calls_tx, calls) = mpsc::unbounded_channel();
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let (inputs_tx, inputs) = mpsc::unbounded_channel();
+    let mut state = State {
+        setup,
+        next_id: 1,
+        seq: 0,
+        workers: BTreeMap::new(),
+        keys: HashMap::new(),
+        inflight: HashMap::new(),
+        events: events_tx,
+        inputs: inputs_tx,
+        draining: None,
+    };
+    for _ in 0..n {
+        // On error `state` is dropped: the workers forked so far are killed.
+        state.fork()?;
+    }
+    tokio::spawn(state.run(calls, inputs));
+    Ok(Primary {
+        calls: calls_tx,
+        events,
+    })
+}
+
+impl State {
+    async fn run(
+        mut self,
+        mut calls: mpsc::UnboundedReceiver<Call>,
+        mut inputs: mpsc::UnboundedReceiver<Input>,
+    ) {
+        loop {
+            tokio::select! {
+                biased;
+                input = inputs.recv() => match input {
+                    Some(input) => self.input(input),
+                    None => return,
+                },
+                call = calls.recv(), if self.draining.is_none() => match call {
+                    Some(call) => self.call(call),
+                    // The `Primary` was dropped: dropping `self` kills
+                    // every worker (their watch tasks see the signal
+                    // channel close) and closes the listeners.
+                    None => return,
+                },
+            }
+            if self.draining.is_some() && self.workers.is_empty() {
+                let draining = self.draining.take().expect("checked");
+                let _ = draining.done.send(Shutdown {
+                    drained: draining.drained,
+                    exits: draining.exits,
+                });
+                return;
+            }
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let seq = self.seq;
+        self.seq += 1;
+        seq
+    }
+
+    fn emit(&self, event: Event) {
+        // The `Primary` may be gone (a shutdown in progress); nothing to tell.
+        let _ = self.events.send(event);
+    }
+
+    fn fork(&mut self) -> Result<WorkerId> {
+        let id = self.next_id;
+        let s = &self.setup;
+        let mut fork = crate::fork(&s.program)
+            .args(&s.args)
+            .exec_args(&s.exec_args)
+            .kill_signal(s.kill_signal)
+            .kill_grace(s.kill_grace)
+            .kill_on_drop(true)
+            .in_own_group();
+        if let Some(path) = &s.exec_path {
+            fork = fork.exec_path(path);
+        }
+        if let Some(dir) = &s.cwd {
+            fork = fork.cwd(dir);
+        }
+        if s.env_clear {
+            fork = fork.env_clear();
+        }
+        for (k, v) in &s.env {
+            fork = match v {
+                Some(v) => fork.env(k, v),
+                None => fork.env_remove(k),
+            };
+        }
+        fork = fork.env("NODE_UNIQUE_ID", id.to_string()).silent(s.silent);
+        let mut child = fork.spawn()?;
+        self.next_id += 1;
+        let pid = child.pid();
+        let channel = child.take_channel().expect("fork gives a channel");
+        let (sender, receiver) = channel.split();
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let (signals, signals_rx) = mpsc::unbounded_channel();
+        tokio::spawn(write(sender, out_rx));
+        tokio::spawn(read(id, receiver, self.inputs.clone()));
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(lines(
+                id,
+                crate::Stream::Stdout,
+                stdout,
+                self.events.clone(),
+            ));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(lines(
+                id,
+                crate::Stream::Stderr,
+                stderr,
+                self.events.clone(),
+            ));
+        }
+        tokio::spawn(watch(id, child, signals_rx, self.inputs.clone()));
+        self.workers.insert(
+            id,
+            WorkerSlot {
+                pid,
+                state: WorkerState::Started,
+                out,
+                signals,
+                keys: Vec::new(),
+                expected: false,
+                channel_open: true,
+                exit: None,
+            },
+        );
+        self.emit(Event::Fork { worker: id, pid });
+        Ok(id)
+    }
+
+    fn send_to(&self, worker: WorkerId, out: Out) {
+        if let Some(w) = self.workers.get(&worker) {
+            // A worker whose writer has gone is dying: its exit comes.
+            let _ = w.out.send(out);
+        }
+    }
+
+    fn send_cluster(&mut self, worker: WorkerId, fields: Map<String, Value>) -> u64 {
+        let seq = self.next_seq();
+        self.send_to(
+            worker,
+            Out {
+                msg: protocol::message(fields, seq),
+                handle: None,
+                done: None,
+            },
+        );
+        seq
+    }
+
+    fn call(&mut self, call: Call) {
+        match call {
+            Call::Send { worker, msg, done } => {
+                let ids: Vec<WorkerId> = match worker {
+                    Some(id) if self.workers.contains_key(&id) => vec![id],
+                    Some(id) => {
+                        let _ = done.send(Err(no_worker(id)));
+                        return;
+                    }
+                    None => self.workers.keys().copied().collect(),
+                };
+                let mut results = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let (tx, rx) = oneshot::channel();
+                    self.send_to(
+                        id,
+                        Out {
+                            msg: msg.clone(),
+                            handle: None,
+                            done: Some(tx),
+                        },
+                    );
+                    results.push(rx);
+                }
+                tokio::spawn(async move {
+                    let mut first = Ok(());
+                    for rx in results {
+                        let r = rx.await.unwrap_or(Err(super::stopped()));
+                        if first.is_ok() {
+                            first = r;
+                        }
+                    }
+                    let _ = done.send(first);
+                });
+            }
+            Call::Workers(done) => {
+                let list = self
+                    .workers
+                    .iter()
+                    .map(|(&id, w)| WorkerInfo {
+                        id,
+                        pid: w.pid,
+                        state: w.state,
+                    })
+                    .collect();
+                let _ = done.send(list);
+            }
+            Call::Fork(done) => {
+                let _ = done.send(self.fork());
+            }
+            Call::Disconnect { worker, done } => {
+                let r = if self.workers.contains_key(&worker) {
+                    self.disconnect(worker);
+                    Ok(())
+                } else {
+                    Err(no_worker(worker))
+                };
+                let _ = done.send(r);
+            }
+            Call::Kill {
+                worker,
+                signal,
+                done,
+            } => {
+                let r = match self.workers.get_mut(&worker) {
+                    Some(w) => {
+                        w.expected = true;
+                        let _ = w.signals.send(signal);
+                        Ok(())
+                    }
+                    None => Err(no_worker(worker)),
+                };
+                let _ = done.send(r);
+            }
+            Call::Shutdown { drain, done } => self.shutdown(drain, done),
+        }
+    }
+
+    /// Take a worker out of every round robin and ask it to go (Node's
+    /// `worker.disconnect()`).
+    fn disconnect(&mut self, worker: WorkerId) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        w.expected = true;
+        if w.state == WorkerState::Disconnecting || !w.channel_open {
+            return;
+        }
+        w.state = WorkerState::Disconnecting;
+        self.leave_keys(worker);
+        self.send_cluster(worker, protocol::act_only("disconnect"));
+    }
+
+    fn shutdown(&mut self, drain: Duration, done: oneshot::Sender<Shutdown>) {
+        // Stop accepting; connections the primary holds are closed (they
+        // reached no worker; their clients see a reset, as under Node).
+        self.keys.clear();
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for id in ids {
+            self.disconnect(id);
+        }
+        self.draining = Some(Draining {
+            done,
+            exits: Vec::new(),
+            drained: true,
+        });
+        self.after(drain, Input::DrainDeadline);
+    }
+
+    fn after(&self, delay: Duration, input: Input) {
+        let inputs = self.inputs.clone();
+        tokio::spawn(async move {
+            // tokio caps a sleep past the end of time at "far future".
+            tokio::time::sleep(delay).await;
+            let _ = inputs.send(input);
+        });
+    }
+
+    fn input(&mut self, input: Input) {
+        match input {
+            Input::Message(id, raw) => self.message(id, raw),
+            Input::BadMessage(id, error) => self.emit(Event::Error {
+                worker: Some(id),
+                error,
+            }),
+            Input::Eof(id) => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.channel_open = false;
+                    w.state = WorkerState::Disconnecting;
+                    // No reply can come on a closed channel: what is in
+                    // flight to it goes to another worker.
+                    self.leave_keys(id);
+                    self.emit(Event::Disconnect { worker: id });
+                    self.finish(id);
+                }
+            }
+            Input::Exited(id, status) => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.exit = Some(status);
+                    if w.channel_open {
+                        // Its last messages may still be in the socket:
+                        // 'exit' comes after them, as in Node.
+                        self.after(Duration::from_millis(100), Input::ExitedLongAgo(id));
+                    } else {
+                        self.finish(id);
+                    }
+                }
+            }
+            Input::ExitedLongAgo(id) => self.finish(id),
+            Input::Conn(key, fd, permit) => {
+                if let Some(k) = self.keys.get_mut(&key) {
+                    k.queue.push_back(Conn {
+                        fd: Arc::new(fd),
+                        _permit: permit,
+                        refusals: 0,
+                    });
+                    self.distribute(&key);
+                }
+            }
+            Input::AcceptFailed(key, e) => self.emit(Event::Error {
+                worker: None,
+                error: Error::io(
+                    &crate::CommandLine::verbatim(&format!("accept on {key}")),
+                    e,
+                ),
+            }),
+            Input::DrainDeadline => {
+                if let Some(d) = &mut self.draining {
+                    d.drained = self.workers.is_empty();
+                    let signal = self.setup.kill_signal;
+                    for w in self.workers.values() {
+                        let _ = w.signals.send(signal);
+                    }
+                    let grace = self.setup.kill_grace;
+                    self.after(grace, Input::KillDeadline);
+                }
+            }
+            Input::KillDeadline => {
+                for w in self.workers.values() {
+                    let _ = w.signals.send(Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    /// Report a worker's exit once it has exited and its channel is read
+    /// to the end (or given up on).
+    fn finish(&mut self, id: WorkerId) {
+        if self.workers.get(&id).is_none_or(|w| w.exit.is_none()) {
+            return;
+        }
+        self.leave_keys(id);
+        let Some(mut w) = self.workers.remove(&id) else {
+            return;
+        };
+        let status = w.exit.take().expect("checked");
+        if w.channel_open {
+            self.emit(Event::Disconnect { worker: id });
+        }
+        match status {
+            Ok(status) => {
+                if let Some(d) = &mut self.draining {
+                    d.exits.push((id, status));
+                }
+                self.emit(Event::Exit {
+                    worker: id,
+                    status,
+                    expected: w.expected,
+                });
+            }
+            Err(error) => self.emit(Event::Error {
+                worker: Some(id),
+                error,
+            }),
+        }
+    }
+
+    fn message(&mut self, id: WorkerId, raw: RawMessage) {
+        let RawMessage {
+            value,
+            internal,
+            handle,
+        } = raw;
+        if !internal {
+            // A handle sent with a user message is not the cluster's to
+            // keep: it is closed (Node's cluster `'message'` drops it too).
+            drop(handle);
+            self.emit(Event::Message {
+                worker: id,
+                message: value,
+            });
+            return;
+        }
+        let Value::Object(msg) = value else {
+            return;
+        };
+        if msg.get("cmd").and_then(Value::as_str) != Some(protocol::CMD) {
+            return;
+        }
+        let seq = msg.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        match protocol::act(&msg) {
+            Some("online") => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    if w.state == WorkerState::Started {
+                        w.state = WorkerState::Online;
+                    }
+                }
+                self.emit(Event::Online { worker: id });
+            }
+            Some("queryServer") => self.query_server(id, &msg, seq),
+            Some("listening") => {
+                let address = self.listening_address(id, &msg);
+                if let Some(w) = self.workers.get_mut(&id) {
+                    if w.state != WorkerState::Disconnecting {
+                        w.state = WorkerState::Listening;
+                    }
+                }
+                if let Some(address) = address {
+                    self.emit(Event::Listening {
+                        worker: id,
+                        address,
+                    });
+                }
+            }
+            Some("close") => {
+                if let Some(key) = msg.get("key").and_then(Value::as_str) {
+                    let key: Arc<str> = key.into();
+                    self.leave_key(id, &key);
+                }
+            }
+            Some("exitedAfterDisconnect") => {
+                self.leave_keys(id);
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.expected = true;
+                    w.state = WorkerState::Disconnecting;
+                }
+                // Always answered: the worker waits for it to exit.
+                self.send_cluster(id, protocol::reply(seq));
+            }
+            Some(_) => {}
+            None => {
+                if let Some(ack) = msg.get("ack").and_then(Value::as_u64) {
+                    let accepted = msg.get("accepted").and_then(Value::as_bool);
+                    self.conn_reply(id, ack, accepted.unwrap_or(false));
+                }
+            }
+        }
+    }
+
+    /// Which of the worker's listeners a `listening` message is about: it
+    /// repeats the query with the real port, so `listen(0)` no longer
+    /// spells its key.
+    fn listening_address(&self, id: WorkerId, msg: &Map<String, Value>) -> Option<Address> {
+        let query = Query::parse(msg).ok()?;
+        if let Some(k) = self.keys.get(query.key.as_str()) {
+            return Some(k.address.clone());
+        }
+        let port = msg.get("port").and_then(Value::as_u64)?;
+        let w = self.workers.get(&id)?;
+        w.keys
+            .iter()
+            .filter_map(|key| self.keys.get(key))
+            .map(|k| k.address.clone())
+            .find(|a| match a {
+                Address::Tcp(a) | Address::Udp(a) => u64::from(a.port()) == port,
+                Address::Unix(_) => false,
+            })
+    }
+
+    fn query_server(&mut self, id: WorkerId, msg: &Map<String, Value>, seq: u64) {
+        let query = match Query::parse(msg) {
+            Ok(q) => q,
+            Err(bad) => {
+                // Always answered, or the worker's listen() waits forever.
+                let fields = protocol::errno_reply(seq, "", &Value::Null, -libc_einval());
+                self.send_cluster(id, fields);
+                self.emit(Event::Error {
+                    worker: Some(id),
+                    error: Error::Channel(ChannelError::Io(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("queryServer: {}", bad.0),
+                    ))),
+                });
+                return;
+            }
+        };
+        let key: Arc<str> = query.key.as_str().into();
+        if !self.keys.contains_key(&key) {
+            match bind(&query, self.setup.scheduling, &key, &self.inputs) {
+                Ok(k) => {
+                    self.keys.insert(key.clone(), k);
+                }
+                Err(e) => {
+                    let errno = protocol::uv_errno(&e);
+                    let fields = protocol::errno_reply(seq, &key, &query.data, errno);
+                    self.send_cluster(id, fields);
+                    return;
+                }
+            }
+        }
+        let k = self.keys.get_mut(&key).expect("inserted above");
+        if !k.workers.contains(&id) {
+            k.workers.push(id);
+        }
+        if let Some(w) = self.workers.get_mut(&id) {
+            if !w.keys.contains(&key) {
+                w.keys.push(key.clone());
+            }
+        }
+        let reply_seq = self.seq;
+        self.seq += 1;
+        if k.shared {
+            let fields = protocol::errno_reply(seq, &key, &k.data, 0);
+            let out = Out {
+                msg: protocol::message(fields, reply_seq),
+                handle: Some((k.fd.clone(), k.kind)),
+                done: None,
+            };
+            self.send_to(id, out);
+        } else {
+            let sockname = match k.address {
+                Address::Tcp(addr) => Some(addr),
+                _ => None,
+            };
+            let fields = protocol::rr_reply(seq, &key, &k.data, sockname);
+            k.free.push_back(id);
+            let out = Out {
+                msg: protocol::message(fields, reply_seq),
+                handle: None,
+                done: None,
+            };
+            self.send_to(id, out);
+            self.distribute(&key);
+        }
+    }
+
+    /// Hand queued connections of `key` to its free workers, one each.
+    fn distribute(&mut self, key: &Arc<str>) {
+        let Some(k) = self.keys.get_mut(key) else {
+            return;
+        };
+        while !k.queue.is_empty() {
+            let Some(worker) = k.free.pop_front() else {
+                return;
+            };
+            let conn = k.queue.pop_front().expect("not empty");
+            let seq = self.seq;
+            self.seq += 1;
+            let out = Out {
+                msg: protocol::message(protocol::newconn(key), seq),
+                handle: Some((conn.fd.clone(), "net.Native")),
+                done: None,
+            };
+            if let Some(w) = self.workers.get(&worker) {
+                let _ = w.out.send(out);
+            }
+            self.inflight.insert(
+                seq,
+                InFlight {
+                    worker,
+                    key: key.clone(),
+                    conn,
+                },
+            );
+        }
+    }
+
+    /// The worker's `{ack, accepted}` for a `newconn`.
+    fn conn_reply(&mut self, id: WorkerId, ack: u64, accepted: bool) {
+        let Some(f) = self.inflight.remove(&ack) else {
+            return;
+        };
+        if f.worker != id {
+            self.inflight.insert(ack, f);
+            return;
+        }
+        let InFlight { key, mut conn, .. } = f;
+        let Some(k) = self.keys.get_mut(&key) else {
+            return;
+        };
+        // Free again, if it still serves the key.
+        if k.workers.contains(&id) && !k.free.contains(&id) {
+            k.free.push_back(id);
+        }
+        if !accepted {
+            conn.refusals += 1;
+            if conn.refusals > 2 * k.workers.len().max(1) {
+                // Every worker refused it more than twice: closing it
+                // beats passing it around forever.
+                self.emit(Event::Error {
+                    worker: Some(id),
+                    error: Error::Channel(ChannelError::Io(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        format!("every worker of {key} refused a connection; it was closed"),
+                    ))),
+                });
+            } else {
+                k.queue.push_front(conn);
+            }
+        }
+        self.distribute(&key);
+    }
+
+    /// Remove a worker from every key; what was in flight to it goes back
+    /// to the front of its key's queue.
+    fn leave_keys(&mut self, id: WorkerId) {
+        let keys = match self.workers.get_mut(&id) {
+            Some(w) => std::mem::take(&mut w.keys),
+            None => return,
+        };
+        for key in keys {
+            self.leave_key(id, &key);
+        }
+    }
+
+    fn leave_key(&mut self, id: WorkerId, key: &Arc<str>) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.keys.retain(|k| k != key);
+        }
+        let Some(k) = self.keys.get_mut(key) else {
+            return;
+        };
+        k.workers.retain(|&w| w != id);
+        k.free.retain(|&w| w != id);
+        let lost: Vec<u64> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.worker == id && &f.key == key)
+            .map(|(&seq, _)| seq)
+            .collect();
+        for seq in lost {
+            let f = self.inflight.remove(&seq).expect("listed");
+            k.queue.push_front(f.conn);
+        }
+        // The listener stays open with no worker (unlike Node's): new
+        // connections wait in the backlog for the next worker of the key.
+        self.distribute(key);
+    }
+}
+
+const fn libc_einval() -> i32 {
+    22
+}
+
+/// Bind what a query asks for, and start accepting when the primary
+/// schedules it.
+fn bind(
+    query: &Query,
+    scheduling: Scheduling,
+    key: &Arc<str>,
+    inputs: &mpsc::UnboundedSender<Input>,
+) -> std::io::Result<KeyState> {
+    let rr = scheduling == Scheduling::RoundRobin;
+    let permits = Arc::new(Semaphore::new(MAX_QUEUED));
+    let accept_on = |listener: Listening| {
+        let task = tokio::spawn(accept(key.clone(), listener, permits, inputs.clone()));
+        task.abort_handle()
+    };
+    let key_state = |address, fd: OwnedFd, kind, shared| KeyState {
+        data: query.data.clone(),
+        address,
+        fd: Arc::new(fd),
+        kind,
+        shared,
+        workers: Vec::new(),
+        free: VecDeque::new(),
+        queue: VecDeque::new(),
+        accept: None,
+        path: None,
+    };
+    match &query.target {
+        Target::Tcp { host, port, v6 } => {
+            let addr = resolve(host.as_deref(), *port, *v6)?;
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            // As libuv does for every TCP server on unix.
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            let listener = socket.listen(query.backlog as u32)?;
+            let local = listener.local_addr()?;
+            let fd = listener.as_fd().try_clone_to_owned()?;
+            let mut k = key_state(Address::Tcp(local), fd, "net.Native", !rr);
+            if rr {
+                k.accept = Some(accept_on(Listening::Tcp(listener)));
+            }
+            Ok(k)
+        }
+        Target::Unix(path) => {
+            let listener = tokio::net::UnixListener::bind(path)?;
+            if let Some(mode) = query.mode {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            }
+            let fd = listener.as_fd().try_clone_to_owned()?;
+            let mut k = key_state(Address::Unix(path.into()), fd, "net.Native", !rr);
+            k.path = Some(path.into());
+            if rr {
+                k.accept = Some(accept_on(Listening::Unix(listener)));
+            }
+            Ok(k)
+        }
+        Target::Udp { host, port, v6 } => {
+            let addr = resolve(host.as_deref(), *port, *v6)?;
+            let socket = std::net::UdpSocket::bind(addr)?;
+            let local = socket.local_addr()?;
+            Ok(key_state(
+                Address::Udp(local),
+                socket.into(),
+                "dgram.Native",
+                true,
+            ))
+        }
+        Target::Fd(_) => Err(std::io::Error::from_raw_os_error(9)),
+    }
+}
+
+/// The address to bind: every address (`::`, which also takes IPv4 on
+/// Linux by default) when no host is given, as Node binds; a literal IP
+/// as it is; a name through the resolver, first address of the family.
+fn resolve(host: Option<&str>, port: u16, v6: bool) -> std::io::Result<std::net::SocketAddr> {
+    use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+    let Some(host) = host else {
+        return Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    // Rare (a host name in listen()), and answered before any connection
+    // flows: a blocking lookup here costs no throughput.
+    let mut addrs = (host, port).to_socket_addrs()?;
+    addrs
+        .find(|a| a.is_ipv6() == v6)
+        .ok_or_else(|| std::io::Error::from_raw_os_error(99))
+}
+
+enum Listening {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listening {
+    async fn accept(&self) -> std::io::Result<OwnedFd> {
+        Ok(match self {
+            Listening::Tcp(l) => OwnedFd::from(l.accept().await?.0.into_std()?),
+            Listening::Unix(l) => OwnedFd::from(l.accept().await?.0.into_std()?),
+        })
+    }
+}
+
+/// Accept while there is room in the primary's queue; past that the
+/// kernel's backlog holds the connections.
+async fn accept(
+    key: Arc<str>,
+    listener: Listening,
+    permits: Arc<Semaphore>,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok(fd) => {
+                if inputs.send(Input::Conn(key.clone(), fd, permit)).is_err() {
+                    return;
+                }
+            }
+            // The client gave up before we took it: nothing to report.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
+            Err(e) => {
+                // Out of fds or memory: say so, and wait for some to be
+                // freed rather than spin (as hyper's and tokio's docs
+                // advise).
+                if inputs.send(Input::AcceptFailed(key.clone(), e)).is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A worker's writer: messages in order, each handle with its message.
+async fn write(sender: ChannelSender, mut out: mpsc::UnboundedReceiver<Out>) {
+    while let Some(Out { msg, handle, done }) = out.recv().await {
+        let r = match &handle {
+            Some((fd, kind)) => sender.send_handle_as(&msg, fd.as_fd(), kind, None).await,
+            None => sender.send(&msg).await,
+        };
+        if let Some(done) = done {
+            let _ = done.send(r);
+        }
+    }
+}
+
+/// A worker's reader: every message to the primary, until end of file.
+async fn read(id: WorkerId, mut receiver: ChannelReceiver, inputs: mpsc::UnboundedSender<Input>) {
+    loop {
+        let input = match receiver.recv_raw().await {
+            Ok(Some(raw)) => Input::Message(id, raw),
+            Ok(None) => break,
+            // One bad message; the channel goes on.
+            Err(
+                e @ Error::Channel(
+                    ChannelError::Decode { .. }
+                    | ChannelError::TooLong { .. }
+                    | ChannelError::HandleLost,
+                ),
+            ) => Input::BadMessage(id, e),
+            Err(e) => {
+                let _ = inputs.send(Input::BadMessage(id, e));
+                break;
+            }
+        };
+        if inputs.send(input).is_err() {
+            return;
+        }
+    }
+    let _ = inputs.send(Input::Eof(id));
+}
+
+/// A worker's process: its exit, and the signals the primary sends its
+/// group. When the primary is gone (the signal channel closes), the
+/// worker is killed with its group.
+async fn watch(
+    id: WorkerId,
+    mut child: Child,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let _ = inputs.send(Input::Exited(id, status));
+                return;
+            }
+            signal = signals.recv() => match signal {
+                // ESRCH and the like: the exit is on its way.
+                Some(signal) => { let _ = child.kill_group(signal); }
+                // Dropping the child kills its group (`kill_on_drop`).
+                None => return,
+            },
+        }
+    }
+}
+
+/// A silent worker's stdout or stderr, as lines.
+async fn lines<R>(
+    id: WorkerId,
+    stream: crate::Stream,
+    pipe: R,
+    events: mpsc::UnboundedSender<Event>,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let mut split = tokio::io::BufReader::new(pipe).split(b'\n');
+    while let Ok(Some(line)) = split.next_segment().await {
+        let line = String::from_utf8_lossy(&line).into_owned();
+        let event = Event::Output {
+            worker: id,
+            stream,
+            line,
+        };
+        if events.send(event).is_err() {
+            return;
+        }
+    }
+}

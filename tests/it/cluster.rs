@@ -1,0 +1,385 @@
+//! Issue 14, part 2: the cluster primary, against real `node` workers
+//! (tests/fixtures/cluster_worker.js, an ordinary cluster app) and Rust
+//! workers (examples/cluster_rust.rs).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use child_process as cp;
+use cp::cluster::{Address, Event, Primary, Scheduling, WorkerId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{alive, example_exe, fixture, have_node, wait_until_async, TempDir};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The next event that `pick` accepts; others are kept in `seen`. Panics
+/// after 20 s, or on an exit `allow_exit` does not allow.
+async fn until<T>(
+    primary: &mut Primary,
+    what: &str,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, primary.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .unwrap_or_else(|| panic!("the primary stopped while waiting for {what}"));
+        if let Some(found) = pick(&event) {
+            return found;
+        }
+        if let Event::Exit { .. } | Event::Error { .. } = event {
+            eprintln!("while waiting for {what}: {event:?}");
+        }
+    }
+}
+
+/// Wait until `n` workers listen; their ports.
+async fn listening(primary: &mut Primary, n: usize) -> BTreeMap<WorkerId, Address> {
+    let mut seen = BTreeMap::new();
+    while seen.len() < n {
+        let (w, a) = until(primary, "listening", |e| match e {
+            Event::Listening { worker, address } => Some((*worker, address.clone())),
+            Event::Exit { worker, status, .. } => panic!("worker {worker} exited: {status}"),
+            _ => None,
+        })
+        .await;
+        seen.insert(w, a);
+    }
+    seen
+}
+
+fn port_of(address: &Address) -> u16 {
+    match address {
+        Address::Tcp(a) => a.port(),
+        other => panic!("not TCP: {other:?}"),
+    }
+}
+
+/// One HTTP/1.0 GET on a new connection; the body.
+async fn get(port: u16, path: &str) -> String {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).await?;
+        std::io::Result::Ok(text)
+    };
+    let text = tokio::time::timeout(LIMIT, work)
+        .await
+        .expect("the request timed out")
+        .expect("the request failed");
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{head}"
+    );
+    body.to_string()
+}
+
+fn served_by(body: &str) -> WorkerId {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    v["id"].as_u64().unwrap() as WorkerId
+}
+
+fn node_cluster(args: &[&str]) -> cp::cluster::Setup {
+    cp::cluster(fixture("cluster_worker.js")).args(args)
+}
+
+/// CLUSTER.md §1.4 end to end: fork, online, queryServer, listening,
+/// newconn and its ack, a user message, disconnect, exit, with two
+/// workers on one port from `listen(0)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_workers_share_a_port_round_robin() {
+    if !have_node() {
+        return;
+    }
+    let mut primary = node_cluster(&["0"]).workers(2).start().await.unwrap();
+    let ports = listening(&mut primary, 2).await;
+    let port = port_of(&ports[&1]);
+    assert_eq!(
+        port_of(&ports[&2]),
+        port,
+        "listen(0): one port for every worker"
+    );
+
+    let mut by = BTreeMap::<WorkerId, usize>::new();
+    for i in 0..20 {
+        *by.entry(served_by(&get(port, &format!("/r{i}")).await))
+            .or_default() += 1;
+    }
+    assert_eq!(by.len(), 2, "both workers served: {by:?}");
+    assert!(by.values().all(|&n| n >= 5), "round robin is even: {by:?}");
+    // Every request was reported with process.send.
+    let mut served = 0;
+    while served < 20 {
+        served += until(&mut primary, "served messages", |e| match e {
+            Event::Message { message, .. } if message.get("served").is_some() => Some(1),
+            _ => None,
+        })
+        .await;
+    }
+
+    // The primary's disconnect: the worker closes its server and exits 0.
+    primary.disconnect(1).await.unwrap();
+    until(&mut primary, "disconnect of 1", |e| {
+        matches!(e, Event::Disconnect { worker: 1 }).then_some(())
+    })
+    .await;
+    let (status, expected) = until(&mut primary, "exit of 1", |e| match e {
+        Event::Exit {
+            worker: 1,
+            status,
+            expected,
+        } => Some((*status, *expected)),
+        _ => None,
+    })
+    .await;
+    assert!(status.success() && expected, "{status} {expected}");
+    // Worker 2 serves every request now.
+    for i in 0..4 {
+        assert_eq!(served_by(&get(port, &format!("/after{i}")).await), 2);
+    }
+
+    // The worker's own disconnect (`exitedAfterDisconnect`, acked).
+    primary.send(2, &"leave").await.unwrap();
+    let (status, expected) = until(&mut primary, "exit of 2", |e| match e {
+        Event::Exit {
+            worker: 2,
+            status,
+            expected,
+        } => Some((*status, *expected)),
+        _ => None,
+    })
+    .await;
+    assert!(status.success() && expected, "{status} {expected}");
+    assert!(primary.workers().await.unwrap().is_empty());
+    let report = primary.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.drained);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_workers_share_a_port_in_shared_mode() {
+    if !have_node() {
+        return;
+    }
+    let mut primary = node_cluster(&["0"])
+        .workers(2)
+        .scheduling(Scheduling::Shared)
+        .start()
+        .await
+        .unwrap();
+    let ports = listening(&mut primary, 2).await;
+    let port = port_of(&ports[&1]);
+    assert_eq!(port_of(&ports[&2]), port);
+    for i in 0..10 {
+        let id = served_by(&get(port, &format!("/s{i}")).await);
+        assert!(id == 1 || id == 2);
+    }
+    let report = primary.shutdown(Duration::from_secs(10)).await.unwrap();
+    assert!(report.drained, "{report:?}");
+    assert!(report.exits.iter().all(|(_, s)| s.success()), "{report:?}");
+}
+
+/// Node loses a connection handed to a worker that dies before taking it
+/// (nodejs/node#21746); the primary gives it to another worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_held_by_a_killed_worker_goes_to_another() {
+    if !have_node() {
+        return;
+    }
+    let mut primary = node_cluster(&["0"]).workers(2).start().await.unwrap();
+    let ports = listening(&mut primary, 2).await;
+    let port = port_of(&ports[&1]);
+    primary.send(1, &"freeze").await.unwrap();
+    until(&mut primary, "worker 1 frozen", |e| match e {
+        Event::Message { worker: 1, message } if message.get("frozen").is_some() => Some(()),
+        _ => None,
+    })
+    .await;
+    // Worker 1 takes one connection and never acks it; worker 2 serves
+    // the others, one at a time.
+    let requests: Vec<_> = (0..4)
+        .map(|i| tokio::spawn(async move { served_by(&get(port, &format!("/k{i}")).await) }))
+        .collect();
+    let mut served = 0;
+    while served < 3 {
+        served += until(&mut primary, "three served", |e| match e {
+            Event::Message { message, .. } if message.get("served").is_some() => Some(1),
+            _ => None,
+        })
+        .await;
+    }
+    let pid = primary.workers().await.unwrap()[0].pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (status, expected) = until(&mut primary, "exit of 1", |e| match e {
+        Event::Exit {
+            worker: 1,
+            status,
+            expected,
+        } => Some((*status, *expected)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc_sigkill())
+    );
+    assert!(!expected, "nobody asked it to go");
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 2, "every request answered, by worker 2");
+    }
+    primary.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A TLS server's listen() needs its `data` (ticket keys) echoed back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_worker_listens() {
+    if !have_node() {
+        return;
+    }
+    let mut primary = node_cluster(&["0", "tls"])
+        .workers(1)
+        .start()
+        .await
+        .unwrap();
+    listening(&mut primary, 1).await;
+    let report = primary.shutdown(Duration::from_secs(10)).await.unwrap();
+    assert!(report.drained, "{report:?}");
+    assert!(report.exits[0].1.success(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_is_eaddrinuse_in_the_worker() {
+    if !have_node() {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("[::]:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut primary = node_cluster(&[&port]).workers(1).start().await.unwrap();
+    let code = until(&mut primary, "the worker's error", |e| match e {
+        Event::Message { message, .. } => message.get("error").cloned(),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, "EADDRINUSE");
+    primary.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_workers_share_a_unix_socket_path() {
+    if !have_node() {
+        return;
+    }
+    let dir = TempDir::new("cluster-unix");
+    let path = dir.0.join("http.sock");
+    let mode = format!("unix:{}", path.display());
+    let mut primary = node_cluster(&["0", &mode])
+        .workers(2)
+        .start()
+        .await
+        .unwrap();
+    let at = listening(&mut primary, 2).await;
+    assert_eq!(at[&1], Address::Unix(path.clone()));
+    let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
+    s.write_all(b"GET /u HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(LIMIT, s.read_to_string(&mut text))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    primary.shutdown(Duration::from_secs(10)).await.unwrap();
+    assert!(!path.exists(), "the socket file is removed");
+}
+
+/// The primary's listener outlives its workers: a connection made while
+/// no worker is alive is served by the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_wait_while_no_worker_is_alive() {
+    if !have_node() {
+        return;
+    }
+    let mut primary = node_cluster(&["0"]).workers(1).start().await.unwrap();
+    let port = port_of(&listening(&mut primary, 1).await[&1]);
+    primary.kill(1, cp::Signal::SIGKILL).await.unwrap();
+    until(&mut primary, "exit of 1", |e| {
+        matches!(e, Event::Exit { worker: 1, .. }).then_some(())
+    })
+    .await;
+    let request = tokio::spawn(async move { served_by(&get(port, "/late").await) });
+    let id = primary.fork().await.unwrap();
+    assert_eq!(request.await.unwrap(), id);
+    primary.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Rust workers (hyper) on the same primary, both scheduling modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_workers_share_a_port() {
+    for scheduling in [Scheduling::RoundRobin, Scheduling::Shared] {
+        let mut primary = cp::cluster(example_exe("cluster_rust"))
+            .env("PORT", "0")
+            .workers(2)
+            .scheduling(scheduling)
+            .start()
+            .await
+            .unwrap();
+        let ports = listening(&mut primary, 2).await;
+        let port = port_of(&ports[&1]);
+        assert_eq!(port_of(&ports[&2]), port);
+        let mut by = BTreeMap::<WorkerId, usize>::new();
+        for i in 0..10 {
+            *by.entry(served_by(&get(port, &format!("/r{i}")).await))
+                .or_default() += 1;
+        }
+        if scheduling == Scheduling::RoundRobin {
+            assert_eq!(by.len(), 2, "both workers served: {by:?}");
+        }
+        let report = primary.shutdown(Duration::from_secs(10)).await.unwrap();
+        assert!(report.drained, "{scheduling:?}: {report:?}");
+        assert!(report.exits.iter().all(|(_, s)| s.success()), "{report:?}");
+    }
+}
+
+/// A primary that dies takes its Node workers with it: they exit on the
+/// channel's end of file (they lead their own process groups, so no
+/// signal reaches them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_exit_when_the_primary_dies() {
+    if !have_node() {
+        return;
+    }
+    use std::io::BufRead;
+    let mut primary = std::process::Command::new(example_exe("cluster_node"))
+        .env("PORT", "0")
+        .env("CLUSTER_WORKERS", "2")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(primary.stdout.take().unwrap()).lines();
+    let mut pids = Vec::new();
+    while pids.len() < 2 {
+        let line = lines.next().expect("the example's output").unwrap();
+        if let Some(rest) = line.split("(pid ").nth(1) {
+            pids.push(rest.split(')').next().unwrap().parse::<i32>().unwrap());
+        }
+    }
+    primary.kill().unwrap();
+    primary.wait().unwrap();
+    wait_until_async(Duration::from_secs(10), "the workers exited", || {
+        pids.iter().all(|&p| !alive(p))
+    })
+    .await;
+}
+
+fn libc_sigkill() -> i32 {
+    cp::Signal::SIGKILL.as_raw()
+}
