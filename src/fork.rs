@@ -7,7 +7,7 @@
 //! (`lib/internal/child_process.js ChildProcess.prototype.spawn`).
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::capture::Limits;
@@ -68,6 +68,7 @@ pub fn fork(program: impl AsRef<OsStr>) -> Fork {
             kill_signal: crate::Signal::SIGTERM,
             ..Limits::UNLIMITED
         },
+        listen_fds: Vec::new(),
     }
 }
 
@@ -95,6 +96,10 @@ pub struct Fork {
     silent: bool,
     kill_on_drop: bool,
     limits: Limits,
+    /// Listening sockets placed at fd 3, 4, ... with systemd's
+    /// `LISTEN_FDS`/`LISTEN_PID` (the cluster's `listen_fds`); the channel
+    /// then comes after them.
+    listen_fds: Vec<std::sync::Arc<OwnedFd>>,
 }
 
 /// `Fork` is built by value (`fork(..).args(..).spawn()`), where `Command`
@@ -415,6 +420,12 @@ impl Fork {
         self
     }
 
+    /// Pass listening sockets as systemd socket activation does.
+    pub(crate) fn listen_fds(mut self, fds: Vec<std::sync::Arc<OwnedFd>>) -> Fork {
+        self.listen_fds = fds;
+        self
+    }
+
     /// Start the child with its channel.
     ///
     /// # Examples
@@ -442,6 +453,7 @@ impl Fork {
             silent,
             kill_on_drop,
             limits,
+            listen_fds,
         } = self;
         let is_script = Path::new(&program)
             .extension()
@@ -467,8 +479,29 @@ impl Fork {
             }
         }
         spec.args.extend(args);
+        let channel_fd = CHANNEL_FD + listen_fds.len() as i32;
+        if !listen_fds.is_empty() {
+            // sd_listen_fds(3): LISTEN_PID must be the worker's own pid,
+            // known only once it runs; a shell sets it and execs the
+            // program in its place (same pid, same fds).
+            let program = std::mem::replace(&mut spec.program, "/bin/sh".into());
+            let mut args = vec![
+                "-c".into(),
+                "LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"".into(),
+                program,
+            ];
+            args.append(&mut spec.args);
+            spec.args = args;
+            let n = listen_fds.len().to_string();
+            spec.set_env(OsStr::new("LISTEN_FDS"), Some(OsStr::new(&n)));
+            spec.set_env(OsStr::new("LISTEN_PID"), None);
+        }
         // Appended last, so they win over the user's env, as in Node.
-        spec.set_env(OsStr::new(ipc::CHANNEL_FD_VAR), Some(OsStr::new("3")));
+        let channel_var = channel_fd.to_string();
+        spec.set_env(
+            OsStr::new(ipc::CHANNEL_FD_VAR),
+            Some(OsStr::new(&channel_var)),
+        );
         spec.set_env(OsStr::new(ipc::SERIALIZATION_VAR), Some(OsStr::new("json")));
 
         let line = spec.command_line();
@@ -487,7 +520,13 @@ impl Fork {
             .stdout(stdout.unwrap_or_else(default))
             .stderr(stderr.unwrap_or_else(default));
         let on_drop = OnDrop::kill_on_drop(kill_on_drop);
-        let mut child = cmd.spawn_with(&[(theirs.as_fd(), CHANNEL_FD)], on_drop, limits)?;
+        let mut extra: Vec<_> = listen_fds
+            .iter()
+            .zip(CHANNEL_FD..)
+            .map(|(fd, at)| (fd.as_fd(), at))
+            .collect();
+        extra.push((theirs.as_fd(), channel_fd));
+        let mut child = cmd.spawn_with(&extra, on_drop, limits)?;
         drop(theirs);
         let channel = Channel::from_fd(ours).map_err(|e| match e {
             Error::Channel(ChannelError::Io(source)) => Error::spawn(

@@ -82,6 +82,7 @@ pub fn cluster(program: impl AsRef<OsStr>) -> Setup {
         scheduling: Scheduling::RoundRobin,
         kill_signal: Signal::SIGTERM,
         kill_grace: crate::capture::DEFAULT_KILL_GRACE,
+        listen_fds: Vec::new(),
     }
 }
 
@@ -117,6 +118,7 @@ pub struct Setup {
     pub(crate) scheduling: Scheduling,
     pub(crate) kill_signal: Signal,
     pub(crate) kill_grace: Duration,
+    pub(crate) listen_fds: Vec<String>,
 }
 
 impl Setup {
@@ -322,6 +324,37 @@ impl Setup {
         self
     }
 
+    /// Listen on `addr` in the primary and pass the socket to every worker
+    /// as systemd socket activation does (`sd_listen_fds(3)`), so workers
+    /// in any language share the port: the sockets are at fd 3, 4, ... in
+    /// the order of these calls, `LISTEN_FDS` says how many and
+    /// `LISTEN_PID` is the worker's pid (Rust's `listenfd` crate,
+    /// Python's `socket.socket(fileno=3)`, Go's `net.FileListener`). The
+    /// kernel spreads connections over the workers that accept (shared
+    /// mode); the IPC channel follows the sockets (`NODE_CHANNEL_FD` says
+    /// where).
+    ///
+    /// `addr` is `ip:port` (port 0: one free port for all) or
+    /// `unix:/path`. Such workers need not speak the cluster protocol;
+    /// they send no [`Event::Listening`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("./server.py")
+    ///     .listen_fds("0.0.0.0:8080")
+    ///     .workers(4)
+    ///     .start()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn listen_fds(mut self, addr: impl Into<String>) -> Setup {
+        self.listen_fds.push(addr.into());
+        self
+    }
+
     /// Fork the workers and start the primary. The workers are started
     /// when this returns, not yet online: watch for [`Event::Online`] and
     /// [`Event::Listening`].
@@ -341,7 +374,8 @@ impl Setup {
     /// # Errors
     ///
     /// [`Error::Spawn`] when a worker cannot be started (the workers
-    /// already started are killed).
+    /// already started are killed); [`Error::Io`] when an address of
+    /// [`listen_fds`](Setup::listen_fds) is malformed or cannot be bound.
     pub async fn start(self) -> Result<Primary> {
         let n = self.workers.unwrap_or_else(|| {
             std::thread::available_parallelism()

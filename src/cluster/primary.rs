@@ -149,12 +149,68 @@ struct State {
     events: mpsc::UnboundedSender<Event>,
     inputs: mpsc::UnboundedSender<Input>,
     draining: Option<Draining>,
+    /// The sockets of `Setup::listen_fds`, passed to every worker.
+    listen_fds: Vec<Arc<OwnedFd>>,
+    /// Unix socket files among them, removed when the primary stops.
+    _socket_files: Vec<SocketFile>,
+}
+
+/// A unix socket path the primary created; removed with the primary.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Bind the addresses of `Setup::listen_fds`.
+fn bind_listen_fds(addrs: &[String]) -> Result<(Vec<Arc<OwnedFd>>, Vec<SocketFile>)> {
+    let mut fds = Vec::with_capacity(addrs.len());
+    let mut files = Vec::new();
+    for addr in addrs {
+        let line = crate::CommandLine::verbatim(&format!("listen on {addr}"));
+        let err = |e| Error::io(&line, e);
+        let fd: OwnedFd = if let Some(path) = addr.strip_prefix("unix:") {
+            let listener = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
+            files.push(SocketFile(path.into()));
+            listener.into()
+        } else {
+            let at: std::net::SocketAddr = addr.parse().map_err(|_| {
+                err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "expected ip:port or unix:/path",
+                ))
+            })?;
+            let socket = if at.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            }
+            .map_err(err)?;
+            socket.set_reuseaddr(true).map_err(err)?;
+            socket.bind(at).map_err(err)?;
+            let listener = socket
+                .listen(protocol::DEFAULT_BACKLOG as u32)
+                .map_err(err)?;
+            let listener = listener.into_std().map_err(err)?;
+            // Blocking, as systemd passes them: a worker that accepts in
+            // a plain loop must wait, not get EAGAIN. (The flag belongs
+            // to the socket, shared by every worker; the primary never
+            // accepts on it.)
+            listener.set_nonblocking(false).map_err(err)?;
+            listener.into()
+        };
+        fds.push(Arc::new(fd));
+    }
+    Ok((fds, files))
 }
 
 pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
     let (calls_tx, calls) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::unbounded_channel();
     let (inputs_tx, inputs) = mpsc::unbounded_channel();
+    let (listen_fds, socket_files) = bind_listen_fds(&setup.listen_fds)?;
     let mut state = State {
         setup,
         next_id: 1,
@@ -165,6 +221,8 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
         events: events_tx,
         inputs: inputs_tx,
         draining: None,
+        listen_fds,
+        _socket_files: socket_files,
     };
     for _ in 0..n {
         // On error `state` is dropped: the workers forked so far are killed.
@@ -229,7 +287,8 @@ impl State {
             .kill_signal(s.kill_signal)
             .kill_grace(s.kill_grace)
             .kill_on_drop(true)
-            .in_own_group();
+            .in_own_group()
+            .listen_fds(self.listen_fds.clone());
         if let Some(path) = &s.exec_path {
             fork = fork.exec_path(path);
         }

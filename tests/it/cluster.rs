@@ -383,3 +383,45 @@ async fn workers_exit_when_the_primary_dies() {
 fn libc_sigkill() -> i32 {
     cp::Signal::SIGKILL.as_raw()
 }
+
+/// Workers in any language: a perl server that knows only systemd's
+/// socket activation (`LISTEN_FDS`, `LISTEN_PID`) shares the port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_fds_workers_in_another_language_share_a_port() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let server = r#"
+        use Socket;
+        die "LISTEN_PID=$ENV{LISTEN_PID}, pid $$" unless $ENV{LISTEN_PID} == $$;
+        die "LISTEN_FDS=$ENV{LISTEN_FDS}" unless $ENV{LISTEN_FDS} == 1;
+        die "channel at $ENV{NODE_CHANNEL_FD}" unless $ENV{NODE_CHANNEL_FD} == 4;
+        open(my $l, "+<&=3") or die "fd 3: $!";
+        while (accept(my $c, $l)) {
+            my $req = <$c>;
+            print $c "HTTP/1.1 200 OK\r\n\r\n{\"id\":$ENV{NODE_UNIQUE_ID},\"pid\":$$}";
+            close $c;
+        }
+    "#;
+    let mut primary = cp::cluster("perl")
+        .args(["-e", server])
+        .listen_fds(format!("127.0.0.1:{port}"))
+        .workers(2)
+        .start()
+        .await
+        .unwrap();
+    let mut by = BTreeMap::<WorkerId, usize>::new();
+    for i in 0..10 {
+        *by.entry(served_by(&get(port, &format!("/p{i}")).await))
+            .or_default() += 1;
+    }
+    assert!(by.keys().all(|id| *id == 1 || *id == 2), "{by:?}");
+    let workers = primary.workers().await.unwrap();
+    assert_eq!(workers.len(), 2, "neither died: {workers:?}");
+    let report = primary.shutdown(Duration::from_secs(1)).await.unwrap();
+    // perl does not speak the protocol: the drain deadline passes, then
+    // SIGTERM ends it.
+    assert!(!report.drained);
+    assert_eq!(report.exits.len(), 2);
+}
