@@ -404,7 +404,7 @@ async fn listen_fds_workers_in_another_language_share_a_port() {
             close $c;
         }
     "#;
-    let mut primary = cp::cluster("perl")
+    let primary = cp::cluster("perl")
         .args(["-e", server])
         .listen_fds(format!("127.0.0.1:{port}"))
         .workers(2)
