@@ -655,3 +655,77 @@ fn issue_14_received_fds_are_never_leaked() {
         assert_no_new_fds(&before);
     });
 }
+
+/// A cluster's whole life leaves nothing behind: no worker, no zombie, no
+/// fd (listeners, connections in flight, channels), whether it ends with
+/// `shutdown` or by dropping the `Primary`.
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn cluster_leaves_no_fds_no_zombies_no_workers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if !crate::support::have_node() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let before = warm_up().await;
+        for graceful in [true, false] {
+            let mut primary = cp::cluster(crate::support::fixture("cluster_worker.js"))
+                .args(["0"])
+                .workers(2)
+                .start()
+                .await
+                .unwrap();
+            let mut port = 0;
+            let mut listening = 0;
+            while listening < 2 {
+                if let Some(cp::cluster::Event::Listening { address, .. }) =
+                    primary.next_event().await
+                {
+                    listening += 1;
+                    if let cp::cluster::Address::Tcp(a) = address {
+                        port = a.port();
+                    }
+                }
+            }
+            let pids: Vec<i32> = primary
+                .workers()
+                .await
+                .unwrap()
+                .iter()
+                .map(|w| w.pid as i32)
+                .collect();
+            for _ in 0..10 {
+                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+                let mut text = String::new();
+                s.read_to_string(&mut text).await.unwrap();
+                assert!(text.contains("200"), "{text}");
+            }
+            if graceful {
+                let report = primary.shutdown(Duration::from_secs(10)).await.unwrap();
+                assert!(report.drained, "{report:?}");
+            } else {
+                drop(primary);
+            }
+            wait_until(Duration::from_secs(10), "the workers are gone", || {
+                pids.iter().all(|&p| !crate::support::alive(p))
+            });
+            wait_until(Duration::from_secs(10), "the workers are reaped", || {
+                crate::support::children().is_empty()
+            });
+        }
+        // Tasks of the dropped primary finish on the runtime.
+        wait_until(Duration::from_secs(5), "fds closed", || {
+            open_fds().len() <= before.len()
+        });
+        assert_no_new_fds(&before);
+    });
+    assert_no_zombies();
+}
