@@ -69,6 +69,7 @@ pub fn fork(program: impl AsRef<OsStr>) -> Fork {
             ..Limits::UNLIMITED
         },
         listen_fds: Vec::new(),
+        on_stdio: false,
     }
 }
 
@@ -100,6 +101,8 @@ pub struct Fork {
     /// `LISTEN_FDS`/`LISTEN_PID` (the cluster's `listen_fds`); the channel
     /// then comes after them.
     listen_fds: Vec<std::sync::Arc<OwnedFd>>,
+    /// The channel is the child's stdin and stdout, not fd 3.
+    on_stdio: bool,
 }
 
 /// `Fork` is built by value (`fork(..).args(..).spawn()`), where `Command`
@@ -413,6 +416,36 @@ impl Fork {
         self
     }
 
+    /// Run the channel over the child's stdin and stdout instead of fd 3
+    /// (stderr stays for logs): for workers that speak JSON lines on stdio,
+    /// in any language, and for commands that carry only stdio to the real
+    /// worker (`ssh host worker`, `docker exec -i`, `sh -c 'exec worker'`).
+    ///
+    /// The child's fd 0 and fd 1 are one Unix socket, so the parent's side
+    /// is as fast as a fork channel and a worker that reads the socket
+    /// directly ([`Channel::from_stdio`] does) can even receive handles;
+    /// through a relay only the bytes travel. `NODE_CHANNEL_FD` is not
+    /// set: a Node worker reads `process.stdin` with `readline` and writes
+    /// `JSON.stringify(msg) + '\n'` to `process.stdout` (see
+    /// `examples/stdio_worker.js`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let mut worker = child_process::fork("ssh")
+    ///     .args(["build-host", "worker", "--stdio"])
+    ///     .channel_on_stdio()
+    ///     .spawn()?;
+    /// worker.send(&"job 1").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn channel_on_stdio(mut self) -> Fork {
+        self.on_stdio = true;
+        self
+    }
+
     /// The child leads a process group of its own (cluster workers: the
     /// primary signals a worker with what it started).
     pub(crate) fn in_own_group(mut self) -> Fork {
@@ -454,6 +487,7 @@ impl Fork {
             kill_on_drop,
             limits,
             listen_fds,
+            on_stdio,
         } = self;
         let is_script = Path::new(&program)
             .extension()
@@ -496,13 +530,26 @@ impl Fork {
             spec.set_env(OsStr::new("LISTEN_FDS"), Some(OsStr::new(&n)));
             spec.set_env(OsStr::new("LISTEN_PID"), None);
         }
-        // Appended last, so they win over the user's env, as in Node.
-        let channel_var = channel_fd.to_string();
-        spec.set_env(
-            OsStr::new(ipc::CHANNEL_FD_VAR),
-            Some(OsStr::new(&channel_var)),
-        );
-        spec.set_env(OsStr::new(ipc::SERIALIZATION_VAR), Some(OsStr::new("json")));
+        if on_stdio {
+            if stdio[0].is_some() || stdio[1].is_some() {
+                return Err(Error::spawn(
+                    &spec.command_line(),
+                    "stdin and stdout carry the channel (channel_on_stdio): do not set them",
+                    std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                ));
+            }
+            // No channel variables: the child's channel is its stdio.
+            spec.set_env(OsStr::new(ipc::CHANNEL_FD_VAR), None);
+            spec.set_env(OsStr::new(ipc::SERIALIZATION_VAR), None);
+        } else {
+            // Appended last, so they win over the user's env, as in Node.
+            let channel_var = channel_fd.to_string();
+            spec.set_env(
+                OsStr::new(ipc::CHANNEL_FD_VAR),
+                Some(OsStr::new(&channel_var)),
+            );
+            spec.set_env(OsStr::new(ipc::SERIALIZATION_VAR), Some(OsStr::new("json")));
+        }
 
         let line = spec.command_line();
         let (ours, theirs) = sys::socketpair()
@@ -516,16 +563,25 @@ impl Fork {
             }
         };
         let [stdin, stdout, stderr] = stdio;
-        cmd.stdin(stdin.unwrap_or_else(default))
-            .stdout(stdout.unwrap_or_else(default))
-            .stderr(stderr.unwrap_or_else(default));
+        if on_stdio {
+            // Placed below as fds 0 and 1.
+            cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit());
+        } else {
+            cmd.stdin(stdin.unwrap_or_else(default))
+                .stdout(stdout.unwrap_or_else(default));
+        }
+        cmd.stderr(stderr.unwrap_or_else(default));
         let on_drop = OnDrop::kill_on_drop(kill_on_drop);
         let mut extra: Vec<_> = listen_fds
             .iter()
             .zip(CHANNEL_FD..)
             .map(|(fd, at)| (fd.as_fd(), at))
             .collect();
-        extra.push((theirs.as_fd(), channel_fd));
+        if on_stdio {
+            extra.extend([(theirs.as_fd(), 0), (theirs.as_fd(), 1)]);
+        } else {
+            extra.push((theirs.as_fd(), channel_fd));
+        }
         let mut child = cmd.spawn_with(&extra, on_drop, limits)?;
         drop(theirs);
         let channel = Channel::from_fd(ours).map_err(|e| match e {

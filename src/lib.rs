@@ -97,7 +97,7 @@ pub use capture::fuzz_rules;
 pub use capture::Line;
 #[cfg(fuzzing)]
 pub use channel::fuzz_framing;
-pub use channel::{worker_args, Channel, ChannelReceiver, ChannelSender, Handle};
+pub use channel::{worker_args, Channel, ChannelListener, ChannelReceiver, ChannelSender, Handle};
 pub use child::Child;
 pub use cluster::cluster;
 pub use command::{spawn, Command};

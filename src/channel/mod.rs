@@ -14,12 +14,15 @@
 //! sender; the reader splits what arrives on `\n` (`framer.rs`) and parses
 //! each line in place; `wire.rs` has the rules of a line.
 
+mod bridge;
 mod framer;
 mod handle;
+mod listener;
 mod wire;
 mod writer;
 
 pub use handle::Handle;
+pub use listener::ChannelListener;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -236,6 +239,10 @@ impl Channel {
     /// (a file, a datagram socket, a listening socket) or there is no tokio
     /// runtime; the fd is closed then, as it was given to us.
     pub fn from_fd(fd: OwnedFd) -> Result<Channel> {
+        Channel::on_socket(fd, true)
+    }
+
+    fn on_socket(fd: OwnedFd, carries_fds: bool) -> Result<Channel> {
         tokio::runtime::Handle::try_current().map_err(|_| ChannelError::Setup {
             reason: no_runtime(),
         })?;
@@ -246,13 +253,141 @@ impl Channel {
         ipc::prepare_socket(fd.as_fd()).map_err(ChannelError::Io)?;
         let socket = UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
             .map_err(ChannelError::Io)?;
-        let shared = Arc::new(Shared::new(socket));
+        let shared = Arc::new(Shared::new(socket, carries_fds));
         Ok(Channel {
             sender: ChannelSender {
                 shared: shared.clone(),
             },
             receiver: ChannelReceiver::new(shared),
         })
+    }
+
+    /// A channel over any byte stream that carries both directions: a
+    /// `TcpStream`, a TLS stream, a `UnixStream` you connected. The same
+    /// framing, typed `send`/`recv`, `split`, bounded writer and
+    /// per-message errors as a forked child's channel; handles cannot
+    /// travel (`send_with_handle` fails).
+    ///
+    /// The stream is joined to the channel by two tasks on the current
+    /// runtime (one more copy per byte than a Unix socket channel). When
+    /// the peer closes or resets the stream, `recv` returns `Ok(None)`
+    /// after the messages that arrived; a write to a stream that failed
+    /// makes the next `send` fail with [`ChannelError::Closed`].
+    ///
+    /// There is no authentication or encryption: over TCP, use TLS (wrap
+    /// the stream first) or ssh (a stdio worker through `ssh host worker`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use child_process as cp;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let client = cp::Channel::from_stream(tokio::net::TcpStream::connect(addr).await?)?;
+    /// let mut server = cp::Channel::from_stream(listener.accept().await?.0)?;
+    /// client.send(&"over tcp").await?;
+    /// assert_eq!(server.recv::<String>().await?.as_deref(), Some("over tcp"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Setup`] without a tokio runtime; [`ChannelError::Io`]
+    /// when the socketpair cannot be made (out of fds).
+    pub fn from_stream<S>(stream: S) -> Result<Channel>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let (reader, writer) = tokio::io::split(stream);
+        Channel::from_split(reader, writer)
+    }
+
+    /// A channel over two one-way streams: messages are read from
+    /// `reader` and written to `writer` (a child's stdout and stdin, or
+    /// the halves of any stream). As [`from_stream`](Channel::from_stream)
+    /// otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use child_process as cp;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cp::Result<()> {
+    /// // `cat` sends back what it gets: a channel talking to itself.
+    /// let mut cat = cp::spawn("cat", [] as [&str; 0])?;
+    /// let (stdin, stdout) = (cat.stdin.take().unwrap(), cat.stdout.take().unwrap());
+    /// let mut channel = cp::Channel::from_split(stdout, stdin)?;
+    /// channel.send(&[1, 2, 3]).await?;
+    /// assert_eq!(channel.recv::<Vec<u8>>().await?, Some(vec![1, 2, 3]));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`from_stream`](Channel::from_stream).
+    pub fn from_split<R, W>(reader: R, writer: W) -> Result<Channel>
+    where
+        R: tokio::io::AsyncRead + Send + Unpin + 'static,
+        W: tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        tokio::runtime::Handle::try_current().map_err(|_| ChannelError::Setup {
+            reason: no_runtime(),
+        })?;
+        let fd = bridge::with_tasks(reader, writer).map_err(ChannelError::Io)?;
+        Channel::on_socket(fd, false)
+    }
+
+    /// The channel to the parent over this process's stdin and stdout, for
+    /// a worker started with [`Fork::channel_on_stdio`](crate::Fork::channel_on_stdio),
+    /// or through anything that carries stdio (`ssh host worker`,
+    /// `docker exec -i`, `kubectl exec -i`).
+    ///
+    /// Takes fd 0 and fd 1 once per process: afterwards fd 0 reads
+    /// `/dev/null` and fd 1 writes to stderr, so a stray `println!` lands in
+    /// the logs instead of corrupting the channel. When both are one
+    /// socket (a local parent's `channel_on_stdio`), the channel runs on it
+    /// directly and can carry handles; otherwise (pipes, through a relay)
+    /// two threads copy between them and the channel.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process as cp;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> cp::Result<()> {
+    ///     let mut parent = cp::Channel::from_stdio()?;
+    ///     while let Some(job) = parent.recv::<serde_json::Value>().await? {
+    ///         parent.send(&serde_json::json!({ "done": job })).await?;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Setup`] on a second call, without a tokio runtime,
+    /// or when fd 0 or fd 1 is not open.
+    pub fn from_stdio() -> Result<Channel> {
+        tokio::runtime::Handle::try_current().map_err(|_| ChannelError::Setup {
+            reason: no_runtime(),
+        })?;
+        let taken = ipc::take_stdio().map_err(|e| ChannelError::Setup {
+            reason: format!("stdin and stdout: {e}"),
+        })?;
+        match taken {
+            ipc::StdioChannel::Socket(fd) => Channel::on_socket(fd, true),
+            ipc::StdioChannel::Pair { input, output } => {
+                let fd = bridge::with_threads(input, output).map_err(ChannelError::Io)?;
+                Channel::on_socket(fd, false)
+            }
+        }
     }
 
     /// Sends one message: its JSON text and a `\n`.
@@ -766,6 +901,13 @@ impl ChannelSender {
         kind: &str,
         dgram: Option<&str>,
     ) -> Result<()> {
+        if !self.shared.carries_fds {
+            return Err(ChannelError::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this channel runs over a byte stream: handles need a Unix socket channel",
+            ))
+            .into());
+        }
         let line = handle::envelope(msg, kind, dgram)?;
         let copy = fd.try_clone_to_owned().map_err(ChannelError::Io)?;
         let keep = handle::Unacked {

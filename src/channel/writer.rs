@@ -52,6 +52,9 @@ pub(super) const FEED_BATCH: u64 = 64 * 1024;
 /// What every half of one channel shares: the socket and the send queue.
 pub(super) struct Shared {
     pub(super) socket: UnixStream,
+    /// The socket reaches the peer itself, so fds can travel; not for a
+    /// channel bridged to a byte stream.
+    pub(super) carries_fds: bool,
     state: Mutex<WriteState>,
     /// Woken whenever bytes are written, the flusher role is released, or
     /// the channel breaks. Only signalled when `waiters > 0`.
@@ -110,9 +113,10 @@ impl Broken {
 }
 
 impl Shared {
-    pub(super) fn new(socket: UnixStream) -> Shared {
+    pub(super) fn new(socket: UnixStream, carries_fds: bool) -> Shared {
         Shared {
             socket,
+            carries_fds,
             state: Mutex::new(WriteState::default()),
             notify: Notify::new(),
         }

@@ -284,6 +284,61 @@ pub(crate) fn shutdown(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
     Ok(shutdown(fd.as_raw_fd(), Shutdown::Both)?)
 }
 
+/// This process's stdin and stdout, taken for a channel: how they arrived.
+pub(crate) enum StdioChannel {
+    /// Both are the same stream socket (a parent's `channel_on_stdio`):
+    /// one duplicate of it.
+    Socket(OwnedFd),
+    /// Anything else (pipes through ssh, a terminal): duplicates of each,
+    /// blocking as they were.
+    Pair { input: OwnedFd, output: OwnedFd },
+}
+
+/// Take fd 0 and fd 1 for a channel, once per process: duplicate them
+/// (close-on-exec, above 2), then point fd 0 at `/dev/null` and fd 1 at
+/// stderr, so that a stray `println!` goes to the logs instead of
+/// corrupting the channel. A second call fails.
+pub(crate) fn take_stdio() -> io::Result<StdioChannel> {
+    use std::os::fd::{AsFd, AsRawFd};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "stdin and stdout were already taken for a channel",
+        ));
+    }
+    let stdin = super::own_fd(0);
+    let stdout = super::own_fd(1);
+    let same_socket = match (fstat(0), fstat(1)) {
+        (Ok(a), Ok(b)) => {
+            a.st_mode & libc::S_IFMT == libc::S_IFSOCK
+                && (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+                && socket_problem(stdin).is_none()
+        }
+        _ => false,
+    };
+    let taken = if same_socket {
+        StdioChannel::Socket(super::dup_at_least(stdin, 3)?)
+    } else {
+        StdioChannel::Pair {
+            input: super::dup_at_least(stdin, 3)?,
+            output: super::dup_at_least(stdout, 3)?,
+        }
+    };
+    let null = super::dev_null()?;
+    for (from, to) in [
+        (null.as_raw_fd(), 0),
+        (super::own_fd(2).as_fd().as_raw_fd(), 1),
+    ] {
+        // SAFETY: dup2 takes two integers; fds 0 and 1 are this process's
+        // own stdio, which the duplicates above now stand for.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(taken)
+}
+
 /// `listen(2)` on a socket that may be only bound (a Node primary in
 /// shared mode passes a bound socket; ours passes a listening one, and
 /// listening again only changes the backlog).

@@ -1,0 +1,1338 @@
+//! The cluster primary (issue 14 §4): the same unmodified Node cluster app
+//! (`examples/cluster_app.js`) under Node's own primary, under ours (round
+//! robin and shared) and under PM2's cluster mode, side by side in one run.
+//!
+//! ```sh
+//! cargo bench --bench cluster          # ~3 minutes on 2 cores
+//! CLUSTER_BENCH_ONLY=node,rr cargo bench --bench cluster
+//! ```
+//!
+//! Peers, each started once at the beginning and kept up for the whole run
+//! (only the one being measured gets traffic):
+//!
+//! - `node`: `node examples/cluster_app.js`. The app forks
+//!   `os.availableParallelism()` workers itself; the bench warns when that
+//!   is not `CLUSTER_BENCH_WORKERS`.
+//! - `rr`, `shared`: our primary, round robin or `Scheduling::Shared`, run
+//!   as a separate process (this binary again, `--primary rr|shared`, which
+//!   does what `examples/cluster_node.rs` does with the library built in
+//!   the bench profile), so every primary is measured the same way.
+//! - `pm2`: `pm2 start examples/cluster_app.js -i N` with a private
+//!   `PM2_HOME` under `/tmp`; `pm2` comes from `bench/node/node_modules`
+//!   (`npm install --prefix bench/node`), skipped when it is not there.
+//!
+//! Load: a client in this process (tokio, `CLUSTER_BENCH_CONC` concurrent
+//! connections, HTTP/1.1 GET, a 2 s timeout per request covering connect,
+//! write and the whole response, no retries). Mode `new`: a new TCP
+//! connection per request with `Connection: close`, read to EOF (the
+//! dispatch-bound one). Mode `keepalive`: one connection per client, many
+//! requests on it; a failure drops that connection and the next request
+//! opens a new one. Each run is a warm-up followed by the measured window;
+//! a request counts when it starts inside the window. Rounds are
+//! interleaved (the peer order rotates every round) and the medians are
+//! reported.
+//!
+//! Primary CPU: utime+stime of the primary process (Node's primary, ours,
+//! PM2's God daemon) from `/proc/<pid>/stat`, read at the start and the
+//! end of the measured window; workers' CPU likewise over the primary's
+//! descendants. Resolution is one clock tick (10 ms).
+//!
+//! Every process started here is killed at the end, on panic and on
+//! SIGINT/SIGTERM/SIGHUP: process groups and all descendants, and
+//! `pm2 kill` with the private `PM2_HOME`.
+//!
+//! The section "Cluster primary (issue 14)" of `bench/RESULTS.md` is
+//! replaced (or appended) with the results. Nothing here asserts.
+//!
+//! Environment knobs (defaults in brackets):
+//!
+//! - `CLUSTER_BENCH_SECS` [5]: measured seconds per run.
+//! - `CLUSTER_BENCH_WARMUP` [1]: warm-up seconds per run.
+//! - `CLUSTER_BENCH_ROUNDS` [3]: interleaved rounds.
+//! - `CLUSTER_BENCH_CONC` [32]: concurrent client connections.
+//! - `CLUSTER_BENCH_WORKERS` [2]: workers for ours and PM2.
+//! - `CLUSTER_BENCH_CLIENT_THREADS` [1]: client runtime threads (1: a
+//!   current-thread runtime).
+//! - `CLUSTER_BENCH_ONLY` [node,rr,shared,pm2]: peers to run.
+//! - `CLUSTER_BENCH_MODES` [new,keepalive]: load modes to run.
+//! - `CLUSTER_BENCH_WRITE` [1]: `0` leaves `bench/RESULTS.md` alone.
+//! - `NODE` [node]: the node binary (also what our primary runs the app
+//!   with, through `PATH`).
+//! - `PM2` [bench/node/node_modules/.bin/pm2]: the pm2 CLI.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster_app.js");
+const SECTION: &str = "## Cluster primary (issue 14)";
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+// ---------------------------------------------------------------------------
+// Our primary, in a process of its own.
+
+fn primary_mode(args: &[String]) {
+    let shared = args.first().map(String::as_str) == Some("shared");
+    let workers: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(2);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    if let Err(e) = rt.block_on(run_primary(shared, workers)) {
+        eprintln!("cluster bench primary: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// What `examples/cluster_node.rs` does, on a multi-thread runtime as
+/// `#[tokio::main]` gives it.
+async fn run_primary(shared: bool, workers: usize) -> child_process::Result<()> {
+    use child_process::cluster::{Event, Scheduling};
+    let mut setup = child_process::cluster(APP).workers(workers);
+    if shared {
+        setup = setup.scheduling(Scheduling::Shared);
+    }
+    let mut primary = setup.start().await?;
+    println!("primary {} is running", std::process::id());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            event = primary.next_event() => match event {
+                Some(Event::Listening { worker, address }) => {
+                    println!("worker {worker} listening on {address}");
+                }
+                Some(Event::Exit { worker, status, expected }) => {
+                    println!("worker {worker} exited: {status} (expected: {expected})");
+                }
+                Some(_) => {}
+                None => return Ok(()),
+            },
+            _ = term.recv() => break,
+        }
+    }
+    primary.shutdown(Duration::from_secs(2)).await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Knobs.
+
+struct Params {
+    secs: f64,
+    warmup: f64,
+    rounds: usize,
+    conc: usize,
+    workers: usize,
+    client_threads: usize,
+    only: Vec<Peer>,
+    modes: Vec<Mode>,
+    write: bool,
+    node: String,
+    pm2: PathBuf,
+}
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    match std::env::var(key) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{key}={v}: not a valid value")),
+        Err(_) => default,
+    }
+}
+
+impl Params {
+    fn from_env() -> Params {
+        let only = std::env::var("CLUSTER_BENCH_ONLY")
+            .unwrap_or_else(|_| "node,rr,shared,pm2".into())
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.trim() {
+                "node" => Peer::Node,
+                "rr" => Peer::OursRr,
+                "shared" => Peer::OursShared,
+                "pm2" => Peer::Pm2,
+                other => panic!("CLUSTER_BENCH_ONLY: unknown peer {other:?}"),
+            })
+            .collect();
+        let modes = std::env::var("CLUSTER_BENCH_MODES")
+            .unwrap_or_else(|_| "new,keepalive".into())
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.trim() {
+                "new" => Mode::New,
+                "keepalive" => Mode::KeepAlive,
+                other => panic!("CLUSTER_BENCH_MODES: unknown mode {other:?}"),
+            })
+            .collect();
+        Params {
+            secs: env_or("CLUSTER_BENCH_SECS", 5.0),
+            warmup: env_or("CLUSTER_BENCH_WARMUP", 1.0),
+            rounds: env_or("CLUSTER_BENCH_ROUNDS", 3),
+            conc: env_or("CLUSTER_BENCH_CONC", 32),
+            workers: env_or("CLUSTER_BENCH_WORKERS", 2),
+            client_threads: env_or("CLUSTER_BENCH_CLIENT_THREADS", 1),
+            only,
+            modes,
+            write: env_or("CLUSTER_BENCH_WRITE", 1) != 0,
+            node: std::env::var("NODE").unwrap_or_else(|_| "node".into()),
+            pm2: std::env::var_os("PM2")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(MANIFEST_DIR).join("bench/node/node_modules/.bin/pm2")
+                }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Peer {
+    Node,
+    OursRr,
+    OursShared,
+    Pm2,
+}
+
+impl Peer {
+    const ALL: [Peer; 4] = [Peer::Node, Peer::OursRr, Peer::OursShared, Peer::Pm2];
+
+    fn label(self) -> &'static str {
+        match self {
+            Peer::Node => "Node primary",
+            Peer::OursRr => "ours RR",
+            Peer::OursShared => "ours shared",
+            Peer::Pm2 => "PM2 cluster",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Mode {
+    New,
+    KeepAlive,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::New => "new connection per request",
+            Mode::KeepAlive => "keep-alive",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Every process we start, and how to get rid of it.
+
+enum Started {
+    /// A process leading its own group.
+    Process(u32),
+    /// A PM2 daemon with its private home.
+    Pm2 { bin: PathBuf, home: PathBuf },
+}
+
+static STARTED: Mutex<Vec<Started>> = Mutex::new(Vec::new());
+
+fn register(s: Started) {
+    STARTED.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+}
+
+/// Kill everything we started, with all descendants. Idempotent.
+fn cleanup_all() {
+    let started: Vec<Started> =
+        std::mem::take(&mut *STARTED.lock().unwrap_or_else(|e| e.into_inner()));
+    let own_group = unsafe { libc::getpgrp() };
+    for s in started.into_iter().rev() {
+        match s {
+            Started::Process(pid) => kill_tree(pid, own_group),
+            Started::Pm2 { bin, home } => {
+                let daemon = read_pid(&home.join("pm2.pid"));
+                let tree: Vec<u32> = daemon.map(descendants_and_self).unwrap_or_default();
+                let mut cmd = Command::new(&bin);
+                cmd.arg("kill")
+                    .env("PM2_HOME", &home)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                let _ = run_with_timeout(cmd, Duration::from_secs(15));
+                for pid in tree {
+                    kill_pid_and_group(pid, own_group);
+                }
+                if home.starts_with("/tmp/") {
+                    let _ = std::fs::remove_dir_all(&home);
+                }
+            }
+        }
+    }
+}
+
+fn kill_tree(root: u32, own_group: libc::pid_t) {
+    // Stop the root first so it forks nothing more, then the rest.
+    let tree = descendants_and_self(root);
+    unsafe { libc::kill(root as libc::pid_t, libc::SIGSTOP) };
+    let tree2 = descendants_and_self(root);
+    for pid in tree.into_iter().chain(tree2) {
+        kill_pid_and_group(pid, own_group);
+    }
+}
+
+fn kill_pid_and_group(pid: u32, own_group: libc::pid_t) {
+    unsafe {
+        let pgid = libc::getpgid(pid as libc::pid_t);
+        if pgid > 1 && pgid != own_group {
+            libc::killpg(pgid, libc::SIGKILL);
+        }
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+struct CleanupGuard;
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        cleanup_all();
+    }
+}
+
+fn install_cleanup_handlers() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        cleanup_all();
+    }));
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])
+    .expect("signal handlers");
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            eprintln!("cluster bench: signal {sig}, killing what it started");
+            cleanup_all();
+            std::process::exit(128 + sig);
+        }
+    });
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `(pid, ppid)` of every process.
+fn process_table() -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(fields) = stat_fields(pid) {
+            // fields[0] is the state (field 3), fields[1] the ppid.
+            if let Some(ppid) = fields.get(1).and_then(|p| p.parse().ok()) {
+                out.push((pid, ppid));
+            }
+        }
+    }
+    out
+}
+
+fn descendants_and_self(root: u32) -> Vec<u32> {
+    let table = process_table();
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(
+            table
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    out
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (field 3 on).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// utime + stime in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let f = stat_fields(pid)?;
+    // utime and stime are fields 14 and 15; f[0] is field 3.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn clk_tck() -> f64 {
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+fn run_with_timeout(mut cmd: Command, limit: Duration) -> std::io::Result<(bool, String)> {
+    cmd.stdin(Stdio::null());
+    let mut child = cmd.spawn()?;
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let mut out = String::new();
+            if let Some(mut s) = child.stdout.take() {
+                let _ = s.read_to_string(&mut out);
+            }
+            if let Some(mut s) = child.stderr.take() {
+                let _ = s.read_to_string(&mut out);
+            }
+            return Ok((status.success(), out));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok((false, format!("{cmd:?}: timed out after {limit:?}")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Starting the peers.
+
+struct Server {
+    peer: Peer,
+    port: u16,
+    /// The primary: Node's, ours, or PM2's God daemon.
+    primary: u32,
+    /// Kept so it is reaped; killed through `STARTED`.
+    _child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("[::]:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Start `cmd` leading a process group of its own, dying with this process
+/// (spawn from the main thread only: the death signal follows the thread).
+fn spawn_group(cmd: &mut Command) -> std::io::Result<Child> {
+    cmd.process_group(0);
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    register(Started::Process(child.id()));
+    Ok(child)
+}
+
+/// Forward the child's stdout lines to a channel (and keep draining it).
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+fn wait_lines(
+    rx: &mpsc::Receiver<String>,
+    pattern: &str,
+    n: usize,
+    deadline: Instant,
+) -> Result<(), String> {
+    let mut seen = 0;
+    let mut all = Vec::new();
+    while seen < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if line.contains(pattern) {
+                    seen += 1;
+                }
+                all.push(line);
+            }
+            Err(_) => {
+                return Err(format!(
+                    "saw {seen} of {n} {pattern:?} lines; output: {all:?}"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One blocking GET answered 200.
+fn http_ok(port: u16) -> bool {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_millis(500),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    buf.starts_with(b"HTTP/1.1 200")
+}
+
+fn wait_http(port: u16, deadline: Instant) -> Result<(), String> {
+    while Instant::now() < deadline {
+        if http_ok(port) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("port {port} never answered 200"))
+}
+
+fn start(peer: Peer, p: &Params) -> Result<Server, String> {
+    let port = free_port();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let server = match peer {
+        Peer::Node => {
+            let mut cmd = Command::new(&p.node);
+            cmd.arg(APP)
+                .env("PORT", port.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped());
+            let mut child = spawn_group(&mut cmd).map_err(|e| format!("{}: {e}", p.node))?;
+            let rx = lines_of(&mut child);
+            let n = node_parallelism(p);
+            wait_lines(&rx, "Worker ", n, deadline)?;
+            Server {
+                peer,
+                port,
+                primary: child.id(),
+                _child: Some(child),
+            }
+        }
+        Peer::OursRr | Peer::OursShared => {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut cmd = Command::new(exe);
+            cmd.arg("--primary")
+                .arg(if peer == Peer::OursShared {
+                    "shared"
+                } else {
+                    "rr"
+                })
+                .arg(p.workers.to_string())
+                .env("PORT", port.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped());
+            let mut child = spawn_group(&mut cmd).map_err(|e| e.to_string())?;
+            let rx = lines_of(&mut child);
+            wait_lines(&rx, " listening on ", p.workers, deadline)?;
+            Server {
+                peer,
+                port,
+                primary: child.id(),
+                _child: Some(child),
+            }
+        }
+        Peer::Pm2 => {
+            if !p.pm2.exists() {
+                return Err(format!(
+                    "{} not found (npm install --prefix bench/node pm2)",
+                    p.pm2.display()
+                ));
+            }
+            let home = PathBuf::from(format!("/tmp/cluster-bench-pm2-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&home);
+            std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
+            register(Started::Pm2 {
+                bin: p.pm2.clone(),
+                home: home.clone(),
+            });
+            let mut cmd = Command::new(&p.pm2);
+            cmd.args([
+                "start",
+                APP,
+                "-i",
+                &p.workers.to_string(),
+                "--name",
+                "cluster_bench",
+            ])
+            .env("PM2_HOME", &home)
+            .env("PORT", port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+            let (ok, out) =
+                run_with_timeout(cmd, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+            if !ok {
+                return Err(format!("pm2 start failed: {out}"));
+            }
+            let daemon = read_pid(&home.join("pm2.pid")).ok_or("no pm2.pid")?;
+            // Both instances online.
+            loop {
+                let mut cmd = Command::new(&p.pm2);
+                cmd.arg("jlist")
+                    .env("PM2_HOME", &home)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null());
+                let (_, out) =
+                    run_with_timeout(cmd, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+                if out.matches("\"status\":\"online\"").count() >= p.workers {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("pm2: instances not online: {out}"));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Server {
+                peer,
+                port,
+                primary: daemon,
+                _child: None,
+            }
+        }
+    };
+    wait_http(port, deadline)?;
+    // Let every worker finish starting.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(server)
+}
+
+fn node_parallelism(p: &Params) -> usize {
+    Command::new(&p.node)
+        .args(["-p", "require('os').availableParallelism()"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(1)
+}
+
+// ---------------------------------------------------------------------------
+// The load generator.
+
+#[derive(Debug, Clone, Copy)]
+enum Fail {
+    Timeout,
+    Connect,
+    Io,
+    /// Closed before a whole response.
+    Eof,
+    Status,
+}
+
+#[derive(Default, Clone)]
+struct Tally {
+    ok: u64,
+    fails: HashMap<&'static str, u64>,
+    lat_us: Vec<u32>,
+    /// Connections opened inside the window.
+    conns: u64,
+    /// Responses per worker id ("hello world from worker N").
+    by_worker: HashMap<u32, u64>,
+}
+
+impl Tally {
+    fn fail(&mut self, f: Fail) {
+        let k = match f {
+            Fail::Timeout => "timeout",
+            Fail::Connect => "connect",
+            Fail::Io => "reset/io",
+            Fail::Eof => "eof",
+            Fail::Status => "status",
+        };
+        *self.fails.entry(k).or_default() += 1;
+    }
+
+    fn merge(&mut self, o: Tally) {
+        self.ok += o.ok;
+        self.conns += o.conns;
+        self.lat_us.extend(o.lat_us);
+        for (k, v) in o.by_worker {
+            *self.by_worker.entry(k).or_default() += v;
+        }
+        for (k, v) in o.fails {
+            *self.fails.entry(k).or_default() += v;
+        }
+    }
+
+    fn failed(&self) -> u64 {
+        self.fails.values().sum()
+    }
+}
+
+#[derive(Clone)]
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    failed: u64,
+    fails: String,
+    conns: u64,
+    requests: u64,
+    /// Primary CPU over the window, ms.
+    primary_cpu_ms: f64,
+    workers_cpu_ms: f64,
+    workers_seen: usize,
+    /// Share of the responses per worker, busiest first.
+    spread: String,
+}
+
+const REQ_CLOSE: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+const REQ_KEEP: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn io_fail(e: std::io::Error) -> Fail {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => Fail::Eof,
+        _ => Fail::Io,
+    }
+}
+
+/// The worker id at the end of the body.
+fn worker_of(resp: &[u8]) -> Option<u32> {
+    let body = &resp[find(resp, b"\r\n\r\n")? + 4..];
+    std::str::from_utf8(body)
+        .ok()?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+async fn one_new(port: u16, buf: &mut Vec<u8>) -> Result<(), Fail> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|_| Fail::Connect)?;
+    let _ = s.set_nodelay(true);
+    s.write_all(REQ_CLOSE).await.map_err(io_fail)?;
+    buf.clear();
+    s.read_to_end(buf).await.map_err(io_fail)?;
+    if buf.is_empty() {
+        return Err(Fail::Eof);
+    }
+    if !buf.starts_with(b"HTTP/1.1 200") {
+        return Err(Fail::Status);
+    }
+    Ok(())
+}
+
+/// Read one response off a keep-alive connection.
+async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Fail> {
+    buf.clear();
+    loop {
+        if let Some(h) = find(buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..h]).to_ascii_lowercase();
+            if !head.starts_with("http/1.1 200") {
+                return Err(Fail::Status);
+            }
+            let body = h + 4;
+            if let Some(cl) = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            {
+                while buf.len() < body + cl {
+                    buf.reserve(4096);
+                    if s.read_buf(buf).await.map_err(io_fail)? == 0 {
+                        return Err(Fail::Eof);
+                    }
+                }
+            } else {
+                // Chunked.
+                while find(&buf[body..], b"0\r\n\r\n").is_none() {
+                    buf.reserve(4096);
+                    if s.read_buf(buf).await.map_err(io_fail)? == 0 {
+                        return Err(Fail::Eof);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        buf.reserve(4096);
+        if s.read_buf(buf).await.map_err(io_fail)? == 0 {
+            return Err(Fail::Eof);
+        }
+    }
+}
+
+async fn client(port: u16, mode: Mode, warm_end: Instant, end: Instant) -> Tally {
+    let mut t = Tally::default();
+    let mut buf = Vec::with_capacity(4096);
+    let mut conn: Option<TcpStream> = None;
+    loop {
+        let started = Instant::now();
+        if started >= end {
+            break;
+        }
+        let counted = started >= warm_end;
+        let res = match mode {
+            Mode::New => {
+                if counted {
+                    t.conns += 1;
+                }
+                tokio::time::timeout(REQUEST_TIMEOUT, one_new(port, &mut buf)).await
+            }
+            Mode::KeepAlive => {
+                let opened = conn.is_none();
+                if opened && counted {
+                    t.conns += 1;
+                }
+                let fut = async {
+                    if conn.is_none() {
+                        let s = TcpStream::connect(("127.0.0.1", port))
+                            .await
+                            .map_err(|_| Fail::Connect)?;
+                        let _ = s.set_nodelay(true);
+                        conn = Some(s);
+                    }
+                    let s = conn.as_mut().expect("connected");
+                    s.write_all(REQ_KEEP).await.map_err(io_fail)?;
+                    read_response(s, &mut buf).await
+                };
+                tokio::time::timeout(REQUEST_TIMEOUT, fut).await
+            }
+        };
+        let res = res.unwrap_or(Err(Fail::Timeout));
+        if res.is_err() {
+            conn = None;
+        }
+        if counted {
+            match res {
+                Ok(()) => {
+                    t.ok += 1;
+                    if let Some(w) = worker_of(&buf) {
+                        *t.by_worker.entry(w).or_default() += 1;
+                    }
+                    t.lat_us
+                        .push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                }
+                Err(f) => t.fail(f),
+            }
+        }
+    }
+    t
+}
+
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1000.0
+}
+
+fn workers_cpu(primary: u32) -> (u64, usize) {
+    let tree = descendants_and_self(primary);
+    let workers = &tree[1..];
+    (
+        workers.iter().filter_map(|&p| cpu_ticks(p)).sum(),
+        workers.len(),
+    )
+}
+
+async fn load(server: &Server, mode: Mode, p: &Params) -> Run {
+    let t0 = Instant::now();
+    let warm_end = t0 + Duration::from_secs_f64(p.warmup);
+    let end = warm_end + Duration::from_secs_f64(p.secs);
+    let primary = server.primary;
+    let sampler = tokio::spawn(async move {
+        tokio::time::sleep_until(warm_end.into()).await;
+        let a = (cpu_ticks(primary), workers_cpu(primary));
+        tokio::time::sleep_until(end.into()).await;
+        let b = (cpu_ticks(primary), workers_cpu(primary));
+        (a, b)
+    });
+    let tasks: Vec<_> = (0..p.conc)
+        .map(|_| tokio::spawn(client(server.port, mode, warm_end, end)))
+        .collect();
+    let mut total = Tally::default();
+    for t in tasks {
+        total.merge(t.await.expect("client task"));
+    }
+    let ((pa, (wa, _)), (pb, (wb, nw))) = sampler.await.expect("sampler");
+    let tick_ms = 1000.0 / clk_tck();
+    let primary_cpu_ms = match (pa, pb) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as f64 * tick_ms,
+        _ => f64::NAN,
+    };
+    total.lat_us.sort_unstable();
+    let mut shares: Vec<u64> = total.by_worker.values().copied().collect();
+    shares.sort_unstable_by(|a, b| b.cmp(a));
+    let spread = shares
+        .iter()
+        .map(|n| format!("{:.0}", *n as f64 * 100.0 / total.ok.max(1) as f64))
+        .collect::<Vec<_>>()
+        .join("/");
+    let mut fails: Vec<_> = total
+        .fails
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    fails.sort();
+    Run {
+        rps: total.ok as f64 / p.secs,
+        p50_ms: percentile(&total.lat_us, 0.50),
+        p99_ms: percentile(&total.lat_us, 0.99),
+        failed: total.failed(),
+        fails: fails.join(", "),
+        conns: total.conns,
+        requests: total.ok + total.failed(),
+        primary_cpu_ms,
+        workers_cpu_ms: wb.saturating_sub(wa) as f64 * tick_ms,
+        workers_seen: nw,
+        spread,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Report.
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn thousands(x: f64) -> String {
+    if x.is_nan() {
+        return "–".into();
+    }
+    let s = format!("{:.0}", x);
+    let (neg, digits) = s
+        .strip_prefix('-')
+        .map_or((false, s.as_str()), |d| (true, d));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if neg {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+fn ms(x: f64) -> String {
+    if x.is_nan() {
+        "–".into()
+    } else if x < 10.0 {
+        format!("{x:.2} ms")
+    } else {
+        format!("{x:.1} ms")
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_nan() || b.is_nan() || b == 0.0 {
+        "–".into()
+    } else {
+        format!("{:.2}×", a / b)
+    }
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+type Results = HashMap<(Peer, Mode), Vec<Run>>;
+
+fn render(
+    p: &Params,
+    results: &Results,
+    skipped: &[(Peer, String)],
+    load_before: &str,
+    took: Duration,
+) -> String {
+    let peers: Vec<Peer> = Peer::ALL
+        .into_iter()
+        .filter(|x| p.only.contains(x))
+        .collect();
+    let med = |peer: Peer, mode: Mode, f: &dyn Fn(&Run) -> f64| -> f64 {
+        results
+            .get(&(peer, mode))
+            .map_or(f64::NAN, |runs| median(runs.iter().map(f).collect()))
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "{SECTION}\n");
+    let _ = writeln!(
+        s,
+        "Produced by `cargo bench --bench cluster` on {} (took {:.0} s). The same \
+         unmodified Node cluster app (`examples/cluster_app.js`) under Node's own \
+         primary, under ours (round robin, and `Scheduling::Shared`), and under PM2 \
+         cluster mode, {} workers each. Load: {} concurrent connections from a Rust \
+         client in the bench (tokio, {} thread(s)), HTTP/1.1 GET, {} s timeout per \
+         request, no retries; each run {} s warm-up then {} s measured; {} rounds \
+         interleaved (peer order rotates); medians.\n",
+        sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        took.as_secs_f64(),
+        p.workers,
+        p.conc,
+        p.client_threads,
+        REQUEST_TIMEOUT.as_secs(),
+        p.warmup,
+        p.secs,
+        p.rounds,
+    );
+    let _ = writeln!(
+        s,
+        "Machine: {} CPUs ({}), kernel {}, node {}, PM2 {}; load average before the \
+         run {}. The machine is shared with an engineer compiling, so the figures \
+         are noisy: compare within a round (table below) as much as across.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        sh(
+            "sh",
+            &["-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"]
+        )
+        .trim(),
+        sh("uname", &["-r"]),
+        sh(&p.node, &["--version"]),
+        pm2_version(p),
+        load_before,
+    );
+    for (peer, why) in skipped {
+        let _ = writeln!(s, "**{} skipped**: {why}\n", peer.label());
+    }
+
+    let mut head = String::from("| scenario |");
+    let mut sep = String::from("|---|");
+    for peer in &peers {
+        let _ = write!(head, " {} |", peer.label());
+        sep.push_str("---:|");
+    }
+    head.push_str(" ours RR / Node | ours RR / PM2 | ours shared / Node |");
+    sep.push_str("---:|---:|---:|");
+    let _ = writeln!(s, "{head}\n{sep}");
+
+    let row = |s: &mut String,
+               name: &str,
+               mode: Mode,
+               f: &dyn Fn(&Run) -> f64,
+               fmt: &dyn Fn(f64) -> String| {
+        let _ = write!(s, "| {name} |");
+        for &peer in &peers {
+            let _ = write!(s, " {} |", fmt(med(peer, mode, f)));
+        }
+        let rr = med(Peer::OursRr, mode, f);
+        let sh = med(Peer::OursShared, mode, f);
+        let node = med(Peer::Node, mode, f);
+        let pm2 = med(Peer::Pm2, mode, f);
+        let _ = writeln!(
+            s,
+            " {} | {} | {} |",
+            ratio(rr, node),
+            ratio(rr, pm2),
+            ratio(sh, node)
+        );
+    };
+    for &mode in &p.modes {
+        let m = mode.label();
+        row(&mut s, &format!("req/s, {m}"), mode, &|r| r.rps, &thousands);
+        row(&mut s, &format!("p99, {m}"), mode, &|r| r.p99_ms, &ms);
+        row(&mut s, &format!("p50, {m}"), mode, &|r| r.p50_ms, &ms);
+        row(
+            &mut s,
+            &format!("failed requests, {m} (per run)"),
+            mode,
+            &|r| r.failed as f64,
+            &thousands,
+        );
+        match mode {
+            Mode::New => {
+                row(
+                    &mut s,
+                    "primary CPU per 10k connections dispatched",
+                    mode,
+                    &|r| per_10k(r.primary_cpu_ms, r.conns),
+                    &ms,
+                );
+                row(
+                    &mut s,
+                    "workers' CPU per 10k connections",
+                    mode,
+                    &|r| per_10k(r.workers_cpu_ms, r.conns),
+                    &ms,
+                );
+            }
+            Mode::KeepAlive => {
+                row(
+                    &mut s,
+                    &format!("primary CPU over the {} s window, keep-alive", p.secs),
+                    mode,
+                    &|r| r.primary_cpu_ms,
+                    &ms,
+                );
+                row(
+                    &mut s,
+                    "workers' CPU per 10k requests, keep-alive",
+                    mode,
+                    &|r| per_10k(r.workers_cpu_ms, r.requests),
+                    &ms,
+                );
+            }
+        }
+    }
+    s.push('\n');
+
+    // The issue's target.
+    if p.modes.contains(&Mode::New) {
+        let f = |peer| med(peer, Mode::New, &|r: &Run| r.rps);
+        let q = |peer| med(peer, Mode::New, &|r: &Run| r.p99_ms);
+        let (rr, node) = (f(Peer::OursRr), f(Peer::Node));
+        let (prr, pnode) = (q(Peer::OursRr), q(Peer::Node));
+        let holds = !rr.is_nan() && !node.is_nan() && rr >= 1.3 * node && prr < pnode;
+        let _ = writeln!(
+            s,
+            "Target (issue 14): ours RR dispatches ≥ 1.3× the connections per second of \
+             Node's primary at a lower p99, new connection per request: {} and p99 {} vs \
+             {}: **{}**.\n",
+            ratio(rr, node),
+            ms(prr),
+            ms(pnode),
+            if holds { "holds" } else { "does not hold" }
+        );
+    }
+
+    let _ = writeln!(
+        s,
+        "Every run (req/s, p99, failed, primary CPU ms over the window, connections \
+         opened in the window, workers seen under the primary, share of the responses \
+         per worker in %, busiest first):\n"
+    );
+    let _ = writeln!(s, "| round | mode | peer | req/s | p99 | failed | primary CPU | connections | workers | spread |");
+    let _ = writeln!(s, "|---:|---|---|---:|---:|---|---:|---:|---:|---|");
+    for round in 0..p.rounds {
+        for &mode in &p.modes {
+            for &peer in &peers {
+                if let Some(r) = results.get(&(peer, mode)).and_then(|v| v.get(round)) {
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | {} | {} | {} | {}{} | {} | {} | {} | {} |",
+                        round + 1,
+                        if mode == Mode::New {
+                            "new"
+                        } else {
+                            "keep-alive"
+                        },
+                        peer.label(),
+                        thousands(r.rps),
+                        ms(r.p99_ms),
+                        r.failed,
+                        if r.fails.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", r.fails)
+                        },
+                        ms(r.primary_cpu_ms),
+                        thousands(r.conns as f64),
+                        r.workers_seen,
+                        r.spread,
+                    );
+                }
+            }
+        }
+    }
+    s.push('\n');
+    let _ = writeln!(
+        s,
+        "Primary CPU is utime+stime of the primary process from `/proc/<pid>/stat` \
+         (PM2: its God daemon), 10 ms ticks; in shared mode the workers accept \
+         themselves, so the primary has nothing to do per connection. Our primary \
+         is this bench binary re-run as `--primary rr|shared` (the library in the \
+         bench profile doing what `examples/cluster_node.rs` does). Knobs: see the \
+         top of `benches/cluster.rs`.\n"
+    );
+    s
+}
+
+/// Read off its package.json: `pm2 --version` starts a daemon in the
+/// default `PM2_HOME`.
+fn pm2_version(p: &Params) -> String {
+    let pkg = p
+        .pm2
+        .parent()
+        .and_then(Path::parent)
+        .map(|bin| bin.join("pm2/package.json"))
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&pkg)
+        .ok()
+        .and_then(|v| v["version"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "not installed".into())
+}
+
+fn per_10k(cpu_ms: f64, n: u64) -> f64 {
+    if n == 0 {
+        f64::NAN
+    } else {
+        cpu_ms * 10_000.0 / n as f64
+    }
+}
+
+/// Replace our section of `bench/RESULTS.md` (up to the next `## ` heading)
+/// or append it.
+fn write_section(markdown: &str) {
+    let path = PathBuf::from(MANIFEST_DIR).join("bench/RESULTS.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let new = match old.find(SECTION) {
+        Some(at) => {
+            let after = at + SECTION.len();
+            let end = old[after..]
+                .find("\n## ")
+                .map_or(old.len(), |i| after + i + 1);
+            format!("{}{}{}", &old[..at], markdown, &old[end..])
+        }
+        None => {
+            let sep = if old.is_empty() || old.ends_with("\n\n") {
+                ""
+            } else if old.ends_with('\n') {
+                "\n"
+            } else {
+                "\n\n"
+            };
+            format!("{old}{sep}{markdown}")
+        }
+    };
+    match std::fs::write(&path, new) {
+        Ok(()) => eprintln!("wrote {}", path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "--primary") {
+        primary_mode(&args[at + 1..]);
+        return;
+    }
+    install_cleanup_handlers();
+    let _guard = CleanupGuard;
+    let began = Instant::now();
+    let p = Params::from_env();
+    let load_before = sh("cat", &["/proc/loadavg"])
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+
+    if p.only.contains(&Peer::Node) {
+        let n = node_parallelism(&p);
+        if n != p.workers {
+            eprintln!(
+                "warning: os.availableParallelism() is {n}: Node's primary forks {n} workers, \
+                 ours and PM2 fork {}",
+                p.workers
+            );
+        }
+    }
+
+    let mut servers = Vec::new();
+    let mut skipped = Vec::new();
+    for peer in Peer::ALL.into_iter().filter(|x| p.only.contains(x)) {
+        let t = Instant::now();
+        match start(peer, &p) {
+            Ok(s) => {
+                eprintln!(
+                    "{}: port {}, primary pid {}, up in {} ms",
+                    peer.label(),
+                    s.port,
+                    s.primary,
+                    t.elapsed().as_millis()
+                );
+                servers.push(s);
+            }
+            Err(e) => {
+                eprintln!("{}: skipped: {e}", peer.label());
+                skipped.push((peer, e));
+            }
+        }
+    }
+
+    let rt = if p.client_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(p.client_threads);
+        b
+    }
+    .enable_all()
+    .build()
+    .expect("client runtime");
+
+    let mut results: Results = HashMap::new();
+    for round in 0..p.rounds {
+        for &mode in &p.modes {
+            for i in 0..servers.len() {
+                let server = &servers[(i + round) % servers.len()];
+                // Quiet between runs: connections of the last one wind down.
+                std::thread::sleep(Duration::from_millis(300));
+                let r = rt.block_on(load(server, mode, &p));
+                eprintln!(
+                    "round {} {:>10} {:<12} {:>8} req/s  p99 {:>9}  failed {}{}  primary CPU {}  conns {}  spread {}",
+                    round + 1,
+                    if mode == Mode::New { "new" } else { "keep-alive" },
+                    server.peer.label(),
+                    thousands(r.rps),
+                    ms(r.p99_ms),
+                    r.failed,
+                    if r.fails.is_empty() { String::new() } else { format!(" ({})", r.fails) },
+                    ms(r.primary_cpu_ms),
+                    r.conns,
+                    r.spread,
+                );
+                results.entry((server.peer, mode)).or_default().push(r);
+            }
+        }
+    }
+    // Stop the peers before writing anything.
+    cleanup_all();
+    drop(servers);
+
+    let markdown = render(&p, &results, &skipped, &load_before, began.elapsed());
+    print!("{markdown}");
+    if p.write {
+        write_section(&markdown);
+    }
+}
