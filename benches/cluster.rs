@@ -713,13 +713,13 @@ fn io_fail(e: std::io::Error) -> Fail {
     }
 }
 
-/// The worker id at the end of the body.
+/// The worker id in the body ("hello world from worker N").
 fn worker_of(resp: &[u8]) -> Option<u32> {
-    let body = &resp[find(resp, b"\r\n\r\n")? + 4..];
-    std::str::from_utf8(body)
+    const MARK: &[u8] = b"from worker ";
+    let at = find(resp, MARK)? + MARK.len();
+    let digits = resp[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&resp[at..at + digits])
         .ok()?
-        .split_whitespace()
-        .last()?
         .parse()
         .ok()
 }

@@ -45,6 +45,7 @@ fn the_plain_examples_run() {
         "exec_file",
         "spawn_lines",
         "fork_parent",
+        "ssh_worker",
     ] {
         assert_ok(name, &run(name, &[]));
     }
