@@ -1616,6 +1616,15 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
     let fed_typed =
         "ours, Rust ↔ Rust, `feed()` then one `flush()`, typed receiver (`#[derive(Deserialize)]` struct)";
     let node_row = "Node ↔ Node, `json`";
+    // The stdio channel (issue 17): the same worker and workload with the
+    // channel on its stdin and stdout, and Node over the same pipes. One-way
+    // rows `feed` then `flush` as the fd-3 row they compare with; ping-pong
+    // rows `send().await` each message.
+    let stdio_socket_fed = "ours, Rust ↔ Rust, channel on stdio (`channel_on_stdio()`, one socket), `feed()` then one `flush()`";
+    let stdio_pipes_fed = "ours, Rust ↔ Rust, stdin/stdout pipes (`Channel::from_split` ↔ `from_stdio`, copy tasks and threads), `feed()` then one `flush()`";
+    let stdio_socket_serial = "ours, Rust ↔ Rust, channel on stdio (`channel_on_stdio()`, one socket), `send().await` one by one";
+    let stdio_pipes_serial = "ours, Rust ↔ Rust, stdin/stdout pipes (`Channel::from_split` ↔ `from_stdio`, copy tasks and threads), `send().await` one by one";
+    let node_pipes_row = "Node ↔ Node, JSON lines over stdin/stdout pipes (`readline`)";
     let mut sections = Vec::new();
     for (kind, count, title, unit, target, factor) in workloads {
         let node_peer = move || {
@@ -1639,6 +1648,30 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             }));
         }
         peers.push(Peer::new(node_row, node_peer));
+        // (fd-3 row, stdio socket row, pipes row) of this workload.
+        let stdio_rows = match kind {
+            Ipc::OneWay => Some((fed, stdio_socket_fed, stdio_pipes_fed, true)),
+            Ipc::PingPong => Some((serial, stdio_socket_serial, stdio_pipes_serial, false)),
+            Ipc::Bulk(_) => None,
+        };
+        if let Some((_, socket_row, pipes_row, concurrent)) = stdio_rows {
+            peers.push(Peer::new(socket_row, move || {
+                rust_ipc_over(
+                    Transport::StdioSocket,
+                    kind,
+                    count,
+                    concurrent,
+                    Parse::Value,
+                )
+            }));
+            peers.push(Peer::new(pipes_row, move || {
+                rust_ipc_over(Transport::StdioPipes, kind, count, concurrent, Parse::Value)
+            }));
+            peers.push(Peer::new(node_pipes_row, move || {
+                let v = run_json(node("stdio.js").args(kind.node_args(count)))?;
+                field(&v, "per_sec")
+            }));
+        }
         interleave(title, p.ipc_rounds, &mut peers, false);
         let what = match kind {
             Ipc::OneWay => format!("{count} messages `{{\"n\":i}}` parent → child, then one reply"),
@@ -1665,6 +1698,18 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             unit,
             &peers,
         );
+        if stdio_rows.is_some() {
+            s.setup.push_str(
+                " Stdio rows: the same worker (`--mode ipc-child value stdio`, \
+                 `Channel::from_stdio()`) started by `cp::fork(..).channel_on_stdio()` \
+                 (its fd 0 and 1 one Unix socket, the channel runs on it), or by a plain \
+                 `cp::Command` with piped stdin and stdout that this side wraps with \
+                 `Channel::from_split(stdout, stdin)` (the generic path: two copy tasks \
+                 here, two copy threads there). Node's peer over the same pipes is \
+                 `bench/node/stdio.js`: `spawn` with piped stdio, one \
+                 `JSON.stringify(m) + '\\n'` per message, `readline` on both sides.",
+            );
+        }
         s.compare_named(serial, "ours `send().await`", node_row);
         // Node's `send` returns before the write, as `feed` does: the target
         // compares like with like. Ping-pong waits for each reply anyway.
@@ -1676,6 +1721,13 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
         };
         if matches!(kind, Ipc::OneWay) {
             s.compare_named(fed_typed, "ours typed receiver", node_row);
+        }
+        if let Some((fd3_row, socket_row, pipes_row, _)) = stdio_rows {
+            s.compare_named(socket_row, "ours stdio socket", fd3_row);
+            s.compare_named(pipes_row, "ours stdio pipes", fd3_row);
+            s.compare_named(socket_row, "ours stdio socket", node_pipes_row);
+            s.compare_named(pipes_row, "ours stdio pipes", node_pipes_row);
+            s.stdio_note(fd3_row, socket_row, pipes_row, node_pipes_row);
         }
         s.target_speedup(target, ours, node_row, factor);
         sections.push(s);
@@ -1709,18 +1761,66 @@ impl Parse {
     }
 }
 
+/// How the parent of the Rust ↔ Rust IPC workloads reaches its worker.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// `cp::fork`: the channel at fd 3, `Channel::from_parent()` in the
+    /// worker.
+    Fd3,
+    /// `cp::fork(..).channel_on_stdio()`: one Unix socket at the worker's fd
+    /// 0 and 1, which `Channel::from_stdio()` runs on directly.
+    StdioSocket,
+    /// The generic path: a plain `cp::Command` with piped stdin and stdout,
+    /// `Channel::from_split(stdout, stdin)` here (two copy tasks) and
+    /// `Channel::from_stdio()` there (two copy threads).
+    StdioPipes,
+}
+
 /// The Rust ↔ Rust side of the IPC workloads: this binary forks a copy of
 /// itself (`--mode ipc-child <value|typed>`) with `cp::fork`, and the copy
 /// answers through `cp::Channel::from_parent()`. Both sides parse what they
 /// receive as `parse` says.
 fn rust_ipc(kind: Ipc, count: usize, concurrent: bool, parse: Parse) -> Sample {
+    rust_ipc_over(Transport::Fd3, kind, count, concurrent, parse)
+}
+
+/// `rust_ipc` over `transport`: the worker is the same copy of this binary,
+/// with `stdio` after its mode when its channel is on stdin and stdout.
+fn rust_ipc_over(
+    transport: Transport,
+    kind: Ipc,
+    count: usize,
+    concurrent: bool,
+    parse: Parse,
+) -> Sample {
     current_thread().block_on(async move {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = cp::fork(exe)
-            .args(["--mode", "ipc-child", parse.arg()])
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let mut channel = child.take_channel().ok_or("fork gave no channel")?;
+        let e = |e: cp::Error| e.to_string();
+        let (mut child, mut channel) = match transport {
+            Transport::Fd3 | Transport::StdioSocket => {
+                let stdio = transport == Transport::StdioSocket;
+                let mut fork = cp::fork(exe).args(["--mode", "ipc-child", parse.arg()]);
+                if stdio {
+                    fork = fork.args(["stdio"]).channel_on_stdio();
+                }
+                let mut child = fork.spawn().map_err(e)?;
+                let channel = child.take_channel().ok_or("fork gave no channel")?;
+                (child, channel)
+            }
+            Transport::StdioPipes => {
+                let mut child = cp::Command::new(exe)
+                    .args(["--mode", "ipc-child", parse.arg(), "stdio"])
+                    .stdin(cp::Stdio::piped())
+                    .stdout(cp::Stdio::piped())
+                    .stderr(cp::Stdio::inherit())
+                    .spawn()
+                    .map_err(e)?;
+                let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+                let stdin = child.stdin.take().ok_or("no stdin pipe")?;
+                let channel = cp::Channel::from_split(stdout, stdin).map_err(e)?;
+                (child, channel)
+            }
+        };
         let warm = (count / 10).max(1);
         ipc_phase(&mut channel, kind, warm, concurrent, parse).await?;
         let start = Instant::now();
@@ -1872,11 +1972,17 @@ async fn ipc_phase_as<M: Received>(
 
 /// `--mode ipc-child [value|typed]`: the worker side, started by `cp::fork`;
 /// it parses every message into a `Value` (the default) or a `Msg`.
-fn mode_ipc_child(parse: Parse) -> Result<Value, String> {
+/// With `stdio` after it, the channel is stdin and stdout
+/// (`Channel::from_stdio()`): a socket from `channel_on_stdio()`, or pipes.
+fn mode_ipc_child(parse: Parse, stdio: bool) -> Result<Value, String> {
     current_thread().block_on(async {
-        let mut parent = cp::Channel::from_parent()
-            .map_err(|e| e.to_string())?
-            .ok_or("not started by fork")?;
+        let mut parent = if stdio {
+            cp::Channel::from_stdio().map_err(|e| e.to_string())?
+        } else {
+            cp::Channel::from_parent()
+                .map_err(|e| e.to_string())?
+                .ok_or("not started by fork")?
+        };
         match parse {
             Parse::Value => ipc_child_loop::<Value>(&mut parent).await?,
             Parse::Typed => ipc_child_loop::<Msg>(&mut parent).await?,
@@ -1926,7 +2032,10 @@ fn child_mode(args: &[String]) -> Result<Value, String> {
         Some("drain") => mode_drain(num(1)?, num(2)?, &args[3..]),
         Some("capture") => mode_capture(&args[1], num(2)?, &args[3..]),
         Some("inflight") => mode_inflight(&args[1], num(2)?, &args[3]),
-        Some("ipc-child") => mode_ipc_child(Parse::from_arg(args.get(1))?),
+        Some("ipc-child") => mode_ipc_child(
+            Parse::from_arg(args.get(1))?,
+            args.get(2).map(String::as_str) == Some("stdio"),
+        ),
         // For profiling one implementation alone, e.g.
         // `strace -c -f target/release/deps/compare-* --mode loop ours 1000`.
         Some("loop") => mode_loop(&args[1], num(2)?),
@@ -1938,7 +2047,9 @@ fn child_mode(args: &[String]) -> Result<Value, String> {
 /// `ours-sync`, `ours-piped`, `std`, `std-pre-exec`, `tokio`, `tokio-task`,
 /// `tokio-mt`, `exec`, `exec-task`, `exec-mt`, `exec-sync`, `std-exec`,
 /// `tokio-exec`, `ipc-oneway`, `ipc-oneway-concurrent`,
-/// `ipc-oneway-concurrent-typed`, `ipc-pingpong`, `ipc-bulk64k`. `-task` is a
+/// `ipc-oneway-concurrent-typed`, `ipc-pingpong`, `ipc-bulk64k`, and over
+/// the stdio channel `ipc-oneway-stdio`, `ipc-oneway-pipes` (`feed` +
+/// `flush`), `ipc-pingpong-stdio`, `ipc-pingpong-pipes`. `-task` is a
 /// multi-thread runtime inside `tokio::spawn`, `-mt` one in `block_on`,
 /// `-sync` the blocking form; no suffix: a current-thread runtime.
 fn mode_loop(who: &str, n: usize) -> Result<Value, String> {
@@ -1966,6 +2077,24 @@ fn mode_loop(who: &str, n: usize) -> Result<Value, String> {
         ("ipc-oneway-concurrent", _) => 1e9 / rust_ipc(Ipc::OneWay, n, true, Parse::Value)?,
         ("ipc-oneway-concurrent-typed", _) => 1e9 / rust_ipc(Ipc::OneWay, n, true, Parse::Typed)?,
         ("ipc-pingpong", _) => 1e9 / rust_ipc(Ipc::PingPong, n, false, Parse::Value)?,
+        ("ipc-oneway-stdio", _) => {
+            1e9 / rust_ipc_over(Transport::StdioSocket, Ipc::OneWay, n, true, Parse::Value)?
+        }
+        ("ipc-oneway-pipes", _) => {
+            1e9 / rust_ipc_over(Transport::StdioPipes, Ipc::OneWay, n, true, Parse::Value)?
+        }
+        ("ipc-pingpong-stdio", _) => {
+            1e9 / rust_ipc_over(
+                Transport::StdioSocket,
+                Ipc::PingPong,
+                n,
+                false,
+                Parse::Value,
+            )?
+        }
+        ("ipc-pingpong-pipes", _) => {
+            1e9 / rust_ipc_over(Transport::StdioPipes, Ipc::PingPong, n, false, Parse::Value)?
+        }
         ("ipc-bulk64k", _) => rust_ipc(Ipc::Bulk(64 << 10), n, false, Parse::Value)?,
         _ => return Err(format!("unknown loop {who}")),
     };
@@ -2184,6 +2313,27 @@ impl Section {
             measured,
             holds,
         });
+    }
+
+    /// The stdio channel's ratios (issue 17), as a note: no target is set.
+    fn stdio_note(&mut self, fd3: &str, socket: &str, pipes: &str, node_pipes: &str) {
+        let unit = self.unit;
+        let ratio = |a: &str, b: &str| {
+            self.median_of(a)
+                .zip(self.median_of(b))
+                .map_or("n/a".to_string(), |(a, b)| {
+                    format!("{:.2}×", unit.advantage(a, b))
+                })
+        };
+        let note = format!(
+            "Stdio channel (issue 17; throughput ratios, > 1 is faster, no target): \
+             stdio socket / fd 3 = {}; stdio pipes (generic path) / fd 3 = {}; \
+             ours over pipes / Node over pipes = {}.",
+            ratio(socket, fd3),
+            ratio(pipes, fd3),
+            ratio(pipes, node_pipes),
+        );
+        self.notes.push(note);
     }
 
     /// ours / peer (times) must be at most `limit`.

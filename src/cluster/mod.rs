@@ -83,7 +83,28 @@ pub fn cluster(program: impl AsRef<OsStr>) -> Setup {
         kill_signal: Signal::SIGTERM,
         kill_grace: crate::capture::DEFAULT_KILL_GRACE,
         listen_fds: Vec::new(),
+        restart: Restart::Never,
+        stop_exit_codes: Vec::new(),
+        restart_delay: (Duration::from_millis(100), Duration::from_secs(15)),
+        crash_window: (5, Duration::from_secs(60)),
     }
+}
+
+/// Which exits the primary replaces a worker after, from
+/// [`Setup::restart`]. An exit the primary asked for
+/// ([`Primary::disconnect`], [`Primary::kill`], a shutdown) or the worker
+/// announced (its `disconnect()`) is never replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Restart {
+    /// Never (the default, as Node's `cluster`: replace workers yourself
+    /// on [`Event::Exit`]).
+    #[default]
+    Never,
+    /// After a non-zero exit code or a signal (a crash, an OOM kill).
+    OnFailure,
+    /// After any exit, `0` included.
+    Always,
 }
 
 /// How the primary shares a listening socket with its workers.
@@ -119,6 +140,10 @@ pub struct Setup {
     pub(crate) kill_signal: Signal,
     pub(crate) kill_grace: Duration,
     pub(crate) listen_fds: Vec<String>,
+    pub(crate) restart: Restart,
+    pub(crate) stop_exit_codes: Vec<i32>,
+    pub(crate) restart_delay: (Duration, Duration),
+    pub(crate) crash_window: (usize, Duration),
 }
 
 impl Setup {
@@ -355,6 +380,94 @@ impl Setup {
         self
     }
 
+    /// Replace workers that exit unasked (default [`Restart::Never`]).
+    /// The replacement takes the same slot ([`WorkerInfo::slot`], the
+    /// worker's `NODE_APP_INSTANCE`) and a new id; each restart is an
+    /// [`Event::Restarting`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process::cluster::Restart;
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").restart(Restart::OnFailure).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn restart(mut self, restart: Restart) -> Setup {
+        self.restart = restart;
+        self
+    }
+
+    /// Exit codes that mean "stopped on purpose": never restarted, whatever
+    /// the [`restart`](Setup::restart) policy (PM2's `stop_exit_codes`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process::cluster::Restart;
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js")
+    ///     .restart(Restart::Always)
+    ///     .stop_exit_codes([0, 78])
+    ///     .start()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stop_exit_codes(mut self, codes: impl IntoIterator<Item = i32>) -> Setup {
+        self.stop_exit_codes.extend(codes);
+        self
+    }
+
+    /// The delay before a restart: `first` after the first crash, then
+    /// ×1.5 per crash up to `max`, each ±10 % so workers that crashed
+    /// together do not restart in lockstep; back to `first` once a worker
+    /// of the slot ran 30 s. Default 100 ms and 15 s (PM2's
+    /// `exp_backoff_restart_delay` ceiling).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js")
+    ///     .restart_delay(Duration::from_secs(1), Duration::from_secs(30))
+    ///     .start()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn restart_delay(mut self, first: Duration, max: Duration) -> Setup {
+        self.restart_delay = (first, max.max(first));
+        self
+    }
+
+    /// At most `restarts` restarts of a slot within any `period` (default 5
+    /// per minute). Every crash counts, however long the worker ran, so a
+    /// worker that crashes every few seconds cannot loop forever (PM2's
+    /// `min_uptime` and supervisord's `startsecs` only count early
+    /// crashes). Past the limit the slot stays empty and
+    /// [`Event::GaveUp`] says so; whether the whole cluster then stops is
+    /// the caller's choice ([`Primary::shutdown`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js")
+    ///     .crash_window(10, Duration::from_secs(300))
+    ///     .start()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn crash_window(mut self, restarts: usize, period: Duration) -> Setup {
+        self.crash_window = (restarts, period);
+        self
+    }
+
     /// Fork the workers and start the primary. The workers are started
     /// when this returns, not yet online: watch for [`Event::Online`] and
     /// [`Event::Listening`].
@@ -420,6 +533,26 @@ pub enum Event {
         worker: WorkerId,
         /// Its process id.
         pid: u32,
+        /// Its slot ([`WorkerInfo::slot`]).
+        slot: usize,
+    },
+    /// A worker of `slot` exited unasked and will be replaced after
+    /// `delay` ([`Setup::restart`]).
+    Restarting {
+        /// The slot.
+        slot: usize,
+        /// How long until the replacement starts.
+        delay: Duration,
+    },
+    /// A slot crashed more often than the [`crash_window`](Setup::crash_window)
+    /// allows: it is no longer restarted.
+    GaveUp {
+        /// The slot.
+        slot: usize,
+        /// Crashes counted within `period`.
+        crashes: usize,
+        /// The window.
+        period: Duration,
     },
     /// A worker's runtime is up (`'online'`; Node workers send it before
     /// user code runs).
@@ -504,6 +637,10 @@ pub struct WorkerInfo {
     pub pid: u32,
     /// Its state.
     pub state: WorkerState,
+    /// Its slot: 0 to N-1 for the workers [`Setup::start`] forked, then
+    /// one more per [`Primary::fork`]; a restarted worker takes the slot
+    /// of the one it replaces. Passed as `NODE_APP_INSTANCE` (PM2's name).
+    pub slot: usize,
 }
 
 /// How [`Primary::shutdown`] went.

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use tokio::io::AsyncBufReadExt;
@@ -19,7 +19,7 @@ use tokio::task::AbortHandle;
 
 use super::protocol::{self, Query, Target};
 use super::{
-    no_worker, Address, Event, Primary, Scheduling, Setup, Shutdown, WorkerId, WorkerInfo,
+    no_worker, Address, Event, Primary, Restart, Scheduling, Setup, Shutdown, WorkerId, WorkerInfo,
     WorkerState,
 };
 use crate::channel::{ChannelReceiver, ChannelSender, RawMessage};
@@ -69,6 +69,8 @@ enum Input {
     AcceptFailed(Arc<str>, std::io::Error),
     DrainDeadline,
     KillDeadline,
+    /// A slot's restart delay has passed.
+    Restart(usize),
 }
 
 /// A message for a worker's writer task.
@@ -89,7 +91,34 @@ struct WorkerSlot {
     channel_open: bool,
     /// The exit, held until the channel's last messages are read.
     exit: Option<Result<ExitStatus>>,
+    slot: usize,
+    started: Instant,
 }
+
+/// A place for one worker, kept across its restarts (PM2's instance).
+struct Slot {
+    worker: Option<WorkerId>,
+    /// When its workers crashed, within the crash window.
+    crashes: VecDeque<Instant>,
+    /// The next restart's delay.
+    delay: Duration,
+    given_up: bool,
+}
+
+impl Slot {
+    fn new(delay: Duration) -> Slot {
+        Slot {
+            worker: None,
+            crashes: VecDeque::new(),
+            delay,
+            given_up: false,
+        }
+    }
+}
+
+/// A worker up this long has its restart delay reset to the first one
+/// (PM2's 30 s).
+const STABLE_UPTIME: Duration = Duration::from_secs(30);
 
 /// An accepted connection on its way to a worker.
 struct Conn {
@@ -149,6 +178,7 @@ struct State {
     events: mpsc::UnboundedSender<Event>,
     inputs: mpsc::UnboundedSender<Input>,
     draining: Option<Draining>,
+    slots: Vec<Slot>,
     /// The sockets of `Setup::listen_fds`, passed to every worker.
     listen_fds: Vec<Arc<OwnedFd>>,
     /// Unix socket files among them, removed when the primary stops.
@@ -221,12 +251,13 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
         events: events_tx,
         inputs: inputs_tx,
         draining: None,
+        slots: Vec::new(),
         listen_fds,
         _socket_files: socket_files,
     };
     for _ in 0..n {
         // On error `state` is dropped: the workers forked so far are killed.
-        state.fork()?;
+        state.fork(None)?;
     }
     tokio::spawn(state.run(calls, inputs));
     Ok(Primary {
@@ -278,8 +309,10 @@ impl State {
         let _ = self.events.send(event);
     }
 
-    fn fork(&mut self) -> Result<WorkerId> {
+    /// Start a worker in `slot` (a new slot when `None`).
+    fn fork(&mut self, slot: Option<usize>) -> Result<WorkerId> {
         let id = self.next_id;
+        let slot = slot.unwrap_or(self.slots.len());
         let s = &self.setup;
         let mut fork = crate::fork(&s.program)
             .args(&s.args)
@@ -304,7 +337,11 @@ impl State {
                 None => fork.env_remove(k),
             };
         }
-        fork = fork.env("NODE_UNIQUE_ID", id.to_string()).silent(s.silent);
+        fork = fork
+            .env("NODE_UNIQUE_ID", id.to_string())
+            // PM2's name for the slot: stable across restarts.
+            .env("NODE_APP_INSTANCE", slot.to_string())
+            .silent(s.silent);
         let mut child = fork.spawn()?;
         self.next_id += 1;
         let pid = child.pid();
@@ -342,9 +379,19 @@ impl State {
                 expected: false,
                 channel_open: true,
                 exit: None,
+                slot,
+                started: Instant::now(),
             },
         );
-        self.emit(Event::Fork { worker: id, pid });
+        if slot == self.slots.len() {
+            self.slots.push(Slot::new(self.setup.restart_delay.0));
+        }
+        self.slots[slot].worker = Some(id);
+        self.emit(Event::Fork {
+            worker: id,
+            pid,
+            slot,
+        });
         Ok(id)
     }
 
@@ -411,12 +458,13 @@ impl State {
                         id,
                         pid: w.pid,
                         state: w.state,
+                        slot: w.slot,
                     })
                     .collect();
                 let _ = done.send(list);
             }
             Call::Fork(done) => {
-                let _ = done.send(self.fork());
+                let _ = done.send(self.fork(None));
             }
             Call::Disconnect { worker, done } => {
                 let r = if self.workers.contains_key(&worker) {
@@ -545,6 +593,19 @@ impl State {
                     self.after(grace, Input::KillDeadline);
                 }
             }
+            Input::Restart(slot) => {
+                let s = &self.slots[slot];
+                if self.draining.is_none() && s.worker.is_none() && !s.given_up {
+                    if let Err(error) = self.fork(Some(slot)) {
+                        self.emit(Event::Error {
+                            worker: None,
+                            error,
+                        });
+                        // A worker that cannot start counts as a crash.
+                        self.after_exit(slot, None, false, Duration::ZERO);
+                    }
+                }
+            }
             Input::KillDeadline => {
                 for w in self.workers.values() {
                     let _ = w.signals.send(Signal::SIGKILL);
@@ -567,6 +628,11 @@ impl State {
         if w.channel_open {
             self.emit(Event::Disconnect { worker: id });
         }
+        let uptime = w.started.elapsed();
+        if self.slots[w.slot].worker == Some(id) {
+            self.slots[w.slot].worker = None;
+        }
+        let ok_status = status.as_ref().ok().copied();
         match status {
             Ok(status) => {
                 if let Some(d) = &mut self.draining {
@@ -583,6 +649,63 @@ impl State {
                 error,
             }),
         }
+        self.after_exit(w.slot, ok_status, w.expected, uptime);
+    }
+
+    /// Replace a worker that exited unasked, per the restart policy, with
+    /// a growing delay; give up on a slot past the crash window (every
+    /// crash counts, however long the worker ran: OTP's intensity, not
+    /// PM2's `min_uptime`, which lets a worker crash forever).
+    fn after_exit(
+        &mut self,
+        slot: usize,
+        status: Option<ExitStatus>,
+        expected: bool,
+        uptime: Duration,
+    ) {
+        if expected || self.draining.is_some() {
+            return;
+        }
+        let setup = &self.setup;
+        let code = status.and_then(|s| s.code());
+        let failed = !status.is_some_and(|s| s.success());
+        let restart = match setup.restart {
+            Restart::Never => false,
+            Restart::Always => true,
+            Restart::OnFailure => failed,
+        } && !code.is_some_and(|c| setup.stop_exit_codes.contains(&c));
+        if !restart {
+            return;
+        }
+        let (first, max) = setup.restart_delay;
+        let (limit, period) = setup.crash_window;
+        let now = Instant::now();
+        let s = &mut self.slots[slot];
+        s.crashes.push_back(now);
+        while s
+            .crashes
+            .front()
+            .is_some_and(|&t| now.duration_since(t) > period)
+        {
+            s.crashes.pop_front();
+        }
+        if s.crashes.len() > limit {
+            s.given_up = true;
+            let crashes = s.crashes.len();
+            self.emit(Event::GaveUp {
+                slot,
+                crashes,
+                period,
+            });
+            return;
+        }
+        if uptime >= STABLE_UPTIME {
+            s.delay = first;
+        }
+        let delay = jitter(s.delay);
+        s.delay = s.delay.mul_f64(1.5).min(max);
+        self.emit(Event::Restarting { slot, delay });
+        self.after(delay, Input::Restart(slot));
     }
 
     fn message(&mut self, id: WorkerId, raw: RawMessage) {
@@ -1078,4 +1201,15 @@ async fn lines<R>(
             return;
         }
     }
+}
+
+/// `delay` ± 10 %, so workers that crashed together do not restart in
+/// lockstep.
+fn jitter(delay: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let factor = 0.9 + (random % 2001) as f64 / 10_000.0;
+    delay.mul_f64(factor)
 }

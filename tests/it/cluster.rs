@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use child_process as cp;
-use cp::cluster::{Address, Event, Primary, Scheduling, WorkerId};
+use cp::cluster::{Address, Event, Primary, Restart, Scheduling, WorkerId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{alive, example_exe, fixture, have_node, wait_until_async, TempDir};
@@ -424,4 +424,136 @@ async fn listen_fds_workers_in_another_language_share_a_port() {
     // SIGTERM ends it.
     assert!(!report.drained);
     assert_eq!(report.exits.len(), 2);
+}
+
+/// Issue 15.1: a crashed worker is replaced in its slot, with a new id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_worker_is_replaced_in_its_slot() {
+    if !have_node() {
+        return;
+    }
+    let mut primary = node_cluster(&["0"])
+        .workers(2)
+        .restart(Restart::OnFailure)
+        .restart_delay(Duration::from_millis(10), Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    let port = port_of(&listening(&mut primary, 2).await[&1]);
+    primary.send(2, &"crash").await.unwrap();
+    let (status, expected) = until(&mut primary, "exit of 2", |e| match e {
+        Event::Exit {
+            worker: 2,
+            status,
+            expected,
+        } => Some((*status, *expected)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(status.code(), Some(3));
+    assert!(!expected);
+    let slot = until(&mut primary, "restarting", |e| match e {
+        Event::Restarting { slot, .. } => Some(*slot),
+        _ => None,
+    })
+    .await;
+    assert_eq!(slot, 1);
+    let (worker, slot) = until(&mut primary, "the replacement", |e| match e {
+        Event::Fork { worker, slot, .. } => Some((*worker, *slot)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((worker, slot), (3, 1));
+    let ports = listening(&mut primary, 1).await;
+    assert_eq!(port_of(&ports[&3]), port, "the same port");
+    let slots: Vec<_> = primary
+        .workers()
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| (w.id, w.slot))
+        .collect();
+    assert_eq!(slots, [(1, 0), (3, 1)]);
+    primary.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Issue 15.1: every crash counts; past the window the slot is given up.
+#[tokio::test]
+async fn a_crash_loop_is_given_up() {
+    let mut primary = cp::cluster("sh")
+        .args(["-c", "exit 3"])
+        .workers(1)
+        .restart(Restart::OnFailure)
+        .restart_delay(Duration::from_millis(5), Duration::from_millis(20))
+        .crash_window(3, Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let mut forks = 0;
+    let crashes = until(&mut primary, "gave up", |e| match e {
+        Event::Fork { .. } => {
+            forks += 1;
+            None
+        }
+        Event::GaveUp {
+            slot: 0, crashes, ..
+        } => Some(*crashes),
+        _ => None,
+    })
+    .await;
+    assert_eq!(crashes, 4);
+    assert_eq!(forks, 4, "the first start and three restarts");
+    assert!(primary.workers().await.unwrap().is_empty());
+    primary.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+/// Issue 15.1: stop codes and exits the primary asked for are not restarted.
+#[tokio::test]
+async fn stop_codes_and_asked_for_exits_are_not_restarted() {
+    use futures::FutureExt;
+    let mut primary = cp::cluster("sh")
+        .args(["-c", "exit 78"])
+        .workers(1)
+        .restart(Restart::Always)
+        .stop_exit_codes([78])
+        .start()
+        .await
+        .unwrap();
+    until(&mut primary, "exit", |e| {
+        matches!(e, Event::Exit { .. }).then_some(())
+    })
+    .await;
+    // A call answered after the exit was handled: a restart would be
+    // queued before its answer.
+    assert!(primary.workers().await.unwrap().is_empty());
+    while let Some(Some(e)) = primary.next_event().now_or_never() {
+        assert!(
+            !matches!(e, Event::Restarting { .. } | Event::Fork { .. }),
+            "{e:?}"
+        );
+    }
+    primary.shutdown(Duration::from_secs(1)).await.unwrap();
+
+    let mut primary = cp::cluster("sleep")
+        .args(["30"])
+        .workers(1)
+        .restart(Restart::Always)
+        .start()
+        .await
+        .unwrap();
+    primary.kill(1, cp::Signal::SIGTERM).await.unwrap();
+    let expected = until(&mut primary, "exit", |e| match e {
+        Event::Exit { expected, .. } => Some(*expected),
+        _ => None,
+    })
+    .await;
+    assert!(expected);
+    assert!(primary.workers().await.unwrap().is_empty());
+    while let Some(Some(e)) = primary.next_event().now_or_never() {
+        assert!(
+            !matches!(e, Event::Restarting { .. } | Event::Fork { .. }),
+            "{e:?}"
+        );
+    }
+    primary.shutdown(Duration::from_secs(1)).await.unwrap();
 }
