@@ -99,7 +99,26 @@ fn main() {
     let markdown = report.render(&p, started.elapsed());
     print!("{markdown}");
     let path = PathBuf::from(MANIFEST_DIR).join("bench/RESULTS.md");
-    match std::fs::write(&path, &markdown) {
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    // A run of some workloads replaces only their sections and target rows;
+    // a full run rewrites the file but keeps sections other benches own
+    // (`## Cluster primary (issue 14)`, written by benches/cluster.rs).
+    let text = if only.is_empty() {
+        keep_foreign_sections(markdown, &old)
+    } else {
+        let command = format!(
+            "cargo bench --bench compare -- {}",
+            args.iter()
+                .filter(|a| *a != "--bench")
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        report
+            .merge_into(&old, &command, started.elapsed())
+            .unwrap_or(markdown)
+    };
+    match std::fs::write(&path, &text) {
         Ok(()) => eprintln!("wrote {}", path.display()),
         Err(e) => eprintln!("cannot write {}: {e}", path.display()),
     }
@@ -2359,6 +2378,26 @@ impl Section {
         });
     }
 
+    /// This section's rows of the targets table.
+    fn target_rows(&self) -> String {
+        let mut out = String::new();
+        for t in &self.targets {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                self.title,
+                t.text,
+                t.measured,
+                match t.holds {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "n/a",
+                }
+            );
+        }
+        out
+    }
+
     fn render(&self, out: &mut String) {
         let _ = writeln!(out, "### {}\n\n{}\n", self.title, self.setup);
         let _ = writeln!(
@@ -2477,20 +2516,7 @@ impl Report {
         let _ = writeln!(out, "| workload | target | measured | holds |");
         let _ = writeln!(out, "|---|---|---|---|");
         for s in &self.sections {
-            for t in &s.targets {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} |",
-                    s.title,
-                    t.text,
-                    t.measured,
-                    match t.holds {
-                        Some(true) => "yes",
-                        Some(false) => "**no**",
-                        None => "n/a",
-                    }
-                );
-            }
+            out.push_str(&s.target_rows());
         }
         let _ = writeln!(out, "\n## Workloads\n");
         for s in &self.sections {
@@ -2498,6 +2524,134 @@ impl Report {
         }
         out
     }
+
+    /// `old` (a previous `RESULTS.md`) with this run's sections and target
+    /// rows in place of theirs, and a line under the header saying which
+    /// were re-run by `command`. `None` when `old` is not a file this bench
+    /// wrote.
+    fn merge_into(&self, old: &str, command: &str, took: Duration) -> Option<String> {
+        const TARGETS: &str = "\n## Targets\n";
+        const WORKLOADS: &str = "\n## Workloads\n";
+        let targets_at = old.find(TARGETS)?;
+        let workloads_at = old.find(WORKLOADS)?;
+        if workloads_at < targets_at {
+            return None;
+        }
+        let workloads_end = old[workloads_at + WORKLOADS.len()..]
+            .find("\n## ")
+            .map_or(old.len(), |i| workloads_at + WORKLOADS.len() + i + 1);
+        let titles: Vec<&str> = self.sections.iter().map(|s| s.title.as_str()).collect();
+
+        // The header, with one line per distinct partial command.
+        let mut head: Vec<String> = Vec::new();
+        let rerun = format!("Re-run by `{command}` on ");
+        for line in old[..targets_at + 1].lines() {
+            if !line.starts_with(&rerun) {
+                head.push(line.to_string());
+            }
+        }
+        while head.last().is_some_and(|l| l.is_empty()) {
+            head.pop();
+        }
+        let note = format!(
+            "{rerun}{} (took {:.0} s): {}. The other sections are from the run above.",
+            command_line_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            took.as_secs_f64(),
+            titles
+                .iter()
+                .map(|t| format!("\"{t}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let at = head
+            .iter()
+            .position(|l| l.starts_with("## "))
+            .unwrap_or(head.len());
+        head.splice(at..at, [note, String::new()]);
+
+        // The targets table: our rows where the old ones of these sections
+        // were (or at the end of the table).
+        let mut targets: Vec<String> = Vec::new();
+        let mut inserted = false;
+        let new_rows: String = self.sections.iter().map(Section::target_rows).collect();
+        let mut lines = old[targets_at + 1..workloads_at + 1].lines().peekable();
+        while let Some(line) = lines.next() {
+            let ours = titles.iter().any(|t| line.starts_with(&format!("| {t} |")));
+            if ours {
+                if !inserted {
+                    targets.extend(new_rows.lines().map(str::to_string));
+                    inserted = true;
+                }
+                continue;
+            }
+            targets.push(line.to_string());
+            let table_ends =
+                line.starts_with('|') && !lines.peek().is_some_and(|next| next.starts_with('|'));
+            if table_ends && !inserted {
+                targets.extend(new_rows.lines().map(str::to_string));
+                inserted = true;
+            }
+        }
+
+        // The workloads: each `### title` block replaced, new ones appended.
+        let body = &old[workloads_at + WORKLOADS.len()..workloads_end];
+        let mut blocks: Vec<String> = Vec::new();
+        for (k, part) in body.split("\n### ").enumerate() {
+            if k == 0 && !body.starts_with("### ") {
+                if !part.trim().is_empty() {
+                    blocks.push(part.to_string());
+                }
+                continue;
+            }
+            let part = part.strip_prefix("### ").unwrap_or(part);
+            blocks.push(format!("### {part}"));
+        }
+        for s in &self.sections {
+            let mut rendered = String::new();
+            s.render(&mut rendered);
+            let heading = format!("### {}\n", s.title);
+            match blocks.iter_mut().find(|b| b.starts_with(&heading)) {
+                Some(b) => *b = rendered,
+                None => blocks.push(rendered),
+            }
+        }
+        let mut out = head.join("\n");
+        out.push('\n');
+        out.push_str(&targets.join("\n"));
+        out.push('\n');
+        out.push_str(&WORKLOADS[1..]);
+        out.push('\n');
+        for b in &blocks {
+            out.push_str(b.trim_end_matches('\n'));
+            out.push_str("\n\n");
+        }
+        let rest = &old[workloads_end..];
+        if rest.is_empty() {
+            out.pop();
+        } else {
+            out.push_str(rest);
+        }
+        Some(out)
+    }
+}
+
+/// `markdown` followed by the `## ` sections of `old` this bench does not
+/// write (another bench's).
+fn keep_foreign_sections(mut markdown: String, old: &str) -> String {
+    const OURS: [&str; 3] = ["## Machine\n", "## Targets\n", "## Workloads\n"];
+    let mut starts: Vec<usize> = old.match_indices("\n## ").map(|(i, _)| i + 1).collect();
+    starts.push(old.len());
+    for w in starts.windows(2) {
+        let section = &old[w[0]..w[1]];
+        if OURS.iter().any(|o| section.starts_with(o)) || section.is_empty() {
+            continue;
+        }
+        if !markdown.ends_with("\n\n") {
+            markdown.push('\n');
+        }
+        markdown.push_str(section);
+    }
+    markdown
 }
 
 fn command_line_out(prog: &str, args: &[&str]) -> String {

@@ -73,25 +73,42 @@ async fn serve(worker: Worker) -> cp::Result<()> {
     let port = std::env::var("PORT").unwrap_or_else(|_| "8000".into());
     let mut listener = worker.listen(&format!("0.0.0.0:{port}")).await?;
     let id = worker.id();
+    let mut connections = tokio::task::JoinSet::new();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    // After `disconnect`, `accept` returns what was already handed to us,
+    // then an error: serve those, then finish the connections in progress.
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _peer)) = accepted else { break };
-                tokio::spawn(async move {
+                let mut stopping = stopping.clone();
+                connections.spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| async move {
-                        let body = format!("{{\"id\":{id},\"pid\":{},\"path\":\"{}\"}}", std::process::id(), req.uri().path());
+                        let body = format!(
+                            "{{\"id\":{id},\"pid\":{},\"path\":\"{}\"}}",
+                            std::process::id(),
+                            req.uri().path()
+                        );
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
                     });
                     let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
+                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        _ = stopping.wait_for(|&s| s) => {}
+                    }
+                    // Keep-alive: finish the request in progress, then close.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
                 });
             }
-            // The primary asked us to go (or is gone): stop accepting;
-            // connections in progress finish on their tasks.
-            _ = worker.disconnected() => break,
+            _ = worker.disconnected(), if !*stop.borrow() => {
+                let _ = stop.send(true);
+            }
         }
     }
+    let _ = stop.send(true);
+    while connections.join_next().await.is_some() {}
     Ok(())
 }

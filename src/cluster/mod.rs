@@ -87,6 +87,8 @@ pub fn cluster(program: impl AsRef<OsStr>) -> Setup {
         stop_exit_codes: Vec::new(),
         restart_delay: (Duration::from_millis(100), Duration::from_secs(15)),
         crash_window: (5, Duration::from_secs(60)),
+        ready_timeout: None,
+        drain_timeout: Duration::from_secs(10),
     }
 }
 
@@ -144,6 +146,8 @@ pub struct Setup {
     pub(crate) stop_exit_codes: Vec<i32>,
     pub(crate) restart_delay: (Duration, Duration),
     pub(crate) crash_window: (usize, Duration),
+    pub(crate) ready_timeout: Option<Duration>,
+    pub(crate) drain_timeout: Duration,
 }
 
 impl Setup {
@@ -468,6 +472,47 @@ impl Setup {
         self
     }
 
+    /// How long a new worker has to become ready ([`Event::Ready`]: it
+    /// listens everywhere its slot listened before, or anywhere for a new
+    /// slot; or it sends the message `"ready"`, PM2's `wait_ready`; or
+    /// `READY=1` to `NOTIFY_SOCKET`, systemd's `sd_notify`, for workers in
+    /// any language). One that is not is killed and counts as a crash:
+    /// it is never assumed ready. Without this knob, only a
+    /// [`reload`](Primary::reload) waits for readiness, 30 s.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").ready_timeout(Duration::from_secs(10)).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn ready_timeout(mut self, limit: Duration) -> Setup {
+        self.ready_timeout = Some(limit);
+        self
+    }
+
+    /// How long a worker that a [`reload`](Primary::reload) replaced may
+    /// finish its connections after `disconnect` before the kill signal
+    /// (then `SIGKILL` after the [`kill_grace`](Setup::kill_grace)).
+    /// Default 10 s.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").drain_timeout(Duration::from_secs(30)).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn drain_timeout(mut self, limit: Duration) -> Setup {
+        self.drain_timeout = limit;
+        self
+    }
+
     /// Fork the workers and start the primary. The workers are started
     /// when this returns, not yet online: watch for [`Event::Online`] and
     /// [`Event::Listening`].
@@ -586,6 +631,11 @@ pub enum Event {
         /// The line, without its newline.
         line: String,
     },
+    /// A worker is ready ([`Setup::ready_timeout`] says when).
+    Ready {
+        /// The worker.
+        worker: WorkerId,
+    },
     /// A worker's channel closed (`'disconnect'`): it gets no more
     /// connections.
     Disconnect {
@@ -641,6 +691,20 @@ pub struct WorkerInfo {
     /// one more per [`Primary::fork`]; a restarted worker takes the slot
     /// of the one it replaces. Passed as `NODE_APP_INSTANCE` (PM2's name).
     pub slot: usize,
+    /// Whether it is ready ([`Event::Ready`]).
+    pub ready: bool,
+}
+
+/// How [`Primary::reload`] went.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Reload {
+    /// Each replaced worker and its replacement, in order.
+    pub replaced: Vec<(WorkerId, WorkerId)>,
+    /// Why the reload stopped early, if it did: a replacement that could
+    /// not start, exited or was not ready in time. The worker it was to
+    /// replace is kept, and so are the slots after it.
+    pub failed: Option<String>,
 }
 
 /// How [`Primary::shutdown`] went.
@@ -835,6 +899,36 @@ impl Primary {
         .await?
     }
 
+    /// Replace every worker, one slot at a time, without failing a
+    /// request: start the new worker, wait until it is ready, take the old
+    /// one out of the round robin, ask it to disconnect, and give it the
+    /// [`drain_timeout`](Setup::drain_timeout), then the kill signal, then
+    /// `SIGKILL` to its group. If a new worker fails (cannot start, exits,
+    /// or is not ready in time) the old one is kept, the reload stops
+    /// there and [`Reload::failed`] says why.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").start().await?;
+    /// // after deploying new code:
+    /// let report = primary.reload().await?;
+    /// if let Some(why) = report.failed {
+    ///     eprintln!("reload stopped: {why}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Channel`] when the primary has stopped or a reload is
+    /// already in progress.
+    pub async fn reload(&self) -> Result<Reload> {
+        self.call(primary::Call::Reload).await?
+    }
+
     /// Stop the cluster gracefully: stop accepting, ask every worker to
     /// disconnect, wait up to `drain` for them to exit, then send the
     /// [`kill_signal`](Setup::kill_signal) to the workers' process groups,
@@ -887,5 +981,13 @@ fn no_worker(worker: WorkerId) -> Error {
     Error::Channel(crate::ChannelError::Io(std::io::Error::new(
         std::io::ErrorKind::NotFound,
         format!("no live worker {worker}"),
+    )))
+}
+
+/// A call the primary cannot take now.
+fn busy(why: &str) -> Error {
+    Error::Channel(crate::ChannelError::Io(std::io::Error::new(
+        std::io::ErrorKind::ResourceBusy,
+        why.to_owned(),
     )))
 }

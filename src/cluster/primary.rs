@@ -19,8 +19,8 @@ use tokio::task::AbortHandle;
 
 use super::protocol::{self, Query, Target};
 use super::{
-    no_worker, Address, Event, Primary, Restart, Scheduling, Setup, Shutdown, WorkerId, WorkerInfo,
-    WorkerState,
+    no_worker, Address, Event, Primary, Reload, Restart, Scheduling, Setup, Shutdown, WorkerId,
+    WorkerInfo, WorkerState,
 };
 use crate::channel::{ChannelReceiver, ChannelSender, RawMessage};
 use crate::child::Child;
@@ -54,6 +54,7 @@ pub(crate) enum Call {
         drain: Duration,
         done: oneshot::Sender<Shutdown>,
     },
+    Reload(oneshot::Sender<Result<Reload>>),
 }
 
 /// What the helper tasks report.
@@ -71,6 +72,14 @@ enum Input {
     KillDeadline,
     /// A slot's restart delay has passed.
     Restart(usize),
+    /// A datagram on a worker's `NOTIFY_SOCKET`.
+    Notify(WorkerId, String),
+    /// A worker's time to become ready is up.
+    ReadyDeadline(WorkerId),
+    /// A worker retired by a reload had its time to drain.
+    Drained(WorkerId),
+    /// ... and its kill signal's grace.
+    KillRetired(WorkerId),
 }
 
 /// A message for a worker's writer task.
@@ -93,6 +102,32 @@ struct WorkerSlot {
     exit: Option<Result<ExitStatus>>,
     slot: usize,
     started: Instant,
+    /// Ready: listening where its slot listened, or said so.
+    ready: bool,
+    said_ready: bool,
+    /// Keys it sent `listening` for.
+    listening: Vec<Arc<str>>,
+    /// Its `NOTIFY_SOCKET` reader, stopped with it.
+    _notify: Option<TaskGuard>,
+}
+
+/// Aborts a helper task when dropped.
+struct TaskGuard(AbortHandle);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A rolling reload in progress.
+struct Reloading {
+    /// Slots still to replace, in order.
+    queue: VecDeque<usize>,
+    /// The slot being replaced: its old worker and the new one.
+    step: Option<(usize, WorkerId, WorkerId)>,
+    replaced: Vec<(WorkerId, WorkerId)>,
+    done: oneshot::Sender<Result<Reload>>,
 }
 
 /// A place for one worker, kept across its restarts (PM2's instance).
@@ -103,6 +138,9 @@ struct Slot {
     /// The next restart's delay.
     delay: Duration,
     given_up: bool,
+    /// Where its ready workers listened: what a replacement must listen
+    /// on to be ready.
+    keys: Vec<Arc<str>>,
 }
 
 impl Slot {
@@ -112,6 +150,7 @@ impl Slot {
             crashes: VecDeque::new(),
             delay,
             given_up: false,
+            keys: Vec::new(),
         }
     }
 }
@@ -179,6 +218,9 @@ struct State {
     inputs: mpsc::UnboundedSender<Input>,
     draining: Option<Draining>,
     slots: Vec<Slot>,
+    reloading: Option<Reloading>,
+    /// The private directory of the workers' `NOTIFY_SOCKET`s.
+    notify_dir: Option<NotifyDir>,
     /// The sockets of `Setup::listen_fds`, passed to every worker.
     listen_fds: Vec<Arc<OwnedFd>>,
     /// Unix socket files among them, removed when the primary stops.
@@ -252,6 +294,8 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
         inputs: inputs_tx,
         draining: None,
         slots: Vec::new(),
+        reloading: None,
+        notify_dir: None,
         listen_fds,
         _socket_files: socket_files,
     };
@@ -311,8 +355,15 @@ impl State {
 
     /// Start a worker in `slot` (a new slot when `None`).
     fn fork(&mut self, slot: Option<usize>) -> Result<WorkerId> {
+        self.fork_into(slot, false)
+    }
+
+    /// Start a worker; a `standby` one does not take its slot until it is
+    /// ready (a reload's replacement).
+    fn fork_into(&mut self, slot: Option<usize>, standby: bool) -> Result<WorkerId> {
         let id = self.next_id;
         let slot = slot.unwrap_or(self.slots.len());
+        let notify = self.notify_socket(id);
         let s = &self.setup;
         let mut fork = crate::fork(&s.program)
             .args(&s.args)
@@ -342,6 +393,14 @@ impl State {
             // PM2's name for the slot: stable across restarts.
             .env("NODE_APP_INSTANCE", slot.to_string())
             .silent(s.silent);
+        let notify = match notify {
+            Ok((path, socket)) => {
+                fork = fork.env("NOTIFY_SOCKET", path);
+                Some(socket)
+            }
+            // Readiness then comes from `listening` or a message only.
+            Err(_) => None,
+        };
         let mut child = fork.spawn()?;
         self.next_id += 1;
         let pid = child.pid();
@@ -381,12 +440,24 @@ impl State {
                 exit: None,
                 slot,
                 started: Instant::now(),
+                ready: false,
+                said_ready: false,
+                listening: Vec::new(),
+                _notify: notify.map(|socket| {
+                    let task = tokio::spawn(notifications(id, socket, self.inputs.clone()));
+                    TaskGuard(task.abort_handle())
+                }),
             },
         );
         if slot == self.slots.len() {
             self.slots.push(Slot::new(self.setup.restart_delay.0));
         }
-        self.slots[slot].worker = Some(id);
+        if !standby {
+            self.slots[slot].worker = Some(id);
+        }
+        if let Some(limit) = self.setup.ready_timeout {
+            self.after(limit, Input::ReadyDeadline(id));
+        }
         self.emit(Event::Fork {
             worker: id,
             pid,
@@ -459,6 +530,7 @@ impl State {
                         pid: w.pid,
                         state: w.state,
                         slot: w.slot,
+                        ready: w.ready,
                     })
                     .collect();
                 let _ = done.send(list);
@@ -491,6 +563,26 @@ impl State {
                 let _ = done.send(r);
             }
             Call::Shutdown { drain, done } => self.shutdown(drain, done),
+            Call::Reload(done) => {
+                if self.reloading.is_some() {
+                    let _ = done.send(Err(super::busy("a reload is already in progress")));
+                    return;
+                }
+                let queue = self
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.worker.is_some())
+                    .map(|(i, _)| i)
+                    .collect();
+                self.reloading = Some(Reloading {
+                    queue,
+                    step: None,
+                    replaced: Vec::new(),
+                    done,
+                });
+                self.reload_next();
+            }
         }
     }
 
@@ -510,6 +602,7 @@ impl State {
     }
 
     fn shutdown(&mut self, drain: Duration, done: oneshot::Sender<Shutdown>) {
+        self.reload_failed("the cluster is shutting down".into());
         // Stop accepting; connections the primary holds are closed (they
         // reached no worker; their clients see a reset, as under Node).
         self.keys.clear();
@@ -593,9 +686,33 @@ impl State {
                     self.after(grace, Input::KillDeadline);
                 }
             }
+            Input::Notify(id, text) => {
+                if text.lines().any(|l| l == "READY=1") {
+                    if let Some(w) = self.workers.get_mut(&id) {
+                        w.said_ready = true;
+                    }
+                    self.check_ready(id);
+                }
+            }
+            Input::ReadyDeadline(id) => self.ready_deadline(id),
+            Input::Drained(id) => {
+                if let Some(w) = self.workers.get(&id) {
+                    let _ = w.signals.send(self.setup.kill_signal);
+                    self.after(self.setup.kill_grace, Input::KillRetired(id));
+                }
+            }
+            Input::KillRetired(id) => {
+                if let Some(w) = self.workers.get(&id) {
+                    let _ = w.signals.send(Signal::SIGKILL);
+                }
+            }
             Input::Restart(slot) => {
                 let s = &self.slots[slot];
-                if self.draining.is_none() && s.worker.is_none() && !s.given_up {
+                let standby = self
+                    .reloading
+                    .as_ref()
+                    .is_some_and(|r| r.step.is_some_and(|(s, _, _)| s == slot));
+                if self.draining.is_none() && s.worker.is_none() && !s.given_up && !standby {
                     if let Err(error) = self.fork(Some(slot)) {
                         self.emit(Event::Error {
                             worker: None,
@@ -650,6 +767,145 @@ impl State {
             }),
         }
         self.after_exit(w.slot, ok_status, w.expected, uptime);
+        let failed_step = self
+            .reloading
+            .as_ref()
+            .and_then(|r| r.step)
+            .filter(|&(_, _, new)| new == id);
+        if let Some((slot, old, _)) = failed_step {
+            self.reload_failed(format!(
+                "the new worker {id} of slot {slot} exited before it was ready; worker {old} was kept"
+            ));
+        }
+    }
+
+    /// A worker became ready if it listens everywhere its slot listened
+    /// (anywhere, for a slot without history), or said so (`'ready'`,
+    /// `READY=1`).
+    fn check_ready(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get(&id) else {
+            return;
+        };
+        if w.ready || w.state == WorkerState::Disconnecting {
+            return;
+        }
+        let wanted = &self.slots[w.slot].keys;
+        let listens = if wanted.is_empty() {
+            !w.listening.is_empty()
+        } else {
+            wanted.iter().all(|k| w.listening.contains(k))
+        };
+        if !(w.said_ready || listens) {
+            return;
+        }
+        let slot = w.slot;
+        let listening = w.listening.clone();
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.ready = true;
+        }
+        self.emit(Event::Ready { worker: id });
+        let step = self.reloading.as_ref().and_then(|r| r.step);
+        match step {
+            Some((s, old, new)) if new == id => {
+                self.slots[s].worker = Some(new);
+                self.slots[s].keys = listening;
+                self.retire(old);
+                if let Some(r) = &mut self.reloading {
+                    r.replaced.push((old, new));
+                    r.step = None;
+                }
+                self.reload_next();
+            }
+            _ => {
+                if self.slots[slot].worker == Some(id) && !listening.is_empty() {
+                    self.slots[slot].keys = listening;
+                }
+            }
+        }
+    }
+
+    fn ready_deadline(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get(&id) else {
+            return;
+        };
+        if w.ready || w.state == WorkerState::Disconnecting {
+            return;
+        }
+        // Not ready in time: a failed start, never assumed ready (PM2
+        // assumes it is). Killed without `expected`, so the restart
+        // policy counts it as a crash.
+        let _ = w.signals.send(Signal::SIGKILL);
+        let limit = self.setup.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
+        let step = self.reloading.as_ref().and_then(|r| r.step);
+        if let Some((slot, old, _)) = step.filter(|&(_, _, new)| new == id) {
+            self.reload_failed(format!(
+                "the new worker {id} of slot {slot} was not ready within {limit:?}; worker {old} was kept"
+            ));
+        }
+        self.emit(Event::Error {
+            worker: Some(id),
+            error: super::busy(&format!(
+                "worker {id} was not ready within {limit:?} and was killed"
+            )),
+        });
+    }
+
+    /// Take a worker out of the round robin, ask it to go, and give it
+    /// the drain timeout before the kill signal.
+    fn retire(&mut self, id: WorkerId) {
+        self.disconnect(id);
+        self.after(self.setup.drain_timeout, Input::Drained(id));
+    }
+
+    /// Start replacing the next slot of a reload, or end it.
+    fn reload_next(&mut self) {
+        loop {
+            let Some(r) = &mut self.reloading else {
+                return;
+            };
+            let Some(slot) = r.queue.pop_front() else {
+                let r = self.reloading.take().expect("checked");
+                let _ = r.done.send(Ok(Reload {
+                    replaced: r.replaced,
+                    failed: None,
+                }));
+                return;
+            };
+            let Some(old) = self.slots[slot].worker else {
+                continue;
+            };
+            match self.fork_into(Some(slot), true) {
+                Ok(new) => {
+                    if let Some(r) = &mut self.reloading {
+                        r.step = Some((slot, old, new));
+                    }
+                    if self.setup.ready_timeout.is_none() {
+                        self.after(DEFAULT_READY_TIMEOUT, Input::ReadyDeadline(new));
+                    }
+                }
+                Err(e) => {
+                    self.reload_failed(format!(
+                        "the new worker of slot {slot} could not start ({e}); worker {old} was kept"
+                    ));
+                }
+            }
+            return;
+        }
+    }
+
+    fn reload_failed(&mut self, why: String) {
+        if let Some(r) = self.reloading.take() {
+            if let Some((_, _, new)) = r.step {
+                if let Some(w) = self.workers.get_mut(&new) {
+                    w.expected = true;
+                    let _ = w.signals.send(Signal::SIGKILL);
+                }
+            }
+            let _ = r.done.send(Ok(Reload {
+                replaced: r.replaced,
+                failed: Some(why),
+            }));
+        }
     }
 
     /// Replace a worker that exited unasked, per the restart policy, with
@@ -718,10 +974,18 @@ impl State {
             // A handle sent with a user message is not the cluster's to
             // keep: it is closed (Node's cluster `'message'` drops it too).
             drop(handle);
+            // PM2's `wait_ready`: `process.send('ready')`.
+            let ready = value == "ready";
             self.emit(Event::Message {
                 worker: id,
                 message: value,
             });
+            if ready {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.said_ready = true;
+                }
+                self.check_ready(id);
+            }
             return;
         }
         let Value::Object(msg) = value else {
@@ -742,18 +1006,25 @@ impl State {
             }
             Some("queryServer") => self.query_server(id, &msg, seq),
             Some("listening") => {
-                let address = self.listening_address(id, &msg);
+                let key = self.listening_key(id, &msg);
                 if let Some(w) = self.workers.get_mut(&id) {
                     if w.state != WorkerState::Disconnecting {
                         w.state = WorkerState::Listening;
                     }
+                    if let Some(key) = &key {
+                        if !w.listening.contains(key) {
+                            w.listening.push(key.clone());
+                        }
+                    }
                 }
-                if let Some(address) = address {
+                if let Some(k) = key.as_ref().and_then(|k| self.keys.get(k)) {
+                    let address = k.address.clone();
                     self.emit(Event::Listening {
                         worker: id,
                         address,
                     });
                 }
+                self.check_ready(id);
             }
             Some("close") => {
                 if let Some(key) = msg.get("key").and_then(Value::as_str) {
@@ -783,21 +1054,22 @@ impl State {
     /// Which of the worker's listeners a `listening` message is about: it
     /// repeats the query with the real port, so `listen(0)` no longer
     /// spells its key.
-    fn listening_address(&self, id: WorkerId, msg: &Map<String, Value>) -> Option<Address> {
+    fn listening_key(&self, id: WorkerId, msg: &Map<String, Value>) -> Option<Arc<str>> {
         let query = Query::parse(msg).ok()?;
-        if let Some(k) = self.keys.get(query.key.as_str()) {
-            return Some(k.address.clone());
+        if let Some((key, _)) = self.keys.get_key_value(query.key.as_str()) {
+            return Some(key.clone());
         }
         let port = msg.get("port").and_then(Value::as_u64)?;
         let w = self.workers.get(&id)?;
         w.keys
             .iter()
-            .filter_map(|key| self.keys.get(key))
-            .map(|k| k.address.clone())
-            .find(|a| match a {
-                Address::Tcp(a) | Address::Udp(a) => u64::from(a.port()) == port,
-                Address::Unix(_) => false,
+            .find(|key| {
+                self.keys.get(*key).is_some_and(|k| match k.address {
+                    Address::Tcp(a) | Address::Udp(a) => u64::from(a.port()) == port,
+                    Address::Unix(_) => false,
+                })
             })
+            .cloned()
     }
 
     fn query_server(&mut self, id: WorkerId, msg: &Map<String, Value>, seq: u64) {
@@ -1206,10 +1478,67 @@ async fn lines<R>(
 /// `delay` ± 10 %, so workers that crashed together do not restart in
 /// lockstep.
 fn jitter(delay: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
+    let random = jitter_seed();
     let factor = 0.9 + (random % 2001) as f64 / 10_000.0;
     delay.mul_f64(factor)
+}
+
+/// How long a reload waits for a replacement to be ready when
+/// `Setup::ready_timeout` is not set.
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The private directory that holds the workers' `NOTIFY_SOCKET`s (0700:
+/// only this user can send them `READY=1`), removed with the primary.
+struct NotifyDir(PathBuf);
+
+impl Drop for NotifyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl State {
+    /// A datagram socket for worker `id`'s systemd-style notifications
+    /// (`sd_notify(3)`): its path for `NOTIFY_SOCKET`, and the socket.
+    fn notify_socket(
+        &mut self,
+        id: WorkerId,
+    ) -> std::io::Result<(PathBuf, tokio::net::UnixDatagram)> {
+        if self.notify_dir.is_none() {
+            use std::os::unix::fs::DirBuilderExt;
+            let dir = std::env::temp_dir().join(format!(
+                "child_process-{}-{:x}",
+                std::process::id(),
+                jitter_seed()
+            ));
+            std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+            self.notify_dir = Some(NotifyDir(dir));
+        }
+        let dir = &self.notify_dir.as_ref().expect("made above").0;
+        let path = dir.join(format!("{id}.sock"));
+        let socket = tokio::net::UnixDatagram::bind(&path)?;
+        Ok((path, socket))
+    }
+}
+
+/// A worker's notifications, until it is gone (the task is aborted).
+async fn notifications(
+    id: WorkerId,
+    socket: tokio::net::UnixDatagram,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
+    let mut buf = vec![0u8; 4096];
+    while let Ok(n) = socket.recv(&mut buf).await {
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if inputs.send(Input::Notify(id, text)).is_err() {
+            return;
+        }
+    }
+}
+
+fn jitter_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }

@@ -557,3 +557,213 @@ async fn stop_codes_and_asked_for_exits_are_not_restarted() {
     }
     primary.shutdown(Duration::from_secs(1)).await.unwrap();
 }
+
+/// Load for the reload tests: tasks sending requests until stopped, some
+/// on a new connection each, some on keep-alive connections. Returns
+/// (answered, failed, idle keep-alive connections closed under a request:
+/// the class CLUSTER.md §7 counts apart, which clients retry).
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(u64, u64, u64)>>,
+}
+
+impl Load {
+    fn start(port: u16, fresh: usize, keep_alive: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for i in 0..fresh + keep_alive {
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                if i < fresh {
+                    fresh_connections(port, &stop).await
+                } else {
+                    kept_alive(port, &stop).await
+                }
+            }));
+        }
+        Load { stop, tasks }
+    }
+
+    async fn stop(self) -> (u64, u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut sum = (0, 0, 0);
+        for t in self.tasks {
+            let (a, b, c) = t.await.unwrap();
+            sum = (sum.0 + a, sum.1 + b, sum.2 + c);
+        }
+        sum
+    }
+}
+
+async fn fresh_connections(port: u16, stop: &std::sync::atomic::AtomicBool) -> (u64, u64, u64) {
+    let (mut ok, mut failed) = (0, 0);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let attempt = async {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            s.write_all(b"GET /load HTTP/1.0\r\n\r\n").await?;
+            let mut text = String::new();
+            s.read_to_string(&mut text).await?;
+            std::io::Result::Ok(text.contains(" 200 "))
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(true)) => ok += 1,
+            other => {
+                eprintln!("failed request: {other:?}");
+                failed += 1
+            }
+        }
+    }
+    (ok, failed, 0)
+}
+
+async fn kept_alive(port: u16, stop: &std::sync::atomic::AtomicBool) -> (u64, u64, u64) {
+    use tokio::io::AsyncBufReadExt;
+    let (mut ok, mut failed, mut idle) = (0, 0, 0);
+    let mut conn: Option<tokio::io::BufReader<tokio::net::TcpStream>> = None;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if conn.is_none() {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(s) => conn = Some(tokio::io::BufReader::new(s)),
+                Err(e) => {
+                    eprintln!("connect failed: {e}");
+                    failed += 1;
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().unwrap();
+        let attempt = async {
+            c.get_mut()
+                .write_all(b"GET /ka HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await?;
+            let mut got_any = false;
+            let mut length = None;
+            let mut close = false;
+            loop {
+                let mut line = String::new();
+                if c.read_line(&mut line).await? == 0 {
+                    return Ok((got_any, false, close));
+                }
+                got_any = true;
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse::<usize>().ok();
+                }
+                if lower.starts_with("connection: close") {
+                    close = true;
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; length.unwrap_or(0)];
+            tokio::io::AsyncReadExt::read_exact(c, &mut body).await?;
+            std::io::Result::Ok((true, true, close))
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok((_, true, close))) => {
+                ok += 1;
+                if close {
+                    conn = None;
+                }
+            }
+            // End of file before any byte of the answer: the worker closed
+            // this idle connection as our request went out.
+            Ok(Ok((false, false, _))) => {
+                idle += 1;
+                conn = None;
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                idle += 1;
+                conn = None;
+            }
+            other => {
+                eprintln!("failed keep-alive request: {other:?}");
+                failed += 1;
+                conn = None;
+            }
+        }
+    }
+    (ok, failed, idle)
+}
+
+/// Issue 15.3: a rolling reload under load fails no request, for Node
+/// workers and for Rust workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_reload_under_load_fails_no_request() {
+    let node = have_node();
+    let mut setups = vec![(
+        "rust",
+        cp::cluster(example_exe("cluster_rust")).env("PORT", "0"),
+    )];
+    if node {
+        setups.push(("node", node_cluster(&["0"])));
+    }
+    for (what, setup) in setups {
+        let mut primary = setup.workers(2).start().await.unwrap();
+        let port = port_of(&listening(&mut primary, 2).await[&1]);
+        let load = Load::start(port, 4, 4);
+        let report = primary.reload().await.unwrap();
+        assert!(report.failed.is_none(), "{what}: {report:?}");
+        assert_eq!(report.replaced, [(1, 3), (2, 4)], "{what}");
+        let (ok, failed, idle) = load.stop().await;
+        eprintln!("{what}: reload under load: {ok} answered, {failed} failed, {idle} idle closes");
+        assert_eq!(failed, 0, "{what}: {ok} answered, {idle} idle closes");
+        assert!(ok > 0);
+        let workers: Vec<_> = primary
+            .workers()
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.id)
+            .collect();
+        assert!(
+            workers.contains(&3) && workers.contains(&4),
+            "{what}: {workers:?}"
+        );
+        let report = primary.shutdown(Duration::from_secs(10)).await.unwrap();
+        assert!(report.drained, "{what}: {report:?}");
+    }
+}
+
+/// Issue 15.3: a replacement that is not ready in time is killed and the
+/// old worker kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reload_keeps_the_old_worker() {
+    if !have_node() {
+        return;
+    }
+    let dir = TempDir::new("reload-fail");
+    let flag = dir.0.join("broken-release");
+    let mut primary = node_cluster(&["0"])
+        .env("NO_LISTEN_FILE", &flag)
+        .workers(1)
+        .ready_timeout(Duration::from_secs(3))
+        .start()
+        .await
+        .unwrap();
+    let port = port_of(&listening(&mut primary, 1).await[&1]);
+    std::fs::write(&flag, "").unwrap();
+    let report = primary.reload().await.unwrap();
+    let why = report.failed.expect("the reload failed");
+    assert!(why.contains("not ready"), "{why}");
+    assert!(report.replaced.is_empty());
+    until(&mut primary, "the failed replacement's exit", |e| {
+        matches!(e, Event::Exit { worker: 2, .. }).then_some(())
+    })
+    .await;
+    assert_eq!(
+        served_by(&get(port, "/still").await),
+        1,
+        "the old worker serves"
+    );
+    let ids: Vec<_> = primary
+        .workers()
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(ids, [1]);
+    primary.shutdown(Duration::from_secs(5)).await.unwrap();
+}
