@@ -694,6 +694,8 @@ struct Run {
     /// Primary CPU over the window, ms.
     primary_cpu_ms: f64,
     workers_cpu_ms: f64,
+    /// This process (the load generator) over the window, ms.
+    client_cpu_ms: f64,
     workers_seen: usize,
     /// Share of the responses per worker, busiest first.
     spread: String,
@@ -862,9 +864,17 @@ async fn load(server: &Server, mode: Mode, p: &Params) -> Run {
     let primary = server.primary;
     let sampler = tokio::spawn(async move {
         tokio::time::sleep_until(warm_end.into()).await;
-        let a = (cpu_ticks(primary), workers_cpu(primary));
+        let a = (
+            cpu_ticks(primary),
+            workers_cpu(primary),
+            cpu_ticks(std::process::id()),
+        );
         tokio::time::sleep_until(end.into()).await;
-        let b = (cpu_ticks(primary), workers_cpu(primary));
+        let b = (
+            cpu_ticks(primary),
+            workers_cpu(primary),
+            cpu_ticks(std::process::id()),
+        );
         (a, b)
     });
     let tasks: Vec<_> = (0..p.conc)
@@ -874,7 +884,7 @@ async fn load(server: &Server, mode: Mode, p: &Params) -> Run {
     for t in tasks {
         total.merge(t.await.expect("client task"));
     }
-    let ((pa, (wa, _)), (pb, (wb, nw))) = sampler.await.expect("sampler");
+    let ((pa, (wa, _), ca), (pb, (wb, nw), cb)) = sampler.await.expect("sampler");
     let tick_ms = 1000.0 / clk_tck();
     let primary_cpu_ms = match (pa, pb) {
         (Some(a), Some(b)) => b.saturating_sub(a) as f64 * tick_ms,
@@ -904,6 +914,10 @@ async fn load(server: &Server, mode: Mode, p: &Params) -> Run {
         requests: total.ok + total.failed(),
         primary_cpu_ms,
         workers_cpu_ms: wb.saturating_sub(wa) as f64 * tick_ms,
+        client_cpu_ms: match (ca, cb) {
+            (Some(a), Some(b)) => b.saturating_sub(a) as f64 * tick_ms,
+            _ => f64::NAN,
+        },
         workers_seen: nw,
         spread,
     }
@@ -1016,8 +1030,8 @@ fn render(
     );
     let _ = writeln!(
         s,
-        "Machine: {} CPUs ({}), kernel {}, node {}, PM2 {}; load average before the \
-         run {}. The machine is shared with an engineer compiling, so the figures \
+        "Machine: {} CPUs ({}), kernel {}, node {}, PM2 {}; crate at `{}`; load \
+         average before the run {}. The machine is shared with an engineer compiling, so the figures \
          are noisy: compare within a round (table below) as much as across.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         sh(
@@ -1028,6 +1042,7 @@ fn render(
         sh("uname", &["-r"]),
         sh(&p.node, &["--version"]),
         pm2_version(p),
+        sh("git", &["-C", MANIFEST_DIR, "describe", "--always", "--dirty"]),
         load_before,
     );
     for (peer, why) in skipped {
@@ -1093,6 +1108,13 @@ fn render(
                     &|r| per_10k(r.workers_cpu_ms, r.conns),
                     &ms,
                 );
+                row(
+                    &mut s,
+                    "client (bench) CPU per 10k connections",
+                    mode,
+                    &|r| per_10k(r.client_cpu_ms, r.conns),
+                    &ms,
+                );
             }
             Mode::KeepAlive => {
                 row(
@@ -1129,8 +1151,37 @@ fn render(
             ratio(rr, node),
             ms(prr),
             ms(pnode),
-            if holds { "holds" } else { "does not hold" }
+            if rr.is_nan() || node.is_nan() {
+                "not measured"
+            } else if holds {
+                "holds"
+            } else {
+                "does not hold"
+            }
         );
+    }
+
+    // How far a cheaper primary can go when the CPUs are the limit.
+    if p.modes.contains(&Mode::New) {
+        let c = |peer, f: &dyn Fn(&Run) -> f64| med(peer, Mode::New, f);
+        let prim = c(Peer::Node, &|r| per_10k(r.primary_cpu_ms, r.conns));
+        let rest = c(Peer::Node, &|r| {
+            per_10k(r.workers_cpu_ms, r.conns) + per_10k(r.client_cpu_ms, r.conns)
+        });
+        if !prim.is_nan() && !rest.is_nan() && rest > 0.0 {
+            let _ = writeln!(
+                s,
+                "Ceiling, new connection per request: with every CPU busy, a primary that \
+                 cost nothing would leave Node's workers and the client their {} per 10k \
+                 connections instead of {} with Node's primary: at most {} Node's \
+                 connections per second, whatever the primary does (the Node workers' \
+                 per-connection cost, the IPC handle and its acks, is the same under \
+                 every round-robin primary).\n",
+                ms(rest),
+                ms(prim + rest),
+                ratio(prim + rest, rest),
+            );
+        }
     }
 
     let _ = writeln!(

@@ -2568,6 +2568,7 @@ impl Report {
             .position(|l| l.starts_with("## "))
             .unwrap_or(head.len());
         head.splice(at..at, [note, String::new()]);
+        head.push(String::new());
 
         // The targets table: our rows where the old ones of these sections
         // were (or at the end of the table).

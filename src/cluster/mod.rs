@@ -693,6 +693,18 @@ pub struct WorkerInfo {
     pub slot: usize,
     /// Whether it is ready ([`Event::Ready`]).
     pub ready: bool,
+    /// How long it has run.
+    pub uptime: Duration,
+    /// How often its slot was restarted ([`Setup::restart`]).
+    pub restarts: usize,
+    /// Its resident memory, in bytes (`None` if `/proc` could not tell).
+    pub rss: Option<u64>,
+    /// The CPU time it used, user and system.
+    pub cpu: Option<Duration>,
+    /// Connections the primary handed it (round robin).
+    pub dispatched: u64,
+    /// Connections handed to it and not yet taken (`accepted`).
+    pub in_flight: usize,
 }
 
 /// How [`Primary::reload`] went.

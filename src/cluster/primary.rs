@@ -107,6 +107,8 @@ struct WorkerSlot {
     said_ready: bool,
     /// Keys it sent `listening` for.
     listening: Vec<Arc<str>>,
+    /// Connections handed to it.
+    dispatched: u64,
     /// Its `NOTIFY_SOCKET` reader, stopped with it.
     _notify: Option<TaskGuard>,
 }
@@ -138,6 +140,8 @@ struct Slot {
     /// The next restart's delay.
     delay: Duration,
     given_up: bool,
+    /// Restarts so far.
+    restarts: usize,
     /// Where its ready workers listened: what a replacement must listen
     /// on to be ready.
     keys: Vec<Arc<str>>,
@@ -150,6 +154,7 @@ impl Slot {
             crashes: VecDeque::new(),
             delay,
             given_up: false,
+            restarts: 0,
             keys: Vec::new(),
         }
     }
@@ -442,6 +447,7 @@ impl State {
                 started: Instant::now(),
                 ready: false,
                 said_ready: false,
+                dispatched: 0,
                 listening: Vec::new(),
                 _notify: notify.map(|socket| {
                     let task = tokio::spawn(notifications(id, socket, self.inputs.clone()));
@@ -525,12 +531,21 @@ impl State {
                 let list = self
                     .workers
                     .iter()
-                    .map(|(&id, w)| WorkerInfo {
-                        id,
-                        pid: w.pid,
-                        state: w.state,
-                        slot: w.slot,
-                        ready: w.ready,
+                    .map(|(&id, w)| {
+                        let usage = crate::sys::usage(w.pid as i32);
+                        WorkerInfo {
+                            id,
+                            pid: w.pid,
+                            state: w.state,
+                            slot: w.slot,
+                            ready: w.ready,
+                            uptime: w.started.elapsed(),
+                            restarts: self.slots[w.slot].restarts,
+                            rss: usage.map(|u| u.1),
+                            cpu: usage.map(|u| u.0),
+                            dispatched: w.dispatched,
+                            in_flight: self.inflight.values().filter(|f| f.worker == id).count(),
+                        }
                     })
                     .collect();
                 let _ = done.send(list);
@@ -713,6 +728,7 @@ impl State {
                     .as_ref()
                     .is_some_and(|r| r.step.is_some_and(|(s, _, _)| s == slot));
                 if self.draining.is_none() && s.worker.is_none() && !s.given_up && !standby {
+                    self.slots[slot].restarts += 1;
                     if let Err(error) = self.fork(Some(slot)) {
                         self.emit(Event::Error {
                             worker: None,
@@ -1156,7 +1172,8 @@ impl State {
                 handle: Some((conn.fd.clone(), "net.Native")),
                 done: None,
             };
-            if let Some(w) = self.workers.get(&worker) {
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.dispatched += 1;
                 let _ = w.out.send(out);
             }
             self.inflight.insert(

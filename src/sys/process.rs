@@ -231,3 +231,28 @@ pub(crate) fn sigchld_ignored() -> bool {
     let ret = unsafe { libc::sigaction(libc::SIGCHLD, ptr::null(), &mut old) };
     ret == 0 && (old.sa_sigaction == libc::SIG_IGN || old.sa_flags & libc::SA_NOCLDWAIT != 0)
 }
+
+/// CPU time (user + system) and resident memory of `pid`, from
+/// `/proc/<pid>/stat` and `/proc/<pid>/statm`; `None` once it is gone.
+pub(crate) fn usage(pid: libc::pid_t) -> Option<(std::time::Duration, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: the
+    // fields after it start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13
+    // here (counted from `state`, field 3, at index 0).
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf takes an integer and reads no memory of ours.
+    let (hz, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let (hz, page) = (u64::try_from(hz).ok()?.max(1), u64::try_from(page).ok()?);
+    let cpu = std::time::Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / hz);
+    Some((cpu, pages.saturating_mul(page)))
+}

@@ -114,6 +114,25 @@ async fn node_workers_share_a_port_round_robin() {
     }
     assert_eq!(by.len(), 2, "both workers served: {by:?}");
     assert!(by.values().all(|&n| n >= 5), "round robin is even: {by:?}");
+    // Issue 15.8: the metrics snapshot.
+    let workers = primary.workers().await.unwrap();
+    let dispatched: u64 = workers.iter().map(|w| w.dispatched).sum();
+    assert_eq!(dispatched, 20, "{workers:?}");
+    for w in &workers {
+        assert!(
+            w.ready && w.state == cp::cluster::WorkerState::Listening,
+            "{w:?}"
+        );
+        assert!(
+            w.rss.unwrap() > 1 << 20,
+            "a node process uses more than 1 MiB: {w:?}"
+        );
+        assert!(
+            w.cpu.is_some() && w.in_flight == 0 && w.restarts == 0,
+            "{w:?}"
+        );
+        assert!(w.uptime > Duration::ZERO);
+    }
     // Every request was reported with process.send.
     let mut served = 0;
     while served < 20 {
