@@ -518,7 +518,8 @@ impl Setup {
     /// [`Event::Listening`].
     ///
     /// Must be called inside a tokio runtime; the primary runs as a task
-    /// of it. Dropping the [`Primary`] kills every worker's process group.
+    /// of it. Dropping the [`Primary`] sends `SIGKILL` to every live
+    /// worker's process group.
     ///
     /// # Examples
     ///
@@ -734,8 +735,15 @@ pub struct Shutdown {
 ///
 /// Events queue in memory until read; read them (or drop them as they
 /// come) so a chatty worker cannot grow the queue without bound. Dropping
-/// the `Primary` kills every worker's process group and closes the
-/// listening sockets; [`shutdown`](Primary::shutdown) stops gracefully.
+/// the `Primary` sends `SIGKILL` to every live worker's process group and
+/// closes the listening sockets; [`shutdown`](Primary::shutdown) stops
+/// gracefully.
+///
+/// A worker's process group is signalled only while the worker runs:
+/// once it has exited and been reaped, the group id may name someone
+/// else's processes, so what a worker left running behind it (a daemon it
+/// started) is not reached. A worker that starts such processes should
+/// stop them itself when it is asked to disconnect.
 #[derive(Debug)]
 pub struct Primary {
     calls: mpsc::UnboundedSender<primary::Call>,
@@ -887,7 +895,10 @@ impl Primary {
     }
 
     /// Send `signal` to one worker's process group (the worker and what it
-    /// started). Its [`Event::Exit`] says `expected`.
+    /// started, while the worker runs). Its [`Event::Exit`] says
+    /// `expected` when it died of this signal, or exited after a stop
+    /// signal (`SIGTERM`, `SIGINT`, `SIGQUIT`, `SIGKILL`); a worker sent
+    /// `SIGHUP` that crashes later still crashed (and is restarted).
     ///
     /// # Examples
     ///

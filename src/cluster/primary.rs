@@ -31,6 +31,10 @@ use crate::signal::Signal;
 /// free; past this, connections wait in the kernel's backlog.
 const MAX_QUEUED: usize = 1024;
 
+/// Listening sockets the primary keeps for one worker, and in all.
+const MAX_KEYS_PER_WORKER: usize = 64;
+const MAX_KEYS: usize = 1024;
+
 /// Calls from the [`Primary`] handle.
 #[derive(Debug)]
 pub(crate) enum Call {
@@ -85,7 +89,7 @@ enum Input {
 /// A message for a worker's writer task.
 struct Out {
     msg: Value,
-    handle: Option<(Arc<OwnedFd>, &'static str)>,
+    handle: Option<(SharedFd, &'static str)>,
     done: Option<oneshot::Sender<Result<()>>>,
 }
 
@@ -109,6 +113,9 @@ struct WorkerSlot {
     listening: Vec<Arc<str>>,
     /// Connections handed to it.
     dispatched: u64,
+    /// Signals `Primary::kill` sent it: its exit is expected if one of
+    /// them ended it.
+    killed_with: Vec<Signal>,
     /// Its `NOTIFY_SOCKET` reader, stopped with it.
     _notify: Option<TaskGuard>,
 }
@@ -168,8 +175,8 @@ const STABLE_UPTIME: Duration = Duration::from_secs(30);
 struct Conn {
     fd: Arc<OwnedFd>,
     _permit: OwnedSemaphorePermit,
-    /// Workers that refused it (`accepted: false`).
-    refusals: usize,
+    /// Workers that refused it (`accepted: false`): it goes to another.
+    refused_by: Vec<WorkerId>,
 }
 
 struct InFlight {
@@ -178,11 +185,15 @@ struct InFlight {
     conn: Conn,
 }
 
+/// An fd the primary keeps while a writer sends it.
+type SharedFd = Arc<dyn AsFd + Send + Sync>;
+
 /// One listening socket, shared by the workers that asked for its key.
 struct KeyState {
     data: Value,
     address: Address,
-    fd: Arc<OwnedFd>,
+    /// The one fd of the key (the accept task holds the same `Arc`).
+    socket: Arc<Bound>,
     /// `net.Native` or `dgram.Native`.
     kind: &'static str,
     shared: bool,
@@ -190,7 +201,7 @@ struct KeyState {
     /// Round robin: workers with no `newconn` in flight, in turn order.
     free: VecDeque<WorkerId>,
     queue: VecDeque<Conn>,
-    accept: Option<AbortHandle>,
+    accept: Option<tokio::task::JoinHandle<()>>,
     /// A unix socket file to remove when the primary stops.
     path: Option<PathBuf>,
 }
@@ -224,6 +235,8 @@ struct State {
     draining: Option<Draining>,
     slots: Vec<Slot>,
     reloading: Option<Reloading>,
+    /// Accept tasks being stopped by a shutdown.
+    closing: Vec<tokio::task::JoinHandle<()>>,
     /// The private directory of the workers' `NOTIFY_SOCKET`s.
     notify_dir: Option<NotifyDir>,
     /// The sockets of `Setup::listen_fds`, passed to every worker.
@@ -300,6 +313,7 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
         draining: None,
         slots: Vec::new(),
         reloading: None,
+        closing: Vec::new(),
         notify_dir: None,
         listen_fds,
         _socket_files: socket_files,
@@ -338,6 +352,9 @@ impl State {
             }
             if self.draining.is_some() && self.workers.is_empty() {
                 let draining = self.draining.take().expect("checked");
+                for task in std::mem::take(&mut self.closing) {
+                    let _ = task.await;
+                }
                 let _ = draining.done.send(Shutdown {
                     drained: draining.drained,
                     exits: draining.exits,
@@ -448,6 +465,7 @@ impl State {
                 ready: false,
                 said_ready: false,
                 dispatched: 0,
+                killed_with: Vec::new(),
                 listening: Vec::new(),
                 _notify: notify.map(|socket| {
                     let task = tokio::spawn(notifications(id, socket, self.inputs.clone()));
@@ -555,6 +573,7 @@ impl State {
             }
             Call::Disconnect { worker, done } => {
                 let r = if self.workers.contains_key(&worker) {
+                    self.scale_down(worker);
                     self.disconnect(worker);
                     Ok(())
                 } else {
@@ -569,7 +588,7 @@ impl State {
             } => {
                 let r = match self.workers.get_mut(&worker) {
                     Some(w) => {
-                        w.expected = true;
+                        w.killed_with.push(signal);
                         let _ = w.signals.send(signal);
                         Ok(())
                     }
@@ -601,6 +620,17 @@ impl State {
         }
     }
 
+    /// A worker leaves for good (the caller's `disconnect`, or its own): its
+    /// slot will not listen again, so its ports need not outlive it.
+    fn scale_down(&mut self, id: WorkerId) {
+        if let Some(w) = self.workers.get(&id) {
+            let slot = &mut self.slots[w.slot];
+            if slot.worker == Some(id) {
+                slot.keys.clear();
+            }
+        }
+    }
+
     /// Take a worker out of every round robin and ask it to go (Node's
     /// `worker.disconnect()`).
     fn disconnect(&mut self, worker: WorkerId) {
@@ -620,7 +650,14 @@ impl State {
         self.reload_failed("the cluster is shutting down".into());
         // Stop accepting; connections the primary holds are closed (they
         // reached no worker; their clients see a reset, as under Node).
-        self.keys.clear();
+        // The accept tasks are awaited before the shutdown returns, so
+        // the ports are free by then.
+        for (_, mut k) in self.keys.drain() {
+            if let Some(task) = k.accept.take() {
+                task.abort();
+                self.closing.push(task);
+            }
+        }
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         for id in ids {
             self.disconnect(id);
@@ -678,7 +715,7 @@ impl State {
                     k.queue.push_back(Conn {
                         fd: Arc::new(fd),
                         _permit: permit,
-                        refusals: 0,
+                        refused_by: Vec::new(),
                     });
                     self.distribute(&key);
                 }
@@ -762,6 +799,9 @@ impl State {
             self.emit(Event::Disconnect { worker: id });
         }
         let uptime = w.started.elapsed();
+        if let Ok(status) = &status {
+            w.expected |= ended_by_our_kill(status, &w.killed_with);
+        }
         if self.slots[w.slot].worker == Some(id) {
             self.slots[w.slot].worker = None;
         }
@@ -1049,6 +1089,7 @@ impl State {
                 }
             }
             Some("exitedAfterDisconnect") => {
+                self.scale_down(id);
                 self.leave_keys(id);
                 if let Some(w) = self.workers.get_mut(&id) {
                     w.expected = true;
@@ -1106,6 +1147,22 @@ impl State {
             }
         };
         let key: Arc<str> = query.key.as_str().into();
+        let theirs = self.workers.get(&id).map_or(0, |w| w.keys.len());
+        if !self.keys.contains_key(&key)
+            && (self.keys.len() >= MAX_KEYS || theirs >= MAX_KEYS_PER_WORKER)
+        {
+            // A worker cannot make the primary hold every fd it may open.
+            let fields = protocol::errno_reply(seq, &key, &query.data, -24);
+            self.send_cluster(id, fields);
+            self.emit(Event::Error {
+                worker: Some(id),
+                error: super::busy(&format!(
+                    "worker {id} asked for more listening sockets than the primary keeps \
+                     ({MAX_KEYS_PER_WORKER} per worker, {MAX_KEYS} in all); refused with EMFILE"
+                )),
+            });
+            return;
+        }
         if !self.keys.contains_key(&key) {
             match bind(&query, self.setup.scheduling, &key, &self.inputs) {
                 Ok(k) => {
@@ -1134,7 +1191,7 @@ impl State {
             let fields = protocol::errno_reply(seq, &key, &k.data, 0);
             let out = Out {
                 msg: protocol::message(fields, reply_seq),
-                handle: Some((k.fd.clone(), k.kind)),
+                handle: Some((k.socket.clone() as SharedFd, k.kind)),
                 done: None,
             };
             self.send_to(id, out);
@@ -1160,16 +1217,22 @@ impl State {
         let Some(k) = self.keys.get_mut(key) else {
             return;
         };
-        while !k.queue.is_empty() {
-            let Some(worker) = k.free.pop_front() else {
-                return;
+        // Each queued connection, in order, to the first free worker that
+        // has not refused it; one refused by every free worker waits.
+        let mut i = 0;
+        while i < k.queue.len() && !k.free.is_empty() {
+            let refused = &k.queue[i].refused_by;
+            let Some(pos) = k.free.iter().position(|w| !refused.contains(w)) else {
+                i += 1;
+                continue;
             };
-            let conn = k.queue.pop_front().expect("not empty");
+            let worker = k.free.remove(pos).expect("found");
+            let conn = k.queue.remove(i).expect("in range");
             let seq = self.seq;
             self.seq += 1;
             let out = Out {
                 msg: protocol::message(protocol::newconn(key), seq),
-                handle: Some((conn.fd.clone(), "net.Native")),
+                handle: Some((conn.fd.clone() as SharedFd, "net.Native")),
                 done: None,
             };
             if let Some(w) = self.workers.get_mut(&worker) {
@@ -1205,10 +1268,10 @@ impl State {
             k.free.push_back(id);
         }
         if !accepted {
-            conn.refusals += 1;
-            if conn.refusals > 2 * k.workers.len().max(1) {
-                // Every worker refused it more than twice: closing it
-                // beats passing it around forever.
+            conn.refused_by.push(id);
+            if k.workers.iter().all(|w| conn.refused_by.contains(w)) {
+                // Every worker of the key refused it: closing it beats
+                // passing it around forever.
                 self.emit(Event::Error {
                     worker: Some(id),
                     error: Error::Channel(ChannelError::Io(std::io::Error::new(
@@ -1254,8 +1317,17 @@ impl State {
             let f = self.inflight.remove(&seq).expect("listed");
             k.queue.push_front(f.conn);
         }
-        // The listener stays open with no worker (unlike Node's): new
-        // connections wait in the backlog for the next worker of the key.
+        // The listener stays open with no worker (unlike Node's) while a
+        // slot will listen there again (a restart, a reload): new
+        // connections wait in the backlog for its next worker. A key no
+        // slot claims, with nothing queued, is closed.
+        let unclaimed = k.workers.is_empty()
+            && k.queue.is_empty()
+            && !self.slots.iter().any(|s| s.keys.contains(key));
+        if unclaimed {
+            self.keys.remove(key);
+            return;
+        }
         self.distribute(key);
     }
 }
@@ -1274,14 +1346,12 @@ fn bind(
 ) -> std::io::Result<KeyState> {
     let rr = scheduling == Scheduling::RoundRobin;
     let permits = Arc::new(Semaphore::new(MAX_QUEUED));
-    let accept_on = |listener: Listening| {
-        let task = tokio::spawn(accept(key.clone(), listener, permits, inputs.clone()));
-        task.abort_handle()
-    };
-    let key_state = |address, fd: OwnedFd, kind, shared| KeyState {
+    let accept_on =
+        |listener: Arc<Bound>| tokio::spawn(accept(key.clone(), listener, permits, inputs.clone()));
+    let key_state = |address, socket: Bound, kind, shared| KeyState {
         data: query.data.clone(),
         address,
-        fd: Arc::new(fd),
+        socket: Arc::new(socket),
         kind,
         shared,
         workers: Vec::new(),
@@ -1303,24 +1373,26 @@ fn bind(
             socket.bind(addr)?;
             let listener = socket.listen(query.backlog as u32)?;
             let local = listener.local_addr()?;
-            let fd = listener.as_fd().try_clone_to_owned()?;
-            let mut k = key_state(Address::Tcp(local), fd, "net.Native", !rr);
+            let mut k = key_state(Address::Tcp(local), Bound::Tcp(listener), "net.Native", !rr);
             if rr {
-                k.accept = Some(accept_on(Listening::Tcp(listener)));
+                k.accept = Some(accept_on(k.socket.clone()));
             }
             Ok(k)
         }
         Target::Unix(path) => {
+            if path.is_empty() {
+                return Err(std::io::Error::from_raw_os_error(22));
+            }
             let listener = tokio::net::UnixListener::bind(path)?;
             if let Some(mode) = query.mode {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
             }
-            let fd = listener.as_fd().try_clone_to_owned()?;
-            let mut k = key_state(Address::Unix(path.into()), fd, "net.Native", !rr);
+            let address = Address::Unix(path.into());
+            let mut k = key_state(address, Bound::Unix(listener), "net.Native", !rr);
             k.path = Some(path.into());
             if rr {
-                k.accept = Some(accept_on(Listening::Unix(listener)));
+                k.accept = Some(accept_on(k.socket.clone()));
             }
             Ok(k)
         }
@@ -1330,7 +1402,7 @@ fn bind(
             let local = socket.local_addr()?;
             Ok(key_state(
                 Address::Udp(local),
-                socket.into(),
+                Bound::Udp(socket),
                 "dgram.Native",
                 true,
             ))
@@ -1341,33 +1413,48 @@ fn bind(
 
 /// The address to bind: every address (`::`, which also takes IPv4 on
 /// Linux by default) when no host is given, as Node binds; a literal IP
-/// as it is; a name through the resolver, first address of the family.
+/// as it is; `localhost` as the loopback of the family. Other host names
+/// are refused: a blocking lookup would stall the primary (Node's primary
+/// looks them up asynchronously), so listen on an address.
 fn resolve(host: Option<&str>, port: u16, v6: bool) -> std::io::Result<std::net::SocketAddr> {
-    use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-    let Some(host) = host else {
-        return Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let ip = match host {
+        None => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        Some("localhost") if v6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some(host) => host.parse::<IpAddr>().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the primary binds addresses, not host names: {host:?}"),
+            )
+        })?,
     };
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    // Rare (a host name in listen()), and answered before any connection
-    // flows: a blocking lookup here costs no throughput.
-    let mut addrs = (host, port).to_socket_addrs()?;
-    addrs
-        .find(|a| a.is_ipv6() == v6)
-        .ok_or_else(|| std::io::Error::from_raw_os_error(99))
+    Ok(SocketAddr::new(ip, port))
 }
 
-enum Listening {
+/// A key's socket.
+enum Bound {
     Tcp(tokio::net::TcpListener),
     Unix(tokio::net::UnixListener),
+    Udp(std::net::UdpSocket),
 }
 
-impl Listening {
+impl AsFd for Bound {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Bound::Tcp(l) => l.as_fd(),
+            Bound::Unix(l) => l.as_fd(),
+            Bound::Udp(s) => s.as_fd(),
+        }
+    }
+}
+
+impl Bound {
     async fn accept(&self) -> std::io::Result<OwnedFd> {
         Ok(match self {
-            Listening::Tcp(l) => OwnedFd::from(l.accept().await?.0.into_std()?),
-            Listening::Unix(l) => OwnedFd::from(l.accept().await?.0.into_std()?),
+            Bound::Tcp(l) => OwnedFd::from(l.accept().await?.0.into_std()?),
+            Bound::Unix(l) => OwnedFd::from(l.accept().await?.0.into_std()?),
+            Bound::Udp(_) => std::future::pending().await,
         })
     }
 }
@@ -1376,7 +1463,7 @@ impl Listening {
 /// kernel's backlog holds the connections.
 async fn accept(
     key: Arc<str>,
-    listener: Listening,
+    listener: Arc<Bound>,
     permits: Arc<Semaphore>,
     inputs: mpsc::UnboundedSender<Input>,
 ) {
@@ -1478,17 +1565,45 @@ async fn lines<R>(
 ) where
     R: tokio::io::AsyncRead + Unpin,
 {
-    let mut split = tokio::io::BufReader::new(pipe).split(b'\n');
-    while let Ok(Some(line)) = split.next_segment().await {
-        let line = String::from_utf8_lossy(&line).into_owned();
-        let event = Event::Output {
-            worker: id,
-            stream,
-            line,
+    // A worker that never writes a newline must not grow the primary
+    // without bound: past this, the line goes out in pieces.
+    const MAX_LINE: usize = 64 * 1024;
+    let mut reader = tokio::io::BufReader::new(pipe);
+    let mut line = Vec::new();
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok(buf) if !buf.is_empty() => buf,
+            // End of file (or a broken pipe): the last line, unterminated.
+            _ => {
+                if !line.is_empty() {
+                    let _ = events.send(output(id, stream, &line));
+                }
+                return;
+            }
         };
-        if events.send(event).is_err() {
-            return;
+        let room = MAX_LINE - line.len();
+        let window = &buf[..buf.len().min(room)];
+        let (take, end) = match memchr::memchr(b'\n', window) {
+            Some(i) => (i, i + 1),
+            None => (window.len(), window.len()),
+        };
+        line.extend_from_slice(&window[..take]);
+        let whole = end > take || line.len() == MAX_LINE;
+        reader.consume(end);
+        if whole {
+            if events.send(output(id, stream, &line)).is_err() {
+                return;
+            }
+            line.clear();
         }
+    }
+}
+
+fn output(worker: WorkerId, stream: crate::Stream, line: &[u8]) -> Event {
+    Event::Output {
+        worker,
+        stream,
+        line: String::from_utf8_lossy(line).into_owned(),
     }
 }
 
@@ -1558,4 +1673,23 @@ fn jitter_seed() -> u64 {
     std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish()
+}
+
+/// Whether a worker's exit answers a signal `Primary::kill` sent: it died
+/// of that very signal, or it was asked to stop (TERM, INT, QUIT, KILL)
+/// and exited by itself. A worker sent SIGHUP or SIGUSR2 (a reload, a log
+/// reopen) that later crashes, or is OOM-killed, still crashed. (A worker
+/// told to stop that exits with an error code counts as stopped: the rule
+/// cannot tell a handled SIGTERM from a crash right after it.)
+fn ended_by_our_kill(status: &ExitStatus, sent: &[Signal]) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(signo) => sent.iter().any(|s| s.as_raw() == signo),
+        None => sent.iter().any(|s| {
+            matches!(
+                *s,
+                Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT | Signal::SIGKILL
+            )
+        }),
+    }
 }

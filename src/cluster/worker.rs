@@ -29,7 +29,9 @@ const ACCEPT_QUEUE: usize = 128;
 /// socket, and talks to the primary with messages.
 ///
 /// Works under this crate's [`Primary`](super::Primary) and under Node's
-/// `cluster` (a Node primary that forks the Rust program with `exec`).
+/// `cluster`: Node 20's primary runs `process.execPath` with the
+/// `exec` script as its argument, so set `process.execPath` to the Rust
+/// program before `cluster.fork()` (both scheduling policies work).
 ///
 /// When the primary asks it to disconnect, or the primary is gone, its
 /// listeners stop and [`disconnected`](Worker::disconnected) resolves:
@@ -76,8 +78,11 @@ struct WorkerBook {
     listeners: HashMap<String, mpsc::Sender<TcpStream>>,
     /// Every key answered (round robin and shared), for `close`.
     keys: Vec<String>,
-    /// `index` per `address:port:addressType`, as `net.js` counts.
-    index: HashMap<String, u64>,
+    /// `index` per `address:port:addressType`, as `child.js` counts: the
+    /// next one and those in use. When none is in use the count starts
+    /// over, so listening again after a close asks for the same key (and
+    /// the primary's socket) instead of binding the port twice.
+    index: HashMap<String, (u64, Vec<u64>)>,
 }
 
 impl Shared {
@@ -229,15 +234,21 @@ impl Worker {
             )
         })?;
         let family = if at.is_ipv4() { 4 } else { 6 };
+        let indexes_key = format!("{}:{}:{family}", at.ip(), at.port());
         let index = {
             let mut book = self.shared.book();
-            let n = book
-                .index
-                .entry(format!("{}:{}:{family}", at.ip(), at.port()))
-                .or_insert(0);
-            let index = *n;
-            *n += 1;
+            let (next, live) = book.index.entry(indexes_key.clone()).or_default();
+            let index = *next;
+            *next += 1;
+            live.push(index);
             index
+        };
+        // Given back if this listen fails, or when the listener is dropped.
+        let mut slot = IndexSlot {
+            shared: self.shared.clone(),
+            indexes_key,
+            index,
+            key: None,
         };
         let mut query = Map::new();
         query.insert("act".into(), "queryServer".into());
@@ -281,7 +292,8 @@ impl Worker {
                 (Inner::RoundRobin(rx), local)
             }
         };
-        self.shared.book().keys.push(key);
+        self.shared.book().keys.push(key.clone());
+        slot.key = Some(key);
         query.insert("act".into(), "listening".into());
         query.insert("port".into(), local.port().into());
         self.shared.send_cluster(query).await?;
@@ -289,6 +301,7 @@ impl Worker {
             inner,
             local,
             disconnected: self.disconnected.clone(),
+            _slot: slot,
         })
     }
 
@@ -479,6 +492,55 @@ pub struct Listener {
     inner: Inner,
     local: SocketAddr,
     disconnected: watch::Receiver<bool>,
+    _slot: IndexSlot,
+}
+
+/// A listen's place in the worker's book: given back when the listener
+/// is dropped (or the listen failed), with a `close` to the primary, as a
+/// Node server's `close()` does.
+#[derive(Debug)]
+struct IndexSlot {
+    shared: Arc<Shared>,
+    indexes_key: String,
+    index: u64,
+    /// The key the primary answered, once it did.
+    key: Option<String>,
+}
+
+impl Drop for IndexSlot {
+    fn drop(&mut self) {
+        let was_open = {
+            let mut book = self.shared.book();
+            if let Some((_, live)) = book.index.get_mut(&self.indexes_key) {
+                live.retain(|&i| i != self.index);
+                if live.is_empty() {
+                    book.index.remove(&self.indexes_key);
+                }
+            }
+            match &self.key {
+                Some(key) => {
+                    book.listeners.remove(key);
+                    let before = book.keys.len();
+                    book.keys.retain(|k| k != key);
+                    book.keys.len() != before
+                }
+                None => false,
+            }
+        };
+        // Tell the primary, unless a disconnect already closed it.
+        if let (true, Some(key), Ok(runtime)) = (
+            was_open,
+            self.key.take(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            let shared = self.shared.clone();
+            runtime.spawn(async move {
+                let mut fields = protocol::act_only("close");
+                fields.insert("key".into(), key.into());
+                let _ = shared.send_cluster(fields).await;
+            });
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -786,3 +786,147 @@ async fn a_failed_reload_keeps_the_old_worker() {
     assert_eq!(ids, [1]);
     primary.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Review of issue 14: a worker that refuses every connection must not
+/// make the primary drop connections a healthy worker can take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_worker_loses_no_connection() {
+    if !have_node() {
+        return;
+    }
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let port_arg = port.to_string();
+    let mut primary = node_cluster(&[&port_arg, "refuse-even"])
+        .workers(2)
+        .start()
+        .await
+        .unwrap();
+    listening(&mut primary, 1).await;
+    let requests: Vec<_> = (0..100)
+        .map(|i| tokio::spawn(async move { served_by(&get(port, &format!("/c{i}")).await) }))
+        .collect();
+    for r in requests {
+        assert_eq!(
+            r.await.unwrap(),
+            1,
+            "served by the worker that has a server"
+        );
+    }
+    primary.shutdown(Duration::from_secs(2)).await.unwrap();
+}
+
+/// Review of issue 14: a worker cannot make the primary hold any number
+/// of listening sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_asking_for_many_ports_is_refused_past_the_limit() {
+    if !have_node() {
+        return;
+    }
+    let mut primary = node_cluster(&["0", "many-ports"])
+        .workers(1)
+        .start()
+        .await
+        .unwrap();
+    let mut refused = 0;
+    while refused < 36 {
+        refused += until(&mut primary, "refusals", |e| match e {
+            Event::Error { error, .. } if error.to_string().contains("EMFILE") => Some(1),
+            _ => None,
+        })
+        .await;
+    }
+    primary.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+/// Review of issue 14: a crash after a harmless `kill` is still a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_harmless_kill_is_restarted() {
+    let mut primary = cp::cluster("sleep")
+        .args(["30"])
+        .workers(1)
+        .restart(Restart::OnFailure)
+        .restart_delay(Duration::from_millis(5), Duration::from_millis(5))
+        .start()
+        .await
+        .unwrap();
+    // SIGWINCH is ignored by default: the worker lives on.
+    primary.kill(1, cp::Signal::SIGWINCH).await.unwrap();
+    let pid = primary.workers().await.unwrap()[0].pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let expected = until(&mut primary, "exit", |e| match e {
+        Event::Exit { expected, .. } => Some(*expected),
+        _ => None,
+    })
+    .await;
+    assert!(
+        !expected,
+        "an outside SIGKILL after our SIGWINCH is a crash"
+    );
+    until(&mut primary, "the replacement", |e| {
+        matches!(e, Event::Fork { worker: 2, .. }).then_some(())
+    })
+    .await;
+    primary.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+/// Review of issue 14: a Rust worker that drops a listener and listens
+/// again gets the same socket (Node's close-then-listen), not EADDRINUSE
+/// or a second port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_worker_listens_again_after_dropping_a_listener() {
+    let mut primary = cp::cluster(crate::support::worker_exe())
+        .args(["--cluster-relisten"])
+        .workers(1)
+        .start()
+        .await
+        .unwrap();
+    let msg = until(&mut primary, "the ports", |e| match e {
+        Event::Message { message, .. } => Some(message.clone()),
+        Event::Exit { status, .. } => panic!("the worker exited: {status}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(msg["first"], msg["second"], "{msg}");
+    primary.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// `silent`: a worker's output comes as lines, the last one unterminated,
+/// a line without a newline cut at 64 KiB.
+#[tokio::test]
+async fn silent_workers_output_comes_as_lines() {
+    let mut primary = cp::cluster("sh")
+        .args([
+            "-c",
+            "echo one; echo err >&2; head -c 70000 /dev/zero | tr '\\0' x; echo; printf two",
+        ])
+        .workers(1)
+        .silent(true)
+        .start()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    while out.len() < 4 || err.is_empty() {
+        let (stream, line) = until(&mut primary, "output", |e| match e {
+            Event::Output { stream, line, .. } => Some((*stream, line.clone())),
+            _ => None,
+        })
+        .await;
+        match stream {
+            cp::Stream::Stdout => out.push(line),
+            cp::Stream::Stderr => err.push(line),
+        }
+    }
+    assert_eq!(out[0], "one");
+    assert_eq!(out[1].len(), 64 * 1024);
+    assert_eq!(out[2].len(), 70000 - 64 * 1024);
+    assert_eq!(out[3], "two");
+    assert_eq!(err, ["err"]);
+    primary.shutdown(Duration::from_secs(1)).await.unwrap();
+}
