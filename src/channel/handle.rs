@@ -138,7 +138,7 @@ pub(crate) fn envelope<T: Serialize + ?Sized>(
 /// `NODE_HANDLE_NACK` (Node does so up to three times).
 pub(crate) struct Unacked {
     pub line: Vec<u8>,
-    pub fd: OwnedFd,
+    pub fd: std::sync::Arc<OwnedFd>,
     pub tries: u8,
 }
 

@@ -889,15 +889,22 @@ impl ChannelSender {
         handle: &impl AsFd,
     ) -> Result<()> {
         let (kind, dgram) = handle::node_type(handle.as_fd());
-        self.send_handle_as(msg, handle.as_fd(), kind, dgram).await
+        // One duplicate, kept until the peer acknowledges it: ours stays
+        // open for the caller.
+        let fd = handle
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(ChannelError::Io)?;
+        self.send_handle_as(msg, Arc::new(fd), kind, dgram).await
     }
 
     /// [`send_with_handle`](Self::send_with_handle) with the envelope's
-    /// `type` given (the cluster protocol sends `net.Native`).
+    /// `type` given (the cluster protocol sends `net.Native`), for an fd
+    /// the caller already shares.
     pub(crate) async fn send_handle_as<T: Serialize + ?Sized>(
         &self,
         msg: &T,
-        fd: std::os::fd::BorrowedFd<'_>,
+        fd: Arc<OwnedFd>,
         kind: &str,
         dgram: Option<&str>,
     ) -> Result<()> {
@@ -909,14 +916,8 @@ impl ChannelSender {
             .into());
         }
         let line = handle::envelope(msg, kind, dgram)?;
-        let copy = fd.try_clone_to_owned().map_err(ChannelError::Io)?;
-        let keep = handle::Unacked {
-            line: line.clone(),
-            fd: fd.try_clone_to_owned().map_err(ChannelError::Io)?,
-            tries: 0,
-        };
         self.shared
-            .send_line_with_fd(&line, copy, keep)
+            .send_line_with_fd(line, fd)
             .await
             .map_err(Into::into)
     }

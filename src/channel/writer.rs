@@ -31,7 +31,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::io::Interest;
 use tokio::net::UnixStream;
@@ -79,7 +79,7 @@ pub(super) struct WriteState {
     waiters: usize,
     /// fds to attach to the stream at these offsets (the first byte of a
     /// `NODE_HANDLE` line), in order.
-    fds: VecDeque<(u64, OwnedFd)>,
+    fds: VecDeque<(u64, Arc<OwnedFd>)>,
     /// Handles sent and not yet acknowledged, in the order they went out
     /// (kept to send again on `NODE_HANDLE_NACK`).
     unacked: VecDeque<Unacked>,
@@ -272,9 +272,7 @@ impl Shared {
             return Refused::GaveUp;
         }
         entry.tries += 1;
-        let Ok(fd) = entry.fd.try_clone() else {
-            return Refused::GaveUp;
-        };
+        let fd = entry.fd.clone();
         let at = st.queued;
         st.fds.push_back((at, fd));
         let line = entry.line.clone();
@@ -362,12 +360,13 @@ impl Shared {
     }
 
     /// Queues `line` with `fd` attached to its first byte, and returns once
-    /// it is written (the fd is then in the peer's socket).
+    /// it is written (the fd is then in the peer's socket). The same `fd`
+    /// is kept until the peer acknowledges it: shared, not duplicated (a
+    /// cluster primary sends one per connection).
     pub(super) async fn send_line_with_fd(
         &self,
-        line: &[u8],
-        fd: OwnedFd,
-        keep: Unacked,
+        line: Vec<u8>,
+        fd: Arc<OwnedFd>,
     ) -> Result<(), ChannelError> {
         let end = {
             let mut st = self.lock();
@@ -375,10 +374,10 @@ impl Shared {
                 return Err(broken.error());
             }
             let at = st.queued;
-            st.fds.push_back((at, fd));
-            st.unacked.push_back(keep);
-            st.back.extend_from_slice(line);
+            st.fds.push_back((at, fd.clone()));
+            st.back.extend_from_slice(&line);
             st.queued += line.len() as u64;
+            st.unacked.push_back(Unacked { line, fd, tries: 0 });
             st.queued
         };
         self.flush_to(end).await

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
+use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
@@ -89,7 +90,7 @@ enum Input {
 /// A message for a worker's writer task.
 struct Out {
     msg: Value,
-    handle: Option<(SharedFd, &'static str)>,
+    handle: Option<(Arc<OwnedFd>, &'static str)>,
     done: Option<oneshot::Sender<Result<()>>>,
 }
 
@@ -184,9 +185,6 @@ struct InFlight {
     key: Arc<str>,
     conn: Conn,
 }
-
-/// An fd the primary keeps while a writer sends it.
-type SharedFd = Arc<dyn AsFd + Send + Sync>;
 
 /// One listening socket, shared by the workers that asked for its key.
 struct KeyState {
@@ -1188,10 +1186,20 @@ impl State {
         let reply_seq = self.seq;
         self.seq += 1;
         if k.shared {
-            let fields = protocol::errno_reply(seq, &key, &k.data, 0);
+            // The worker gets a duplicate of the key's socket.
+            let (fields, handle) = match k.socket.as_fd().try_clone_to_owned() {
+                Ok(fd) => (
+                    protocol::errno_reply(seq, &key, &k.data, 0),
+                    Some((Arc::new(fd), k.kind)),
+                ),
+                Err(e) => (
+                    protocol::errno_reply(seq, &key, &k.data, protocol::uv_errno(&e)),
+                    None,
+                ),
+            };
             let out = Out {
                 msg: protocol::message(fields, reply_seq),
-                handle: Some((k.socket.clone() as SharedFd, k.kind)),
+                handle,
                 done: None,
             };
             self.send_to(id, out);
@@ -1232,7 +1240,7 @@ impl State {
             self.seq += 1;
             let out = Out {
                 msg: protocol::message(protocol::newconn(key), seq),
-                handle: Some((conn.fd.clone() as SharedFd, "net.Native")),
+                handle: Some((conn.fd.clone(), "net.Native")),
                 done: None,
             };
             if let Some(w) = self.workers.get_mut(&worker) {
@@ -1373,7 +1381,8 @@ fn bind(
             socket.bind(addr)?;
             let listener = socket.listen(query.backlog as u32)?;
             let local = listener.local_addr()?;
-            let mut k = key_state(Address::Tcp(local), Bound::Tcp(listener), "net.Native", !rr);
+            let listener = listening(listener.into_std()?.into())?;
+            let mut k = key_state(Address::Tcp(local), listener, "net.Native", !rr);
             if rr {
                 k.accept = Some(accept_on(k.socket.clone()));
             }
@@ -1389,7 +1398,8 @@ fn bind(
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
             }
             let address = Address::Unix(path.into());
-            let mut k = key_state(address, Bound::Unix(listener), "net.Native", !rr);
+            let listener = listening(listener.into_std()?.into())?;
+            let mut k = key_state(address, listener, "net.Native", !rr);
             k.path = Some(path.into());
             if rr {
                 k.accept = Some(accept_on(k.socket.clone()));
@@ -1432,18 +1442,19 @@ fn resolve(host: Option<&str>, port: u16, v6: bool) -> std::io::Result<std::net:
     Ok(SocketAddr::new(ip, port))
 }
 
-/// A key's socket.
+/// A key's socket. Listeners sit in an `AsyncFd` around the std type, so
+/// an accepted connection, which the primary only passes on, is never
+/// registered with the runtime (tokio's `accept` would add it to epoll
+/// and `into_std` remove it again: two wasted calls per connection).
 enum Bound {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
+    Listener(AsyncFd<OwnedFd>),
     Udp(std::net::UdpSocket),
 }
 
 impl AsFd for Bound {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         match self {
-            Bound::Tcp(l) => l.as_fd(),
-            Bound::Unix(l) => l.as_fd(),
+            Bound::Listener(l) => l.get_ref().as_fd(),
             Bound::Udp(s) => s.as_fd(),
         }
     }
@@ -1451,12 +1462,26 @@ impl AsFd for Bound {
 
 impl Bound {
     async fn accept(&self) -> std::io::Result<OwnedFd> {
-        Ok(match self {
-            Bound::Tcp(l) => OwnedFd::from(l.accept().await?.0.into_std()?),
-            Bound::Unix(l) => OwnedFd::from(l.accept().await?.0.into_std()?),
-            Bound::Udp(_) => std::future::pending().await,
-        })
+        let Bound::Listener(listener) = self else {
+            return std::future::pending().await;
+        };
+        // The connection stays blocking: libuv and our `Handle` make a
+        // received socket non-blocking themselves.
+        loop {
+            let mut ready = listener.readable().await?;
+            match ready.try_io(|fd| crate::sys::ipc::accept(fd.get_ref().as_fd())) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
     }
+}
+
+/// Register a listener for `accept` readiness only.
+fn listening(fd: OwnedFd) -> std::io::Result<Bound> {
+    crate::sys::tokio_fd::register(fd, tokio::io::Interest::READABLE)
+        .map(Bound::Listener)
+        .map_err(|(_, e)| e)
 }
 
 /// Accept while there is room in the primary's queue; past that the
@@ -1495,8 +1520,8 @@ async fn accept(
 /// A worker's writer: messages in order, each handle with its message.
 async fn write(sender: ChannelSender, mut out: mpsc::UnboundedReceiver<Out>) {
     while let Some(Out { msg, handle, done }) = out.recv().await {
-        let r = match &handle {
-            Some((fd, kind)) => sender.send_handle_as(&msg, fd.as_fd(), kind, None).await,
+        let r = match handle {
+            Some((fd, kind)) => sender.send_handle_as(&msg, fd, kind, None).await,
             None => sender.send(&msg).await,
         };
         if let Some(done) = done {

@@ -339,6 +339,33 @@ pub(crate) fn take_stdio() -> io::Result<StdioChannel> {
     Ok(taken)
 }
 
+/// `accept4(2)` with `SOCK_CLOEXEC`: the next connection on a
+/// non-blocking listener (`WouldBlock` when there is none). The
+/// connection is blocking; whoever uses it sets its own mode.
+pub(crate) fn accept(listener: std::os::fd::BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: null address pointers are allowed (the peer's address
+        // is not wanted); the fd is borrowed, so it is open.
+        let fd = unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: accept4 just returned this fd; nothing else owns it.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 /// `listen(2)` on a socket that may be only bound (a Node primary in
 /// shared mode passes a bound socket; ours passes a listening one, and
 /// listening again only changes the backlog).
