@@ -2553,10 +2553,17 @@ impl Report {
         while head.last().is_some_and(|l| l.is_empty()) {
             head.pop();
         }
+        // The machine may not be the one of the `## Machine` section.
+        let here: Vec<String> = machine()
+            .into_iter()
+            .filter(|(k, _)| ["kernel", "CPUs", "node"].contains(k))
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         let note = format!(
-            "{rerun}{} (took {:.0} s): {}. The other sections are from the run above.",
+            "{rerun}{} (took {:.0} s; {}): {}. The other sections are from the run above.",
             command_line_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
             took.as_secs_f64(),
+            here.join(", "),
             titles
                 .iter()
                 .map(|t| format!("\"{t}\""))

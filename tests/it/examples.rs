@@ -104,3 +104,55 @@ fn task_runner_runs_in_parallel_with_timeouts_and_a_summary() {
         assert!(stdout.contains(needle), "{needle:?} in:\n{stdout}");
     }
 }
+
+/// Issue 15: the supervisor example runs a Node cluster app, logs each
+/// worker to a directory, reloads on SIGHUP and drains on SIGTERM.
+#[test]
+fn supervise_logs_reloads_and_drains() {
+    if !have_node() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("cp-supervise-{}", std::process::id()));
+    let app = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster_app.js");
+    let child = Command::new(example_exe("supervise"))
+        .args([
+            "--workers",
+            "2",
+            "--logs",
+            dir.to_str().unwrap(),
+            "--",
+            "node",
+            app,
+        ])
+        .env("PORT", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let logged = |worker: u32, what: &str| {
+        std::fs::read_to_string(dir.join(format!("worker-{worker}.log")))
+            .is_ok_and(|log| log.contains(what))
+    };
+    crate::support::wait_until(Duration::from_secs(30), "both workers ready", || {
+        logged(1, "ready") && logged(2, "ready")
+    });
+    assert!(
+        logged(1, "stdout: Worker "),
+        "the app's own output is logged"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    crate::support::wait_until(
+        Duration::from_secs(30),
+        "the reload's workers ready",
+        || logged(3, "ready") && logged(4, "ready"),
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("reloaded 2 workers"), "{err}");
+    assert!(err.contains("stopped (drained: true)"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
