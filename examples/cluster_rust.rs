@@ -12,6 +12,8 @@
 //! Ctrl-C or SIGTERM drains the workers and stops.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use child_process as cp;
@@ -81,27 +83,7 @@ async fn serve(worker: Worker) -> cp::Result<()> {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _peer)) = accepted else { break };
-                let mut stopping = stopping.clone();
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| async move {
-                        let body = format!(
-                            "{{\"id\":{id},\"pid\":{},\"path\":\"{}\"}}",
-                            std::process::id(),
-                            req.uri().path()
-                        );
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
-                    });
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => return,
-                        _ = stopping.wait_for(|&s| s) => {}
-                    }
-                    // Keep-alive: finish the request in progress, then close.
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                });
+                connections.spawn(connection(stream, id, stopping.clone()));
             }
             _ = worker.disconnected(), if !*stop.borrow() => {
                 let _ = stop.send(true);
@@ -111,4 +93,49 @@ async fn serve(worker: Worker) -> cp::Result<()> {
     let _ = stop.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// One HTTP/1.1 connection. Once the worker is stopping, every response
+/// says `Connection: close`, and a connection idle between two requests is
+/// closed; one that has not sent its first request yet is served first
+/// (hyper would count it as idle and close it unanswered).
+async fn connection(
+    stream: tokio::net::TcpStream,
+    id: cp::cluster::WorkerId,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let served = Arc::new(AtomicUsize::new(0));
+    let service = {
+        let (served, stopping) = (served.clone(), stopping.clone());
+        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            served.fetch_add(1, Ordering::Relaxed);
+            let closing = *stopping.borrow();
+            async move {
+                let body = format!(
+                    "{{\"id\":{id},\"pid\":{},\"path\":\"{}\"}}",
+                    std::process::id(),
+                    req.uri().path()
+                );
+                let mut response = Response::new(Full::new(Bytes::from(body)));
+                if closing {
+                    response
+                        .headers_mut()
+                        .insert(hyper::header::CONNECTION, "close".parse().unwrap());
+                }
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stopping.wait_for(|&s| s) => {}
+    }
+    if served.load(Ordering::Relaxed) > 0 {
+        // Keep-alive: finish the request in progress, then close.
+        conn.as_mut().graceful_shutdown();
+    }
+    let _ = conn.await;
 }

@@ -89,7 +89,34 @@ pub fn cluster(program: impl AsRef<OsStr>) -> Setup {
         crash_window: (5, Duration::from_secs(60)),
         ready_timeout: None,
         drain_timeout: Duration::from_secs(10),
+        heartbeat: None,
+        max_memory: None,
+        recycle_after: None,
     }
+}
+
+/// Why the primary replaced a worker, in [`Event::Unhealthy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Health {
+    /// It sent heartbeats, then missed this many in a row
+    /// ([`Setup::heartbeat`]): its event loop is stuck.
+    Hung {
+        /// Beats missed.
+        missed: u32,
+    },
+    /// Its resident memory passed [`Setup::max_memory`].
+    Memory {
+        /// Its RSS, in bytes.
+        rss: u64,
+        /// The ceiling.
+        limit: u64,
+    },
+    /// It was handed this many connections ([`Setup::recycle_after`]).
+    Recycled {
+        /// Connections handed to it.
+        connections: u64,
+    },
 }
 
 /// Which exits the primary replaces a worker after, from
@@ -148,6 +175,9 @@ pub struct Setup {
     pub(crate) crash_window: (usize, Duration),
     pub(crate) ready_timeout: Option<Duration>,
     pub(crate) drain_timeout: Duration,
+    pub(crate) heartbeat: Option<(Duration, u32)>,
+    pub(crate) max_memory: Option<u64>,
+    pub(crate) recycle_after: Option<(u64, u64)>,
 }
 
 impl Setup {
@@ -513,6 +543,70 @@ impl Setup {
         self
     }
 
+    /// Replace a worker that stops sending heartbeats: one that sent at
+    /// least one and then missed `missed` in a row (its event loop is
+    /// stuck) leaves the round robin at once and is replaced as in a
+    /// [`reload`](Primary::reload). Workers get the interval in
+    /// `CP_HEARTBEAT_MS`. A Rust [`Worker`] beats by itself; a Node worker
+    /// adds one line:
+    ///
+    /// ```js
+    /// setInterval(() => process.send({ cmd: 'NODE_CLUSTER', act: 'heartbeat' }),
+    ///             Number(process.env.CP_HEARTBEAT_MS)).unref();
+    /// ```
+    ///
+    /// (Node's own primary ignores that message, so the line is harmless
+    /// there.)
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").heartbeat(Duration::from_secs(1), 5).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn heartbeat(mut self, interval: Duration, missed: u32) -> Setup {
+        self.heartbeat = Some((interval.max(Duration::from_millis(1)), missed.max(1)));
+        self
+    }
+
+    /// Replace, as in a [`reload`](Primary::reload), a worker whose
+    /// resident memory passes `bytes` (read from `/proc` every second;
+    /// PM2's `max_memory_restart`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").max_memory(512 << 20).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn max_memory(mut self, bytes: u64) -> Setup {
+        self.max_memory = Some(bytes);
+        self
+    }
+
+    /// Replace, as in a [`reload`](Primary::reload), a worker once the
+    /// primary has handed it `connections` plus a random `0..=jitter`
+    /// (gunicorn's `max_requests` and `max_requests_jitter`, counted by the
+    /// primary, so Node workers need no code). Round robin only.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").recycle_after(10_000, 1_000).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn recycle_after(mut self, connections: u64, jitter: u64) -> Setup {
+        self.recycle_after = Some((connections.max(1), jitter));
+        self
+    }
+
     /// Fork the workers and start the primary. The workers are started
     /// when this returns, not yet online: watch for [`Event::Online`] and
     /// [`Event::Listening`].
@@ -632,6 +726,14 @@ pub enum Event {
         /// The line, without its newline.
         line: String,
     },
+    /// A worker is being replaced for its health ([`Setup::heartbeat`],
+    /// [`Setup::max_memory`], [`Setup::recycle_after`]).
+    Unhealthy {
+        /// The worker.
+        worker: WorkerId,
+        /// Why.
+        health: Health,
+    },
     /// A worker is ready ([`Setup::ready_timeout`] says when).
     Ready {
         /// The worker.
@@ -706,6 +808,9 @@ pub struct WorkerInfo {
     pub dispatched: u64,
     /// Connections handed to it and not yet taken (`accepted`).
     pub in_flight: usize,
+    /// How long ago it sent its last heartbeat ([`Setup::heartbeat`]);
+    /// `None` before the first.
+    pub last_heartbeat: Option<Duration>,
 }
 
 /// How [`Primary::reload`] went.

@@ -20,8 +20,8 @@ use tokio::task::AbortHandle;
 
 use super::protocol::{self, Query, Target};
 use super::{
-    no_worker, Address, Event, Primary, Reload, Restart, Scheduling, Setup, Shutdown, WorkerId,
-    WorkerInfo, WorkerState,
+    no_worker, Address, Event, Health, Primary, Reload, Restart, Scheduling, Setup, Shutdown,
+    WorkerId, WorkerInfo, WorkerState,
 };
 use crate::channel::{ChannelReceiver, ChannelSender, RawMessage};
 use crate::child::Child;
@@ -85,6 +85,8 @@ enum Input {
     Drained(WorkerId),
     /// ... and its kill signal's grace.
     KillRetired(WorkerId),
+    /// Time to check heartbeats and memory.
+    HealthTick,
 }
 
 /// A message for a worker's writer task.
@@ -117,6 +119,12 @@ struct WorkerSlot {
     /// Signals `Primary::kill` sent it: its exit is expected if one of
     /// them ended it.
     killed_with: Vec<Signal>,
+    /// Its last heartbeat, once it sent one (only then is it watched).
+    last_beat: Option<Instant>,
+    /// Recycled after this many connections (`Setup::recycle_after`).
+    recycle_at: Option<u64>,
+    /// Already being replaced for its health.
+    replacing: bool,
     /// Its `NOTIFY_SOCKET` reader, stopped with it.
     _notify: Option<TaskGuard>,
 }
@@ -137,7 +145,9 @@ struct Reloading {
     /// The slot being replaced: its old worker and the new one.
     step: Option<(usize, WorkerId, WorkerId)>,
     replaced: Vec<(WorkerId, WorkerId)>,
-    done: oneshot::Sender<Result<Reload>>,
+    /// The caller of `Primary::reload`; `None` for a replacement the
+    /// primary started itself (a worker's health).
+    done: Option<oneshot::Sender<Result<Reload>>>,
 }
 
 /// A place for one worker, kept across its restarts (PM2's instance).
@@ -167,6 +177,10 @@ impl Slot {
         }
     }
 }
+
+/// How often worker memory is read with `Setup::max_memory` (PM2 polls
+/// every 30 s; reading `/proc` is cheap).
+const MEMORY_POLL: Duration = Duration::from_secs(1);
 
 /// A worker up this long has its restart delay reset to the first one
 /// (PM2's 30 s).
@@ -320,6 +334,9 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
         // On error `state` is dropped: the workers forked so far are killed.
         state.fork(None)?;
     }
+    if let Some(every) = state.health_interval() {
+        state.after(every, Input::HealthTick);
+    }
     tokio::spawn(state.run(calls, inputs));
     Ok(Primary {
         calls: calls_tx,
@@ -413,6 +430,9 @@ impl State {
             // PM2's name for the slot: stable across restarts.
             .env("NODE_APP_INSTANCE", slot.to_string())
             .silent(s.silent);
+        if let Some((interval, _)) = s.heartbeat {
+            fork = fork.env("CP_HEARTBEAT_MS", interval.as_millis().max(1).to_string());
+        }
         let notify = match notify {
             Ok((path, socket)) => {
                 fork = fork.env("NOTIFY_SOCKET", path);
@@ -464,6 +484,17 @@ impl State {
                 said_ready: false,
                 dispatched: 0,
                 killed_with: Vec::new(),
+                last_beat: None,
+                recycle_at: self.setup.recycle_after.map(|(n, spread)| {
+                    // Workers started together are not all recycled at once.
+                    let jitter = if spread == 0 {
+                        0
+                    } else {
+                        jitter_seed() % (spread + 1)
+                    };
+                    n + jitter
+                }),
+                replacing: false,
                 listening: Vec::new(),
                 _notify: notify.map(|socket| {
                     let task = tokio::spawn(notifications(id, socket, self.inputs.clone()));
@@ -561,6 +592,7 @@ impl State {
                             cpu: usage.map(|u| u.0),
                             dispatched: w.dispatched,
                             in_flight: self.inflight.values().filter(|f| f.worker == id).count(),
+                            last_heartbeat: w.last_beat.map(|t| t.elapsed()),
                         }
                     })
                     .collect();
@@ -596,8 +628,23 @@ impl State {
             }
             Call::Shutdown { drain, done } => self.shutdown(drain, done),
             Call::Reload(done) => {
-                if self.reloading.is_some() {
+                if self.reloading.as_ref().is_some_and(|r| r.done.is_some()) {
                     let _ = done.send(Err(super::busy("a reload is already in progress")));
+                    return;
+                }
+                if let Some(r) = &mut self.reloading {
+                    // Health replacements in progress: the reload takes
+                    // them over and goes on with every other slot.
+                    let more: Vec<usize> = self
+                        .slots
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, s)| s.worker.is_some() && !r.queue.contains(i))
+                        .filter(|(i, _)| r.step.is_none_or(|(s, _, _)| s != *i))
+                        .map(|(i, _)| i)
+                        .collect();
+                    r.queue.extend(more);
+                    r.done = Some(done);
                     return;
                 }
                 let queue = self
@@ -611,7 +658,7 @@ impl State {
                     queue,
                     step: None,
                     replaced: Vec::new(),
-                    done,
+                    done: Some(done),
                 });
                 self.reload_next();
             }
@@ -691,6 +738,7 @@ impl State {
                     // No reply can come on a closed channel: what is in
                     // flight to it goes to another worker.
                     self.leave_keys(id);
+                    self.reclaim(id);
                     self.emit(Event::Disconnect { worker: id });
                     self.finish(id);
                 }
@@ -745,6 +793,7 @@ impl State {
                 }
             }
             Input::ReadyDeadline(id) => self.ready_deadline(id),
+            Input::HealthTick => self.health_tick(),
             Input::Drained(id) => {
                 if let Some(w) = self.workers.get(&id) {
                     let _ = w.signals.send(self.setup.kill_signal);
@@ -789,6 +838,7 @@ impl State {
             return;
         }
         self.leave_keys(id);
+        self.reclaim(id);
         let Some(mut w) = self.workers.remove(&id) else {
             return;
         };
@@ -904,6 +954,92 @@ impl State {
         });
     }
 
+    /// Replace a worker for its health, as a reload replaces one: a new
+    /// worker in its slot, ready first, then the old one retired. A hung
+    /// worker leaves the round robin at once (what it held goes to
+    /// others); a healthy one (memory, recycling) serves until its
+    /// replacement is ready.
+    fn replace(&mut self, id: WorkerId, why: Health) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if w.replacing || w.state == WorkerState::Disconnecting {
+            return;
+        }
+        w.replacing = true;
+        let slot = w.slot;
+        let hung = matches!(why, Health::Hung { .. });
+        self.emit(Event::Unhealthy {
+            worker: id,
+            health: why,
+        });
+        if hung {
+            self.leave_keys(id);
+        }
+        if self.slots[slot].worker != Some(id) {
+            return;
+        }
+        match &mut self.reloading {
+            Some(r) => {
+                if !r.queue.contains(&slot) {
+                    r.queue.push_back(slot);
+                }
+            }
+            None => {
+                self.reloading = Some(Reloading {
+                    queue: VecDeque::from([slot]),
+                    step: None,
+                    replaced: Vec::new(),
+                    done: None,
+                });
+                self.reload_next();
+            }
+        }
+    }
+
+    fn health_tick(&mut self) {
+        let now = Instant::now();
+        let mut unhealthy = Vec::new();
+        if let Some((interval, missed)) = self.setup.heartbeat {
+            let limit = interval * missed;
+            for (&id, w) in &self.workers {
+                if let Some(beat) = w.last_beat {
+                    if now.duration_since(beat) > limit && !w.replacing {
+                        unhealthy.push((id, Health::Hung { missed }));
+                    }
+                }
+            }
+        }
+        if let Some(limit) = self.setup.max_memory {
+            for (&id, w) in &self.workers {
+                if w.replacing {
+                    continue;
+                }
+                if let Some((_, rss)) = crate::sys::usage(w.pid as i32) {
+                    if rss > limit {
+                        unhealthy.push((id, Health::Memory { rss, limit }));
+                    }
+                }
+            }
+        }
+        for (id, why) in unhealthy {
+            self.replace(id, why);
+        }
+        if let Some(every) = self.health_interval() {
+            self.after(every, Input::HealthTick);
+        }
+    }
+
+    /// How often heartbeats and memory are checked, if at all.
+    fn health_interval(&self) -> Option<Duration> {
+        let beat = self.setup.heartbeat.map(|(interval, _)| interval);
+        let memory = self.setup.max_memory.map(|_| MEMORY_POLL);
+        match (beat, memory) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Take a worker out of the round robin, ask it to go, and give it
     /// the drain timeout before the kill signal.
     fn retire(&mut self, id: WorkerId) {
@@ -919,10 +1055,12 @@ impl State {
             };
             let Some(slot) = r.queue.pop_front() else {
                 let r = self.reloading.take().expect("checked");
-                let _ = r.done.send(Ok(Reload {
-                    replaced: r.replaced,
-                    failed: None,
-                }));
+                if let Some(done) = r.done {
+                    let _ = done.send(Ok(Reload {
+                        replaced: r.replaced,
+                        failed: None,
+                    }));
+                }
                 return;
             };
             let Some(old) = self.slots[slot].worker else {
@@ -955,10 +1093,18 @@ impl State {
                     let _ = w.signals.send(Signal::SIGKILL);
                 }
             }
-            let _ = r.done.send(Ok(Reload {
-                replaced: r.replaced,
-                failed: Some(why),
-            }));
+            match r.done {
+                Some(done) => {
+                    let _ = done.send(Ok(Reload {
+                        replaced: r.replaced,
+                        failed: Some(why),
+                    }));
+                }
+                None => self.emit(Event::Error {
+                    worker: None,
+                    error: super::busy(&format!("a replacement for health failed: {why}")),
+                }),
+            }
         }
     }
 
@@ -1084,6 +1230,11 @@ impl State {
                 if let Some(key) = msg.get("key").and_then(Value::as_str) {
                     let key: Arc<str> = key.into();
                     self.leave_key(id, &key);
+                }
+            }
+            Some("heartbeat") => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.last_beat = Some(Instant::now());
                 }
             }
             Some("exitedAfterDisconnect") => {
@@ -1243,9 +1394,13 @@ impl State {
                 handle: Some((conn.fd.clone(), "net.Native")),
                 done: None,
             };
+            let mut recycle = None;
             if let Some(w) = self.workers.get_mut(&worker) {
                 w.dispatched += 1;
                 let _ = w.out.send(out);
+                if w.recycle_at.is_some_and(|n| w.dispatched >= n) && !w.replacing {
+                    recycle = Some(w.dispatched);
+                }
             }
             self.inflight.insert(
                 seq,
@@ -1255,6 +1410,11 @@ impl State {
                     conn,
                 },
             );
+            if let Some(connections) = recycle {
+                // It keeps serving until its replacement is ready.
+                self.replace(worker, Health::Recycled { connections });
+                return self.distribute(key);
+            }
         }
     }
 
@@ -1277,7 +1437,9 @@ impl State {
         }
         if !accepted {
             conn.refused_by.push(id);
-            if k.workers.iter().all(|w| conn.refused_by.contains(w)) {
+            let everyone =
+                !k.workers.is_empty() && k.workers.iter().all(|w| conn.refused_by.contains(w));
+            if everyone {
                 // Every worker of the key refused it: closing it beats
                 // passing it around forever.
                 self.emit(Event::Error {
@@ -1294,8 +1456,11 @@ impl State {
         self.distribute(&key);
     }
 
-    /// Remove a worker from every key; what was in flight to it goes back
-    /// to the front of its key's queue.
+    /// Remove a worker from every key: it gets no more connections. What
+    /// is in flight to it stays there while it can still answer (it may
+    /// take it: handing it to another worker too would leave two holders
+    /// of one connection, and a client waiting on the one that never
+    /// reads); see `reclaim`.
     fn leave_keys(&mut self, id: WorkerId) {
         let keys = match self.workers.get_mut(&id) {
             Some(w) => std::mem::take(&mut w.keys),
@@ -1303,6 +1468,31 @@ impl State {
         };
         for key in keys {
             self.leave_key(id, &key);
+        }
+    }
+
+    /// A worker that can no longer answer (its channel closed, or it
+    /// exited): what was in flight to it goes back to the front of its
+    /// key's queue, for another worker.
+    fn reclaim(&mut self, id: WorkerId) {
+        let lost: Vec<u64> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.worker == id)
+            .map(|(&seq, _)| seq)
+            .collect();
+        let mut keys = Vec::new();
+        for seq in lost {
+            let f = self.inflight.remove(&seq).expect("listed");
+            if let Some(k) = self.keys.get_mut(&f.key) {
+                k.queue.push_front(f.conn);
+                if !keys.contains(&f.key) {
+                    keys.push(f.key);
+                }
+            }
+        }
+        for key in keys {
+            self.distribute(&key);
         }
     }
 
@@ -1315,22 +1505,13 @@ impl State {
         };
         k.workers.retain(|&w| w != id);
         k.free.retain(|&w| w != id);
-        let lost: Vec<u64> = self
-            .inflight
-            .iter()
-            .filter(|(_, f)| f.worker == id && &f.key == key)
-            .map(|(&seq, _)| seq)
-            .collect();
-        for seq in lost {
-            let f = self.inflight.remove(&seq).expect("listed");
-            k.queue.push_front(f.conn);
-        }
         // The listener stays open with no worker (unlike Node's) while a
         // slot will listen there again (a restart, a reload): new
         // connections wait in the backlog for its next worker. A key no
-        // slot claims, with nothing queued, is closed.
+        // slot claims, with nothing queued or in flight, is closed.
         let unclaimed = k.workers.is_empty()
             && k.queue.is_empty()
+            && !self.inflight.values().any(|f| &f.key == key)
             && !self.slots.iter().any(|s| s.keys.contains(key));
         if unclaimed {
             self.keys.remove(key);

@@ -33,6 +33,11 @@ const ACCEPT_QUEUE: usize = 128;
 /// `exec` script as its argument, so set `process.execPath` to the Rust
 /// program before `cluster.fork()` (both scheduling policies work).
 ///
+/// When the primary watches heartbeats
+/// ([`Setup::heartbeat`](super::Setup::heartbeat)), the worker sends them
+/// by itself from a task of its runtime: a runtime that stops polling
+/// stops beating.
+///
 /// When the primary asks it to disconnect, or the primary is gone, its
 /// listeners stop and [`disconnected`](Worker::disconnected) resolves:
 /// finish the connections in progress and return from `main`. (A Node
@@ -183,6 +188,31 @@ impl Worker {
             messages_tx,
             disconnected_tx,
         ));
+        // `Setup::heartbeat`: beat while the runtime runs; a runtime that
+        // stops polling (a blocked worker thread everywhere) stops beating.
+        let beat = std::env::var("CP_HEARTBEAT_MS")
+            .ok()
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .filter(|&ms| ms > 0);
+        if let Some(ms) = beat {
+            let shared = Arc::downgrade(&shared);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_millis(ms));
+                loop {
+                    every.tick().await;
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
+                    if shared
+                        .send_cluster(protocol::act_only("heartbeat"))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
         Ok(Worker {
             id,
             shared,

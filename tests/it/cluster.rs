@@ -930,3 +930,103 @@ async fn silent_workers_output_comes_as_lines() {
     assert_eq!(err, ["err"]);
     primary.shutdown(Duration::from_secs(1)).await.unwrap();
 }
+
+/// Issue 15.5: a worker that stops beating leaves the round robin at once
+/// and is replaced; requests go on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_worker_is_replaced() {
+    if !have_node() {
+        return;
+    }
+    let mut primary = node_cluster(&["0"])
+        .workers(2)
+        .heartbeat(Duration::from_millis(100), 3)
+        .drain_timeout(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let port = port_of(&listening(&mut primary, 2).await[&1]);
+    // Worker 1 has beaten (it is watched only then), then freezes.
+    tokio::time::timeout(LIMIT, async {
+        while primary.workers().await.unwrap()[0].last_heartbeat.is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    primary.send(1, &"freeze").await.unwrap();
+    let health = until(&mut primary, "worker 1 unhealthy", |e| match e {
+        Event::Unhealthy { worker: 1, health } => Some(health.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(health, cp::cluster::Health::Hung { missed: 3 });
+    for i in 0..4 {
+        assert_ne!(served_by(&get(port, &format!("/h{i}")).await), 1);
+    }
+    until(&mut primary, "the replacement ready", |e| {
+        matches!(e, Event::Ready { worker: 3 }).then_some(())
+    })
+    .await;
+    until(&mut primary, "the hung worker's end", |e| {
+        matches!(e, Event::Exit { worker: 1, .. }).then_some(())
+    })
+    .await;
+    let slots: Vec<_> = primary
+        .workers()
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| (w.id, w.slot))
+        .collect();
+    assert_eq!(slots, [(2, 1), (3, 0)]);
+    primary.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Issue 15.5: recycling after N connections, counted by the primary, and
+/// a memory ceiling; both replace the worker as a reload does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_are_recycled_after_n_connections_and_past_a_memory_ceiling() {
+    if !have_node() {
+        return;
+    }
+    let mut primary = node_cluster(&["0"])
+        .workers(1)
+        .recycle_after(3, 0)
+        .start()
+        .await
+        .unwrap();
+    let port = port_of(&listening(&mut primary, 1).await[&1]);
+    for i in 0..3 {
+        served_by(&get(port, &format!("/r{i}")).await);
+    }
+    let health = until(&mut primary, "recycled", |e| match e {
+        Event::Unhealthy { worker: 1, health } => Some(health.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(health, cp::cluster::Health::Recycled { connections: 3 });
+    until(&mut primary, "the replacement ready", |e| {
+        matches!(e, Event::Ready { worker: 2 }).then_some(())
+    })
+    .await;
+    assert_eq!(served_by(&get(port, "/after").await), 2);
+    primary.shutdown(Duration::from_secs(5)).await.unwrap();
+
+    let mut primary = node_cluster(&["0"])
+        .workers(1)
+        .max_memory(1 << 20)
+        .start()
+        .await
+        .unwrap();
+    let health = until(&mut primary, "over the ceiling", |e| match e {
+        Event::Unhealthy { worker: 1, health } => Some(health.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        matches!(health, cp::cluster::Health::Memory { rss, limit } if rss > limit),
+        "{health:?}"
+    );
+    primary.shutdown(Duration::from_secs(5)).await.unwrap();
+}
