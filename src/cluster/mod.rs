@@ -33,6 +33,7 @@
 //! # }
 //! ```
 
+mod logs;
 mod primary;
 pub(crate) mod protocol;
 mod worker;
@@ -50,6 +51,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{Error, ExitStatus, Result};
 use crate::signal::Signal;
 
+pub use logs::Logs;
 pub use worker::{Listener, Worker};
 
 /// The id of a worker: 1 for the first one forked, then 2, 3, ... (Node's
@@ -92,6 +94,7 @@ pub fn cluster(program: impl AsRef<OsStr>) -> Setup {
         heartbeat: None,
         max_memory: None,
         recycle_after: None,
+        logs: None,
     }
 }
 
@@ -178,6 +181,7 @@ pub struct Setup {
     pub(crate) heartbeat: Option<(Duration, u32)>,
     pub(crate) max_memory: Option<u64>,
     pub(crate) recycle_after: Option<(u64, u64)>,
+    pub(crate) logs: Option<Logs>,
 }
 
 impl Setup {
@@ -604,6 +608,34 @@ impl Setup {
     /// ```
     pub fn recycle_after(mut self, connections: u64, jitter: u64) -> Setup {
         self.recycle_after = Some((connections.max(1), jitter));
+        self
+    }
+
+    /// Write the workers' stdout and stderr as log lines, each prefixed
+    /// with the time (UTC) and the worker id, to the primary's own output
+    /// ([`Logs::Prefixed`]) or to rotated files ([`Logs::files`]). Lines
+    /// of different workers never interleave, and none is lost: a slow
+    /// disk or a stuck stdout slows the workers' writes, not the primary.
+    /// Lines no longer come as [`Event::Output`].
+    ///
+    /// With files, the primary also reopens them on `SIGUSR1` (for an
+    /// outside `logrotate` with `create`); this installs a `SIGUSR1`
+    /// handler in the process for good, as any tokio signal listener does.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process::cluster::Logs;
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js")
+    ///     .logs(Logs::Files { dir: "/var/log/app".into(), max_size: 50 << 20, keep: 10 })
+    ///     .start()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn logs(mut self, logs: Logs) -> Setup {
+        self.logs = Some(logs);
         self
     }
 
@@ -1055,6 +1087,26 @@ impl Primary {
     /// already in progress.
     pub async fn reload(&self) -> Result<Reload> {
         self.call(primary::Call::Reload).await?
+    }
+
+    /// Reopen the log files by name ([`Setup::logs`]), after an outside
+    /// tool renamed them; `SIGUSR1` does the same.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// let primary = child_process::cluster("app.js").start().await?;
+    /// primary.reopen_logs().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Channel`] (`Closed`) when the primary has stopped.
+    pub async fn reopen_logs(&self) -> Result<()> {
+        self.call(primary::Call::ReopenLogs).await
     }
 
     /// Stop the cluster gracefully: stop accepting, ask every worker to

@@ -60,6 +60,7 @@ pub(crate) enum Call {
         done: oneshot::Sender<Shutdown>,
     },
     Reload(oneshot::Sender<Result<Reload>>),
+    ReopenLogs(oneshot::Sender<()>),
 }
 
 /// What the helper tasks report.
@@ -87,6 +88,8 @@ enum Input {
     KillRetired(WorkerId),
     /// Time to check heartbeats and memory.
     HealthTick,
+    /// `SIGUSR1`: reopen the log files.
+    ReopenLogs,
 }
 
 /// A message for a worker's writer task.
@@ -247,6 +250,8 @@ struct State {
     draining: Option<Draining>,
     slots: Vec<Slot>,
     reloading: Option<Reloading>,
+    /// Where the workers' output goes (`Setup::logs`).
+    logs: Option<super::logs::LogWriter>,
     /// Accept tasks being stopped by a shutdown.
     closing: Vec<tokio::task::JoinHandle<()>>,
     /// The private directory of the workers' `NOTIFY_SOCKET`s.
@@ -313,6 +318,26 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
     let (events_tx, events) = mpsc::unbounded_channel();
     let (inputs_tx, inputs) = mpsc::unbounded_channel();
     let (listen_fds, socket_files) = bind_listen_fds(&setup.listen_fds)?;
+    let logs =
+        match &setup.logs {
+            Some(logs) => Some(super::logs::start(logs).map_err(|e| {
+                Error::io(&crate::CommandLine::verbatim("open the cluster's logs"), e)
+            })?),
+            None => None,
+        };
+    if let Some(super::Logs::Files { .. }) = &setup.logs {
+        let inputs = inputs_tx.clone();
+        let mut usr1 =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                .map_err(|e| Error::io(&crate::CommandLine::verbatim("listen for SIGUSR1"), e))?;
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                if inputs.send(Input::ReopenLogs).is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let mut state = State {
         setup,
         next_id: 1,
@@ -325,6 +350,7 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
         draining: None,
         slots: Vec::new(),
         reloading: None,
+        logs,
         closing: Vec::new(),
         notify_dir: None,
         listen_fds,
@@ -429,7 +455,7 @@ impl State {
             .env("NODE_UNIQUE_ID", id.to_string())
             // PM2's name for the slot: stable across restarts.
             .env("NODE_APP_INSTANCE", slot.to_string())
-            .silent(s.silent);
+            .silent(s.silent || s.logs.is_some());
         if let Some((interval, _)) = s.heartbeat {
             fork = fork.env("CP_HEARTBEAT_MS", interval.as_millis().max(1).to_string());
         }
@@ -451,20 +477,12 @@ impl State {
         tokio::spawn(write(sender, out_rx));
         tokio::spawn(read(id, receiver, self.inputs.clone()));
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(lines(
-                id,
-                crate::Stream::Stdout,
-                stdout,
-                self.events.clone(),
-            ));
+            let to = self.output_to(id, crate::Stream::Stdout);
+            tokio::spawn(lines(stdout, to));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(lines(
-                id,
-                crate::Stream::Stderr,
-                stderr,
-                self.events.clone(),
-            ));
+            let to = self.output_to(id, crate::Stream::Stderr);
+            tokio::spawn(lines(stderr, to));
         }
         tokio::spawn(watch(id, child, signals_rx, self.inputs.clone()));
         self.workers.insert(
@@ -627,6 +645,12 @@ impl State {
                 let _ = done.send(r);
             }
             Call::Shutdown { drain, done } => self.shutdown(drain, done),
+            Call::ReopenLogs(done) => {
+                if let Some(logs) = &self.logs {
+                    logs.reopen();
+                }
+                let _ = done.send(());
+            }
             Call::Reload(done) => {
                 if self.reloading.as_ref().is_some_and(|r| r.done.is_some()) {
                     let _ = done.send(Err(super::busy("a reload is already in progress")));
@@ -794,6 +818,11 @@ impl State {
             }
             Input::ReadyDeadline(id) => self.ready_deadline(id),
             Input::HealthTick => self.health_tick(),
+            Input::ReopenLogs => {
+                if let Some(logs) = &self.logs {
+                    logs.reopen();
+                }
+            }
             Input::Drained(id) => {
                 if let Some(w) = self.workers.get(&id) {
                     let _ = w.signals.send(self.setup.kill_signal);
@@ -1762,13 +1791,34 @@ async fn watch(
     }
 }
 
+/// Where a worker's output lines go: the log writer, or events.
+enum OutputTo {
+    Logs(super::logs::LogWriter, WorkerId, crate::Stream),
+    Events(mpsc::UnboundedSender<Event>, WorkerId, crate::Stream),
+}
+
+impl OutputTo {
+    /// Deliver one line; `false` once nobody takes them.
+    async fn line(&self, line: &[u8]) -> bool {
+        match self {
+            OutputTo::Logs(logs, id, stream) => logs.line(*stream, *id, line).await,
+            OutputTo::Events(events, id, stream) => events.send(output(*id, *stream, line)).is_ok(),
+        }
+    }
+}
+
+impl State {
+    fn output_to(&self, id: WorkerId, stream: crate::Stream) -> OutputTo {
+        match &self.logs {
+            Some(logs) => OutputTo::Logs(logs.clone(), id, stream),
+            None => OutputTo::Events(self.events.clone(), id, stream),
+        }
+    }
+}
+
 /// A silent worker's stdout or stderr, as lines.
-async fn lines<R>(
-    id: WorkerId,
-    stream: crate::Stream,
-    pipe: R,
-    events: mpsc::UnboundedSender<Event>,
-) where
+async fn lines<R>(pipe: R, to: OutputTo)
+where
     R: tokio::io::AsyncRead + Unpin,
 {
     // A worker that never writes a newline must not grow the primary
@@ -1782,7 +1832,7 @@ async fn lines<R>(
             // End of file (or a broken pipe): the last line, unterminated.
             _ => {
                 if !line.is_empty() {
-                    let _ = events.send(output(id, stream, &line));
+                    to.line(&line).await;
                 }
                 return;
             }
@@ -1797,7 +1847,7 @@ async fn lines<R>(
         let whole = end > take || line.len() == MAX_LINE;
         reader.consume(end);
         if whole {
-            if events.send(output(id, stream, &line)).is_err() {
+            if !to.line(&line).await {
                 return;
             }
             line.clear();

@@ -1030,3 +1030,78 @@ async fn workers_are_recycled_after_n_connections_and_past_a_memory_ceiling() {
     );
     primary.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Issue 15.7: two workers writing fast into rotated log files lose no
+/// line and never interleave two; a reopen follows an outside rename.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_rotate_without_losing_or_mixing_lines() {
+    let dir = TempDir::new("cluster-logs");
+    let logs = dir.0.join("logs");
+    let script = "i=0; while [ $i -lt 5000 ]; do \
+                  echo \"line-$NODE_APP_INSTANCE-$i-abcdefghijklmnopqrstuvwxyz0123456789\"; \
+                  i=$((i+1)); done; exec sleep 30";
+    let primary = cp::cluster("sh")
+        .args(["-c", script])
+        .workers(2)
+        .logs(cp::cluster::Logs::Files {
+            dir: logs.clone(),
+            max_size: 64 << 10,
+            keep: 1000,
+        })
+        .start()
+        .await
+        .unwrap();
+    let read_all = || -> Vec<String> {
+        let mut lines = Vec::new();
+        for entry in std::fs::read_dir(&logs).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("out.log") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    text.is_empty() || text.ends_with('\n'),
+                    "{name} ends mid-line"
+                );
+                lines.extend(text.lines().map(str::to_owned));
+            }
+        }
+        lines
+    };
+    wait_until_async(LIMIT, "every line logged", || read_all().len() >= 10_000).await;
+    let lines = read_all();
+    assert_eq!(lines.len(), 10_000);
+    let mut seen = std::collections::BTreeSet::new();
+    for line in &lines {
+        // 2026-12-02T10:00:00.123Z [worker 1] line-0-17-abc...
+        let (stamp, rest) = line.split_once(' ').unwrap();
+        assert!(stamp.len() == 24 && stamp.ends_with('Z'), "{line}");
+        let (worker, text) = rest.split_once("] ").unwrap();
+        assert!(worker.starts_with("[worker "), "{line}");
+        let parts: Vec<&str> = text.split('-').collect();
+        assert_eq!(parts.len(), 4, "{line}");
+        assert_eq!(parts[3], "abcdefghijklmnopqrstuvwxyz0123456789", "{line}");
+        assert!(seen.insert((parts[1].to_owned(), parts[2].parse::<u32>().unwrap())));
+    }
+    let rotated = std::fs::read_dir(&logs).unwrap().count();
+    assert!(rotated > 10, "rotated into many files: {rotated}");
+    for file in std::fs::read_dir(&logs).unwrap() {
+        let len = file.unwrap().metadata().unwrap().len();
+        assert!(len <= 64 << 10, "no file past the limit: {len}");
+    }
+
+    // An outside tool moves out.log away; after a reopen, new lines go to
+    // a new out.log.
+    std::fs::rename(logs.join("out.log"), dir.0.join("moved.log")).unwrap();
+    primary.reopen_logs().await.unwrap();
+    let third = primary.fork().await.unwrap();
+    let tag = format!("[worker {third}]");
+    let theirs = |lines: Vec<String>| lines.iter().filter(|l| l.contains(&tag)).count();
+    wait_until_async(LIMIT, "the new worker's lines", || {
+        theirs(read_all()) >= 5000
+    })
+    .await;
+    assert_eq!(theirs(read_all()), 5000);
+    let moved = std::fs::read_to_string(dir.0.join("moved.log")).unwrap();
+    assert!(!moved.contains(&tag), "written to the moved file");
+    primary.shutdown(Duration::from_millis(200)).await.unwrap();
+}
