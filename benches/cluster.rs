@@ -84,24 +84,38 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 fn primary_mode(args: &[String]) {
     let shared = args.first().map(String::as_str) == Some("shared");
     let workers: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(2);
+    let supervise = args.get(2).map(String::as_str) == Some("supervise");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    if let Err(e) = rt.block_on(run_primary(shared, workers)) {
+    if let Err(e) = rt.block_on(run_primary(shared, workers, supervise)) {
         eprintln!("cluster bench primary: {e}");
         std::process::exit(1);
     }
 }
 
 /// What `examples/cluster_node.rs` does, on a multi-thread runtime as
-/// `#[tokio::main]` gives it.
-async fn run_primary(shared: bool, workers: usize) -> child_process::Result<()> {
-    use child_process::cluster::{Event, Scheduling};
+/// `#[tokio::main]` gives it. With `supervise` (the supervisor scenarios):
+/// `Restart::OnFailure` with a 10 ms restart delay and a crash window of
+/// 1000 per 60 s (so 20 kills in 10 s never make it give up), `SIGHUP`
+/// runs `primary.reload()` and prints `reload <t> <ms> replaced=N
+/// failed=..`, and every Fork, Ready, Exit, Restarting and GaveUp is
+/// printed as `ev <t> ...` with `t` in µs of `CLOCK_MONOTONIC` (the
+/// bench's clock too).
+async fn run_primary(shared: bool, workers: usize, supervise: bool) -> child_process::Result<()> {
+    use child_process::cluster::{Event, Restart, Scheduling};
     let mut setup = child_process::cluster(APP).workers(workers);
     if shared {
         setup = setup.scheduling(Scheduling::Shared);
     }
+    if supervise {
+        setup = setup
+            .restart(Restart::OnFailure)
+            .restart_delay(Duration::from_millis(10), Duration::from_millis(10))
+            .crash_window(1000, Duration::from_secs(60));
+    }
     let mut primary = setup.start().await?;
     println!("primary {} is running", std::process::id());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
         tokio::select! {
             event = primary.next_event() => match event {
@@ -109,16 +123,60 @@ async fn run_primary(shared: bool, workers: usize) -> child_process::Result<()> 
                     println!("worker {worker} listening on {address}");
                 }
                 Some(Event::Exit { worker, status, expected }) => {
-                    println!("worker {worker} exited: {status} (expected: {expected})");
+                    if supervise {
+                        println!("ev {} exit {worker} {} {expected}", mono_us(), format!("{status}").replace(' ', "_"));
+                    } else {
+                        println!("worker {worker} exited: {status} (expected: {expected})");
+                    }
+                }
+                Some(Event::Fork { worker, pid, slot }) if supervise => {
+                    println!("ev {} fork {worker} {pid} {slot}", mono_us());
+                }
+                Some(Event::Ready { worker }) if supervise => {
+                    println!("ev {} ready {worker}", mono_us());
+                }
+                Some(Event::Restarting { slot, delay }) if supervise => {
+                    println!("ev {} restarting {slot} {}", mono_us(), delay.as_micros());
+                }
+                Some(Event::GaveUp { slot, crashes, .. }) if supervise => {
+                    println!("ev {} gaveup {slot} {crashes}", mono_us());
+                }
+                Some(Event::Error { worker, error }) if supervise => {
+                    println!("ev {} error {worker:?} {}", mono_us(), format!("{error}").replace('\n', " "));
                 }
                 Some(_) => {}
                 None => return Ok(()),
             },
+            _ = hup.recv(), if supervise => {
+                // Events queue meanwhile (`reload` and `next_event` both
+                // borrow the primary) and are printed after.
+                let t0 = Instant::now();
+                let line = match primary.reload().await {
+                    Ok(r) => format!(
+                        "replaced={} failed={}",
+                        r.replaced.len(),
+                        r.failed.unwrap_or_else(|| "none".into()).replace(' ', "_")
+                    ),
+                    Err(e) => format!("replaced=0 failed=error:{}", format!("{e}").replace(' ', "_")),
+                };
+                println!("reload {} {} {line}", mono_us(), t0.elapsed().as_millis());
+            }
             _ = term.recv() => break,
         }
     }
     primary.shutdown(Duration::from_secs(2)).await?;
     Ok(())
+}
+
+/// µs of `CLOCK_MONOTONIC`: comparable across processes on this machine
+/// (Node's `process.hrtime` reads the same clock).
+fn mono_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
 // ---------------------------------------------------------------------------
@@ -136,6 +194,8 @@ struct Params {
     write: bool,
     node: String,
     pm2: PathBuf,
+    /// `CLUSTER_BENCH_SCENARIO=supervisor`.
+    supervise: bool,
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -149,8 +209,15 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 
 impl Params {
     fn from_env() -> Params {
+        let supervise = match std::env::var("CLUSTER_BENCH_SCENARIO").as_deref() {
+            Err(_) | Ok("throughput") | Ok("") => false,
+            Ok("supervisor") => true,
+            Ok(other) => panic!("CLUSTER_BENCH_SCENARIO: unknown scenario {other:?}"),
+        };
         let only = std::env::var("CLUSTER_BENCH_ONLY")
-            .unwrap_or_else(|_| "node,rr,shared,pm2".into())
+            .unwrap_or_else(|_| {
+                if supervise { "node,rr,pm2" } else { "node,rr,shared,pm2" }.into()
+            })
             .split(',')
             .filter(|s| !s.is_empty())
             .map(|s| match s.trim() {
@@ -187,6 +254,7 @@ impl Params {
                 .unwrap_or_else(|| {
                     PathBuf::from(MANIFEST_DIR).join("bench/node/node_modules/.bin/pm2")
                 }),
+            supervise,
         }
     }
 }
@@ -418,6 +486,10 @@ struct Server {
     primary: u32,
     /// Kept so it is reaped; killed through `STARTED`.
     _child: Option<Child>,
+    /// The primary's stdout lines not read yet (ours and Node's), and
+    /// those read while starting.
+    lines: Option<mpsc::Receiver<String>>,
+    seen: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -460,7 +532,7 @@ fn wait_lines(
     pattern: &str,
     n: usize,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
     let mut seen = 0;
     let mut all = Vec::new();
     while seen < n {
@@ -479,7 +551,7 @@ fn wait_lines(
             }
         }
     }
-    Ok(())
+    Ok(all)
 }
 
 /// One blocking GET answered 200.
@@ -518,19 +590,31 @@ fn start(peer: Peer, p: &Params) -> Result<Server, String> {
     let server = match peer {
         Peer::Node => {
             let mut cmd = Command::new(&p.node);
-            cmd.arg(APP)
-                .env("PORT", port.to_string())
+            let n = if p.supervise {
+                // The hand-rolled supervisor (see `NODE_SUPERVISOR`)
+                // running the app's worker side.
+                let script = std::env::temp_dir()
+                    .join(format!("cluster-bench-node-sup-{}.js", std::process::id()));
+                std::fs::write(&script, NODE_SUPERVISOR).map_err(|e| e.to_string())?;
+                cmd.arg(&script).arg(APP).arg(p.workers.to_string());
+                p.workers
+            } else {
+                cmd.arg(APP);
+                node_parallelism(p)
+            };
+            cmd.env("PORT", port.to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped());
             let mut child = spawn_group(&mut cmd).map_err(|e| format!("{}: {e}", p.node))?;
             let rx = lines_of(&mut child);
-            let n = node_parallelism(p);
-            wait_lines(&rx, "Worker ", n, deadline)?;
+            let seen = wait_lines(&rx, "Worker ", n, deadline)?;
             Server {
                 peer,
                 port,
                 primary: child.id(),
                 _child: Some(child),
+                lines: Some(rx),
+                seen,
             }
         }
         Peer::OursRr | Peer::OursShared => {
@@ -543,17 +627,20 @@ fn start(peer: Peer, p: &Params) -> Result<Server, String> {
                     "rr"
                 })
                 .arg(p.workers.to_string())
+                .arg(if p.supervise { "supervise" } else { "plain" })
                 .env("PORT", port.to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped());
             let mut child = spawn_group(&mut cmd).map_err(|e| e.to_string())?;
             let rx = lines_of(&mut child);
-            wait_lines(&rx, " listening on ", p.workers, deadline)?;
+            let seen = wait_lines(&rx, " listening on ", p.workers, deadline)?;
             Server {
                 peer,
                 port,
                 primary: child.id(),
                 _child: Some(child),
+                lines: Some(rx),
+                seen,
             }
         }
         Peer::Pm2 => {
@@ -578,8 +665,13 @@ fn start(peer: Peer, p: &Params) -> Result<Server, String> {
                 &p.workers.to_string(),
                 "--name",
                 "cluster_bench",
-            ])
-            .env("PM2_HOME", &home)
+            ]);
+            if p.supervise {
+                // 20 kills in 10 s are more than PM2's default 16
+                // unstable restarts allow.
+                cmd.args(["--max-restarts", "1000"]);
+            }
+            cmd.env("PM2_HOME", &home)
             .env("PORT", port.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -611,6 +703,8 @@ fn start(peer: Peer, p: &Params) -> Result<Server, String> {
                 port,
                 primary: daemon,
                 _child: None,
+                lines: None,
+                seen: Vec::new(),
             }
         }
     };
@@ -1262,12 +1356,12 @@ fn per_10k(cpu_ms: f64, n: u64) -> f64 {
 
 /// Replace our section of `bench/RESULTS.md` (up to the next `## ` heading)
 /// or append it.
-fn write_section(markdown: &str) {
+fn write_section(section: &str, markdown: &str) {
     let path = PathBuf::from(MANIFEST_DIR).join("bench/RESULTS.md");
     let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match old.find(SECTION) {
+    let new = match old.find(section) {
         Some(at) => {
-            let after = at + SECTION.len();
+            let after = at + section.len();
             let end = old[after..]
                 .find("\n## ")
                 .map_or(old.len(), |i| after + i + 1);
@@ -1302,6 +1396,10 @@ fn main() {
     let _guard = CleanupGuard;
     let began = Instant::now();
     let p = Params::from_env();
+    if p.supervise {
+        supervisor_main(&p, began);
+        return;
+    }
     let load_before = sh("cat", &["/proc/loadavg"])
         .split_whitespace()
         .take(3)
@@ -1384,6 +1482,6 @@ fn main() {
     let markdown = render(&p, &results, &skipped, &load_before, began.elapsed());
     print!("{markdown}");
     if p.write {
-        write_section(&markdown);
+        write_section(SECTION, &markdown);
     }
 }

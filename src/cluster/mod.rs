@@ -95,6 +95,54 @@ pub fn cluster(program: impl AsRef<OsStr>) -> Setup {
         max_memory: None,
         recycle_after: None,
         logs: None,
+        stop_on_signals: None,
+        systemd: None,
+    }
+}
+
+/// The service manager to tell how the cluster is doing, from
+/// [`Setup::systemd`]: `sd_notify(3)` datagrams on `socket`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Systemd {
+    /// Where the notifications go (`NOTIFY_SOCKET`; a leading `@` names
+    /// an abstract socket).
+    pub socket: PathBuf,
+    /// How often systemd expects `WATCHDOG=1` (`WATCHDOG_USEC`); the
+    /// primary sends it every half of that while it runs.
+    pub watchdog: Option<Duration>,
+}
+
+impl Systemd {
+    /// What systemd passed this process: `NOTIFY_SOCKET`, and
+    /// `WATCHDOG_USEC` when `WATCHDOG_PID` is unset or this process;
+    /// `None` when not started by systemd with `Type=notify`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process::cluster::Systemd;
+    /// # async fn run() -> child_process::Result<()> {
+    /// let mut setup = child_process::cluster("app.js");
+    /// if let Some(systemd) = Systemd::from_env() {
+    ///     setup = setup.systemd(systemd);
+    /// }
+    /// let primary = setup.start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_env() -> Option<Systemd> {
+        let socket = std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty())?;
+        let ours =
+            std::env::var("WATCHDOG_PID").map_or(true, |pid| pid.parse() == Ok(std::process::id()));
+        let watchdog = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|us| us.parse().ok())
+            .filter(|_| ours)
+            .map(Duration::from_micros);
+        Some(Systemd {
+            socket: socket.into(),
+            watchdog,
+        })
     }
 }
 
@@ -182,6 +230,8 @@ pub struct Setup {
     pub(crate) max_memory: Option<u64>,
     pub(crate) recycle_after: Option<(u64, u64)>,
     pub(crate) logs: Option<Logs>,
+    pub(crate) stop_on_signals: Option<Duration>,
+    pub(crate) systemd: Option<Systemd>,
 }
 
 impl Setup {
@@ -639,6 +689,55 @@ impl Setup {
         self
     }
 
+    /// Stop gracefully on `SIGTERM` or `SIGINT` to this process, as
+    /// [`Primary::shutdown`] with `drain` does; the report comes as the
+    /// last event, [`Event::Stopped`] (exit with a status that says
+    /// whether the drain completed). This installs handlers for both
+    /// signals in the process for good, as any tokio signal listener does.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process::cluster::Event;
+    /// use std::time::Duration;
+    /// # async fn run() -> child_process::Result<()> {
+    /// let mut primary = child_process::cluster("app.js")
+    ///     .stop_on_signals(Duration::from_secs(10))
+    ///     .start()
+    ///     .await?;
+    /// while let Some(event) = primary.next_event().await {
+    ///     if let Event::Stopped(report) = event {
+    ///         std::process::exit(if report.drained { 0 } else { 1 });
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stop_on_signals(mut self, drain: Duration) -> Setup {
+        self.stop_on_signals = Some(drain);
+        self
+    }
+
+    /// Tell a service manager how the cluster is doing, as a
+    /// `Type=notify` service does: `READY=1` (with a `STATUS=`) once every
+    /// worker is ready, `WATCHDOG=1` while the primary runs, `STOPPING=1`
+    /// when it starts to stop. Use [`Systemd::from_env`] under systemd.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use child_process::cluster::Systemd;
+    /// # async fn run() -> child_process::Result<()> {
+    /// let systemd = Systemd { socket: "/run/app/notify".into(), watchdog: None };
+    /// let primary = child_process::cluster("app.js").systemd(systemd).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn systemd(mut self, systemd: Systemd) -> Setup {
+        self.systemd = Some(systemd);
+        self
+    }
+
     /// Fork the workers and start the primary. The workers are started
     /// when this returns, not yet online: watch for [`Event::Online`] and
     /// [`Event::Listening`].
@@ -788,6 +887,9 @@ pub enum Event {
         /// would go (its `disconnect()`): Node's `exitedAfterDisconnect`.
         expected: bool,
     },
+    /// The cluster stopped on a signal ([`Setup::stop_on_signals`]): the
+    /// last event.
+    Stopped(Shutdown),
     /// Something went wrong that ends no worker: a malformed message, a
     /// failed `accept`, a connection no worker would take.
     Error {
@@ -858,7 +960,7 @@ pub struct Reload {
 }
 
 /// How [`Primary::shutdown`] went.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Shutdown {
     /// Every worker exited within the drain deadline, without a signal.

@@ -90,6 +90,10 @@ enum Input {
     HealthTick,
     /// `SIGUSR1`: reopen the log files.
     ReopenLogs,
+    /// `SIGTERM` or `SIGINT` with `Setup::stop_on_signals`.
+    Stop,
+    /// Time for a systemd watchdog ping.
+    Watchdog,
 }
 
 /// A message for a worker's writer task.
@@ -233,7 +237,9 @@ impl Drop for KeyState {
 }
 
 struct Draining {
-    done: oneshot::Sender<Shutdown>,
+    /// Callers of `Primary::shutdown`; none when a signal started it (the
+    /// report then comes as `Event::Stopped`).
+    done: Vec<oneshot::Sender<Shutdown>>,
     exits: Vec<(WorkerId, ExitStatus)>,
     drained: bool,
 }
@@ -250,6 +256,8 @@ struct State {
     draining: Option<Draining>,
     slots: Vec<Slot>,
     reloading: Option<Reloading>,
+    /// `READY=1` went to systemd.
+    told_ready: bool,
     /// Where the workers' output goes (`Setup::logs`).
     logs: Option<super::logs::LogWriter>,
     /// Accept tasks being stopped by a shutdown.
@@ -350,6 +358,7 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
         draining: None,
         slots: Vec::new(),
         reloading: None,
+        told_ready: false,
         logs,
         closing: Vec::new(),
         notify_dir: None,
@@ -362,6 +371,24 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
     }
     if let Some(every) = state.health_interval() {
         state.after(every, Input::HealthTick);
+    }
+    if let Some(every) = state.setup.systemd.as_ref().and_then(|s| s.watchdog) {
+        state.after(every / 2, Input::Watchdog);
+    }
+    if state.setup.stop_on_signals.is_some() {
+        use tokio::signal::unix::{signal, SignalKind};
+        let line = crate::CommandLine::verbatim("listen for SIGTERM and SIGINT");
+        for kind in [SignalKind::terminate(), SignalKind::interrupt()] {
+            let mut stream = signal(kind).map_err(|e| Error::io(&line, e))?;
+            let inputs = state.inputs.clone();
+            tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    if inputs.send(Input::Stop).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
     }
     tokio::spawn(state.run(calls, inputs));
     Ok(Primary {
@@ -376,6 +403,7 @@ impl State {
         mut calls: mpsc::UnboundedReceiver<Call>,
         mut inputs: mpsc::UnboundedReceiver<Input>,
     ) {
+        let mut calls_open = true;
         loop {
             tokio::select! {
                 biased;
@@ -383,8 +411,11 @@ impl State {
                     Some(input) => self.input(input),
                     None => return,
                 },
-                call = calls.recv(), if self.draining.is_none() => match call {
+                call = calls.recv(), if calls_open => match call {
                     Some(call) => self.call(call),
+                    // `shutdown(self)` consumed the `Primary`: the drain
+                    // goes on.
+                    None if self.draining.is_some() => calls_open = false,
                     // The `Primary` was dropped: dropping `self` kills
                     // every worker (their watch tasks see the signal
                     // channel close) and closes the listeners.
@@ -396,10 +427,17 @@ impl State {
                 for task in std::mem::take(&mut self.closing) {
                     let _ = task.await;
                 }
-                let _ = draining.done.send(Shutdown {
+                let report = Shutdown {
                     drained: draining.drained,
                     exits: draining.exits,
-                });
+                };
+                if draining.done.is_empty() {
+                    self.emit(Event::Stopped(report));
+                } else {
+                    for done in draining.done {
+                        let _ = done.send(report.clone());
+                    }
+                }
                 return;
             }
         }
@@ -617,7 +655,11 @@ impl State {
                 let _ = done.send(list);
             }
             Call::Fork(done) => {
-                let _ = done.send(self.fork(None));
+                let r = match self.draining {
+                    Some(_) => Err(super::busy("the cluster is shutting down")),
+                    None => self.fork(None),
+                };
+                let _ = done.send(r);
             }
             Call::Disconnect { worker, done } => {
                 let r = if self.workers.contains_key(&worker) {
@@ -644,7 +686,7 @@ impl State {
                 };
                 let _ = done.send(r);
             }
-            Call::Shutdown { drain, done } => self.shutdown(drain, done),
+            Call::Shutdown { drain, done } => self.shutdown(drain, Some(done)),
             Call::ReopenLogs(done) => {
                 if let Some(logs) = &self.logs {
                     logs.reopen();
@@ -652,6 +694,10 @@ impl State {
                 let _ = done.send(());
             }
             Call::Reload(done) => {
+                if self.draining.is_some() {
+                    let _ = done.send(Err(super::busy("the cluster is shutting down")));
+                    return;
+                }
                 if self.reloading.as_ref().is_some_and(|r| r.done.is_some()) {
                     let _ = done.send(Err(super::busy("a reload is already in progress")));
                     return;
@@ -715,7 +761,13 @@ impl State {
         self.send_cluster(worker, protocol::act_only("disconnect"));
     }
 
-    fn shutdown(&mut self, drain: Duration, done: oneshot::Sender<Shutdown>) {
+    fn shutdown(&mut self, drain: Duration, done: Option<oneshot::Sender<Shutdown>>) {
+        if let Some(d) = &mut self.draining {
+            // Already stopping: the report comes when that stop ends.
+            d.done.extend(done);
+            return;
+        }
+        self.systemd_notify("STOPPING=1");
         self.reload_failed("the cluster is shutting down".into());
         // Stop accepting; connections the primary holds are closed (they
         // reached no worker; their clients see a reset, as under Node).
@@ -732,7 +784,7 @@ impl State {
             self.disconnect(id);
         }
         self.draining = Some(Draining {
-            done,
+            done: done.into_iter().collect(),
             exits: Vec::new(),
             drained: true,
         });
@@ -818,6 +870,19 @@ impl State {
             }
             Input::ReadyDeadline(id) => self.ready_deadline(id),
             Input::HealthTick => self.health_tick(),
+            Input::Stop => {
+                if let Some(drain) = self.setup.stop_on_signals {
+                    self.shutdown(drain, None);
+                }
+            }
+            Input::Watchdog => {
+                if self.draining.is_none() {
+                    self.systemd_notify("WATCHDOG=1");
+                }
+                if let Some(every) = self.setup.systemd.as_ref().and_then(|s| s.watchdog) {
+                    self.after(every / 2, Input::Watchdog);
+                }
+            }
             Input::ReopenLogs => {
                 if let Some(logs) = &self.logs {
                     logs.reopen();
@@ -937,6 +1002,11 @@ impl State {
             w.ready = true;
         }
         self.emit(Event::Ready { worker: id });
+        if !self.told_ready && self.workers.values().all(|w| w.ready) {
+            self.told_ready = true;
+            let status = format!("READY=1\nSTATUS={} workers ready", self.workers.len());
+            self.systemd_notify(&status);
+        }
         let step = self.reloading.as_ref().and_then(|r| r.step);
         match step {
             Some((s, old, new)) if new == id => {
@@ -1947,5 +2017,27 @@ fn ended_by_our_kill(status: &ExitStatus, sent: &[Signal]) -> bool {
                 Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT | Signal::SIGKILL
             )
         }),
+    }
+}
+
+impl State {
+    /// One `sd_notify(3)` datagram to the service manager, if asked for.
+    /// Best effort, as libsystemd's: a manager that is gone is no error.
+    fn systemd_notify(&self, text: &str) {
+        let Some(systemd) = &self.setup.systemd else {
+            return;
+        };
+        let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else {
+            return;
+        };
+        let path = systemd.socket.as_os_str().as_encoded_bytes();
+        let _ = match path.strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                std::os::unix::net::SocketAddr::from_abstract_name(name)
+                    .and_then(|addr| socket.send_to_addr(text.as_bytes(), &addr))
+            }
+            None => socket.send_to(text.as_bytes(), &systemd.socket),
+        };
     }
 }

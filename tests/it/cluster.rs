@@ -1105,3 +1105,45 @@ async fn logs_rotate_without_losing_or_mixing_lines() {
     assert!(!moved.contains(&tag), "written to the moved file");
     primary.shutdown(Duration::from_millis(200)).await.unwrap();
 }
+
+/// Issue 15.9: the service manager hears READY=1 once every worker is
+/// ready, WATCHDOG=1 while the primary runs, STOPPING=1 at the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_watchdog_and_stopping() {
+    if !have_node() {
+        return;
+    }
+    let dir = TempDir::new("cluster-notify");
+    let path = dir.0.join("notify");
+    let manager = tokio::net::UnixDatagram::bind(&path).unwrap();
+    let heard = || async {
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(LIMIT, manager.recv(&mut buf))
+            .await
+            .expect("a notification")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut primary = node_cluster(&["0"])
+        .workers(2)
+        .systemd(cp::cluster::Systemd {
+            socket: path.clone(),
+            watchdog: Some(Duration::from_millis(200)),
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while !got.iter().any(|m: &String| m.starts_with("READY=1")) {
+        got.push(heard().await);
+    }
+    listening(&mut primary, 2).await;
+    assert!(
+        got.iter().any(|m| m == "READY=1\nSTATUS=2 workers ready"),
+        "{got:?}"
+    );
+    while heard().await != "WATCHDOG=1" {}
+    let stop = tokio::spawn(primary.shutdown(Duration::from_secs(5)));
+    while heard().await != "STOPPING=1" {}
+    assert!(stop.await.unwrap().unwrap().drained);
+}

@@ -729,3 +729,48 @@ fn cluster_leaves_no_fds_no_zombies_no_workers() {
     });
     assert_no_zombies();
 }
+
+/// Issue 15.6: SIGTERM to the primary's process drains the cluster, and
+/// the report is the last event. (Isolated: it signals its own process.)
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn cluster_stops_on_sigterm() {
+    runtime().block_on(async {
+        let mut primary = cp::cluster("sleep")
+            .args(["30"])
+            .workers(2)
+            .stop_on_signals(Duration::from_millis(100))
+            .start()
+            .await
+            .unwrap();
+        let pids: Vec<i32> = primary
+            .workers()
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.pid as i32)
+            .collect();
+        nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match primary.next_event().await {
+                    Some(cp::cluster::Event::Stopped(report)) => return report,
+                    Some(_) => {}
+                    None => panic!("the events ended without Stopped"),
+                }
+            }
+        })
+        .await
+        .expect("stopped");
+        // `sleep` does not speak the protocol: the drain deadline passes,
+        // then SIGTERM ends it.
+        assert!(!report.drained);
+        assert_eq!(report.exits.len(), 2);
+        assert!(
+            primary.next_event().await.is_none(),
+            "Stopped is the last event"
+        );
+        assert!(pids.iter().all(|&p| !crate::support::alive(p)));
+    });
+    assert_no_zombies();
+}
