@@ -44,6 +44,9 @@ pub struct ChannelListener {
     listener: tokio::net::UnixListener,
     path: PathBuf,
     uid: u32,
+    /// The socket file's device and inode: the drop removes the path only
+    /// while it is still ours.
+    file: (u64, u64),
 }
 
 impl ChannelListener {
@@ -60,22 +63,21 @@ impl ChannelListener {
     ///
     /// # Errors
     ///
-    /// [`ChannelError::Io`] when `path` exists (`AddrInUse`; remove a stale
-    /// socket first), its directory is not writable, or there is no tokio
-    /// runtime.
+    /// [`ChannelError::Io`] when `path` exists (`AlreadyExists`, whatever
+    /// is there, a dangling symlink too: remove a stale socket first), its
+    /// directory is not writable, or there is no tokio runtime.
     pub fn bind(path: impl AsRef<Path>) -> Result<ChannelListener> {
         let path = path.as_ref();
         tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("ChannelListener::bind needs a tokio runtime"))
             .map_err(ChannelError::Io)?;
         let listener = bind_private(path).map_err(ChannelError::Io)?;
-        let uid = std::fs::symlink_metadata(path)
-            .map_err(ChannelError::Io)?
-            .uid();
+        let meta = std::fs::symlink_metadata(path).map_err(ChannelError::Io)?;
         Ok(ChannelListener {
             listener,
             path: path.to_owned(),
-            uid,
+            uid: meta.uid(),
+            file: (meta.dev(), meta.ino()),
         })
     }
 
@@ -137,7 +139,13 @@ impl ChannelListener {
 
 impl Drop for ChannelListener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // Someone may have removed our socket and put a file of theirs
+        // there: leave that alone.
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.file);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -152,9 +160,16 @@ fn bind_private(path: &Path) -> io::Result<tokio::net::UnixListener> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
+    // A name nobody can guess, so nobody can take it first.
+    let nonce = {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
     let mut private = parent.to_owned();
     private.push(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{nonce:x}.tmp",
         name.to_string_lossy(),
         std::process::id()
     ));

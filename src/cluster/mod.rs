@@ -561,7 +561,12 @@ impl Setup {
     /// slot; or it sends the message `"ready"`, PM2's `wait_ready`; or
     /// `READY=1` to `NOTIFY_SOCKET`, systemd's `sd_notify`, for workers in
     /// any language). One that is not is killed and counts as a crash:
-    /// it is never assumed ready. Without this knob, only a
+    /// it is never assumed ready.
+    ///
+    /// `NOTIFY_SOCKET` is a socket in a private 0700 directory, so only
+    /// processes of this user can send to it, and the primary does not
+    /// check which one did (systemd's `NotifyAccess=all`): a process the
+    /// worker started may claim readiness for it. Without this knob, only a
     /// [`reload`](Primary::reload) waits for readiness, 30 s.
     ///
     /// # Examples
@@ -628,7 +633,11 @@ impl Setup {
 
     /// Replace, as in a [`reload`](Primary::reload), a worker whose
     /// resident memory passes `bytes` (read from `/proc` every second;
-    /// PM2's `max_memory_restart`).
+    /// PM2's `max_memory_restart`). A ceiling below what a fresh worker
+    /// uses replaces workers in a loop (gracefully, one
+    /// [`Event::Unhealthy`] each): set it above that baseline. A
+    /// replacement that fails leaves the worker serving, judged again
+    /// after the restart delay.
     ///
     /// # Examples
     ///

@@ -132,6 +132,10 @@ struct WorkerSlot {
     recycle_at: Option<u64>,
     /// Already being replaced for its health.
     replacing: bool,
+    /// ... because it hung.
+    hung: bool,
+    /// Not judged again before this (a replacement for its health failed).
+    retry_at: Option<Instant>,
     /// Its `NOTIFY_SOCKET` reader, stopped with it.
     _notify: Option<TaskGuard>,
 }
@@ -551,6 +555,8 @@ impl State {
                     n + jitter
                 }),
                 replacing: false,
+                hung: false,
+                retry_at: None,
                 listening: Vec::new(),
                 _notify: notify.map(|socket| {
                     let task = tokio::spawn(notifications(id, socket, self.inputs.clone()));
@@ -944,7 +950,12 @@ impl State {
         if let Ok(status) = &status {
             w.expected |= ended_by_our_kill(status, &w.killed_with);
         }
-        if self.slots[w.slot].worker == Some(id) {
+        // A worker that does not own its slot (a reload's or a health
+        // replacement's standby, or one already retired) is no crash of
+        // the slot: a failed replacement is reported as such, and must
+        // not use up a healthy slot's crash budget.
+        let owned = self.slots[w.slot].worker == Some(id);
+        if owned {
             self.slots[w.slot].worker = None;
         }
         let ok_status = status.as_ref().ok().copied();
@@ -964,7 +975,9 @@ impl State {
                 error,
             }),
         }
-        self.after_exit(w.slot, ok_status, w.expected, uptime);
+        if owned {
+            self.after_exit(w.slot, ok_status, w.expected, uptime);
+        }
         let failed_step = self
             .reloading
             .as_ref()
@@ -1062,21 +1075,25 @@ impl State {
         let Some(w) = self.workers.get_mut(&id) else {
             return;
         };
-        if w.replacing || w.state == WorkerState::Disconnecting {
+        let slot = w.slot;
+        let waiting = w.retry_at.is_some_and(|t| Instant::now() < t);
+        // A standby is judged once it owns its slot.
+        if w.replacing
+            || waiting
+            || w.state == WorkerState::Disconnecting
+            || self.slots[slot].worker != Some(id)
+        {
             return;
         }
         w.replacing = true;
-        let slot = w.slot;
         let hung = matches!(why, Health::Hung { .. });
+        w.hung = hung;
         self.emit(Event::Unhealthy {
             worker: id,
             health: why,
         });
         if hung {
             self.leave_keys(id);
-        }
-        if self.slots[slot].worker != Some(id) {
-            return;
         }
         match &mut self.reloading {
             Some(r) => {
@@ -1186,11 +1203,12 @@ impl State {
 
     fn reload_failed(&mut self, why: String) {
         if let Some(r) = self.reloading.take() {
-            if let Some((_, _, new)) = r.step {
+            if let Some((slot, old, new)) = r.step {
                 if let Some(w) = self.workers.get_mut(&new) {
                     w.expected = true;
                     let _ = w.signals.send(Signal::SIGKILL);
                 }
+                self.health_replacement_failed(slot, old);
             }
             match r.done {
                 Some(done) => {
@@ -1207,6 +1225,29 @@ impl State {
         }
     }
 
+    /// A replacement for a worker's health failed. A hung worker is of no
+    /// use: it is killed, and the restart policy takes over as for a
+    /// crash. A healthy one (memory, recycling) keeps serving and is
+    /// judged again after the slot's restart delay, which grows.
+    fn health_replacement_failed(&mut self, slot: usize, old: WorkerId) {
+        let (first, max) = self.setup.restart_delay;
+        let s = &mut self.slots[slot];
+        let delay = jitter(s.delay.max(first));
+        s.delay = s.delay.mul_f64(1.5).min(max);
+        let Some(w) = self.workers.get_mut(&old) else {
+            return;
+        };
+        if !w.replacing {
+            return;
+        }
+        if w.hung {
+            let _ = w.signals.send(Signal::SIGKILL);
+        } else {
+            w.replacing = false;
+            w.retry_at = Some(Instant::now() + delay);
+        }
+    }
+
     /// Replace a worker that exited unasked, per the restart policy, with
     /// a growing delay; give up on a slot past the crash window (every
     /// crash counts, however long the worker ran: OTP's intensity, not
@@ -1218,7 +1259,7 @@ impl State {
         expected: bool,
         uptime: Duration,
     ) {
-        if expected || self.draining.is_some() {
+        if expected || self.draining.is_some() || self.slots[slot].given_up {
             return;
         }
         let setup = &self.setup;
@@ -1969,6 +2010,7 @@ impl State {
                 std::process::id(),
                 jitter_seed()
             ));
+            remove_stale_notify_dirs();
             std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
             self.notify_dir = Some(NotifyDir(dir));
         }
@@ -2039,5 +2081,30 @@ impl State {
             }
             None => socket.send_to(text.as_bytes(), &systemd.socket),
         };
+    }
+}
+
+/// A primary killed with SIGKILL leaves its `NOTIFY_SOCKET` directory
+/// behind: remove those of this user whose process is gone.
+fn remove_stale_notify_dirs() {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("child_process-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let mine = entry
+            .metadata()
+            .is_ok_and(|m| Some(m.uid()) == me && m.is_dir());
+        if mine && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }

@@ -758,6 +758,9 @@ async fn a_failed_reload_keeps_the_old_worker() {
         .env("NO_LISTEN_FILE", &flag)
         .workers(1)
         .ready_timeout(Duration::from_secs(3))
+        .restart(Restart::OnFailure)
+        .restart_delay(Duration::from_millis(5), Duration::from_millis(5))
+        .crash_window(1, Duration::from_secs(60))
         .start()
         .await
         .unwrap();
@@ -784,6 +787,29 @@ async fn a_failed_reload_keeps_the_old_worker() {
         .map(|w| w.id)
         .collect();
     assert_eq!(ids, [1]);
+    // A second failed reload: failed replacements are not crashes of the
+    // slot (its window allows one), so a real crash is still restarted.
+    let report = primary.reload().await.unwrap();
+    assert!(report.failed.is_some());
+    until(&mut primary, "the second replacement's exit", |e| {
+        matches!(e, Event::Exit { worker: 3, .. }).then_some(())
+    })
+    .await;
+    std::fs::remove_file(&flag).unwrap();
+    // A crash from outside (`Primary::kill` would make it expected).
+    let pid = primary.workers().await.unwrap()[0].pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSEGV,
+    )
+    .unwrap();
+    let slot = until(&mut primary, "the crash restarted", |e| match e {
+        Event::Restarting { slot, .. } => Some(*slot),
+        Event::GaveUp { .. } => panic!("gave up on a healthy slot"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(slot, 0);
     primary.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
@@ -1010,7 +1036,14 @@ async fn workers_are_recycled_after_n_connections_and_past_a_memory_ceiling() {
         matches!(e, Event::Ready { worker: 2 }).then_some(())
     })
     .await;
-    assert_eq!(served_by(&get(port, "/after").await), 2);
+    // The replacement is recycled too, after its own three.
+    for i in 0..3 {
+        assert_eq!(served_by(&get(port, &format!("/again{i}")).await), 2);
+    }
+    until(&mut primary, "recycled again", |e| {
+        matches!(e, Event::Unhealthy { worker: 2, .. }).then_some(())
+    })
+    .await;
     primary.shutdown(Duration::from_secs(5)).await.unwrap();
 
     let mut primary = node_cluster(&["0"])
@@ -1146,4 +1179,48 @@ async fn systemd_hears_ready_watchdog_and_stopping() {
     let stop = tokio::spawn(primary.shutdown(Duration::from_secs(5)));
     while heard().await != "STOPPING=1" {}
     assert!(stop.await.unwrap().unwrap().drained);
+}
+
+/// Review of issue 15: a hung worker whose replacement fails is killed
+/// (it serves nothing), not kept forever out of the round robin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_worker_whose_replacement_fails_is_killed() {
+    if !have_node() {
+        return;
+    }
+    let dir = TempDir::new("hung-fail");
+    let flag = dir.0.join("broken-release");
+    let mut primary = node_cluster(&["0"])
+        .env("NO_LISTEN_FILE", &flag)
+        .workers(1)
+        .heartbeat(Duration::from_millis(100), 3)
+        .ready_timeout(Duration::from_secs(1))
+        .start()
+        .await
+        .unwrap();
+    listening(&mut primary, 1).await;
+    std::fs::write(&flag, "").unwrap();
+    tokio::time::timeout(LIMIT, async {
+        while primary.workers().await.unwrap()[0].last_heartbeat.is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    primary.send(1, &"freeze").await.unwrap();
+    until(&mut primary, "hung", |e| {
+        matches!(e, Event::Unhealthy { worker: 1, .. }).then_some(())
+    })
+    .await;
+    let expected = until(&mut primary, "the hung worker killed", |e| match e {
+        Event::Exit {
+            worker: 1,
+            expected,
+            ..
+        } => Some(*expected),
+        _ => None,
+    })
+    .await;
+    assert!(!expected, "a hang is a failure");
+    primary.shutdown(Duration::from_secs(1)).await.unwrap();
 }
