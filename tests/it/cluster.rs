@@ -1224,3 +1224,102 @@ async fn a_hung_worker_whose_replacement_fails_is_killed() {
     assert!(!expected, "a hang is a failure");
     primary.shutdown(Duration::from_secs(1)).await.unwrap();
 }
+
+/// Issue 15.2: a worker in any language is ready when it says READY=1 on
+/// its NOTIFY_SOCKET (sd_notify), and only then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_in_another_language_says_ready_on_notify_socket() {
+    let dir = TempDir::new("notify-ready");
+    let go = dir.0.join("go");
+    // Waits for the test's go-ahead, then tells the primary it is ready.
+    let script = format!(
+        r#"use Socket;
+        select(undef, undef, undef, 0.01) until -e '{}';
+        socket(my $s, PF_UNIX, SOCK_DGRAM, 0) or die;
+        send($s, "READY=1", 0, pack_sockaddr_un($ENV{{NOTIFY_SOCKET}})) or die "send: $!";
+        sleep 30"#,
+        go.display()
+    );
+    let mut primary = cp::cluster("perl")
+        .args(["-e", &script])
+        .workers(1)
+        .start()
+        .await
+        .unwrap();
+    assert!(!primary.workers().await.unwrap()[0].ready);
+    std::fs::write(&go, "").unwrap();
+    until(&mut primary, "ready", |e| {
+        matches!(e, Event::Ready { worker: 1 }).then_some(())
+    })
+    .await;
+    assert!(primary.workers().await.unwrap()[0].ready);
+    primary.shutdown(Duration::from_millis(100)).await.unwrap();
+}
+
+/// Issue 15.4 and 15.5 with Rust workers: they beat by themselves, and a
+/// worker killed under load is replaced and ready again, with no request
+/// lost that the killed worker had not taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_workers_beat_and_a_killed_one_is_replaced_under_load() {
+    let mut primary = cp::cluster(example_exe("cluster_rust"))
+        .env("PORT", "0")
+        .workers(2)
+        .restart(Restart::OnFailure)
+        .restart_delay(Duration::from_millis(10), Duration::from_millis(10))
+        .heartbeat(Duration::from_millis(50), 20)
+        .start()
+        .await
+        .unwrap();
+    let port = port_of(&listening(&mut primary, 2).await[&1]);
+    tokio::time::timeout(LIMIT, async {
+        while primary
+            .workers()
+            .await
+            .unwrap()
+            .iter()
+            .any(|w| w.last_heartbeat.is_none())
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("Rust workers beat by themselves");
+    let load = Load::start(port, 4, 0);
+    let mut kills = 0;
+    for round in 0..3 {
+        let victim = primary.workers().await.unwrap()[round % 2].clone();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(victim.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        kills += 1;
+        let slot = victim.slot;
+        until(&mut primary, "the replacement ready", |e| match e {
+            Event::Ready { worker } if *worker > victim.id => Some(()),
+            _ => None,
+        })
+        .await;
+        let workers = primary.workers().await.unwrap();
+        assert!(
+            workers.iter().any(|w| w.slot == slot && w.ready),
+            "{workers:?}"
+        );
+    }
+    let (ok, failed, _) = load.stop().await;
+    // A request the killed worker had taken (accepted) dies with it; one
+    // only handed to it goes to another worker.
+    assert!(
+        failed <= kills * 4,
+        "{failed} failed of {ok}, {kills} kills"
+    );
+    assert!(ok > 0);
+    let workers = primary.workers().await.unwrap();
+    assert_eq!(workers.len(), 2);
+    assert!(workers.iter().all(|w| w.ready), "{workers:?}");
+    assert_eq!(
+        workers.iter().map(|w| w.restarts).sum::<usize>(),
+        kills as usize
+    );
+    primary.shutdown(Duration::from_secs(5)).await.unwrap();
+}
