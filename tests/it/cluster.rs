@@ -86,6 +86,25 @@ fn served_by(body: &str) -> WorkerId {
     v["id"].as_u64().unwrap() as WorkerId
 }
 
+/// How worker `id` exited: its status, and whether it was expected.
+async fn exit_of(primary: &mut Primary, id: WorkerId) -> (cp::ExitStatus, bool) {
+    until(primary, &format!("the exit of worker {id}"), |e| match e {
+        Event::Exit {
+            worker,
+            status,
+            expected,
+        } if *worker == id => Some((*status, *expected)),
+        _ => None,
+    })
+    .await
+}
+
+/// A signal from outside the primary (a crash, an OOM kill): not a
+/// `Primary::kill`, which makes the exit expected.
+fn signal_from_outside(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}
+
 fn node_cluster(args: &[&str]) -> cp::cluster::Setup {
     cp::cluster(fixture("cluster_worker.js")).args(args)
 }
@@ -149,15 +168,7 @@ async fn node_workers_share_a_port_round_robin() {
         matches!(e, Event::Disconnect { worker: 1 }).then_some(())
     })
     .await;
-    let (status, expected) = until(&mut primary, "exit of 1", |e| match e {
-        Event::Exit {
-            worker: 1,
-            status,
-            expected,
-        } => Some((*status, *expected)),
-        _ => None,
-    })
-    .await;
+    let (status, expected) = exit_of(&mut primary, 1).await;
     assert!(status.success() && expected, "{status} {expected}");
     // Worker 2 serves every request now.
     for i in 0..4 {
@@ -166,15 +177,7 @@ async fn node_workers_share_a_port_round_robin() {
 
     // The worker's own disconnect (`exitedAfterDisconnect`, acked).
     primary.send(2, &"leave").await.unwrap();
-    let (status, expected) = until(&mut primary, "exit of 2", |e| match e {
-        Event::Exit {
-            worker: 2,
-            status,
-            expected,
-        } => Some((*status, *expected)),
-        _ => None,
-    })
-    .await;
+    let (status, expected) = exit_of(&mut primary, 2).await;
     assert!(status.success() && expected, "{status} {expected}");
     assert!(primary.workers().await.unwrap().is_empty());
     let report = primary.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -234,20 +237,8 @@ async fn a_connection_held_by_a_killed_worker_goes_to_another() {
         .await;
     }
     let pid = primary.workers().await.unwrap()[0].pid;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let (status, expected) = until(&mut primary, "exit of 1", |e| match e {
-        Event::Exit {
-            worker: 1,
-            status,
-            expected,
-        } => Some((*status, *expected)),
-        _ => None,
-    })
-    .await;
+    signal_from_outside(pid, nix::sys::signal::Signal::SIGKILL);
+    let (status, expected) = exit_of(&mut primary, 1).await;
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(libc_sigkill())
@@ -460,15 +451,7 @@ async fn a_crashed_worker_is_replaced_in_its_slot() {
         .unwrap();
     let port = port_of(&listening(&mut primary, 2).await[&1]);
     primary.send(2, &"crash").await.unwrap();
-    let (status, expected) = until(&mut primary, "exit of 2", |e| match e {
-        Event::Exit {
-            worker: 2,
-            status,
-            expected,
-        } => Some((*status, *expected)),
-        _ => None,
-    })
-    .await;
+    let (status, expected) = exit_of(&mut primary, 2).await;
     assert_eq!(status.code(), Some(3));
     assert!(!expected);
     let slot = until(&mut primary, "restarting", |e| match e {
@@ -798,11 +781,7 @@ async fn a_failed_reload_keeps_the_old_worker() {
     std::fs::remove_file(&flag).unwrap();
     // A crash from outside (`Primary::kill` would make it expected).
     let pid = primary.workers().await.unwrap()[0].pid;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGSEGV,
-    )
-    .unwrap();
+    signal_from_outside(pid, nix::sys::signal::Signal::SIGSEGV);
     let slot = until(&mut primary, "the crash restarted", |e| match e {
         Event::Restarting { slot, .. } => Some(*slot),
         Event::GaveUp { .. } => panic!("gave up on a healthy slot"),
@@ -880,11 +859,7 @@ async fn a_crash_after_a_harmless_kill_is_restarted() {
     // SIGWINCH is ignored by default: the worker lives on.
     primary.kill(1, cp::Signal::SIGWINCH).await.unwrap();
     let pid = primary.workers().await.unwrap()[0].pid;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    signal_from_outside(pid, nix::sys::signal::Signal::SIGKILL);
     let expected = until(&mut primary, "exit", |e| match e {
         Event::Exit { expected, .. } => Some(*expected),
         _ => None,
@@ -1286,25 +1261,24 @@ async fn rust_workers_beat_and_a_killed_one_is_replaced_under_load() {
     .expect("Rust workers beat by themselves");
     let load = Load::start(port, 4, 0);
     let mut kills = 0;
-    for round in 0..3 {
-        let victim = primary.workers().await.unwrap()[round % 2].clone();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(victim.pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
+    for _ in 0..3 {
+        let victim = primary.workers().await.unwrap()[0].clone();
+        signal_from_outside(victim.pid, nix::sys::signal::Signal::SIGKILL);
         kills += 1;
-        let slot = victim.slot;
-        until(&mut primary, "the replacement ready", |e| match e {
-            Event::Ready { worker } if *worker > victim.id => Some(()),
-            _ => None,
-        })
-        .await;
-        let workers = primary.workers().await.unwrap();
-        assert!(
-            workers.iter().any(|w| w.slot == slot && w.ready),
-            "{workers:?}"
-        );
+        // Until the victim's slot has a ready worker again.
+        loop {
+            until(&mut primary, "a worker ready", |e| {
+                matches!(e, Event::Ready { .. }).then_some(())
+            })
+            .await;
+            let workers = primary.workers().await.unwrap();
+            if workers
+                .iter()
+                .any(|w| w.slot == victim.slot && w.id != victim.id && w.ready)
+            {
+                break;
+            }
+        }
     }
     let (ok, failed, _) = load.stop().await;
     // A request the killed worker had taken (accepted) dies with it; one
