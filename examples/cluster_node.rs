@@ -18,7 +18,9 @@ use cp::cluster::{Event, Scheduling};
 #[tokio::main]
 async fn main() -> cp::Result<()> {
     let app = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster_app.js");
-    let mut setup = cp::cluster(app);
+    // Under systemd socket activation (a .socket unit, or
+    // `systemd-socket-activate -l 8000`), the port comes from systemd.
+    let mut setup = cp::cluster(app).socket_activation(true);
     if let Some(n) = std::env::var("CLUSTER_WORKERS")
         .ok()
         .and_then(|n| n.parse().ok())

@@ -97,6 +97,7 @@ pub fn cluster(program: impl AsRef<OsStr>) -> Setup {
         logs: None,
         stop_on_signals: None,
         systemd: None,
+        socket_activation: false,
     }
 }
 
@@ -232,6 +233,7 @@ pub struct Setup {
     pub(crate) logs: Option<Logs>,
     pub(crate) stop_on_signals: Option<Duration>,
     pub(crate) systemd: Option<Systemd>,
+    pub(crate) socket_activation: bool,
 }
 
 impl Setup {
@@ -744,6 +746,30 @@ impl Setup {
     /// ```
     pub fn systemd(mut self, systemd: Systemd) -> Setup {
         self.systemd = Some(systemd);
+        self
+    }
+
+    /// Take the listening sockets a service manager passed this process
+    /// (systemd socket activation: `LISTEN_FDS`, `LISTEN_PID`, fds 3,
+    /// 4, ...) and use each for the workers' `listen()` on its address
+    /// (its port, when the worker listens on every address) instead of
+    /// binding a new one: the port is open before the primary starts, and
+    /// connections wait in it across a restart of the whole service. The
+    /// sockets are checked to be what this process inherited when it
+    /// started, and the variables are removed so no worker believes they
+    /// are its own.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> child_process::Result<()> {
+    /// // started by a systemd .socket unit (or `systemd-socket-activate -l 8080 ...`)
+    /// let primary = child_process::cluster("app.js").socket_activation(true).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn socket_activation(mut self, take: bool) -> Setup {
+        self.socket_activation = take;
         self
     }
 

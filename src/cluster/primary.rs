@@ -262,6 +262,9 @@ struct State {
     reloading: Option<Reloading>,
     /// `READY=1` went to systemd.
     told_ready: bool,
+    /// Listening sockets systemd passed (`Setup::socket_activation`), taken
+    /// by the first `listen` on their address.
+    inherited: Vec<OwnedFd>,
     /// Where the workers' output goes (`Setup::logs`).
     logs: Option<super::logs::LogWriter>,
     /// Accept tasks being stopped by a shutdown.
@@ -330,6 +333,7 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
     let (events_tx, events) = mpsc::unbounded_channel();
     let (inputs_tx, inputs) = mpsc::unbounded_channel();
     let (listen_fds, socket_files) = bind_listen_fds(&setup.listen_fds)?;
+    let setup_socket_activation = setup.socket_activation;
     let logs =
         match &setup.logs {
             Some(logs) => Some(super::logs::start(logs).map_err(|e| {
@@ -362,6 +366,11 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
         draining: None,
         slots: Vec::new(),
         reloading: None,
+        inherited: if setup_socket_activation {
+            crate::sys::ipc::take_listen_fds()
+        } else {
+            Vec::new()
+        },
         told_ready: false,
         logs,
         closing: Vec::new(),
@@ -1453,7 +1462,13 @@ impl State {
             return;
         }
         if !self.keys.contains_key(&key) {
-            match bind(&query, self.setup.scheduling, &key, &self.inputs) {
+            match bind(
+                &query,
+                self.setup.scheduling,
+                &key,
+                &self.inputs,
+                &mut self.inherited,
+            ) {
                 Ok(k) => {
                     self.keys.insert(key.clone(), k);
                 }
@@ -1672,6 +1687,7 @@ fn bind(
     scheduling: Scheduling,
     key: &Arc<str>,
     inputs: &mpsc::UnboundedSender<Input>,
+    inherited: &mut Vec<OwnedFd>,
 ) -> std::io::Result<KeyState> {
     let rr = scheduling == Scheduling::RoundRobin;
     let permits = Arc::new(Semaphore::new(MAX_QUEUED));
@@ -1692,6 +1708,21 @@ fn bind(
     match &query.target {
         Target::Tcp { host, port, v6 } => {
             let addr = resolve(host.as_deref(), *port, *v6)?;
+            if let Some(listener) = take_inherited(inherited, |fd| {
+                let l = std::net::TcpListener::from(fd.try_clone().ok()?);
+                let at = l.local_addr().ok()?;
+                // `listen(8080)` (every address) takes a socket systemd
+                // bound on port 8080, whatever its address.
+                (at.port() == addr.port() && (at.ip() == addr.ip() || addr.ip().is_unspecified()))
+                    .then_some(at)
+            }) {
+                let (fd, local) = listener;
+                let mut k = key_state(Address::Tcp(local), listening(fd)?, "net.Native", !rr);
+                if rr {
+                    k.accept = Some(accept_on(k.socket.clone()));
+                }
+                return Ok(k);
+            }
             let socket = if addr.is_ipv4() {
                 tokio::net::TcpSocket::new_v4()?
             } else {
@@ -1712,6 +1743,18 @@ fn bind(
         Target::Unix(path) => {
             if path.is_empty() {
                 return Err(std::io::Error::from_raw_os_error(22));
+            }
+            if let Some((fd, _)) = take_inherited(inherited, |fd| {
+                let l = std::os::unix::net::UnixListener::from(fd.try_clone().ok()?);
+                let at = l.local_addr().ok()?;
+                (at.as_pathname() == Some(std::path::Path::new(path))).then_some(())
+            }) {
+                let address = Address::Unix(path.into());
+                let mut k = key_state(address, listening(fd)?, "net.Native", !rr);
+                if rr {
+                    k.accept = Some(accept_on(k.socket.clone()));
+                }
+                return Ok(k);
             }
             let listener = tokio::net::UnixListener::bind(path)?;
             if let Some(mode) = query.mode {
@@ -2107,4 +2150,16 @@ fn remove_stale_notify_dirs() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// The first inherited socket `matches` accepts, taken out of the pool,
+/// with what `matches` said of it.
+fn take_inherited<T>(
+    inherited: &mut Vec<OwnedFd>,
+    matches: impl Fn(&OwnedFd) -> Option<T>,
+) -> Option<(OwnedFd, T)> {
+    let i = inherited.iter().position(|fd| matches(fd).is_some())?;
+    let fd = inherited.remove(i);
+    let found = matches(&fd)?;
+    Some((fd, found))
 }

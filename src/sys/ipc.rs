@@ -73,7 +73,66 @@ fn getenv(name: &std::ffi::CStr) -> Option<OsString> {
     Some(std::ffi::OsStr::from_bytes(bytes).to_owned())
 }
 
+/// Listening sockets a service manager passed (`sd_listen_fds(3)`): fd
+/// numbers and what each was at start-up, taken once by
+/// [`take_listen_fds`].
+static LISTEN_FDS: Mutex<Option<Vec<(RawFd, (u64, u64))>>> = Mutex::new(None);
+
+fn capture_listen_fds() {
+    // SAFETY: getpid takes nothing and cannot fail.
+    let me = unsafe { libc::getpid() };
+    let ours = getenv(c"LISTEN_PID")
+        .and_then(|v| v.to_str().and_then(|s| s.parse::<libc::pid_t>().ok()))
+        == Some(me);
+    let n = getenv(c"LISTEN_FDS").and_then(|v| v.to_str().and_then(|s| s.parse::<RawFd>().ok()));
+    let fds = match (ours, n) {
+        (true, Some(n)) if (1..=1024).contains(&n) => (3..3 + n)
+            .filter_map(|fd| fstat(fd).ok().map(|st| (fd, (st.st_dev, st.st_ino))))
+            .collect(),
+        _ => return,
+    };
+    *LISTEN_FDS.lock().unwrap_or_else(PoisonError::into_inner) = Some(fds);
+}
+
+/// The listening sockets systemd (or anything speaking its socket
+/// activation) passed this process at fds 3, 4, ...: each still what it
+/// was at start-up and a socket, now owned and close-on-exec. Once per
+/// process; `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` are removed
+/// from the environment so no child believes they are its own.
+pub(crate) fn take_listen_fds() -> Vec<OwnedFd> {
+    let Some(record) = LISTEN_FDS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+    else {
+        return Vec::new();
+    };
+    let mut taken = Vec::new();
+    for (raw, id) in record {
+        let Ok(now) = fstat(raw) else { continue };
+        if (now.st_dev, now.st_ino) != id || now.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            continue;
+        }
+        // SAFETY: the fd was inherited at exec (recorded before `main`,
+        // when nothing of ours could own it), is still the same socket,
+        // and this record is taken once: nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        if prepare_socket(std::os::fd::AsFd::as_fd(&fd)).is_ok() {
+            taken.push(fd);
+        } else {
+            // Not ours to close after all: give the number back untouched.
+            let _ = fd.into_raw_fd();
+        }
+    }
+    // Edition 2021: `remove_var` is safe; done once, as for the channel.
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
+    taken
+}
+
 fn capture() {
+    capture_listen_fds();
     let Some(value) = getenv(c"NODE_CHANNEL_FD").filter(|v| !v.is_empty()) else {
         *STARTUP.lock().unwrap_or_else(PoisonError::into_inner) = None;
         return;

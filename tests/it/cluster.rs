@@ -1297,3 +1297,54 @@ async fn rust_workers_beat_and_a_killed_one_is_replaced_under_load() {
     );
     primary.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Issue 15.9: started by socket activation, the primary serves its
+/// workers' `listen(port)` on the socket systemd passed (binding anew
+/// would fail: the port is taken by that very socket).
+#[test]
+fn the_primary_takes_its_port_from_socket_activation() {
+    use std::io::{Read, Write};
+    let activate = std::process::Command::new("systemd-socket-activate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !activate || !have_node() {
+        eprintln!("needs systemd-socket-activate and node; skipping");
+        return;
+    }
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut primary = std::process::Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(format!("--setenv=PORT={port}"))
+        .arg("--setenv=CLUSTER_WORKERS=1")
+        .arg(example_exe("cluster_node"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The socket exists before the primary: connect until it does.
+    let mut conn = None;
+    for _ in 0..500 {
+        if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            conn = Some(c);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut conn = conn.expect("systemd-socket-activate listens");
+    conn.set_read_timeout(Some(LIMIT)).unwrap();
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let read = conn.read_to_string(&mut text);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(primary.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let out = primary.wait_with_output().unwrap();
+    read.unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(text.contains("hello world from worker"), "{text}");
+}
