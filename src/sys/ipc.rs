@@ -76,7 +76,10 @@ fn getenv(name: &std::ffi::CStr) -> Option<OsString> {
 /// Listening sockets a service manager passed (`sd_listen_fds(3)`): fd
 /// numbers and what each was at start-up, taken once by
 /// [`take_listen_fds`].
-static LISTEN_FDS: Mutex<Option<Vec<(RawFd, (u64, u64))>>> = Mutex::new(None);
+static LISTEN_FDS: Mutex<Option<Vec<InheritedFd>>> = Mutex::new(None);
+
+/// An fd number and the `(st_dev, st_ino)` it had at start-up.
+type InheritedFd = (RawFd, (u64, u64));
 
 fn capture_listen_fds() {
     // SAFETY: getpid takes nothing and cannot fail.
