@@ -1316,7 +1316,7 @@ fn the_primary_takes_its_port_from_socket_activation() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
-    let mut primary = std::process::Command::new("systemd-socket-activate")
+    let primary = std::process::Command::new("systemd-socket-activate")
         .arg("-l")
         .arg(format!("127.0.0.1:{port}"))
         .arg(format!("--setenv=PORT={port}"))
