@@ -5,7 +5,31 @@
 //! ```sh
 //! cargo bench --bench cluster          # ~3 minutes on 2 cores
 //! CLUSTER_BENCH_ONLY=node,rr cargo bench --bench cluster
+//! CLUSTER_BENCH_SCENARIO=supervisor cargo bench --bench cluster   # ~3 minutes
 //! ```
+//!
+//! `CLUSTER_BENCH_SCENARIO=supervisor` (issue 15) runs, instead of the
+//! throughput comparison, two supervisor scenarios under the same load
+//! (both modes), and writes the section "Supervisor: reload and crashes
+//! (issue 15)" of `bench/RESULTS.md`:
+//!
+//! - reload: rolling reloads back to back until at least 10,000 requests
+//!   were sent during them. Ours: `SIGHUP` to `--primary rr N supervise`,
+//!   which calls `primary.reload()` and prints a `reload` line. PM2: `pm2
+//!   reload`. Node: its primary is hand-rolled (`NODE_SUPERVISOR`, written
+//!   to `/tmp`) since the app's own primary cannot reload.
+//! - kill: `SIGKILL` to a random child of the primary (from `/proc`) every
+//!   500 ms for 10 s; our primary restarts with `restart_delay(10 ms, 10
+//!   ms)` and `crash_window(1000, 60 s)`, PM2 runs with `--max-restarts
+//!   1000`, the Node script forks again at once.
+//!
+//! Failures are split into new connection, kept-alive connection and
+//! idle close (EOF or reset before any byte on a reused connection,
+//! CLUSTER.md §7); replacement times come from `/proc` (all) and from the
+//! primary's timestamped `listening` events (ours, Node). Peers default to
+//! `rr,pm2,node` there (`shared` may be added); `CLUSTER_BENCH_WARMUP`,
+//! `CLUSTER_BENCH_CONC`, `CLUSTER_BENCH_WORKERS`, `CLUSTER_BENCH_MODES`
+//! and `CLUSTER_BENCH_WRITE` apply.
 //!
 //! Peers, each started once at the beginning and kept up for the whole run
 //! (only the one being measured gets traffic):
@@ -56,6 +80,8 @@
 //! - `CLUSTER_BENCH_ONLY` [node,rr,shared,pm2]: peers to run.
 //! - `CLUSTER_BENCH_MODES` [new,keepalive]: load modes to run.
 //! - `CLUSTER_BENCH_WRITE` [1]: `0` leaves `bench/RESULTS.md` alone.
+//! - `CLUSTER_BENCH_SCENARIO` [throughput]: `supervisor` for issue 15's
+//!   reload and kill scenarios (above).
 //! - `NODE` [node]: the node binary (also what our primary runs the app
 //!   with, through `PATH`).
 //! - `PM2` [bench/node/node_modules/.bin/pm2]: the pm2 CLI.
@@ -216,7 +242,12 @@ impl Params {
         };
         let only = std::env::var("CLUSTER_BENCH_ONLY")
             .unwrap_or_else(|_| {
-                if supervise { "node,rr,pm2" } else { "node,rr,shared,pm2" }.into()
+                if supervise {
+                    "node,rr,pm2"
+                } else {
+                    "node,rr,shared,pm2"
+                }
+                .into()
             })
             .split(',')
             .filter(|s| !s.is_empty())
@@ -672,9 +703,9 @@ fn start(peer: Peer, p: &Params) -> Result<Server, String> {
                 cmd.args(["--max-restarts", "1000"]);
             }
             cmd.env("PM2_HOME", &home)
-            .env("PORT", port.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+                .env("PORT", port.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
             let (ok, out) =
                 run_with_timeout(cmd, Duration::from_secs(30)).map_err(|e| e.to_string())?;
             if !ok {
@@ -1484,4 +1515,1070 @@ fn main() {
     if p.write {
         write_section(SECTION, &markdown);
     }
+}
+
+// ---------------------------------------------------------------------------
+// The supervisor scenarios (issue 15): `CLUSTER_BENCH_SCENARIO=supervisor`.
+
+const SUP_SECTION: &str = "## Supervisor: reload and crashes (issue 15)";
+/// Requests sent while reloads run, at least (reloads go back to back
+/// until then).
+const RELOAD_MIN_REQUESTS: u64 = 10_000;
+/// The crash test: a `SIGKILL` every `KILL_EVERY` for `KILL_FOR`.
+const KILL_EVERY: Duration = Duration::from_millis(500);
+const KILL_FOR: Duration = Duration::from_secs(10);
+/// Measured after the last kill too, so its replacement is seen.
+const KILL_TAIL: Duration = Duration::from_millis(1500);
+
+/// Node's own primary for the supervisor scenarios: what CLUSTER.md §7
+/// hand-rolled, written to `/tmp` at run time and running the worker side
+/// of the unmodified `examples/cluster_app.js` (whose own primary neither
+/// replaces a dead worker nor reloads). A worker that exits unasked is
+/// forked again at once; `SIGHUP` replaces the workers one at a time
+/// (fork, wait `listening`, `disconnect()` the old one, `SIGTERM` after a
+/// 10 s drain as ours, `SIGKILL` 2 s later). Prints the same `ev` and
+/// `reload` lines as our `--primary ... supervise` (`process.hrtime` is
+/// `CLOCK_MONOTONIC`).
+const NODE_SUPERVISOR: &str = r#"'use strict';
+// Written by benches/cluster.rs (CLUSTER_BENCH_SCENARIO=supervisor).
+const cluster = require('node:cluster');
+const t = () => String(process.hrtime.bigint() / 1000n);
+cluster.setupPrimary({ exec: process.argv[2] });
+const n = Number(process.argv[3] || 2);
+const slotOf = new Map();
+function fork(slot) {
+  const w = cluster.fork({ NODE_APP_INSTANCE: String(slot) });
+  slotOf.set(w.id, slot);
+  console.log(`ev ${t()} fork ${w.id} ${w.process.pid} ${slot}`);
+  return w;
+}
+cluster.on('listening', (w) => console.log(`ev ${t()} ready ${w.id}`));
+cluster.on('exit', (w, code, signal) => {
+  const asked = w.exitedAfterDisconnect === true;
+  console.log(`ev ${t()} exit ${w.id} ${signal || code} ${asked}`);
+  if (!asked) fork(slotOf.get(w.id));
+});
+for (let i = 0; i < n; i++) fork(i);
+let reloading = false;
+process.on('SIGHUP', async () => {
+  if (reloading) return;
+  reloading = true;
+  const t0 = Date.now();
+  let replaced = 0;
+  let failed = 'none';
+  const old = Object.values(cluster.workers).filter((w) => w.isConnected() && !w.retiring);
+  for (const w of old) {
+    const nw = fork(slotOf.get(w.id));
+    const ok = await new Promise((res) => {
+      nw.once('listening', () => res(true));
+      nw.once('exit', () => res(false));
+    });
+    if (!ok) { failed = `new_worker_${nw.id}_exited`; break; }
+    w.retiring = true;
+    w.disconnect();
+    const timer = setTimeout(() => {
+      w.process.kill('SIGTERM');
+      setTimeout(() => w.process.kill('SIGKILL'), 2000).unref();
+    }, 10000);
+    timer.unref();
+    w.once('exit', () => clearTimeout(timer));
+    replaced++;
+  }
+  console.log(`reload ${t()} ${Date.now() - t0} replaced=${replaced} failed=${failed}`);
+  reloading = false;
+});
+"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scen {
+    Reload,
+    Crash,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Ok,
+    /// Failed on a connection opened for it (every request in mode
+    /// `new`; the first of a connection in mode `keepalive`).
+    NewConn,
+    /// Failed on a reused keep-alive connection, not an idle close.
+    KeepAlive,
+    /// EOF or reset before any response byte on a reused keep-alive
+    /// connection (CLUSTER.md §7: counted apart).
+    IdleClose,
+}
+
+struct Rec {
+    /// Start, µs of `CLOCK_MONOTONIC`.
+    t: u64,
+    class: Class,
+    kind: &'static str,
+    lat_us: u32,
+}
+
+fn fail_name(f: Fail) -> &'static str {
+    match f {
+        Fail::Timeout => "timeout",
+        Fail::Connect => "connect",
+        Fail::Io => "reset/io",
+        Fail::Eof => "eof",
+        Fail::Status => "status",
+    }
+}
+
+/// One client: requests back to back until `stop`, each recorded. A
+/// response saying `Connection: close` ends the connection, as a real
+/// client does.
+async fn sup_client(
+    port: u16,
+    mode: Mode,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Vec<Rec> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = Vec::with_capacity(1 << 14);
+    let mut buf = Vec::with_capacity(4096);
+    let mut conn: Option<TcpStream> = None;
+    while !stop.load(Relaxed) {
+        let t = mono_us();
+        let began = Instant::now();
+        sent.fetch_add(1, Relaxed);
+        buf.clear();
+        let (res, reused) = match mode {
+            Mode::New => (
+                tokio::time::timeout(REQUEST_TIMEOUT, one_new(port, &mut buf)).await,
+                false,
+            ),
+            Mode::KeepAlive => {
+                let reused = conn.is_some();
+                let fut = async {
+                    if conn.is_none() {
+                        let s = TcpStream::connect(("127.0.0.1", port))
+                            .await
+                            .map_err(|_| Fail::Connect)?;
+                        let _ = s.set_nodelay(true);
+                        conn = Some(s);
+                    }
+                    let s = conn.as_mut().expect("connected");
+                    s.write_all(REQ_KEEP).await.map_err(io_fail)?;
+                    read_response(s, &mut buf).await
+                };
+                (tokio::time::timeout(REQUEST_TIMEOUT, fut).await, reused)
+            }
+        };
+        let res = res.unwrap_or(Err(Fail::Timeout));
+        let (class, kind) = match res {
+            Ok(()) => {
+                if mode == Mode::KeepAlive {
+                    let head_end = find(&buf, b"\r\n\r\n").unwrap_or(buf.len());
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    if head.contains("\r\nconnection: close") {
+                        conn = None;
+                    }
+                }
+                (Class::Ok, "")
+            }
+            Err(f) => {
+                conn = None;
+                let class = if !reused {
+                    Class::NewConn
+                } else if matches!(f, Fail::Eof | Fail::Io) && buf.is_empty() {
+                    Class::IdleClose
+                } else {
+                    Class::KeepAlive
+                };
+                (class, fail_name(f))
+            }
+        };
+        out.push(Rec {
+            t,
+            class,
+            kind,
+            lat_us: began.elapsed().as_micros().min(u32::MAX as u128) as u32,
+        });
+    }
+    out
+}
+
+/// The live (not zombie) children of a process, by a `/proc` scan that
+/// reads the `stat` of new pids only (no `/proc/<pid>/task/*/children`
+/// on this kernel).
+struct Children {
+    parent: u32,
+    ppid: HashMap<u32, u32>,
+}
+
+impl Children {
+    fn new(parent: u32) -> Children {
+        Children {
+            parent,
+            ppid: HashMap::new(),
+        }
+    }
+
+    fn scan(&mut self) -> Vec<u32> {
+        let mut now = HashMap::with_capacity(self.ppid.len() + 16);
+        let mut kids = Vec::new();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return kids;
+        };
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let pp = match self.ppid.get(&pid) {
+                Some(&pp) => pp,
+                None => match stat_fields(pid) {
+                    Some(f) => f.get(1).and_then(|p| p.parse().ok()).unwrap_or(0),
+                    None => continue,
+                },
+            };
+            now.insert(pid, pp);
+            if pp == self.parent {
+                // Still alive and not a zombie.
+                if stat_fields(pid).is_some_and(|f| f.first().map(String::as_str) != Some("Z")) {
+                    kids.push(pid);
+                }
+            }
+        }
+        self.ppid = now;
+        kids.sort_unstable();
+        kids
+    }
+}
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+struct SupRun {
+    peer: Peer,
+    mode: Mode,
+    scen: Scen,
+    /// Requests started inside the window.
+    recs: Vec<Rec>,
+    window_ms: f64,
+    reload_ms: Vec<u64>,
+    reload_failed: Vec<String>,
+    kills: usize,
+    /// Kill → a new child of the primary exists and it has as many live
+    /// children as workers again (`/proc`, 2 ms polling).
+    repl_proc_ms: Vec<Option<f64>>,
+    /// Kill → `Ready` (listening) of the worker forked next into the
+    /// killed worker's slot (ours, Node; from the `ev` lines).
+    repl_ready_ms: Vec<Option<f64>>,
+    /// Kill → `Fork` of that worker.
+    repl_fork_ms: Vec<Option<f64>>,
+    rss_start_kb: u64,
+    rss_max_kb: u64,
+    primary_cpu_ms: f64,
+    notes: Vec<String>,
+}
+
+impl SupRun {
+    fn count(&self, c: Class) -> usize {
+        self.recs.iter().filter(|r| r.class == c).count()
+    }
+
+    fn kinds(&self) -> String {
+        let mut m: std::collections::BTreeMap<String, usize> = Default::default();
+        for r in self.recs.iter().filter(|r| r.class != Class::Ok) {
+            let c = match r.class {
+                Class::NewConn => "new",
+                Class::KeepAlive => "ka",
+                Class::IdleClose => "idle",
+                Class::Ok => unreachable!(),
+            };
+            *m.entry(format!("{c} {}", r.kind)).or_default() += 1;
+        }
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn p99_ms(&self) -> f64 {
+        let mut v: Vec<u32> = self
+            .recs
+            .iter()
+            .filter(|r| r.class == Class::Ok)
+            .map(|r| r.lat_us)
+            .collect();
+        v.sort_unstable();
+        percentile(&v, 0.99)
+    }
+}
+
+/// `ev` lines: pid → slot of every fork; per slot, the forks in order
+/// (time, worker id); worker id → ready time.
+struct EvLog {
+    slot_of_pid: HashMap<u32, usize>,
+    forks: Vec<(u64, String, usize)>,
+    ready: HashMap<String, u64>,
+}
+
+fn parse_ev(lines: &[String]) -> EvLog {
+    let mut log = EvLog {
+        slot_of_pid: HashMap::new(),
+        forks: Vec::new(),
+        ready: HashMap::new(),
+    };
+    for l in lines {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.first() != Some(&"ev") || f.len() < 4 {
+            continue;
+        }
+        let Ok(t) = f[1].parse::<u64>() else { continue };
+        match f[2] {
+            "fork" if f.len() >= 6 => {
+                let (Ok(pid), Ok(slot)) = (f[4].parse::<u32>(), f[5].parse::<usize>()) else {
+                    continue;
+                };
+                log.slot_of_pid.insert(pid, slot);
+                log.forks.push((t, f[3].to_owned(), slot));
+            }
+            "ready" => {
+                log.ready.entry(f[3].to_owned()).or_insert(t);
+            }
+            _ => {}
+        }
+    }
+    log
+}
+
+fn drain_lines(rx: &mpsc::Receiver<String>, into: &mut Vec<String>) {
+    while let Ok(l) = rx.try_recv() {
+        into.push(l);
+    }
+}
+
+fn pm2_cmd(p: &Params, args: &[&str]) -> Command {
+    let mut cmd = Command::new(&p.pm2);
+    cmd.args(args)
+        .env(
+            "PM2_HOME",
+            format!("/tmp/cluster-bench-pm2-{}", std::process::id()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Run one scenario against one peer, under one load mode.
+fn sup_run(
+    rt: &tokio::runtime::Runtime,
+    server: &mut Server,
+    scen: Scen,
+    mode: Mode,
+    p: &Params,
+) -> SupRun {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let primary = server.primary;
+    let workers = p.workers;
+    let mut log = std::mem::take(&mut server.seen);
+    let rx = server.lines.take();
+    if let Some(rx) = &rx {
+        drain_lines(rx, &mut log);
+    }
+    let log_from = log.len();
+    let peer = server.peer;
+    let port = server.port;
+
+    struct Driven {
+        window: (u64, u64),
+        reload_ms: Vec<u64>,
+        reload_failed: Vec<String>,
+        kills: Vec<(u64, u32, Vec<u32>)>,
+        timeline: Vec<(u64, Vec<u32>)>,
+        rss_start_kb: u64,
+        rss_max_kb: u64,
+        cpu_ticks: u64,
+        rx: Option<mpsc::Receiver<String>>,
+        lines: Vec<String>,
+        notes: Vec<String>,
+        drain_ms: u64,
+    }
+
+    let (recs, d) = std::thread::scope(|scope| {
+        let stop2 = stop.clone();
+        let sent2 = sent.clone();
+        let driver = scope.spawn(move || {
+            let mut d = Driven {
+                window: (0, 0),
+                reload_ms: Vec::new(),
+                reload_failed: Vec::new(),
+                kills: Vec::new(),
+                timeline: Vec::new(),
+                rss_start_kb: 0,
+                rss_max_kb: 0,
+                cpu_ticks: 0,
+                rx,
+                lines: Vec::new(),
+                notes: Vec::new(),
+                drain_ms: 0,
+            };
+            // RSS sampled every 20 ms on a thread of its own.
+            let rss_stop = Arc::new(AtomicBool::new(false));
+            let rss_stop2 = rss_stop.clone();
+            let rss = std::thread::spawn(move || {
+                let mut max = 0;
+                while !rss_stop2.load(Relaxed) {
+                    max = max.max(rss_kb(primary).unwrap_or(0));
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                max
+            });
+            std::thread::sleep(Duration::from_secs_f64(p.warmup));
+            d.rss_start_kb = rss_kb(primary).unwrap_or(0);
+            let cpu0 = cpu_ticks(primary).unwrap_or(0);
+            let t0 = mono_us();
+            let c0 = sent2.load(Relaxed);
+            match scen {
+                Scen::Reload => {
+                    let began = Instant::now();
+                    while sent2.load(Relaxed) - c0 < RELOAD_MIN_REQUESTS
+                        && began.elapsed() < Duration::from_secs(120)
+                        && d.reload_failed.len() < 3
+                    {
+                        let t = Instant::now();
+                        if peer == Peer::Pm2 {
+                            match run_with_timeout(
+                                pm2_cmd(p, &["reload", "cluster_bench"]),
+                                Duration::from_secs(60),
+                            ) {
+                                Ok((true, _)) => {}
+                                Ok((false, out)) => d.reload_failed.push(out),
+                                Err(e) => d.reload_failed.push(e.to_string()),
+                            }
+                            d.reload_ms.push(t.elapsed().as_millis() as u64);
+                        } else {
+                            unsafe { libc::kill(primary as libc::pid_t, libc::SIGHUP) };
+                            let rx = d.rx.as_ref().expect("our primary's lines");
+                            let deadline = Instant::now() + Duration::from_secs(60);
+                            loop {
+                                let left = deadline.saturating_duration_since(Instant::now());
+                                match rx.recv_timeout(left) {
+                                    Ok(l) => {
+                                        let done = l.starts_with("reload ");
+                                        if done {
+                                            let f: Vec<&str> = l.split_whitespace().collect();
+                                            d.reload_ms.push(
+                                                f.get(2).and_then(|x| x.parse().ok()).unwrap_or(0),
+                                            );
+                                            if f.get(4) != Some(&"failed=none") {
+                                                d.reload_failed.push(l.clone());
+                                            }
+                                        }
+                                        d.lines.push(l);
+                                        if done {
+                                            break;
+                                        }
+                                    }
+                                    Err(_) => {
+                                        d.reload_failed.push("no reload line in 60 s".into());
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    // The window goes on until the old workers are gone
+                    // (ours and Node drain them after the reload returns),
+                    // then 500 ms: their closes fall inside it.
+                    let reloads_done = began.elapsed();
+                    let mut kids = Children::new(primary);
+                    let until = Instant::now() + Duration::from_secs(15);
+                    while kids.scan().len() > workers && Instant::now() < until {
+                        if let Some(rx) = &d.rx {
+                            drain_lines(rx, &mut d.lines);
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    d.drain_ms = (began.elapsed() - reloads_done).as_millis() as u64;
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Scen::Crash => {
+                    let mut kids = Children::new(primary);
+                    let mut seed = mono_us() | 1;
+                    let mut next = 0u32;
+                    let start = Instant::now();
+                    let mut last: Vec<u32> = Vec::new();
+                    while start.elapsed() < KILL_FOR + KILL_TAIL {
+                        let live = kids.scan();
+                        let now = mono_us();
+                        if live != last {
+                            d.timeline.push((now, live.clone()));
+                            last = live.clone();
+                        }
+                        if next < (KILL_FOR.as_millis() / KILL_EVERY.as_millis()) as u32
+                            && start.elapsed() >= KILL_EVERY * next
+                        {
+                            next += 1;
+                            if live.is_empty() {
+                                d.notes.push(format!("kill {next}: no live worker"));
+                            } else {
+                                seed ^= seed << 13;
+                                seed ^= seed >> 7;
+                                seed ^= seed << 17;
+                                let victim = live[(seed % live.len() as u64) as usize];
+                                let t = mono_us();
+                                unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) };
+                                d.kills.push((t, victim, live.clone()));
+                            }
+                        }
+                        if let Some(rx) = &d.rx {
+                            drain_lines(rx, &mut d.lines);
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+            d.window = (t0, mono_us());
+            d.cpu_ticks = cpu_ticks(primary).unwrap_or(0).saturating_sub(cpu0);
+            stop2.store(true, Relaxed);
+            rss_stop.store(true, Relaxed);
+            d.rss_max_kb = rss.join().unwrap_or(0);
+            d
+        });
+        let recs = rt.block_on(async {
+            let tasks: Vec<_> = (0..p.conc)
+                .map(|_| tokio::spawn(sup_client(port, mode, stop.clone(), sent.clone())))
+                .collect();
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.expect("client task"));
+            }
+            all
+        });
+        (recs, driver.join().expect("driver"))
+    });
+
+    let mut d = d;
+    if scen == Scen::Reload {
+        d.notes.push(format!(
+            "old workers gone {} ms after the last reload returned",
+            d.drain_ms
+        ));
+    }
+    // Lines printed after the window (late events of the last replacement).
+    std::thread::sleep(Duration::from_millis(300));
+    if let Some(rx) = &d.rx {
+        drain_lines(rx, &mut d.lines);
+    }
+    log.append(&mut d.lines);
+    server.lines = d.rx.take();
+    let (w0, w1) = d.window;
+    let recs: Vec<Rec> = recs.into_iter().filter(|r| r.t >= w0 && r.t < w1).collect();
+    let ev = parse_ev(&log);
+    let _ = log_from;
+    server.seen = log;
+
+    let mut repl_proc_ms = Vec::new();
+    let mut repl_ready_ms = Vec::new();
+    let mut repl_fork_ms = Vec::new();
+    for (tk, victim, before) in &d.kills {
+        let back = d.timeline.iter().find(|(t, live)| {
+            *t > *tk
+                && live.len() >= workers
+                && live.iter().any(|x| !before.contains(x))
+                && !live.contains(victim)
+        });
+        repl_proc_ms.push(back.map(|(t, _)| (t - tk) as f64 / 1000.0));
+        if let Some(&slot) = ev.slot_of_pid.get(victim) {
+            let fork = ev.forks.iter().find(|(t, _, s)| *t > *tk && *s == slot);
+            repl_fork_ms.push(fork.map(|(t, _, _)| (t - tk) as f64 / 1000.0));
+            repl_ready_ms.push(
+                fork.and_then(|(_, id, _)| ev.ready.get(id))
+                    .map(|t| (t - tk) as f64 / 1000.0),
+            );
+        } else if peer != Peer::Pm2 {
+            d.notes.push(format!("killed pid {victim}: no fork line"));
+        }
+    }
+    SupRun {
+        peer,
+        mode,
+        scen,
+        recs,
+        window_ms: (w1 - w0) as f64 / 1000.0,
+        reload_ms: d.reload_ms,
+        reload_failed: d.reload_failed,
+        kills: d.kills.len(),
+        repl_proc_ms,
+        repl_ready_ms,
+        repl_fork_ms,
+        rss_start_kb: d.rss_start_kb,
+        rss_max_kb: d.rss_max_kb,
+        primary_cpu_ms: d.cpu_ticks as f64 * 1000.0 / clk_tck(),
+        notes: d.notes,
+    }
+}
+
+fn supervisor_main(p: &Params, began: Instant) {
+    let load_before = sh("cat", &["/proc/loadavg"])
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let order = [Peer::OursRr, Peer::OursShared, Peer::Pm2, Peer::Node];
+    let mut servers = Vec::new();
+    let mut skipped = Vec::new();
+    for peer in order.into_iter().filter(|x| p.only.contains(x)) {
+        let t = Instant::now();
+        match start(peer, p) {
+            Ok(s) => {
+                eprintln!(
+                    "{}: port {}, primary pid {}, up in {} ms, children {:?}",
+                    peer.label(),
+                    s.port,
+                    s.primary,
+                    t.elapsed().as_millis(),
+                    Children::new(s.primary).scan()
+                );
+                servers.push(s);
+            }
+            Err(e) => {
+                eprintln!("{}: skipped: {e}", peer.label());
+                skipped.push((peer, e));
+            }
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let mut runs = Vec::new();
+    for scen in [Scen::Reload, Scen::Crash] {
+        for &mode in &p.modes {
+            for server in servers.iter_mut() {
+                std::thread::sleep(Duration::from_millis(500));
+                let r = sup_run(&rt, server, scen, mode, p);
+                eprintln!(
+                    "{:?} {:>10} {:<12} window {:.0} ms, {} requests, reloads {} ({:?} ms){}, kills {}, new {} ka {} idle {} [{}], proc {:?}, ready {:?}, rss {}..{} kB, cpu {:.0} ms {}",
+                    scen,
+                    if mode == Mode::New { "new" } else { "keep-alive" },
+                    server.peer.label(),
+                    r.window_ms,
+                    r.recs.len(),
+                    r.reload_ms.len(),
+                    r.reload_ms,
+                    if r.reload_failed.is_empty() { String::new() } else { format!(" FAILED {:?}", r.reload_failed) },
+                    r.kills,
+                    r.count(Class::NewConn),
+                    r.count(Class::KeepAlive),
+                    r.count(Class::IdleClose),
+                    r.kinds(),
+                    r.repl_proc_ms,
+                    r.repl_ready_ms,
+                    r.rss_start_kb,
+                    r.rss_max_kb,
+                    r.primary_cpu_ms,
+                    r.notes.join("; "),
+                );
+                runs.push(r);
+            }
+        }
+    }
+    cleanup_all();
+    drop(servers);
+    let markdown = sup_render(p, &runs, &skipped, &load_before, began.elapsed());
+    print!("{markdown}");
+    if p.write {
+        write_section(SUP_SECTION, &markdown);
+    }
+}
+
+fn med_max(v: &[Option<f64>]) -> (f64, f64, usize) {
+    let got: Vec<f64> = v.iter().flatten().copied().collect();
+    let max = got.iter().copied().fold(f64::NAN, f64::max);
+    (median(got), max, v.iter().filter(|x| x.is_none()).count())
+}
+
+fn sup_render(
+    p: &Params,
+    runs: &[SupRun],
+    skipped: &[(Peer, String)],
+    load_before: &str,
+    took: Duration,
+) -> String {
+    let peers: Vec<Peer> = [Peer::Node, Peer::OursRr, Peer::OursShared, Peer::Pm2]
+        .into_iter()
+        .filter(|x| runs.iter().any(|r| r.peer == *x))
+        .collect();
+    let get = |peer: Peer, scen: Scen, mode: Mode| {
+        runs.iter()
+            .find(|r| r.peer == peer && r.scen == scen && r.mode == mode)
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "{SUP_SECTION}\n");
+    let _ = writeln!(
+        s,
+        "Produced by `CLUSTER_BENCH_SCENARIO=supervisor cargo bench --bench cluster` on {} \
+         (took {:.0} s), one run per cell (no medians: each cell is one reload series or one \
+         kill series). The unmodified `examples/cluster_app.js`, {} workers, under our \
+         primary (round robin; `--primary rr {} supervise`: `Restart::OnFailure`, \
+         **`restart_delay(10 ms, 10 ms)` and `crash_window(1000, 60 s)`** so that 20 kills \
+         in 10 s are all restarted at once, reload on `SIGHUP` = `primary.reload()`), under \
+         PM2 cluster mode (`pm2 start -i {} --max-restarts 1000`, reload = the CLI `pm2 \
+         reload cluster_bench`, back to back, its start-up included), and under Node's own \
+         cluster primary hand-rolled as CLUSTER.md §7 did (a script the bench writes to \
+         `/tmp`: fork again at once on an unasked exit; on `SIGHUP` fork new, wait \
+         `listening`, `disconnect()` old; the app's own primary does neither). Load as the \
+         throughput bench: {} concurrent clients, HTTP/1.1 GET, {} s timeout per request, no \
+         retries; a keep-alive client drops its connection on a failure or on a response \
+         with `Connection: close`. Requests counted are those started inside the window, \
+         after a {} s warm-up.\n",
+        sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        took.as_secs_f64(),
+        p.workers,
+        p.workers,
+        p.workers,
+        p.conc,
+        REQUEST_TIMEOUT.as_secs(),
+        p.warmup,
+    );
+    let _ = writeln!(
+        s,
+        "Machine: {} CPUs ({}), kernel {}, node {}, PM2 {}; crate at `{}`; load average \
+         before the run {}. Shared with an engineer compiling: noisy.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        sh(
+            "sh",
+            &["-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"]
+        )
+        .trim(),
+        sh("uname", &["-r"]),
+        sh(&p.node, &["--version"]),
+        pm2_version(p),
+        sh(
+            "git",
+            &["-C", MANIFEST_DIR, "describe", "--always", "--dirty"]
+        ),
+        load_before,
+    );
+    for (peer, why) in skipped {
+        let _ = writeln!(s, "**{} skipped**: {why}\n", peer.label());
+    }
+    let mut head = String::from("| scenario |");
+    let mut sep = String::from("|---|");
+    for peer in &peers {
+        let _ = write!(
+            head,
+            " {} |",
+            if *peer == Peer::Node {
+                "Node primary (hand-rolled)"
+            } else {
+                peer.label()
+            }
+        );
+        sep.push_str("---:|");
+    }
+    head.push_str(" ours RR / PM2 | ours RR / Node |");
+    sep.push_str("---:|---:|");
+    let _ = writeln!(s, "{head}\n{sep}");
+    let row = |s: &mut String,
+               name: &str,
+               scen: Scen,
+               mode: Mode,
+               f: &dyn Fn(&SupRun) -> f64,
+               fmt: &dyn Fn(f64) -> String,
+               ratios: bool| {
+        let _ = write!(s, "| {name} |");
+        for &peer in &peers {
+            let v = get(peer, scen, mode).map_or(f64::NAN, f);
+            let _ = write!(s, " {} |", fmt(v));
+        }
+        let v = |peer| get(peer, scen, mode).map_or(f64::NAN, f);
+        if ratios {
+            let _ = writeln!(
+                s,
+                " {} | {} |",
+                ratio(v(Peer::OursRr), v(Peer::Pm2)),
+                ratio(v(Peer::OursRr), v(Peer::Node))
+            );
+        } else {
+            let _ = writeln!(s, " | |");
+        }
+    };
+    let n = |x: f64| thousands(x);
+    let mb = |x: f64| {
+        if x.is_nan() || x == 0.0 {
+            "–".into()
+        } else {
+            format!("{:.1} MB", x / 1024.0)
+        }
+    };
+    for scen in [Scen::Reload, Scen::Crash] {
+        for &mode in &p.modes {
+            let m = if mode == Mode::New {
+                "new conn"
+            } else {
+                "keep-alive"
+            };
+            let sc = if scen == Scen::Reload {
+                "reload"
+            } else {
+                "kill"
+            };
+            match scen {
+                Scen::Reload => {
+                    row(
+                        &mut s,
+                        &format!("**reload, {m}**: reloads back to back"),
+                        scen,
+                        mode,
+                        &|r| r.reload_ms.len() as f64,
+                        &n,
+                        false,
+                    );
+                    row(
+                        &mut s,
+                        &format!("{sc}, {m}: mean time per reload of {} workers", p.workers),
+                        scen,
+                        mode,
+                        &|r| {
+                            if r.reload_ms.is_empty() {
+                                f64::NAN
+                            } else {
+                                r.reload_ms.iter().sum::<u64>() as f64 / r.reload_ms.len() as f64
+                            }
+                        },
+                        &ms,
+                        true,
+                    );
+                    row(
+                        &mut s,
+                        &format!("{sc}, {m}: requests sent during the reloads and drains"),
+                        scen,
+                        mode,
+                        &|r| r.recs.len() as f64,
+                        &n,
+                        false,
+                    );
+                }
+                Scen::Crash => {
+                    row(
+                        &mut s,
+                        &format!("**kill, {m}**: workers `SIGKILL`ed"),
+                        scen,
+                        mode,
+                        &|r| r.kills as f64,
+                        &n,
+                        false,
+                    );
+                    row(
+                        &mut s,
+                        &format!(
+                            "{sc}, {m}: requests in the window ({} s + {} s)",
+                            KILL_FOR.as_secs(),
+                            KILL_TAIL.as_secs_f64()
+                        ),
+                        scen,
+                        mode,
+                        &|r| r.recs.len() as f64,
+                        &n,
+                        false,
+                    );
+                }
+            }
+            if mode == Mode::New {
+                row(
+                    &mut s,
+                    &format!("{sc}, {m}: **failed** (new connection)"),
+                    scen,
+                    mode,
+                    &|r| r.count(Class::NewConn) as f64,
+                    &n,
+                    false,
+                );
+            } else {
+                row(
+                    &mut s,
+                    &format!("{sc}, {m}: **failed** on a new connection"),
+                    scen,
+                    mode,
+                    &|r| r.count(Class::NewConn) as f64,
+                    &n,
+                    false,
+                );
+                row(
+                    &mut s,
+                    &format!("{sc}, {m}: **failed** on a kept-alive connection"),
+                    scen,
+                    mode,
+                    &|r| r.count(Class::KeepAlive) as f64,
+                    &n,
+                    false,
+                );
+                row(
+                    &mut s,
+                    &format!("{sc}, {m}: {}", if scen == Scen::Reload { "idle close (EOF/reset before any byte, counted apart)" } else { "closed before any byte (idle close, or killed with the request in flight: the client cannot tell)" }),
+                    scen,
+                    mode,
+                    &|r| r.count(Class::IdleClose) as f64,
+                    &n,
+                    false,
+                );
+            }
+            row(
+                &mut s,
+                &format!("{sc}, {m}: p99 of the successful requests"),
+                scen,
+                mode,
+                &|r| r.p99_ms(),
+                &ms,
+                true,
+            );
+            if scen == Scen::Crash {
+                row(
+                    &mut s,
+                    &format!(
+                        "{sc}, {m}: kill → replacement process up, 2 workers again (/proc), median"
+                    ),
+                    scen,
+                    mode,
+                    &|r| med_max(&r.repl_proc_ms).0,
+                    &ms,
+                    true,
+                );
+                row(
+                    &mut s,
+                    &format!("{sc}, {m}: same, max"),
+                    scen,
+                    mode,
+                    &|r| med_max(&r.repl_proc_ms).1,
+                    &ms,
+                    true,
+                );
+                row(
+                    &mut s,
+                    &format!("{sc}, {m}: kill → replacement `listening` (primary's event), median"),
+                    scen,
+                    mode,
+                    &|r| med_max(&r.repl_ready_ms).0,
+                    &ms,
+                    true,
+                );
+                row(
+                    &mut s,
+                    &format!("{sc}, {m}: same, max"),
+                    scen,
+                    mode,
+                    &|r| med_max(&r.repl_ready_ms).1,
+                    &ms,
+                    true,
+                );
+            }
+            row(
+                &mut s,
+                &format!("{sc}, {m}: primary RSS, max in the window"),
+                scen,
+                mode,
+                &|r| r.rss_max_kb as f64,
+                &mb,
+                true,
+            );
+            row(
+                &mut s,
+                &format!("{sc}, {m}: primary CPU over the window (% of one CPU)"),
+                scen,
+                mode,
+                &|r| r.primary_cpu_ms * 100.0 / r.window_ms,
+                &|x| {
+                    if x.is_nan() {
+                        "–".into()
+                    } else {
+                        format!("{x:.1} %")
+                    }
+                },
+                true,
+            );
+        }
+    }
+    s.push('\n');
+    let _ = writeln!(s, "Every run (window, failures by class and kind, reload times, replacement times per kill, RSS at the start and max, primary CPU):\n");
+    let _ = writeln!(s, "| scenario | mode | peer | window | requests | failures | reload ms | kill → /proc ms | kill → fork ms | kill → listening ms | RSS | CPU | notes |");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---:|---:|---|---|---|---|---|---|---:|---|"
+    );
+    let list = |v: &[Option<f64>]| {
+        v.iter()
+            .map(|x| x.map_or("–".into(), |x| format!("{x:.0}")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for r in runs {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.1} s | {} | {} | {} | {} | {} | {} | {:.1}→{:.1} MB | {:.0} ms | {} |",
+            if r.scen == Scen::Reload { "reload" } else { "kill" },
+            if r.mode == Mode::New { "new" } else { "keep-alive" },
+            r.peer.label(),
+            r.window_ms / 1000.0,
+            thousands(r.recs.len() as f64),
+            { let k = r.kinds(); if k.is_empty() { "0".into() } else { k } },
+            r.reload_ms.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" "),
+            list(&r.repl_proc_ms),
+            list(&r.repl_fork_ms),
+            list(&r.repl_ready_ms),
+            r.rss_start_kb as f64 / 1024.0,
+            r.rss_max_kb as f64 / 1024.0,
+            r.primary_cpu_ms,
+            {
+                let mut n = r.notes.clone();
+                n.extend(r.reload_failed.iter().map(|f| format!("reload failed: {}", f.replace('|', "/").replace('\n', " "))));
+                n.join("; ")
+            },
+        );
+    }
+    s.push('\n');
+    let _ = writeln!(
+        s,
+        "How each figure is measured. *Failed on a new connection*: the request that opened \
+         its connection failed (every request in mode `new`). *Kept-alive*: a later request \
+         on a connection failed otherwise than by an idle close (a timeout, a reset or EOF \
+         after part of a response). *Idle close*: EOF or reset before any response byte on a \
+         reused connection (the worker closed it as the request went out; HTTP clients retry \
+         these for idempotent requests, CLUSTER.md §7). *Kill*: every {} ms for {} s the bench \
+         scans `/proc` for the live (non-zombie) children of the primary (PM2: its God \
+         daemon), picks one at random and sends it `SIGKILL`; the window ends {} s after the \
+         last kill. *Kill → replacement process up (/proc)*, the one measure taken the same \
+         way for all three: a `/proc` scan every ~2 ms from the bench, time from the kill \
+         until the primary has as many live children as workers again and one of them was \
+         not there at the kill (a process that exists, not one known to accept). *Kill → \
+         `listening`*, ours and Node only: from the primary's own timestamped events \
+         (`CLOCK_MONOTONIC`, same clock as the bench), the kill to the `listening` of the \
+         next worker forked into the killed worker's slot (our `Event::Ready`; Node's \
+         `cluster.on('listening')`); PM2 exposes no such event, hence –. *Primary RSS* is \
+         `VmRSS` of the primary (PM2: its God daemon) sampled every 20 ms; *CPU* is its \
+         utime+stime over the window. The reload window runs from the first reload's start \
+         to the moment the primary has no more live children than workers (the old ones \
+         drained and exited), plus 500 ms; ours: `SIGHUP` → the `reload` line, which \
+         comes when the last new worker is ready and the last old one was told to \
+         disconnect; the old ones drain after, inside the window.\n",
+        KILL_EVERY.as_millis(),
+        KILL_FOR.as_secs(),
+        KILL_TAIL.as_secs_f64(),
+    );
+    let _ = writeln!(
+        s,
+        "Anchors (CLUSTER.md §7, same kind of machine): failed during a rolling restart, \
+         new connection / keep-alive: Node hand-rolled 0 / 44, PM2 reload 2 / 42; a worker \
+         killed every 500 ms for 10 s: Node 36 (20 timeouts) / 596, PM2 31 / 601; kill → \
+         replacement answering: Node 162 ms, PM2 253 ms.\n"
+    );
+    s
 }
