@@ -2424,7 +2424,14 @@ fn sup_render(
                 );
                 row(
                     &mut s,
-                    &format!("{sc}, {m}: {}", if scen == Scen::Reload { "idle close (EOF/reset before any byte, counted apart)" } else { "closed before any byte (idle close, or killed with the request in flight: the client cannot tell)" }),
+                    &format!(
+                        "{sc}, {m}: {}",
+                        if scen == Scen::Reload {
+                            "idle close (EOF/reset before any byte, counted apart)"
+                        } else {
+                            "closed before any byte (idle close, or killed with the request in flight: the client cannot tell)"
+                        }
+                    ),
                     scen,
                     mode,
                     &|r| r.count(Class::IdleClose) as f64,
