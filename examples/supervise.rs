@@ -92,16 +92,16 @@ async fn main() -> cp::Result<()> {
         tokio::select! {
             event = primary.next_event() => match event {
                 Some(Event::Output { worker, stream, line }) => {
-                    log(&o.logs, worker, &format!("{stream}: {line}"))?;
+                    log(&o.logs, worker, &format!("{stream}: {line}"));
                 }
                 Some(Event::Exit { worker, status, expected: false }) => {
-                    log(&o.logs, worker, &format!("exited unexpectedly: {status}"))?;
+                    log(&o.logs, worker, &format!("exited unexpectedly: {status}"));
                 }
                 Some(Event::GaveUp { slot, crashes, period }) => {
                     eprintln!("supervise: slot {slot} crashed {crashes} times in {period:?}; stopping");
                     break;
                 }
-                Some(Event::Ready { worker }) => log(&o.logs, worker, "ready")?,
+                Some(Event::Ready { worker }) => log(&o.logs, worker, "ready"),
                 Some(_) => {}
                 None => break,
             },
@@ -122,8 +122,16 @@ async fn main() -> cp::Result<()> {
     std::process::exit(if report.drained { 0 } else { 1 });
 }
 
-/// One line for a worker: to `DIR/worker-N.log`, or to stderr.
-fn log(dir: &Option<PathBuf>, worker: u32, text: &str) -> std::io::Result<()> {
+/// One line for a worker: to `DIR/worker-N.log`, or to stderr. A log that
+/// cannot be written (the directory was removed) is said on stderr; it
+/// never stops the supervisor.
+fn log(dir: &Option<PathBuf>, worker: u32, text: &str) {
+    if let Err(e) = try_log(dir, worker, text) {
+        eprintln!("supervise: cannot log for worker {worker}: {e}: {text}");
+    }
+}
+
+fn try_log(dir: &Option<PathBuf>, worker: u32, text: &str) -> std::io::Result<()> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -133,11 +141,14 @@ fn log(dir: &Option<PathBuf>, worker: u32, text: &str) -> std::io::Result<()> {
         now.subsec_millis()
     );
     match dir {
-        Some(dir) => std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(format!("worker-{worker}.log")))?
-            .write_all(line.as_bytes()),
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("worker-{worker}.log")))?
+                .write_all(line.as_bytes())
+        }
         None => std::io::stderr().write_all(line.as_bytes()),
     }
 }

@@ -23,7 +23,9 @@ pub enum Logs {
     /// the time and the worker: `2026-12-02T10:00:00.123Z [worker 3] ...`.
     Prefixed,
     /// To `out.log` and `err.log` in a directory (created if missing),
-    /// prefixed the same way, rotated when a file passes `max_size`
+    /// prefixed the same way (a file moved or removed behind the primary's
+    /// back, its directory too, is noticed within a second and made
+    /// again), rotated when a file passes `max_size`
     /// bytes, keeping `keep` old files (`out.log.1` is the newest).
     /// [`Primary::reopen_logs`](super::Primary::reopen_logs), or `SIGUSR1`
     /// to the primary, reopens them after an outside tool moved them.
@@ -72,6 +74,8 @@ pub(crate) struct LogWriter {
 enum Msg {
     Line(crate::Stream, WorkerId, Vec<u8>),
     Reopen,
+    /// Answered once every line queued before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 #[derive(Debug)]
@@ -84,6 +88,8 @@ enum Target {
         size: u64,
         max_size: u64,
         keep: usize,
+        /// When the path was last checked to still name our file.
+        checked: std::time::Instant,
     },
 }
 
@@ -109,6 +115,7 @@ pub(crate) fn start(logs: &Logs) -> io::Result<LogWriter> {
                     size,
                     max_size: *max_size,
                     keep: *keep,
+                    checked: std::time::Instant::now(),
                 })
             };
             [file("out.log")?, file("err.log")?]
@@ -126,6 +133,9 @@ pub(crate) fn start(logs: &Logs) -> io::Result<LogWriter> {
                         targets[i].line(worker, &line);
                     }
                     Msg::Reopen => targets.iter_mut().for_each(Target::reopen),
+                    Msg::Flush(done) => {
+                        let _ = done.send(());
+                    }
                 }
             }
         })?;
@@ -142,14 +152,45 @@ impl LogWriter {
             .is_ok()
     }
 
-    /// Reopen the files by name (an outside tool moved them).
-    pub(crate) fn reopen(&self) {
-        let _ = self.tx.try_send(Msg::Reopen);
+    /// Reopen the files by name (an outside tool moved them), after the
+    /// lines queued so far.
+    pub(crate) async fn reopen(&self) {
+        let _ = self.tx.send(Msg::Reopen).await;
+    }
+
+    /// Wait until every line queued so far is written.
+    pub(crate) async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
     }
 }
 
 fn append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Whether `path` still names the open `file`.
+fn names(path: &Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// `append`, making the directory again if someone removed it.
+fn append_creating(path: &Path) -> io::Result<File> {
+    match append(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            append(path)
+        }
+        other => other,
+    }
 }
 
 impl Target {
@@ -171,14 +212,29 @@ impl Target {
                 size,
                 max_size,
                 keep,
+                checked,
             } => (|| {
+                // Once a second: is the path still our file? Someone may
+                // have moved it (logrotate without a signal) or removed
+                // its directory; lines would go to a file nobody sees.
+                if checked.elapsed() >= std::time::Duration::from_secs(1) {
+                    *checked = std::time::Instant::now();
+                    if file.as_ref().is_some_and(|f| !names(path, f)) {
+                        *file = None;
+                        *size = 0;
+                    }
+                }
                 if *size > 0 && size.saturating_add(text.len() as u64) > *max_size {
-                    rotate(path, *keep)?;
+                    match rotate(path, *keep) {
+                        // Someone moved or removed the file: start anew.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        other => other?,
+                    }
                     *file = None;
                     *size = 0;
                 }
                 if file.is_none() {
-                    *file = Some(append(path)?);
+                    *file = Some(append_creating(path)?);
                 }
                 file.as_mut().expect("opened").write_all(&text)?;
                 *size += text.len() as u64;
@@ -199,7 +255,7 @@ impl Target {
             path, file, size, ..
         } = self
         {
-            *file = append(path).ok();
+            *file = append_creating(path).ok();
             *size = file
                 .as_ref()
                 .and_then(|f| f.metadata().ok())

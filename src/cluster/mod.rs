@@ -138,7 +138,7 @@ impl Systemd {
         let watchdog = std::env::var("WATCHDOG_USEC")
             .ok()
             .and_then(|us| us.parse().ok())
-            .filter(|_| ours)
+            .filter(|&us: &u64| ours && us > 0)
             .map(Duration::from_micros);
         Some(Systemd {
             socket: socket.into(),
@@ -676,8 +676,10 @@ impl Setup {
     /// with the time (UTC) and the worker id, to the primary's own output
     /// ([`Logs::Prefixed`]) or to rotated files ([`Logs::files`]). Lines
     /// of different workers never interleave, and none is lost: a slow
-    /// disk or a stuck stdout slows the workers' writes, not the primary.
-    /// Lines no longer come as [`Event::Output`].
+    /// disk or a stuck stdout slows the workers' writes, not the primary,
+    /// and a shutdown returns once the workers' last lines are written. A
+    /// line longer than 64 KiB is written in 64 KiB pieces, each
+    /// prefixed. Lines no longer come as [`Event::Output`].
     ///
     /// With files, the primary also reopens them on `SIGUSR1` (for an
     /// outside `logrotate` with `create`); this installs a `SIGUSR1`
@@ -753,7 +755,9 @@ impl Setup {
     /// (systemd socket activation: `LISTEN_FDS`, `LISTEN_PID`, fds 3,
     /// 4, ...) and use each for the workers' `listen()` on its address
     /// (its port, when the worker listens on every address) instead of
-    /// binding a new one: the port is open before the primary starts, and
+    /// binding a new one (a socket systemd bound on one address, loopback
+    /// say, serves a worker that listens on every address of its port):
+    /// the port is open before the primary starts, and
     /// connections wait in it across a restart of the whole service. The
     /// sockets are checked to be what this process inherited when it
     /// started, and the variables are removed so no worker believes they

@@ -267,6 +267,8 @@ struct State {
     inherited: Vec<OwnedFd>,
     /// Where the workers' output goes (`Setup::logs`).
     logs: Option<super::logs::LogWriter>,
+    /// The tasks reading the workers' output, awaited by a shutdown.
+    output_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Accept tasks being stopped by a shutdown.
     closing: Vec<tokio::task::JoinHandle<()>>,
     /// The private directory of the workers' `NOTIFY_SOCKET`s.
@@ -374,6 +376,7 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
         told_ready: false,
         logs,
         closing: Vec::new(),
+        output_tasks: Vec::new(),
         notify_dir: None,
         listen_fds,
         _socket_files: socket_files,
@@ -385,7 +388,7 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
     if let Some(every) = state.health_interval() {
         state.after(every, Input::HealthTick);
     }
-    if let Some(every) = state.setup.systemd.as_ref().and_then(|s| s.watchdog) {
+    if let Some(every) = state.watchdog() {
         state.after(every / 2, Input::Watchdog);
     }
     if state.setup.stop_on_signals.is_some() {
@@ -439,6 +442,19 @@ impl State {
                 let draining = self.draining.take().expect("checked");
                 for task in std::mem::take(&mut self.closing) {
                     let _ = task.await;
+                }
+                // The workers' last lines: read to the end of their pipes
+                // (a process they left behind may hold one open: not past
+                // the kill grace), then written out.
+                let output = std::mem::take(&mut self.output_tasks);
+                let _ = tokio::time::timeout(self.setup.kill_grace, async {
+                    for task in output {
+                        let _ = task.await;
+                    }
+                })
+                .await;
+                if let Some(logs) = &self.logs {
+                    logs.flush().await;
                 }
                 let report = Shutdown {
                     drained: draining.drained,
@@ -529,12 +545,13 @@ impl State {
         tokio::spawn(read(id, receiver, self.inputs.clone()));
         if let Some(stdout) = child.stdout.take() {
             let to = self.output_to(id, crate::Stream::Stdout);
-            tokio::spawn(lines(stdout, to));
+            self.output_tasks.push(tokio::spawn(lines(stdout, to)));
         }
         if let Some(stderr) = child.stderr.take() {
             let to = self.output_to(id, crate::Stream::Stderr);
-            tokio::spawn(lines(stderr, to));
+            self.output_tasks.push(tokio::spawn(lines(stderr, to)));
         }
+        self.output_tasks.retain(|t| !t.is_finished());
         tokio::spawn(watch(id, child, signals_rx, self.inputs.clone()));
         self.workers.insert(
             id,
@@ -703,10 +720,13 @@ impl State {
             }
             Call::Shutdown { drain, done } => self.shutdown(drain, Some(done)),
             Call::ReopenLogs(done) => {
-                if let Some(logs) = &self.logs {
-                    logs.reopen();
-                }
-                let _ = done.send(());
+                let logs = self.logs.clone();
+                tokio::spawn(async move {
+                    if let Some(logs) = logs {
+                        logs.reopen().await;
+                    }
+                    let _ = done.send(());
+                });
             }
             Call::Reload(done) => {
                 if self.draining.is_some() {
@@ -894,13 +914,13 @@ impl State {
                 if self.draining.is_none() {
                     self.systemd_notify("WATCHDOG=1");
                 }
-                if let Some(every) = self.setup.systemd.as_ref().and_then(|s| s.watchdog) {
+                if let Some(every) = self.watchdog() {
                     self.after(every / 2, Input::Watchdog);
                 }
             }
             Input::ReopenLogs => {
-                if let Some(logs) = &self.logs {
-                    logs.reopen();
+                if let Some(logs) = self.logs.clone() {
+                    tokio::spawn(async move { logs.reopen().await });
                 }
             }
             Input::Drained(id) => {
@@ -1709,6 +1729,14 @@ fn bind(
         Target::Tcp { host, port, v6 } => {
             let addr = resolve(host.as_deref(), *port, *v6)?;
             if let Some(listener) = take_inherited(inherited, |fd| {
+                use std::os::fd::AsFd;
+                // Only a listening TCP socket (not UDP, not a connection
+                // from `--accept`) serves a TCP listen.
+                if crate::sys::ipc::socket_kind(fd.as_fd())
+                    != crate::sys::ipc::SocketKind::TcpListener
+                {
+                    return None;
+                }
                 let l = std::net::TcpListener::from(fd.try_clone().ok()?);
                 let at = l.local_addr().ok()?;
                 // `listen(8080)` (every address) takes a socket systemd
@@ -1745,6 +1773,12 @@ fn bind(
                 return Err(std::io::Error::from_raw_os_error(22));
             }
             if let Some((fd, _)) = take_inherited(inherited, |fd| {
+                use std::os::fd::AsFd;
+                if crate::sys::ipc::socket_kind(fd.as_fd())
+                    != crate::sys::ipc::SocketKind::UnixListener
+                {
+                    return None;
+                }
                 let l = std::os::unix::net::UnixListener::from(fd.try_clone().ok()?);
                 let at = l.local_addr().ok()?;
                 (at.as_pathname() == Some(std::path::Path::new(path))).then_some(())
@@ -1980,6 +2014,9 @@ where
     const MAX_LINE: usize = 64 * 1024;
     let mut reader = tokio::io::BufReader::new(pipe);
     let mut line = Vec::new();
+    // The last piece was cut at MAX_LINE: a newline right after it ends
+    // that line, not an empty one.
+    let mut cut = false;
     loop {
         let buf = match reader.fill_buf().await {
             Ok(buf) if !buf.is_empty() => buf,
@@ -1991,6 +2028,10 @@ where
                 return;
             }
         };
+        if std::mem::take(&mut cut) && buf[0] == b'\n' {
+            reader.consume(1);
+            continue;
+        }
         let room = MAX_LINE - line.len();
         let window = &buf[..buf.len().min(room)];
         let (take, end) = match memchr::memchr(b'\n', window) {
@@ -1999,6 +2040,7 @@ where
         };
         line.extend_from_slice(&window[..take]);
         let whole = end > take || line.len() == MAX_LINE;
+        cut = end == take && line.len() == MAX_LINE;
         reader.consume(end);
         if whole {
             if !to.line(&line).await {
@@ -2162,4 +2204,15 @@ fn take_inherited<T>(
     let fd = inherited.remove(i);
     let found = matches(&fd)?;
     Some((fd, found))
+}
+
+impl State {
+    /// The watchdog interval; zero means none (libsystemd: invalid).
+    fn watchdog(&self) -> Option<Duration> {
+        self.setup
+            .systemd
+            .as_ref()
+            .and_then(|s| s.watchdog)
+            .filter(|d| !d.is_zero())
+    }
 }

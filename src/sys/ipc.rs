@@ -103,6 +103,11 @@ fn capture_listen_fds() {
 /// process; `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` are removed
 /// from the environment so no child believes they are its own.
 pub(crate) fn take_listen_fds() -> Vec<OwnedFd> {
+    // Edition 2021: `remove_var` is safe; done once per call, as for the
+    // channel. Whatever they said, no child is to believe them its own.
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
     let Some(record) = LISTEN_FDS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -126,10 +131,6 @@ pub(crate) fn take_listen_fds() -> Vec<OwnedFd> {
             // Not ours to close after all: give the number back untouched.
             let _ = fd.into_raw_fd();
         }
-    }
-    // Edition 2021: `remove_var` is safe; done once, as for the channel.
-    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
-        std::env::remove_var(var);
     }
     taken
 }

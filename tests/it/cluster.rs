@@ -904,7 +904,8 @@ async fn silent_workers_output_comes_as_lines() {
     let mut primary = cp::cluster("sh")
         .args([
             "-c",
-            "echo one; echo err >&2; head -c 70000 /dev/zero | tr '\\0' x; echo; printf two",
+            "echo one; echo err >&2; head -c 70000 /dev/zero | tr '\\0' x; echo; \
+             head -c 65536 /dev/zero | tr '\\0' y; echo; printf two",
         ])
         .workers(1)
         .silent(true)
@@ -913,7 +914,7 @@ async fn silent_workers_output_comes_as_lines() {
         .unwrap();
     let mut out = Vec::new();
     let mut err = Vec::new();
-    while out.len() < 4 || err.is_empty() {
+    while out.len() < 5 || err.is_empty() {
         let (stream, line) = until(&mut primary, "output", |e| match e {
             Event::Output { stream, line, .. } => Some((*stream, line.clone())),
             _ => None,
@@ -927,7 +928,9 @@ async fn silent_workers_output_comes_as_lines() {
     assert_eq!(out[0], "one");
     assert_eq!(out[1].len(), 64 * 1024);
     assert_eq!(out[2].len(), 70000 - 64 * 1024);
-    assert_eq!(out[3], "two");
+    // Exactly 64 KiB and a newline: one line, no empty one after it.
+    assert_eq!(out[3].len(), 64 * 1024);
+    assert_eq!(out[4], "two");
     assert_eq!(err, ["err"]);
     primary.shutdown(Duration::from_secs(1)).await.unwrap();
 }
@@ -1357,4 +1360,36 @@ fn the_primary_takes_its_port_from_socket_activation() {
     let out = primary.wait_with_output().unwrap();
     read.unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert!(text.contains("hello world from worker"), "{text}");
+}
+
+/// Review of issue 15: a shutdown returns once the workers' last lines
+/// are written, and logs survive their directory being removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_keep_the_last_lines_and_survive_a_removed_directory() {
+    let dir = TempDir::new("cluster-logs-end");
+    let logs = dir.0.join("logs");
+    // A line every 10 ms; on SIGTERM (after the drain deadline, as `sh`
+    // does not speak the protocol) a last line.
+    let script = "trap 'echo BYE-$NODE_APP_INSTANCE; exit 0' TERM; \
+                  while :; do echo tick; sleep 0.01; done";
+    let primary = cp::cluster("sh")
+        .args(["-c", script])
+        .workers(2)
+        .logs(cp::cluster::Logs::files(&logs))
+        .start()
+        .await
+        .unwrap();
+    let out = logs.join("out.log");
+    wait_until_async(LIMIT, "ticks logged", || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("tick"))
+    })
+    .await;
+    std::fs::remove_dir_all(&logs).unwrap();
+    wait_until_async(LIMIT, "the directory made again", || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("tick"))
+    })
+    .await;
+    primary.shutdown(Duration::from_millis(100)).await.unwrap();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("BYE-0") && text.contains("BYE-1"), "{text}");
 }
