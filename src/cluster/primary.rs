@@ -1262,7 +1262,7 @@ impl State {
         let (first, max) = self.setup.restart_delay;
         let s = &mut self.slots[slot];
         let delay = jitter(s.delay.max(first));
-        s.delay = s.delay.mul_f64(1.5).min(max);
+        s.delay = grow(s.delay, max);
         let Some(w) = self.workers.get_mut(&old) else {
             return;
         };
@@ -1328,7 +1328,7 @@ impl State {
             s.delay = first;
         }
         let delay = jitter(s.delay);
-        s.delay = s.delay.mul_f64(1.5).min(max);
+        s.delay = grow(s.delay, max);
         self.emit(Event::Restarting { slot, delay });
         self.after(delay, Input::Restart(slot));
     }
@@ -2214,5 +2214,15 @@ impl State {
             .as_ref()
             .and_then(|s| s.watchdog)
             .filter(|d| !d.is_zero())
+    }
+}
+
+/// The next restart delay: ×1.5 up to `max`; after an immediate restart
+/// (a zero delay), 100 ms.
+fn grow(delay: Duration, max: Duration) -> Duration {
+    if delay.is_zero() {
+        Duration::from_millis(100).min(max)
+    } else {
+        delay.mul_f64(1.5).min(max)
     }
 }
