@@ -1386,12 +1386,20 @@ impl State {
                         }
                     }
                 }
-                if let Some(k) = key.as_ref().and_then(|k| self.keys.get(k)) {
+                if let Some(k) = key.as_ref().and_then(|k| self.keys.get_mut(k)) {
+                    // It listens (again): connections it refused before
+                    // (while it started, or closed a server) may go to it.
+                    for conn in &mut k.queue {
+                        conn.refused_by.retain(|&w| w != id);
+                    }
                     let address = k.address.clone();
                     self.emit(Event::Listening {
                         worker: id,
                         address,
                     });
+                }
+                if let Some(key) = &key {
+                    self.distribute(key);
                 }
                 self.check_ready(id);
             }
@@ -1611,22 +1619,12 @@ impl State {
             k.free.push_back(id);
         }
         if !accepted {
+            // It goes to a worker that has not refused it. One that every
+            // worker refused waits, queued, for a new worker or for a
+            // refuser to listen again (see `listening`), rather than
+            // ping-pong between refusers or be closed unanswered.
             conn.refused_by.push(id);
-            let everyone =
-                !k.workers.is_empty() && k.workers.iter().all(|w| conn.refused_by.contains(w));
-            if everyone {
-                // Every worker of the key refused it: closing it beats
-                // passing it around forever.
-                self.emit(Event::Error {
-                    worker: Some(id),
-                    error: Error::Channel(ChannelError::Io(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionRefused,
-                        format!("every worker of {key} refused a connection; it was closed"),
-                    ))),
-                });
-            } else {
-                k.queue.push_front(conn);
-            }
+            k.queue.push_front(conn);
         }
         self.distribute(&key);
     }

@@ -65,8 +65,13 @@ pub struct Worker {
     disconnected: watch::Receiver<bool>,
 }
 
-/// A reply from the primary and the fd that came with it.
-type Reply = (Map<String, Value>, Option<Handle>);
+/// A reply from the primary, the fd that came with it, and for a
+/// round-robin `queryServer` reply, the queue its connections go to.
+type Reply = (
+    Map<String, Value>,
+    Option<Handle>,
+    Option<mpsc::Receiver<TcpStream>>,
+);
 
 #[derive(Debug)]
 struct Shared {
@@ -288,7 +293,7 @@ impl Worker {
         query.insert("port".into(), at.port().into());
         query.insert("addressType".into(), family.into());
         query.insert("backlog".into(), protocol::DEFAULT_BACKLOG.into());
-        let (reply, handle) = self.shared.request(query.clone()).await?;
+        let (reply, handle, queue) = self.shared.request(query.clone()).await?;
         let errno = reply.get("errno").and_then(Value::as_i64).unwrap_or(0);
         if errno != 0 {
             return Err(Error::io(
@@ -316,8 +321,10 @@ impl Worker {
                 (Inner::Shared(listener), local)
             }
             None => {
-                let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-                self.shared.book().listeners.insert(key.clone(), tx);
+                // Registered by the dispatcher as the reply came in.
+                let rx = queue.ok_or_else(|| {
+                    Error::io(&line, io::Error::other("the primary's reply has no key"))
+                })?;
                 let local = reply.get("sockname").and_then(sockname).unwrap_or(at);
                 (Inner::RoundRobin(rx), local)
             }
@@ -497,10 +504,25 @@ async fn dispatch(
             Some(_) => {}
             None => {
                 if let Some(ack) = msg.get("ack").and_then(Value::as_u64) {
-                    let waiter = shared.book().pending.remove(&ack);
-                    if let Some(waiter) = waiter {
-                        let _ = waiter.send((msg, handle));
-                    }
+                    let mut book = shared.book();
+                    let Some(waiter) = book.pending.remove(&ack) else {
+                        continue;
+                    };
+                    // A round-robin listen: its queue exists before the
+                    // next message is read, as Node's child.js registers
+                    // the handle in the reply's callback; a `newconn`
+                    // right behind the reply would otherwise be refused.
+                    let key = msg.get("key").and_then(Value::as_str);
+                    let queue = match (key, msg.get("errno"), &handle) {
+                        (Some(key), Some(Value::Null), None) => {
+                            let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+                            book.listeners.insert(key.to_owned(), tx);
+                            Some(rx)
+                        }
+                        _ => None,
+                    };
+                    drop(book);
+                    let _ = waiter.send((msg, handle, queue));
                 }
             }
         }
