@@ -70,7 +70,7 @@ where
 /// # async fn main() -> cp::Result<()> {
 /// let status = cp::Command::new("ls")
 ///     .args(["-l", "-a"])
-///     .cwd("/tmp")
+///     .cwd("/")
 ///     .env("LC_ALL", "C")
 ///     .stdout(cp::Stdio::inherit())
 ///     .spawn()?

@@ -306,18 +306,7 @@ fn bind_listen_fds(addrs: &[String]) -> Result<(Vec<Arc<OwnedFd>>, Vec<SocketFil
                     "expected ip:port or unix:/path",
                 ))
             })?;
-            let socket = if at.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()
-            } else {
-                tokio::net::TcpSocket::new_v6()
-            }
-            .map_err(err)?;
-            socket.set_reuseaddr(true).map_err(err)?;
-            socket.bind(at).map_err(err)?;
-            let listener = socket
-                .listen(protocol::DEFAULT_BACKLOG as u32)
-                .map_err(err)?;
-            let listener = listener.into_std().map_err(err)?;
+            let listener = tcp_listener(at, protocol::DEFAULT_BACKLOG).map_err(err)?;
             // Blocking, as systemd passes them: a worker that accepts in
             // a plain loop must wait, not get EAGAIN. (The flag belongs
             // to the socket, shared by every worker; the primary never
@@ -1357,12 +1346,9 @@ impl State {
             }
             return;
         }
-        let Value::Object(msg) = value else {
+        let Some(msg) = protocol::cluster_message(value) else {
             return;
         };
-        if msg.get("cmd").and_then(Value::as_str) != Some(protocol::CMD) {
-            return;
-        }
         let seq = msg.get("seq").and_then(Value::as_u64).unwrap_or(0);
         match protocol::act(&msg) {
             Some("online") => {
@@ -1460,7 +1446,7 @@ impl State {
             Ok(q) => q,
             Err(bad) => {
                 // Always answered, or the worker's listen() waits forever.
-                let fields = protocol::errno_reply(seq, "", &Value::Null, -libc_einval());
+                let fields = protocol::errno_reply(seq, "", &Value::Null, -libc::EINVAL);
                 self.send_cluster(id, fields);
                 self.emit(Event::Error {
                     worker: Some(id),
@@ -1478,7 +1464,7 @@ impl State {
             && (self.keys.len() >= MAX_KEYS || theirs >= MAX_KEYS_PER_WORKER)
         {
             // A worker cannot make the primary hold every fd it may open.
-            let fields = protocol::errno_reply(seq, &key, &query.data, -24);
+            let fields = protocol::errno_reply(seq, &key, &query.data, -libc::EMFILE);
             self.send_cluster(id, fields);
             self.emit(Event::Error {
                 worker: Some(id),
@@ -1694,10 +1680,6 @@ impl State {
     }
 }
 
-const fn libc_einval() -> i32 {
-    22
-}
-
 /// Bind what a query asks for, and start accepting when the primary
 /// schedules it.
 fn bind(
@@ -1707,114 +1689,119 @@ fn bind(
     inputs: &mpsc::UnboundedSender<Input>,
     inherited: &mut Vec<OwnedFd>,
 ) -> std::io::Result<KeyState> {
-    let rr = scheduling == Scheduling::RoundRobin;
-    let permits = Arc::new(Semaphore::new(MAX_QUEUED));
-    let accept_on =
-        |listener: Arc<Bound>| tokio::spawn(accept(key.clone(), listener, permits, inputs.clone()));
-    let key_state = |address, socket: Bound, kind, shared| KeyState {
-        data: query.data.clone(),
-        address,
-        socket: Arc::new(socket),
-        kind,
-        shared,
-        workers: Vec::new(),
-        free: VecDeque::new(),
-        queue: VecDeque::new(),
-        accept: None,
-        path: None,
-    };
-    match &query.target {
+    // The socket of the key: one systemd passed, or a new one.
+    let (address, socket, kind, path) = match &query.target {
         Target::Tcp { host, port, v6 } => {
             let addr = resolve(host.as_deref(), *port, *v6)?;
-            if let Some(listener) = take_inherited(inherited, |fd| {
-                use std::os::fd::AsFd;
-                // Only a listening TCP socket (not UDP, not a connection
-                // from `--accept`) serves a TCP listen.
-                if crate::sys::ipc::socket_kind(fd.as_fd())
-                    != crate::sys::ipc::SocketKind::TcpListener
-                {
-                    return None;
+            let (fd, local) = match take_inherited(inherited, |fd| inherited_tcp(fd, addr)) {
+                Some(found) => found,
+                None => {
+                    let listener = tcp_listener(addr, query.backlog)?;
+                    let local = listener.local_addr()?;
+                    (listener.into(), local)
                 }
-                let l = std::net::TcpListener::from(fd.try_clone().ok()?);
-                let at = l.local_addr().ok()?;
-                // `listen(8080)` (every address) takes a socket systemd
-                // bound on port 8080, whatever its address.
-                (at.port() == addr.port() && (at.ip() == addr.ip() || addr.ip().is_unspecified()))
-                    .then_some(at)
-            }) {
-                let (fd, local) = listener;
-                let mut k = key_state(Address::Tcp(local), listening(fd)?, "net.Native", !rr);
-                if rr {
-                    k.accept = Some(accept_on(k.socket.clone()));
-                }
-                return Ok(k);
-            }
-            let socket = if addr.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()?
-            } else {
-                tokio::net::TcpSocket::new_v6()?
             };
-            // As libuv does for every TCP server on unix.
-            socket.set_reuseaddr(true)?;
-            socket.bind(addr)?;
-            let listener = socket.listen(query.backlog as u32)?;
-            let local = listener.local_addr()?;
-            let listener = listening(listener.into_std()?.into())?;
-            let mut k = key_state(Address::Tcp(local), listener, "net.Native", !rr);
-            if rr {
-                k.accept = Some(accept_on(k.socket.clone()));
-            }
-            Ok(k)
+            (Address::Tcp(local), listening(fd)?, "net.Native", None)
         }
         Target::Unix(path) => {
             if path.is_empty() {
-                return Err(std::io::Error::from_raw_os_error(22));
+                return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
             }
-            if let Some((fd, _)) = take_inherited(inherited, |fd| {
-                use std::os::fd::AsFd;
-                if crate::sys::ipc::socket_kind(fd.as_fd())
-                    != crate::sys::ipc::SocketKind::UnixListener
-                {
-                    return None;
+            let (fd, created) = match take_inherited(inherited, |fd| inherited_unix(fd, path)) {
+                // systemd's file: not ours to remove.
+                Some((fd, ())) => (fd, None),
+                None => {
+                    let listener = std::os::unix::net::UnixListener::bind(path)?;
+                    if let Some(mode) = query.mode {
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+                    }
+                    (OwnedFd::from(listener), Some(PathBuf::from(path)))
                 }
-                let l = std::os::unix::net::UnixListener::from(fd.try_clone().ok()?);
-                let at = l.local_addr().ok()?;
-                (at.as_pathname() == Some(std::path::Path::new(path))).then_some(())
-            }) {
-                let address = Address::Unix(path.into());
-                let mut k = key_state(address, listening(fd)?, "net.Native", !rr);
-                if rr {
-                    k.accept = Some(accept_on(k.socket.clone()));
-                }
-                return Ok(k);
-            }
-            let listener = tokio::net::UnixListener::bind(path)?;
-            if let Some(mode) = query.mode {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-            }
-            let address = Address::Unix(path.into());
-            let listener = listening(listener.into_std()?.into())?;
-            let mut k = key_state(address, listener, "net.Native", !rr);
-            k.path = Some(path.into());
-            if rr {
-                k.accept = Some(accept_on(k.socket.clone()));
-            }
-            Ok(k)
+            };
+            (
+                Address::Unix(path.into()),
+                listening(fd)?,
+                "net.Native",
+                created,
+            )
         }
         Target::Udp { host, port, v6 } => {
             let addr = resolve(host.as_deref(), *port, *v6)?;
             let socket = std::net::UdpSocket::bind(addr)?;
             let local = socket.local_addr()?;
-            Ok(key_state(
+            (
                 Address::Udp(local),
                 Bound::Udp(socket),
                 "dgram.Native",
-                true,
-            ))
+                None,
+            )
         }
-        Target::Fd(_) => Err(std::io::Error::from_raw_os_error(9)),
+        Target::Fd(_) => return Err(std::io::Error::from_raw_os_error(libc::EBADF)),
+    };
+    // UDP is always shared; listeners are accepted on by the primary in
+    // round robin.
+    let shared = matches!(socket, Bound::Udp(_)) || scheduling == Scheduling::Shared;
+    let socket = Arc::new(socket);
+    let accept = (!shared).then(|| {
+        let permits = Arc::new(Semaphore::new(MAX_QUEUED));
+        tokio::spawn(accept(key.clone(), socket.clone(), permits, inputs.clone()))
+    });
+    Ok(KeyState {
+        data: query.data.clone(),
+        address,
+        socket,
+        kind,
+        shared,
+        workers: Vec::new(),
+        free: VecDeque::new(),
+        queue: VecDeque::new(),
+        accept,
+        path,
+    })
+}
+
+/// A listening TCP socket bound to `addr`, with `SO_REUSEADDR` as libuv
+/// sets it for every TCP server on unix; non-blocking.
+fn tcp_listener(
+    addr: std::net::SocketAddr,
+    backlog: i32,
+) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog.max(1) as u32)?.into_std()
+}
+
+/// An inherited listening TCP socket that serves a listen on `addr`: the
+/// same port, and the same address or any (`listen(8080)` takes a socket
+/// systemd bound on port 8080, whatever its address). Not UDP, not a
+/// connection from `--accept`.
+fn inherited_tcp(fd: &OwnedFd, addr: std::net::SocketAddr) -> Option<std::net::SocketAddr> {
+    use std::os::fd::AsFd;
+    if crate::sys::ipc::socket_kind(fd.as_fd()) != crate::sys::ipc::SocketKind::TcpListener {
+        return None;
     }
+    let at = std::net::TcpListener::from(fd.try_clone().ok()?)
+        .local_addr()
+        .ok()?;
+    (at.port() == addr.port() && (at.ip() == addr.ip() || addr.ip().is_unspecified())).then_some(at)
+}
+
+/// An inherited listening unix socket bound at `path`.
+fn inherited_unix(fd: &OwnedFd, path: &str) -> Option<()> {
+    use std::os::fd::AsFd;
+    if crate::sys::ipc::socket_kind(fd.as_fd()) != crate::sys::ipc::SocketKind::UnixListener {
+        return None;
+    }
+    let at = std::os::unix::net::UnixListener::from(fd.try_clone().ok()?)
+        .local_addr()
+        .ok()?;
+    (at.as_pathname() == Some(std::path::Path::new(path))).then_some(())
 }
 
 /// The address to bind: every address (`::`, which also takes IPv4 on
@@ -1875,6 +1862,8 @@ impl Bound {
 
 /// Register a listener for `accept` readiness only.
 fn listening(fd: OwnedFd) -> std::io::Result<Bound> {
+    use std::os::fd::AsFd;
+    crate::sys::set_nonblocking(fd.as_fd())?;
     crate::sys::tokio_fd::register(fd, tokio::io::Interest::READABLE)
         .map(Bound::Listener)
         .map_err(|(_, e)| e)

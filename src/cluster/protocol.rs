@@ -135,6 +135,14 @@ fn js_string(value: Option<&Value>) -> String {
     }
 }
 
+/// The fields of a `NODE_CLUSTER` message; `None` for any other value.
+pub(crate) fn cluster_message(value: Value) -> Option<Map<String, Value>> {
+    match value {
+        Value::Object(msg) if msg.get("cmd").and_then(Value::as_str) == Some(CMD) => Some(msg),
+        _ => None,
+    }
+}
+
 /// The `act` of a cluster message, if it is one.
 pub(crate) fn act(msg: &Map<String, Value>) -> Option<&str> {
     msg.get("act").and_then(Value::as_str)
@@ -190,11 +198,7 @@ pub(crate) fn errno_reply(ack: u64, key: &str, data: &Value, errno: i32) -> Map<
 /// libuv's errno for an i/o error: the negated OS errno (`-98` is
 /// `EADDRINUSE`); `EINVAL` when the error carries none.
 pub(crate) fn uv_errno(err: &std::io::Error) -> i32 {
-    -err.raw_os_error().unwrap_or(libc_einval())
-}
-
-const fn libc_einval() -> i32 {
-    22
+    -err.raw_os_error().unwrap_or(libc::EINVAL)
 }
 
 /// `server.address()` as Node reports it.

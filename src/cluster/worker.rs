@@ -478,10 +478,9 @@ async fn dispatch(
             let _ = messages.send(value);
             continue;
         }
-        let Value::Object(msg) = value else { continue };
-        if msg.get("cmd").and_then(Value::as_str) != Some(protocol::CMD) {
+        let Some(msg) = protocol::cluster_message(value) else {
             continue;
-        }
+        };
         match act(&msg) {
             Some("newconn") => {
                 let seq = msg.get("seq").and_then(Value::as_u64).unwrap_or(0);

@@ -6,9 +6,18 @@ use std::time::Duration;
 use child_process as cp;
 use serde_json::{json, Value};
 
-use crate::support::{fixture, have_node, worker_exe, TempDir};
+use crate::support::{have_node, worker_exe, TempDir};
 
 const LIMIT: Duration = Duration::from_secs(20);
+
+/// The Rust stdio worker behind a relay that carries only bytes (a
+/// stand-in for ssh).
+fn relayed() -> cp::Fork {
+    let exe = worker_exe();
+    cp::fork(&exe)
+        .args(["--relay".as_ref(), exe.as_os_str(), "--stdio".as_ref()])
+        .channel_on_stdio()
+}
 
 async fn recv(channel: &mut cp::Channel) -> Option<Value> {
     tokio::time::timeout(LIMIT, channel.recv::<Value>())
@@ -56,13 +65,10 @@ async fn a_rust_worker_on_stdio() {
 #[tokio::test]
 async fn a_rust_worker_through_a_relay_and_a_shell() {
     let exe = worker_exe();
-    let relayed = cp::fork(&exe)
-        .args(["--relay".as_ref(), exe.as_os_str(), "--stdio".as_ref()])
-        .channel_on_stdio();
     let shell = cp::fork("sh")
         .args(["-c", "exec \"$0\" --stdio", exe.to_str().unwrap()])
         .channel_on_stdio();
-    for fork in [relayed, shell] {
+    for fork in [relayed(), shell] {
         let mut worker = fork.spawn().unwrap();
         for i in 0..100 {
             worker.send(&json!({ "i": i })).await.unwrap();
@@ -101,12 +107,7 @@ async fn a_node_worker_on_stdio() {
 /// arrived is in order with none missing, and `send` then fails.
 #[tokio::test]
 async fn a_relay_killed_mid_burst_is_seen() {
-    let exe = worker_exe();
-    let mut worker = cp::fork(&exe)
-        .args(["--relay".as_ref(), exe.as_os_str(), "--stdio".as_ref()])
-        .channel_on_stdio()
-        .spawn()
-        .unwrap();
+    let mut worker = relayed().spawn().unwrap();
     let sender = worker.take_channel().unwrap();
     let (tx, mut rx) = sender.split();
     let burst = tokio::spawn(async move {
@@ -263,12 +264,7 @@ async fn another_user_cannot_connect() {
 /// the relay: `recv` on the worker side sees a NODE_HANDLE with no fd.
 #[tokio::test]
 async fn a_handle_sent_through_a_relay_is_refused_not_hung() {
-    let exe = worker_exe();
-    let mut worker = cp::fork(&exe)
-        .args(["--relay".as_ref(), exe.as_os_str(), "--stdio".as_ref()])
-        .channel_on_stdio()
-        .spawn()
-        .unwrap();
+    let mut worker = relayed().spawn().unwrap();
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     worker.send_with_handle(&"serve", &l).await.unwrap();
     worker.send(&json!({"after": 1})).await.unwrap();
@@ -291,5 +287,4 @@ async fn a_handle_sent_through_a_relay_is_refused_not_hung() {
     assert!(saw_after);
     worker.disconnect();
     worker.wait().await.unwrap();
-    let _ = fixture("echo.js");
 }
