@@ -8,7 +8,7 @@
 //! the process tree and the mapping to errors are the async forms'.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::capture::{judge, Action, Collected, Ending, Event, Limits, Rules, Sink};
@@ -25,12 +25,19 @@ use crate::trace::Trace;
 
 impl Job {
     pub(crate) fn run_sync(self) -> Result<Output> {
+        self.run_sync_until(None)
+    }
+
+    /// `run_sync`, stopped (the tree killed as a dropped future kills it)
+    /// once `cancel` is readable: an offloaded run whose future was dropped.
+    pub(crate) fn run_sync_until(self, cancel: Option<BorrowedFd<'_>>) -> Result<Output> {
         let line = self.spec.command_line();
         let [a, b, c] = self
             .stdio()
             .map_err(|e| Error::spawn(&line, "cannot duplicate an fd given as stdio", e))?;
         let raw = spawn_raw(&self.spec, &line, [a.kind(), b.kind(), c.kind()], &[])?;
         let mut run = SyncRun::new(line, self.limits, self.spec.leads_group());
+        run.cancel = cancel.map(|fd| fd.as_raw_fd());
         let io = run
             .push(raw, self.on_drop(), None)
             .io(self.input(), self.sinks());
@@ -99,11 +106,17 @@ impl Command {
 impl Pipeline {
     /// `Pipeline::run_sync`: every stage in one group, driven by this thread.
     pub(crate) fn run_blocking(self) -> Result<Output> {
-        run_pipeline(self)
+        run_pipeline(self, None)
+    }
+
+    /// `run_blocking`, stopped once `cancel` is readable (see
+    /// [`Job::run_sync_until`]).
+    pub(crate) fn run_blocking_until(self, cancel: BorrowedFd<'_>) -> Result<Output> {
+        run_pipeline(self, Some(cancel))
     }
 }
 
-fn run_pipeline(pipeline: Pipeline) -> Result<Output> {
+fn run_pipeline(pipeline: Pipeline, cancel: Option<BorrowedFd<'_>>) -> Result<Output> {
     let line = pipeline.command_line();
     let stages = pipeline.stages();
     let n = stages.len();
@@ -123,6 +136,7 @@ fn run_pipeline(pipeline: Pipeline) -> Result<Output> {
         grace: Some(limits.kill_grace),
     };
     let mut run = SyncRun::new(line.clone(), limits, true);
+    run.cancel = cancel.map(|fd| fd.as_raw_fd());
     let mut first_stdin = None;
     let mut last_stdout = None;
     for (i, job) in stages.iter().enumerate() {
@@ -217,6 +231,10 @@ struct SyncRun {
     leader_pidfd: Option<OwnedFd>,
     /// Dropped before the last reap (see `Child::forward_signals`).
     forwarding: Option<sys::forward::Forwarding>,
+    /// An fd that, once readable, stops the run as an error; its drop then
+    /// kills the tree (an offloaded run whose future was dropped). Borrowed
+    /// from the caller of `run_sync_until`, which outlives the run.
+    cancel: Option<RawFd>,
 }
 
 /// How often a child without a pidfd is checked for its exit.
@@ -232,6 +250,7 @@ impl SyncRun {
             group,
             leader_pidfd: None,
             forwarding: None,
+            cancel: None,
         }
     }
 
@@ -405,6 +424,14 @@ impl SyncRun {
                     )
                 })
                 .collect();
+            let cancel_at = self.cancel.map(|fd| {
+                fds.push(libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                fds.len() - 1
+            });
             // Our own stdout or stderr, while a tee's copy waits for room.
             let tee_at = sinks.each_ref().map(|sink| {
                 sink.waiting_fd().map(|fd| {
@@ -418,6 +445,12 @@ impl SyncRun {
             });
             sys::poll(&mut fds, timeout).map_err(|e| self.io_err(e))?;
             let ready = |at: Option<usize>| at.is_some_and(|i| fds[i].revents != 0);
+            if ready(cancel_at) {
+                return Err(self.io_err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the run was cancelled",
+                )));
+            }
             for (sink, at) in sinks.iter_mut().zip(tee_at) {
                 if ready(at) {
                     sink.flush_now();

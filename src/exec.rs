@@ -242,6 +242,20 @@ impl Job {
     }
 
     pub(crate) async fn run(self) -> Result<Output> {
+        let job = if crate::offload::wanted() {
+            let line = self.spec.command_line();
+            match crate::offload::start(self, line, |job, cancel| job.run_sync_until(Some(cancel)))
+            {
+                Ok(running) => return running.await,
+                Err(job) => job,
+            }
+        } else {
+            self
+        };
+        job.run_in_place().await
+    }
+
+    async fn run_in_place(self) -> Result<Output> {
         let mut child = self.spawn_child()?;
         let collected = child.collect(self.input(), self.sinks()).await?;
         judge(

@@ -82,6 +82,7 @@ mod exec_file;
 mod stream;
 mod pipeline;
 mod blocking;
+mod offload;
 mod fork;
 pub mod cluster;
 mod channel;

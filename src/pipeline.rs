@@ -346,6 +346,19 @@ impl Pipeline {
     }
 
     async fn run(self) -> Result<Output> {
+        let pipeline = if crate::offload::wanted() {
+            let line = self.command_line();
+            match crate::offload::start(self, line, Pipeline::run_blocking_until) {
+                Ok(running) => return running.await,
+                Err(pipeline) => pipeline,
+            }
+        } else {
+            self
+        };
+        pipeline.run_in_place().await
+    }
+
+    async fn run_in_place(self) -> Result<Output> {
         let shared_stderr = self.captures_stderr();
         let (mut run, io) = Running::start(&self, shared_stderr)?;
         let (ending, [out, err]) = drive(&mut run, io).await?;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use child_process as cp;
 
-use crate::support::{assert_no_new_fds, assert_no_zombies, open_fds, wait_until};
+use crate::support::{
+    assert_no_new_fds, assert_no_zombies, open_fds, wait_until, wait_until_async,
+};
 
 #[test]
 fn run_isolated() {
@@ -89,6 +91,40 @@ fn concurrent_execs_leave_no_zombies() {
         {
             assert_eq!(r.unwrap().unwrap().stdout, format!("{i}\n").as_bytes());
         }
+    });
+    assert_no_zombies();
+}
+
+/// Runs in multi-thread `block_on` go to threads of their own (issue 16):
+/// finished, failed, cancelled, past the pool's limit or piped, none may
+/// leave an fd (the run's eventfd, its pipes) or a zombie.
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn offloaded_runs_leak_no_fds_and_no_zombies() {
+    let rt = multi_thread();
+    rt.block_on(async {
+        let before = warm_up().await;
+        for i in 0..100 {
+            let out = cp::exec(format!("echo {i}")).await.unwrap();
+            assert_eq!(out.stdout, format!("{i}\n").as_bytes());
+        }
+        let runs = (0..40).map(|i| cp::exec(format!("echo {i}")).into_future());
+        assert!(futures::future::join_all(runs)
+            .await
+            .iter()
+            .all(Result::is_ok));
+        cp::exec("exit 1").await.unwrap_err();
+        cp::exec("echo a").pipe(cp::exec("cat")).await.unwrap();
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(100),
+            cp::exec("sleep 30").into_future(),
+        );
+        assert!(cancelled.await.is_err());
+        wait_until_async(Duration::from_secs(5), "children reaped", || {
+            crate::support::children().is_empty()
+        })
+        .await;
+        assert_no_new_fds(&before);
     });
     assert_no_zombies();
 }

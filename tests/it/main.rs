@@ -11,6 +11,7 @@ mod issue_10;
 mod issue_11;
 mod issue_13;
 mod issue_14;
+mod issue_16;
 mod issue_17;
 mod regression;
 mod reliability;

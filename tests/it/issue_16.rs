@@ -1,0 +1,128 @@
+//! Issue 16: an awaited run in multi-thread `block_on` (what
+//! `#[tokio::main]` gives `main`) is driven by a thread of its own. These
+//! tests try to break what that must keep: the timeout fires on time when
+//! every worker is busy, a dropped future kills the tree, many runs at once
+//! all finish (past the pool's limit they run in place), and a pipeline
+//! behaves the same.
+
+use std::future::IntoFuture;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use child_process as cp;
+
+use crate::support::{alive, wait_until};
+
+fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn timeout_fires_while_every_worker_is_busy() {
+    let rt = multi_thread(1);
+    // The only worker is held by a task that blocks it until we say so.
+    let (release, held) = mpsc::channel::<()>();
+    let (started, running) = mpsc::channel::<()>();
+    rt.spawn(async move {
+        started.send(()).unwrap();
+        let _ = held.recv();
+    });
+    running.recv().unwrap();
+    let t = Instant::now();
+    let result = rt.block_on(
+        cp::exec("sleep 10")
+            .timeout(Duration::from_millis(200))
+            .into_future(),
+    );
+    let took = t.elapsed();
+    release.send(()).unwrap();
+    assert!(
+        matches!(result, Err(cp::Error::Timeout { .. })),
+        "{result:?}"
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
+fn a_dropped_run_kills_its_tree() {
+    let dir = std::env::temp_dir().join(format!("cp-issue16-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("grandchild");
+    let rt = multi_thread(2);
+    let pid: i32 = rt.block_on(async {
+        let run = cp::exec(format!(
+            "sleep 30 & echo $! > {}.tmp && mv {0}.tmp {0}; wait",
+            file.display()
+        ))
+        .into_future();
+        tokio::pin!(run);
+        // Poll the run while waiting for the grandchild to be there.
+        let pid = loop {
+            tokio::select! {
+                r = &mut run => panic!("the run ended: {r:?}"),
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                break text.trim().parse().unwrap();
+            }
+        };
+        assert!(alive(pid));
+        pid
+        // `run` is dropped here, unfinished.
+    });
+    wait_until(Duration::from_secs(5), "the grandchild killed", || {
+        !alive(pid)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn more_runs_at_once_than_the_pool_holds_all_finish() {
+    let rt = multi_thread(2);
+    rt.block_on(async {
+        let runs = (0..50).map(|i| cp::exec(format!("echo {i}")).into_future());
+        for (i, out) in futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(out.unwrap().stdout, format!("{i}\n").as_bytes());
+        }
+    });
+}
+
+#[test]
+fn output_errors_and_pipelines_are_the_same_in_block_on() {
+    let rt = multi_thread(2);
+    rt.block_on(async {
+        let out = cp::exec_file("sh", ["-c", "cat; echo err >&2"])
+            .stdin(b"in".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            (&out.stdout[..], &out.stderr[..]),
+            (&b"in"[..], &b"err\n"[..])
+        );
+        let err = cp::exec("exit 3").await.unwrap_err();
+        assert!(matches!(err, cp::Error::Exit { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            cp::exec("exit 3").run_sync().unwrap_err().to_string()
+        );
+        let big = cp::exec("head -c 3000000 /dev/zero")
+            .max_buffer(1000)
+            .await
+            .unwrap_err();
+        assert!(matches!(big, cp::Error::MaxBuffer { .. }), "{big:?}");
+        let piped = cp::exec("printf 'b\\na\\n'")
+            .pipe(cp::exec("sort"))
+            .await
+            .unwrap();
+        assert_eq!(piped.stdout, b"a\nb\n");
+        assert_eq!(cp::exec("echo hi").text().await.unwrap(), "hi");
+    });
+}
