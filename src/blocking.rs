@@ -8,7 +8,8 @@
 //! the process tree and the mapping to errors are the async forms'.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::capture::{judge, Action, Collected, Ending, Event, Limits, Rules, Sink};
@@ -16,6 +17,7 @@ use crate::command::Command;
 use crate::error::{CommandLine, Error, Output, Result, Stream};
 use crate::exec::{Feed, Job};
 use crate::kill::{kill_stragglers, reap, signal_tree, Ended, OnDrop, Proc};
+use crate::offload::Cancel;
 use crate::pipeline::{self, Pipeline, Plumbing};
 use crate::reaper::{self, abandon, Orphan, PendingKill};
 use crate::spawn::{spawn_raw, RawChild};
@@ -30,14 +32,14 @@ impl Job {
 
     /// `run_sync`, stopped (the tree killed as a dropped future kills it)
     /// once `cancel` is readable: an offloaded run whose future was dropped.
-    pub(crate) fn run_sync_until(self, cancel: Option<BorrowedFd<'_>>) -> Result<Output> {
+    pub(crate) fn run_sync_until(self, cancel: Option<Arc<Cancel>>) -> Result<Output> {
         let line = self.spec.command_line();
         let [a, b, c] = self
             .stdio()
             .map_err(|e| Error::spawn(&line, "cannot duplicate an fd given as stdio", e))?;
         let raw = spawn_raw(&self.spec, &line, [a.kind(), b.kind(), c.kind()], &[])?;
         let mut run = SyncRun::new(line, self.limits, self.spec.leads_group());
-        run.cancel = cancel.map(|fd| fd.as_raw_fd());
+        run.cancel = cancel;
         let io = run
             .push(raw, self.on_drop(), None)
             .io(self.input(), self.sinks());
@@ -111,12 +113,12 @@ impl Pipeline {
 
     /// `run_blocking`, stopped once `cancel` is readable (see
     /// [`Job::run_sync_until`]).
-    pub(crate) fn run_blocking_until(self, cancel: BorrowedFd<'_>) -> Result<Output> {
+    pub(crate) fn run_blocking_until(self, cancel: Arc<Cancel>) -> Result<Output> {
         run_pipeline(self, Some(cancel))
     }
 }
 
-fn run_pipeline(pipeline: Pipeline, cancel: Option<BorrowedFd<'_>>) -> Result<Output> {
+fn run_pipeline(pipeline: Pipeline, cancel: Option<Arc<Cancel>>) -> Result<Output> {
     let line = pipeline.command_line();
     let stages = pipeline.stages();
     let n = stages.len();
@@ -136,7 +138,7 @@ fn run_pipeline(pipeline: Pipeline, cancel: Option<BorrowedFd<'_>>) -> Result<Ou
         grace: Some(limits.kill_grace),
     };
     let mut run = SyncRun::new(line.clone(), limits, true);
-    run.cancel = cancel.map(|fd| fd.as_raw_fd());
+    run.cancel = cancel;
     let mut first_stdin = None;
     let mut last_stdout = None;
     for (i, job) in stages.iter().enumerate() {
@@ -231,10 +233,10 @@ struct SyncRun {
     leader_pidfd: Option<OwnedFd>,
     /// Dropped before the last reap (see `Child::forward_signals`).
     forwarding: Option<sys::forward::Forwarding>,
-    /// An fd that, once readable, stops the run as an error; its drop then
-    /// kills the tree (an offloaded run whose future was dropped). Borrowed
-    /// from the caller of `run_sync_until`, which outlives the run.
-    cancel: Option<RawFd>,
+    /// An offloaded run's link to its future: each process is reported
+    /// when started and before it is reaped, and the run stops as an error
+    /// once the future was dropped (its drop then kills the tree).
+    cancel: Option<Arc<Cancel>>,
 }
 
 /// How often a child without a pidfd is checked for its exit.
@@ -267,6 +269,10 @@ impl SyncRun {
         }
         self.rules.add_member();
         let trace = Trace::spawned(stage.unwrap_or(&self.line), raw.pid);
+        if let Some(cancel) = &self.cancel {
+            let pidfd = raw.pidfd.as_ref().map(|fd| fd.as_fd());
+            cancel.started(raw.pid, pidfd, raw.leads_group, on_drop);
+        }
         let leads_group = raw.leads_group;
         self.members.push(SyncMember {
             pid: raw.pid,
@@ -316,6 +322,9 @@ impl SyncRun {
         if self.members.iter().filter(|m| m.ended.is_none()).count() == 1 {
             // The last reap can free the group id: unregister it first.
             self.forwarding = None;
+        }
+        if let Some(cancel) = &self.cancel {
+            cancel.reaping(self.members[i].pid);
         }
         let ended = reap(self.members[i].proc()).map_err(|e| self.io_err(e))?;
         if let Some(ended) = ended {
@@ -424,9 +433,9 @@ impl SyncRun {
                     )
                 })
                 .collect();
-            let cancel_at = self.cancel.map(|fd| {
+            let cancel_at = self.cancel.as_ref().map(|cancel| {
                 fds.push(libc::pollfd {
-                    fd,
+                    fd: cancel.fd().as_raw_fd(),
                     events: libc::POLLIN,
                     revents: 0,
                 });
@@ -506,8 +515,9 @@ impl SyncRun {
                 }
             }
         };
+        let cancel = self.cancel.as_ref().map(|cancel| cancel.fd());
         for sink in &mut sinks {
-            sink.finish(ending, self.rules.deadline());
+            sink.finish(ending, self.rules.deadline(), cancel);
         }
         Ok((ending, sinks))
     }
@@ -515,6 +525,13 @@ impl SyncRun {
 
 impl Drop for SyncRun {
     fn drop(&mut self) {
+        // The reaper takes over: a dropped future must not signal these
+        // numbers from now on.
+        if let Some(cancel) = &self.cancel {
+            for m in self.members.iter().filter(|m| m.ended.is_none()) {
+                cancel.reaping(m.pid);
+            }
+        }
         let sigkill_due = self.rules.sigkill_due();
         // A pipeline whose leader was reaped: the group is reached through
         // the leader's kept pidfd.

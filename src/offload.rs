@@ -17,8 +17,14 @@
 //! worker busy a 200 ms timeout fired seconds late (an earlier attempt,
 //! reverted). Here the timeout is enforced by the run's own thread.
 //!
-//! Dropping the future rings the run's eventfd; the blocking engine then
-//! returns, and its drop kills the tree as a dropped async run does.
+//! Dropping the future signals the run's processes at once, from the
+//! dropping thread, as a dropped async run does (a program that exits right
+//! after the drop must not leave the tree running), then rings the run's
+//! eventfd: the blocking engine returns, and its drop hands the processes
+//! to the reaper (`SIGKILL` after the grace period).
+//!
+//! The child inherits the pool thread's per-thread attributes (nice value,
+//! CPU affinity, capabilities), not those of the thread that awaited.
 //!
 //! At most [`MAX_THREADS`] runs are offloaded at once; more run in place.
 //! Idle threads wait [`IDLE_FOR`] for another run, then exit.
@@ -36,6 +42,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::error::{CommandLine, Error, Result};
+use crate::kill::{signal_tree, OnDrop, Proc};
 use crate::sys;
 
 /// Offloaded runs in flight at most; past that, runs stay in place (they
@@ -53,20 +60,105 @@ pub(crate) fn wanted() -> bool {
         && Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
 }
 
+/// What an offloaded run shares with its future: the eventfd a dropped
+/// future rings, and the processes that future must signal at once.
+pub(crate) struct Cancel {
+    ring: OwnedFd,
+    tree: Mutex<Tree>,
+}
+
+/// The run's processes, as a dropped future signals them.
+#[derive(Default)]
+struct Tree {
+    /// The run's `kill_signal`; `None` until a process started.
+    signal: Option<i32>,
+    /// The process group's leader. Kept after it is reaped: its pidfd
+    /// still names the group.
+    leader: Option<(libc::pid_t, Option<OwnedFd>)>,
+    /// Started and not yet reaped (the run takes each out before it reaps
+    /// it, under the lock, so a number signalled here is never recycled).
+    procs: Vec<(libc::pid_t, Option<OwnedFd>)>,
+}
+
+impl Cancel {
+    fn new() -> std::io::Result<Cancel> {
+        Ok(Cancel {
+            ring: sys::eventfd()?,
+            tree: Mutex::new(Tree::default()),
+        })
+    }
+
+    fn tree(&self) -> std::sync::MutexGuard<'_, Tree> {
+        self.tree.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Readable once the future was dropped: the run stops.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.ring.as_fd()
+    }
+
+    /// A process of the run started: a dropped future signals it from now
+    /// on (with `on_drop`'s signal; nothing for `OnDrop::Reap`).
+    pub(crate) fn started(
+        &self,
+        pid: libc::pid_t,
+        pidfd: Option<BorrowedFd<'_>>,
+        leads_group: bool,
+        on_drop: OnDrop,
+    ) {
+        let OnDrop::Kill { signal, .. } = on_drop else {
+            return;
+        };
+        let dup = || pidfd.and_then(|fd| fd.try_clone_to_owned().ok());
+        let mut tree = self.tree();
+        tree.signal = Some(signal.as_raw());
+        if leads_group && tree.leader.is_none() {
+            tree.leader = Some((pid, dup()));
+        }
+        tree.procs.push((pid, dup()));
+    }
+
+    /// `pid` is about to be reaped: a dropped future must not signal that
+    /// number any more.
+    pub(crate) fn reaping(&self, pid: libc::pid_t) {
+        self.tree().procs.retain(|(p, _)| *p != pid);
+    }
+
+    /// The future was dropped: signal the tree now, then stop the run.
+    fn ring(&self) {
+        {
+            let mut tree = self.tree();
+            if let Some(signal) = tree.signal {
+                fn proc((pid, fd): &(libc::pid_t, Option<OwnedFd>)) -> Proc<'_> {
+                    Proc {
+                        pid: *pid,
+                        pidfd: fd.as_ref().map(|fd| fd.as_fd()),
+                    }
+                }
+                let procs: Vec<Proc<'_>> = tree.procs.iter().map(proc).collect();
+                signal_tree(tree.leader.as_ref().map(proc), &procs, signal);
+            }
+            tree.procs.clear();
+        }
+        sys::eventfd_signal(self.ring.as_fd());
+    }
+}
+
 /// Start `work(state, cancel)` on a pool thread, or give `state` back when
 /// no thread can take it (the pool is full, or no thread or eventfd could
-/// be made): the caller then runs in place. `work` must return once
-/// `cancel` is readable.
+/// be made): the caller then runs in place. `work` must report each process
+/// it starts and reaps to `cancel`, and return once `cancel.fd()` is
+/// readable.
 pub(crate) fn start<S, T>(
     state: S,
     line: CommandLine,
-    work: fn(S, BorrowedFd<'_>) -> Result<T>,
+    work: fn(S, Arc<Cancel>) -> Result<T>,
 ) -> std::result::Result<Running<T>, S>
 where
     S: Send + 'static,
     T: Send + 'static,
 {
-    let Ok(cancel) = sys::eventfd() else {
+    let Ok(cancel) = Cancel::new() else {
         return Err(state);
     };
     let Some(thread) = thread() else {
@@ -76,7 +168,7 @@ where
     let (tx, rx) = oneshot::channel();
     let ring = cancel.clone();
     let task: Task = Box::new(move |idle| {
-        let result = panic::catch_unwind(AssertUnwindSafe(|| work(state, ring.as_fd())));
+        let result = panic::catch_unwind(AssertUnwindSafe(|| work(state, ring)));
         // Back in the pool before the caller hears of the result, so that
         // its next run finds this thread idle instead of starting another.
         idle();
@@ -98,8 +190,8 @@ where
 /// An offloaded run: its result, once the thread sends it.
 pub(crate) struct Running<T> {
     rx: oneshot::Receiver<std::thread::Result<Result<T>>>,
-    /// Rung on drop before the end: the run stops and kills its tree.
-    cancel: Arc<OwnedFd>,
+    /// Rung on drop before the end: the tree is signalled, the run stops.
+    cancel: Arc<Cancel>,
     line: CommandLine,
     done: bool,
 }
@@ -125,7 +217,7 @@ impl<T> Future for Running<T> {
 impl<T> Drop for Running<T> {
     fn drop(&mut self) {
         if !self.done {
-            sys::eventfd_signal(self.cancel.as_fd());
+            self.cancel.ring();
         }
     }
 }
@@ -157,7 +249,9 @@ fn thread() -> Option<mpsc::Sender<Task>> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let own = tx.clone();
     let spawned = std::thread::Builder::new()
-        .name("child_process-run".into())
+        // 15 bytes at most, or the kernel cuts it (to tell it from the
+        // reaper in /proc).
+        .name("cp-offload-run".into())
         .spawn(move || serve(id, own, rx));
     if spawned.is_err() {
         THREADS.fetch_sub(1, Ordering::AcqRel);

@@ -1,7 +1,7 @@
 //! The buffer that reads a pipe into memory, up to a limit.
 
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
@@ -288,19 +288,27 @@ impl Tee {
 
     /// At the end of the run: write what is left, waiting for room until
     /// `until` (`None`: as long as it takes, as the child itself would
-    /// have); what is still left then is dropped (the tail keeps it).
-    fn finish(&mut self, until: Option<Instant>) {
+    /// have) or until `cancel` is readable (the run's future was dropped);
+    /// what is still left then is dropped (the tail keeps it).
+    fn finish(&mut self, until: Option<Instant>, cancel: Option<BorrowedFd<'_>>) {
         while !self.out.flush_now() {
             let left = until.map(|u| u.saturating_duration_since(Instant::now()));
             if left.is_some_and(|l| l.is_zero()) {
                 break;
             }
-            let mut fds = [libc::pollfd {
-                fd: self.out.to,
-                events: libc::POLLOUT,
-                revents: 0,
-            }];
-            if sys::poll(&mut fds, left).is_err() {
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.out.to,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: cancel.map_or(-1, |fd| fd.as_raw_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            if sys::poll(&mut fds, left).is_err() || fds[1].revents != 0 {
                 break;
             }
         }
@@ -407,14 +415,22 @@ impl Sink {
     }
 
     /// The run is over: a tee writes what is left (waiting for room only
-    /// when the run ended by itself, and not past its timeout); lines
-    /// without `\n` are handed out.
-    pub(crate) fn finish(&mut self, ending: Ending, deadline: Option<Instant>) {
+    /// when the run ended by itself, not past its timeout, and not once
+    /// `cancel` is readable); lines without `\n` are handed out.
+    pub(crate) fn finish(
+        &mut self,
+        ending: Ending,
+        deadline: Option<Instant>,
+        cancel: Option<BorrowedFd<'_>>,
+    ) {
         match self {
-            Sink::Tee(tee) => tee.finish(match ending {
-                Ending::Exited => deadline,
-                Ending::TimedOut | Ending::Overflow(_) => Some(Instant::now()),
-            }),
+            Sink::Tee(tee) => tee.finish(
+                match ending {
+                    Ending::Exited => deadline,
+                    Ending::TimedOut | Ending::Overflow(_) => Some(Instant::now()),
+                },
+                cancel,
+            ),
             Sink::Lines(lines) => lines.flush(),
             Sink::Keep(_) => {}
         }

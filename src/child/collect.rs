@@ -187,8 +187,8 @@ pub(crate) async fn drive<R: Run>(run: &mut R, io: Io<'_>) -> Result<(Ending, [S
         }
     };
     let deadline = run.rules().deadline();
-    out.finish(ending, deadline);
-    err.finish(ending, deadline);
+    out.finish(ending, deadline, None);
+    err.finish(ending, deadline, None);
     Ok((ending, [out, err]))
 }
 

@@ -126,3 +126,48 @@ fn output_errors_and_pipelines_are_the_same_in_block_on() {
         assert_eq!(cp::exec("echo hi").text().await.unwrap(), "hi");
     });
 }
+
+/// A program that drops the run and exits at once: the drop itself must
+/// have signalled the tree (the reaper thread dies with the process).
+#[test]
+fn a_dropped_run_is_signalled_before_the_program_exits() {
+    let dir = std::env::temp_dir().join(format!("cp-issue16-exit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for round in 0..5 {
+        let file = dir.join(format!("pid{round}"));
+        let status = std::process::Command::new(crate::support::worker_exe())
+            .args(["--drop-and-exit", file.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let pid: i32 = std::fs::read_to_string(&file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        wait_until(Duration::from_secs(5), "the orphaned sleep killed", || {
+            !alive(pid)
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A teed run whose reader never reads, dropped by a timeout: its thread
+/// must not stay blocked writing the rest (threads are a bounded pool).
+#[test]
+fn a_dropped_teed_run_does_not_hold_its_thread() {
+    let out = std::process::Command::new(crate::support::worker_exe())
+        .arg("--tee-cancel")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // stdout is never read; stderr is read once the child exits.
+    let mut child = out;
+    let stdout = child.stdout.take();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    child.wait().unwrap();
+    drop(stdout);
+    assert!(stderr.contains("threads in poll: 0"), "{stderr}");
+}
