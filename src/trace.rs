@@ -61,6 +61,48 @@ mod imp {
     }
 }
 
+#[cfg(feature = "tracing")]
+mod carried {
+    /// The awaiting thread's subscriber and current span, carried to the
+    /// thread that runs an offloaded run, so its spans and events go where
+    /// they would have gone in place (a `with_default` subscriber is
+    /// thread-local).
+    pub(crate) struct Carried(tracing::Dispatch, tracing::Span);
+
+    impl Carried {
+        pub(crate) fn here() -> Carried {
+            Carried(
+                tracing::dispatcher::get_default(Clone::clone),
+                tracing::Span::current(),
+            )
+        }
+
+        pub(crate) fn in_scope<R>(self, f: impl FnOnce() -> R) -> R {
+            tracing::dispatcher::with_default(&self.0, || self.1.in_scope(f))
+        }
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+mod carried {
+    /// Nothing: the `tracing` feature is off.
+    pub(crate) struct Carried;
+
+    impl Carried {
+        #[inline]
+        pub(crate) fn here() -> Carried {
+            Carried
+        }
+
+        #[inline]
+        pub(crate) fn in_scope<R>(self, f: impl FnOnce() -> R) -> R {
+            f()
+        }
+    }
+}
+
+pub(crate) use carried::Carried;
+
 #[cfg(not(feature = "tracing"))]
 mod imp {
     use crate::error::CommandLine;

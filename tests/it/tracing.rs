@@ -68,3 +68,24 @@ fn a_run_shows_its_command_pid_status_and_kills() {
     );
     assert!(find("signal: 15").contains("ended"));
 }
+
+/// A run awaited in multi-thread `block_on` is driven by a thread of ours
+/// (issue 16): its span must still reach the awaiting thread's subscriber,
+/// inside the span the caller was in.
+#[test]
+fn an_offloaded_run_reports_to_the_callers_subscriber_and_span() {
+    let log = traced(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let _outer = tracing::info_span!("deploy").entered();
+        rt.block_on(async { cp::exec("echo offloaded").await.unwrap() });
+    });
+    let line = log
+        .lines()
+        .find(|l| l.contains("echo offloaded") && l.contains("spawned"))
+        .unwrap_or_else(|| panic!("no spawn line in:\n{log}"));
+    assert!(line.contains("deploy"), "{line}");
+}
