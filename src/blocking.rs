@@ -12,7 +12,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::capture::{judge, Action, Collected, Ending, Event, Limits, Rules, Sink};
+use crate::capture::{
+    deadline_after, judge, Action, Collected, Ending, Event, Limits, Rules, Sink,
+};
 use crate::command::Command;
 use crate::error::{CommandLine, Error, Output, Result, Stream};
 use crate::exec::{Feed, Job};
@@ -20,7 +22,7 @@ use crate::kill::{kill_stragglers, reap, signal_tree, Ended, OnDrop, Proc};
 use crate::offload::Cancel;
 use crate::pipeline::{self, Pipeline, Plumbing};
 use crate::reaper::{self, abandon, Orphan, PendingKill};
-use crate::spawn::{spawn_raw, RawChild};
+use crate::spawn::{spawn_raw, RawChild, Spec};
 use crate::stdio::StdioKind;
 use crate::sys;
 use crate::trace::Trace;
@@ -37,11 +39,15 @@ impl Job {
         let [a, b, c] = self
             .stdio()
             .map_err(|e| Error::spawn(&line, "cannot duplicate an fd given as stdio", e))?;
-        let raw = spawn_raw(&self.spec, &line, [a.kind(), b.kind(), c.kind()], &[])?;
         let mut run = SyncRun::new(line, self.limits, self.spec.leads_group());
         run.cancel = cancel;
         let io = run
-            .push(raw, self.on_drop(), None)
+            .spawn(
+                &self.spec,
+                [a.kind(), b.kind(), c.kind()],
+                self.on_drop(),
+                None,
+            )?
             .io(self.input(), self.sinks());
         if self.forwards_signals() {
             run.forwarding = sys::forward::forward_to(run.members[0].pid);
@@ -152,8 +158,7 @@ fn run_pipeline(pipeline: Pipeline, cancel: Option<Arc<Cancel>>) -> Result<Outpu
         spec.join_group = run.members.first().map(|m| m.pid);
         let kinds: [&StdioKind; 3] = [stdio[0].kind(), stdio[1].kind(), stdio[2].kind()];
         // A stage that cannot start drops `run`: the others are killed.
-        let raw = spawn_raw(&spec, &stage_line, kinds, &[])?;
-        let member = run.push(raw, on_drop, Some(&stage_line));
+        let member = run.spawn(&spec, kinds, on_drop, Some(&stage_line))?;
         if i == 0 {
             first_stdin = member.stdin.take();
         }
@@ -269,10 +274,6 @@ impl SyncRun {
         }
         self.rules.add_member();
         let trace = Trace::spawned(stage.unwrap_or(&self.line), raw.pid);
-        if let Some(cancel) = &self.cancel {
-            let pidfd = raw.pidfd.as_ref().map(|fd| fd.as_fd());
-            cancel.started(raw.pid, pidfd, raw.leads_group, on_drop);
-        }
         let leads_group = raw.leads_group;
         self.members.push(SyncMember {
             pid: raw.pid,
@@ -286,6 +287,31 @@ impl SyncRun {
             trace,
         });
         self.members.last_mut().expect("just pushed")
+    }
+
+    /// Start a process (`stage`: its own command line, for a pipeline) and
+    /// add it. An offloaded run holds off its future's drop meanwhile, so
+    /// the drop either comes first (nothing is started: the run stops) or
+    /// finds the process reported and signals it.
+    fn spawn(
+        &mut self,
+        spec: &Spec,
+        kinds: [&StdioKind; 3],
+        on_drop: OnDrop,
+        stage: Option<&CommandLine>,
+    ) -> Result<&mut SyncMember> {
+        let cancel = self.cancel.clone();
+        let spawning = match cancel.as_deref().map(Cancel::spawning) {
+            Some(None) => return Err(self.io_err(cancelled())),
+            Some(Some(spawning)) => Some(spawning),
+            None => None,
+        };
+        let raw = spawn_raw(spec, stage.unwrap_or(&self.line), kinds, &[])?;
+        if let Some(spawning) = spawning {
+            let pidfd = raw.pidfd.as_ref().map(|fd| fd.as_fd());
+            spawning.started(raw.pid, pidfd, raw.leads_group, on_drop);
+        }
+        Ok(self.push(raw, on_drop, stage))
     }
 
     fn keep_leader_pidfd(&mut self) {
@@ -455,10 +481,7 @@ impl SyncRun {
             sys::poll(&mut fds, timeout).map_err(|e| self.io_err(e))?;
             let ready = |at: Option<usize>| at.is_some_and(|i| fds[i].revents != 0);
             if ready(cancel_at) {
-                return Err(self.io_err(io::Error::new(
-                    io::ErrorKind::Interrupted,
-                    "the run was cancelled",
-                )));
+                return Err(self.io_err(cancelled()));
             }
             for (sink, at) in sinks.iter_mut().zip(tee_at) {
                 if ready(at) {
@@ -525,17 +548,30 @@ impl SyncRun {
 
 impl Drop for SyncRun {
     fn drop(&mut self) {
-        // The reaper takes over: a dropped future must not signal these
-        // numbers from now on.
+        // Before the reaper can reap the leader and free the group id.
+        self.forwarding = None;
+        let mut sigkill_due = self.rules.sigkill_due();
         if let Some(cancel) = &self.cancel {
+            // The reaper takes over: a dropped future must not signal these
+            // numbers from now on.
             for m in self.members.iter().filter(|m| m.ended.is_none()) {
                 cancel.reaping(m.pid);
             }
+            // The future's drop sent the first signal already: only the
+            // `SIGKILL` after the grace is left (a second SIGTERM or SIGINT
+            // can make a program skip its clean shutdown).
+            if let (None, Some(at)) = (sigkill_due, cancel.signalled()) {
+                let grace = match self.members.first().map(|m| m.on_drop) {
+                    Some(OnDrop::Kill { grace, .. }) => grace,
+                    _ => None,
+                };
+                sigkill_due = Some(grace.and_then(|grace| deadline_after(at, grace)));
+            }
         }
-        let sigkill_due = self.rules.sigkill_due();
         // A pipeline whose leader was reaped: the group is reached through
         // the leader's kept pidfd.
-        if self.group && self.members[0].ended.is_some() {
+        // (No member at all: the first spawn failed.)
+        if self.group && self.members.first().is_some_and(|m| m.ended.is_some()) {
             let members = self
                 .members
                 .iter_mut()
@@ -565,6 +601,11 @@ impl Drop for SyncRun {
             }
         }
     }
+}
+
+/// Why an offloaded run stopped: its future was dropped (nobody sees it).
+fn cancelled() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "the run was cancelled")
 }
 
 fn pollfd(fd: &OwnedFd, events: libc::c_short) -> libc::pollfd {

@@ -39,9 +39,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -75,6 +75,10 @@ pub(crate) struct Cancel {
 /// The run's processes, as a dropped future signals them.
 #[derive(Default)]
 struct Tree {
+    /// The future was dropped: start nothing more.
+    cancelled: bool,
+    /// When the drop signalled the processes, if it did.
+    signalled: Option<Instant>,
     /// The run's `kill_signal`; `None` until a process started.
     signal: Option<i32>,
     /// The process group's leader. Kept after it is reaped: its pidfd
@@ -93,7 +97,7 @@ impl Cancel {
         })
     }
 
-    fn tree(&self) -> std::sync::MutexGuard<'_, Tree> {
+    fn tree(&self) -> MutexGuard<'_, Tree> {
         self.tree.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -102,25 +106,18 @@ impl Cancel {
         self.ring.as_fd()
     }
 
-    /// A process of the run started: a dropped future signals it from now
-    /// on (with `on_drop`'s signal; nothing for `OnDrop::Reap`).
-    pub(crate) fn started(
-        &self,
-        pid: libc::pid_t,
-        pidfd: Option<BorrowedFd<'_>>,
-        leads_group: bool,
-        on_drop: OnDrop,
-    ) {
-        let OnDrop::Kill { signal, .. } = on_drop else {
-            return;
-        };
-        let dup = || pidfd.and_then(|fd| fd.try_clone_to_owned().ok());
-        let mut tree = self.tree();
-        tree.signal = Some(signal.as_raw());
-        if leads_group && tree.leader.is_none() {
-            tree.leader = Some((pid, dup()));
-        }
-        tree.procs.push((pid, dup()));
+    /// About to start a process: `None` once the future was dropped (start
+    /// nothing). Holding the result holds off the drop until the process
+    /// is reported with [`Spawning::started`] (one `posix_spawn`), so a
+    /// drop never misses a process that was being started.
+    pub(crate) fn spawning(&self) -> Option<Spawning<'_>> {
+        let tree = self.tree();
+        (!tree.cancelled).then_some(Spawning(tree))
+    }
+
+    /// When the future's drop signalled the run's processes, if it did.
+    pub(crate) fn signalled(&self) -> Option<Instant> {
+        self.tree().signalled
     }
 
     /// `pid` is about to be reaped: a dropped future must not signal that
@@ -133,7 +130,8 @@ impl Cancel {
     fn ring(&self) {
         {
             let mut tree = self.tree();
-            if let Some(signal) = tree.signal {
+            tree.cancelled = true;
+            if let (Some(signal), false) = (tree.signal, tree.procs.is_empty()) {
                 fn proc((pid, fd): &(libc::pid_t, Option<OwnedFd>)) -> Proc<'_> {
                     Proc {
                         pid: *pid,
@@ -142,10 +140,38 @@ impl Cancel {
                 }
                 let procs: Vec<Proc<'_>> = tree.procs.iter().map(proc).collect();
                 signal_tree(tree.leader.as_ref().map(proc), &procs, signal);
+                drop(procs);
+                tree.signalled = Some(Instant::now());
             }
             tree.procs.clear();
         }
         sys::eventfd_signal(self.ring.as_fd());
+    }
+}
+
+/// A process of an offloaded run being started; see [`Cancel::spawning`].
+pub(crate) struct Spawning<'a>(MutexGuard<'a, Tree>);
+
+impl Spawning<'_> {
+    /// The process started: a dropped future signals it from now on (with
+    /// `on_drop`'s signal; nothing for `OnDrop::Reap`).
+    pub(crate) fn started(
+        mut self,
+        pid: libc::pid_t,
+        pidfd: Option<BorrowedFd<'_>>,
+        leads_group: bool,
+        on_drop: OnDrop,
+    ) {
+        let OnDrop::Kill { signal, .. } = on_drop else {
+            return;
+        };
+        let dup = || pidfd.and_then(|fd| fd.try_clone_to_owned().ok());
+        let tree = &mut *self.0;
+        tree.signal = Some(signal.as_raw());
+        if leads_group && tree.leader.is_none() {
+            tree.leader = Some((pid, dup()));
+        }
+        tree.procs.push((pid, dup()));
     }
 }
 

@@ -117,7 +117,12 @@ pub(crate) fn kill_group(
             }
         }
     }
-    if !members.iter().any(|&pid| is_our_child(pid)) {
+    // A member proves the group still exists only while it is in it (one
+    // may have left with setsid or setpgid).
+    if !members
+        .iter()
+        .any(|&pid| is_our_child(pid) && process_group_of(pid) == Some(leader))
+    {
         return Ok(());
     }
     // SAFETY: killpg takes two integers. A member of the group is our

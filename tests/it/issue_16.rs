@@ -171,3 +171,88 @@ fn a_dropped_teed_run_does_not_hold_its_thread() {
     drop(stdout);
     assert!(stderr.contains("threads in poll: 0"), "{stderr}");
 }
+
+/// Dropped at any point (before the pool thread started the child, while
+/// it was starting it, after), then the program exits at once: the child
+/// must not be left running.
+#[test]
+fn a_run_dropped_while_starting_leaves_nothing_running() {
+    let tag = format!("{}{}", std::process::id(), 7);
+    for (round, micros) in (0..40u64).map(|i| i * 50).enumerate() {
+        let tag = format!("{tag}{round}");
+        let status = std::process::Command::new(crate::support::worker_exe())
+            .args(["--drop-early", &tag, &micros.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let needle = format!("sleep 30.{tag}");
+        wait_until(Duration::from_secs(5), &needle, || !running_with(&needle));
+    }
+}
+
+/// Whether a process whose command line is `needle` is running.
+fn running_with(needle: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let pid: i32 = match e.file_name().to_string_lossy().parse() {
+            Ok(pid) => pid,
+            Err(_) => return false,
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline).replace('\0', " ").trim() == needle && alive(pid)
+    })
+}
+
+/// The drop signals the tree once: a second SIGTERM can make a program
+/// skip its clean shutdown. perl counts each delivery.
+#[test]
+fn a_dropped_run_sends_its_kill_signal_once() {
+    let dir = std::env::temp_dir().join(format!("cp-issue16-once-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("terms");
+    let ready = dir.join("ready");
+    let script = format!(
+        "$SIG{{TERM}} = sub {{ open my $f, '>>', '{}'; print $f \"term\\n\"; close $f }}; \
+         open my $r, '>', '{}.tmp'; print $r $$; close $r; rename '{1}.tmp', '{1}'; \
+         sleep 1 while 1;",
+        log.display(),
+        ready.display()
+    );
+    let rt = multi_thread(2);
+    rt.block_on(async {
+        let run = cp::exec_file("perl", ["-e", &script])
+            .kill_grace(Duration::from_millis(500))
+            .into_future();
+        tokio::pin!(run);
+        while !ready.exists() {
+            tokio::select! {
+                r = &mut run => panic!("the run ended: {r:?}"),
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+        // `run` is dropped unfinished here.
+    });
+    // SIGKILL follows after the grace: once perl is gone, no TERM can
+    // arrive any more.
+    let pid: i32 = std::fs::read_to_string(&ready).unwrap().parse().unwrap();
+    wait_until(Duration::from_secs(5), "perl killed", || !alive(pid));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A pipeline whose first stage cannot start is a spawn error in every
+/// form (the blocking driver used to panic dropping a run with no process).
+#[test]
+fn a_pipeline_whose_first_stage_cannot_start_is_an_error() {
+    let pipeline = || cp::exec_file("/nonexistent/program", ["x"]).pipe(cp::exec("cat"));
+    let blocking = pipeline().run_sync().unwrap_err();
+    assert!(matches!(blocking, cp::Error::Spawn { .. }), "{blocking:?}");
+    let offloaded = multi_thread(2)
+        .block_on(pipeline().into_future())
+        .unwrap_err();
+    let in_place = multi_thread(2)
+        .block_on(async { tokio::spawn(pipeline().into_future()).await.unwrap() })
+        .unwrap_err();
+    assert_eq!(offloaded.to_string(), blocking.to_string());
+    assert_eq!(in_place.to_string(), blocking.to_string());
+}
