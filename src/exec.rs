@@ -242,17 +242,13 @@ impl Job {
     }
 
     pub(crate) async fn run(self) -> Result<Output> {
-        let job = if crate::offload::wanted() {
-            let line = self.spec.command_line();
-            match crate::offload::start(self, line, |job, cancel| job.run_sync_until(Some(cancel)))
-            {
-                Ok(running) => return running.await,
-                Err(job) => job,
-            }
-        } else {
-            self
-        };
-        job.run_in_place().await
+        crate::offload::run(
+            self,
+            |job| job.spec.command_line(),
+            |job, cancel| job.run_sync_until(Some(cancel)),
+            Job::run_in_place,
+        )
+        .await
     }
 
     async fn run_in_place(self) -> Result<Output> {

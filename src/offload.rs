@@ -175,12 +175,38 @@ impl Spawning<'_> {
     }
 }
 
+/// Run `state` with `work` on a pool thread when [`wanted`], or with
+/// `in_place` (not wanted here, or the pool cannot take it). `line` names
+/// the run in an error.
+pub(crate) async fn run<S, T, F>(
+    state: S,
+    line: impl FnOnce(&S) -> CommandLine,
+    work: fn(S, Arc<Cancel>) -> Result<T>,
+    in_place: impl FnOnce(S) -> F,
+) -> Result<T>
+where
+    S: Send + 'static,
+    T: Send + 'static,
+    F: Future<Output = Result<T>>,
+{
+    let state = if wanted() {
+        let line = line(&state);
+        match start(state, line, work) {
+            Ok(running) => return running.await,
+            Err(state) => state,
+        }
+    } else {
+        state
+    };
+    in_place(state).await
+}
+
 /// Start `work(state, cancel)` on a pool thread, or give `state` back when
 /// no thread can take it (the pool is full, or no thread or eventfd could
 /// be made): the caller then runs in place. `work` must report each process
 /// it starts and reaps to `cancel`, and return once `cancel.fd()` is
 /// readable.
-pub(crate) fn start<S, T>(
+fn start<S, T>(
     state: S,
     line: CommandLine,
     work: fn(S, Arc<Cancel>) -> Result<T>,

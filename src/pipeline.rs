@@ -346,16 +346,13 @@ impl Pipeline {
     }
 
     async fn run(self) -> Result<Output> {
-        let pipeline = if crate::offload::wanted() {
-            let line = self.command_line();
-            match crate::offload::start(self, line, Pipeline::run_blocking_until) {
-                Ok(running) => return running.await,
-                Err(pipeline) => pipeline,
-            }
-        } else {
-            self
-        };
-        pipeline.run_in_place().await
+        crate::offload::run(
+            self,
+            Pipeline::command_line,
+            Pipeline::run_blocking_until,
+            Pipeline::run_in_place,
+        )
+        .await
     }
 
     async fn run_in_place(self) -> Result<Output> {

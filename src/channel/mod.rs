@@ -1107,7 +1107,9 @@ impl ChannelReceiver {
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
         // One poll function, not a chain of async layers: for small
         // messages, moving the result through each layer's state showed in
-        // a receiver's profile.
+        // a receiver's profile. Its body repeats `recv_with_handle`'s on
+        // purpose: sharing one that returns `(T, Option<Handle>)`, or a
+        // generic helper for the decoding, measured 12–15 % slower.
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
