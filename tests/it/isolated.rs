@@ -9,7 +9,7 @@ use std::time::Duration;
 use child_process as cp;
 
 use crate::support::{
-    assert_no_new_fds, assert_no_zombies, open_fds, wait_until, wait_until_async,
+    assert_no_new_fds, assert_no_zombies, multi_thread, open_fds, wait_until, wait_until_async,
 };
 
 #[test]
@@ -47,15 +47,6 @@ async fn warm_up() -> std::collections::BTreeSet<i32> {
     open_fds()
 }
 
-/// A multi-thread runtime with two workers, as a 2-CPU machine's default.
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -81,7 +72,7 @@ fn sequential_execs_leak_no_fds_and_no_zombies() {
 #[test]
 #[ignore = "run by run_isolated in a process of its own"]
 fn concurrent_execs_leave_no_zombies() {
-    let rt = multi_thread();
+    let rt = multi_thread(2);
     rt.block_on(async {
         let runs = (0..200).map(|i| tokio::spawn(cp::exec(format!("echo {i}")).into_future()));
         for (i, r) in futures::future::join_all(runs)
@@ -101,7 +92,7 @@ fn concurrent_execs_leave_no_zombies() {
 #[test]
 #[ignore = "run by run_isolated in a process of its own"]
 fn offloaded_runs_leak_no_fds_and_no_zombies() {
-    let rt = multi_thread();
+    let rt = multi_thread(2);
     rt.block_on(async {
         let before = warm_up().await;
         for i in 0..100 {
@@ -207,7 +198,7 @@ fn blocking_forms_leak_no_fds_and_no_zombies() {
 #[test]
 #[ignore = "run by run_isolated in a process of its own"]
 fn stress_10000_spawns_leave_no_zombie_and_no_fd() {
-    let rt = multi_thread();
+    let rt = multi_thread(2);
     rt.block_on(async {
         let before = warm_up().await;
         let tasks = (0..8).map(|lane| {
@@ -703,7 +694,7 @@ fn cluster_leaves_no_fds_no_zombies_no_workers() {
     if !crate::support::have_node() {
         return;
     }
-    let rt = multi_thread();
+    let rt = multi_thread(2);
     rt.block_on(async {
         let before = warm_up().await;
         for graceful in [true, false] {

@@ -11,15 +11,7 @@ use std::time::{Duration, Instant};
 
 use child_process as cp;
 
-use crate::support::{alive, wait_until};
-
-fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use crate::support::{alive, multi_thread, wait_until};
 
 #[test]
 fn timeout_fires_while_every_worker_is_busy() {

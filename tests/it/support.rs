@@ -298,3 +298,13 @@ pub fn have_node() -> bool {
     }
     found
 }
+
+/// A multi-thread runtime with `workers` workers, built as `#[tokio::main]`
+/// builds one.
+pub fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}

@@ -75,11 +75,7 @@ fn a_run_shows_its_command_pid_status_and_kills() {
 #[test]
 fn an_offloaded_run_reports_to_the_callers_subscriber_and_span() {
     let log = traced(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::support::multi_thread(2);
         let _outer = tracing::info_span!("deploy").entered();
         rt.block_on(async { cp::exec("echo offloaded").await.unwrap() });
     });
