@@ -78,35 +78,45 @@ impl Spec {
     }
 
     /// The child's environment, as `KEY=VALUE` C strings.
+    ///
+    /// The inherited variables keep their order, minus those the changes
+    /// name; then come the variables the changes set, in the order of each
+    /// one's last change. `vars_os` (std's copy, taken under its lock) goes
+    /// straight into the packed buffer, one variable at a time.
     fn envp(&self, line: &CommandLine) -> Result<sys::CStrArray> {
-        let mut vars: Vec<(OsString, OsString)> = if self.env_clear {
-            Vec::new()
-        } else {
-            // A channel (or cluster worker id) this process inherited belongs
-            // to this process, not to its children: a child told
-            // `NODE_CHANNEL_FD=3` while fd 3 is closed in it (Node aborts) or
-            // is something else would speak on the wrong fd. `fork` sets the
-            // variables again for the channel it makes.
-            std::env::vars_os()
-                .filter(|(k, _)| !ipc::INHERITED_ONLY.iter().any(|v| k == v))
-                .collect()
-        };
         for (key, val) in &self.env {
             check_env_key(key, line)?;
-            vars.retain(|(k, _)| k != key);
             if let Some(val) = val {
                 check_nul(
                     val.as_bytes(),
                     format_args!("environment variable {key:?}"),
                     line,
                 )?;
-                vars.push((key.clone(), val.clone()));
             }
         }
-        // Variables from the OS cannot hold NUL bytes (they are C strings).
-        Ok(sys::CStrArray::new(
-            vars.iter().map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()]),
-        ))
+        let changed = |key: &OsStr| self.env.iter().any(|(k, _)| k == key);
+        let mut envp = sys::CStrArray::builder();
+        if !self.env_clear {
+            // A channel (or cluster worker id) this process inherited belongs
+            // to this process, not to its children: a child told
+            // `NODE_CHANNEL_FD=3` while fd 3 is closed in it (Node aborts) or
+            // is something else would speak on the wrong fd. `fork` sets the
+            // variables again for the channel it makes.
+            for (k, v) in std::env::vars_os() {
+                if !ipc::INHERITED_ONLY.iter().any(|i| k == *i) && !changed(&k) {
+                    // Variables from the OS cannot hold NUL bytes (they are C
+                    // strings).
+                    envp.push([k.as_bytes(), b"=", v.as_bytes()]);
+                }
+            }
+        }
+        for (i, (k, v)) in self.env.iter().enumerate() {
+            let last = !self.env[i + 1..].iter().any(|(later, _)| later == k);
+            if let Some(v) = v.as_ref().filter(|_| last) {
+                envp.push([k.as_bytes(), b"=", v.as_bytes()]);
+            }
+        }
+        Ok(envp.finish())
     }
 
     /// The value `PATH` will have in the child.
@@ -495,6 +505,44 @@ fn describe_resource_error(err: &io::Error, doing: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The environment a child gets: inherited variables in order, minus
+    /// those the changes name (no duplicates), then the set ones in the
+    /// order of each one's last change; removals stick. Built twice, so the
+    /// second array is built on the first one's reused buffers.
+    #[test]
+    fn environment_changes_apply_in_order() {
+        let mut spec = Spec::new(OsStr::new("/bin/true"));
+        let line = spec.command_line();
+        spec.set_env(OsStr::new("PATH"), Some(OsStr::new("/x")));
+        spec.set_env(OsStr::new("CP_U1"), Some(OsStr::new("a")));
+        spec.set_env(OsStr::new("CP_U2"), Some(OsStr::new("b")));
+        spec.set_env(OsStr::new("CP_U1"), Some(OsStr::new("c")));
+        spec.set_env(OsStr::new("CP_U2"), None);
+        for _ in 0..2 {
+            let env = spec.envp(&line).unwrap().strings();
+            let tail: Vec<&[u8]> = env.iter().rev().take(2).rev().map(|s| &s[..]).collect();
+            assert_eq!(tail, [&b"PATH=/x"[..], b"CP_U1=c"]);
+            let named = |key: &[u8]| {
+                env.iter()
+                    .filter(|s| s.split(|&b| b == b'=').next() == Some(key))
+                    .count()
+            };
+            assert_eq!(
+                (named(b"PATH"), named(b"CP_U1"), named(b"CP_U2")),
+                (1, 1, 0)
+            );
+            // Other tests set the channel variables meanwhile; a child never
+            // inherits those.
+            let inherited = std::env::vars_os()
+                .filter(|(k, _)| k != "PATH" && !ipc::INHERITED_ONLY.iter().any(|v| k == v))
+                .count();
+            assert_eq!(env.len(), inherited + 2);
+        }
+        spec.clear_env();
+        spec.set_env(OsStr::new("ONLY"), Some(OsStr::new("me")));
+        assert_eq!(spec.envp(&line).unwrap().strings(), [b"ONLY=me".to_vec()]);
+    }
 
     /// Errors the kernel gives under resource limits, which a test process
     /// running as root cannot provoke (root is exempt from RLIMIT_NPROC):

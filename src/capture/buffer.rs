@@ -46,7 +46,10 @@ impl Capture {
 
     /// One `read(2)` from `fd`; `Ok(0)` is end of file.
     pub(crate) fn read_from(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < FIRST_CHUNK {
+        // Grow when under half a chunk is left (not under a whole one: a
+        // first read of a few bytes would then reallocate the buffer for
+        // the read that finds end of file).
+        if self.buf.capacity() - self.buf.len() < FIRST_CHUNK / 2 {
             // Double, but never past one byte over the limit: a 300 MiB
             // max_buffer must not allocate 512 MiB.
             let room = self.limit.saturating_add(1) - self.buf.len();

@@ -52,6 +52,13 @@ fn ignore_esrch(ret: io::Result<libc::c_int>) -> io::Result<()> {
 /// buffer: one allocation for the strings however many there are (the
 /// environment is copied on every spawn, since `environ` itself may only be
 /// read under std's lock).
+///
+/// The two buffers go back to a per-thread spare list when the array is
+/// dropped, and the next array built on that thread reuses them. A spawn
+/// builds two arrays; allocating them anew each time made glibc's `malloc`
+/// sort and merge its free lists on every spawn (a request over 1 KiB
+/// consolidates the small chunks the environment copy just freed), which
+/// cost more than the copy itself.
 pub(crate) struct CStrArray {
     buf: Vec<u8>,
     ptrs: Vec<*const libc::c_char>,
@@ -63,7 +70,59 @@ unsafe impl Send for CStrArray {}
 // SAFETY: as above, the array is immutable once built.
 unsafe impl Sync for CStrArray {}
 
+/// Spare buffers per thread: at most two pairs (a spawn's `argv` and
+/// `envp`), none larger than [`SPARE_MAX`].
+type Spare = (Vec<u8>, Vec<*const libc::c_char>);
+const SPARE_MAX: usize = 256 * 1024;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Spare>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A [`CStrArray`] under construction, string by string.
+pub(crate) struct CStrArrayBuilder {
+    buf: Vec<u8>,
+    /// Each string's offset in `buf` (as an address without provenance)
+    /// until `finish` turns them into pointers.
+    ptrs: Vec<*const libc::c_char>,
+}
+
+impl CStrArrayBuilder {
+    /// Add one string: the concatenation of `parts` plus a NUL; the caller
+    /// has checked that no part holds a NUL byte.
+    pub(crate) fn push<'a>(&mut self, parts: impl IntoIterator<Item = &'a [u8]>) {
+        self.ptrs.push(ptr::without_provenance(self.buf.len()));
+        for part in parts {
+            self.buf.extend_from_slice(part);
+        }
+        self.buf.push(0);
+    }
+
+    pub(crate) fn finish(mut self) -> CStrArray {
+        // `buf` is complete: its address no longer changes.
+        let base = self.buf.as_ptr();
+        for p in &mut self.ptrs {
+            *p = base.wrapping_add(p.addr()).cast();
+        }
+        self.ptrs.push(ptr::null());
+        CStrArray {
+            buf: self.buf,
+            ptrs: self.ptrs,
+        }
+    }
+}
+
 impl CStrArray {
+    /// An empty builder, on spare buffers of this thread when there are.
+    pub(crate) fn builder() -> CStrArrayBuilder {
+        let (buf, ptrs) = SPARE
+            .try_with(|s| s.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        CStrArrayBuilder { buf, ptrs }
+    }
+
     /// Each item is the concatenation of its parts plus a NUL; the caller
     /// has checked that no part holds a NUL byte.
     pub(crate) fn new<'a, I, P>(items: I) -> CStrArray
@@ -71,23 +130,11 @@ impl CStrArray {
         I: IntoIterator<Item = P>,
         P: IntoIterator<Item = &'a [u8]>,
     {
-        let mut buf = Vec::new();
-        let mut offsets = Vec::new();
+        let mut array = CStrArray::builder();
         for parts in items {
-            offsets.push(buf.len());
-            for part in parts {
-                buf.extend_from_slice(part);
-            }
-            buf.push(0);
+            array.push(parts);
         }
-        // `buf` is complete: its address no longer changes.
-        let base = buf.as_ptr();
-        let mut ptrs: Vec<*const libc::c_char> = offsets
-            .into_iter()
-            .map(|o| base.wrapping_add(o).cast())
-            .collect();
-        ptrs.push(ptr::null());
-        CStrArray { buf, ptrs }
+        array.finish()
     }
 
     /// The longest string, with its index and length (without the NUL).
@@ -112,6 +159,39 @@ impl CStrArray {
     /// The size `execve` counts for it: the strings and the pointers.
     pub(crate) fn total_bytes(&self) -> usize {
         self.buf.len() + self.ptrs.len() * std::mem::size_of::<usize>()
+    }
+}
+
+#[cfg(test)]
+impl CStrArray {
+    /// The strings as `posix_spawn` sees them: through the pointer array.
+    pub(crate) fn strings(&self) -> Vec<Vec<u8>> {
+        self.ptrs
+            .iter()
+            .take_while(|p| !p.is_null())
+            // SAFETY: every non-null pointer points at a NUL-terminated
+            // string inside `buf`, which lives as long as `self`.
+            .map(|&p| unsafe { CStr::from_ptr(p) }.to_bytes().to_vec())
+            .collect()
+    }
+}
+
+impl Drop for CStrArray {
+    fn drop(&mut self) {
+        if self.buf.capacity() > SPARE_MAX {
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut ptrs = std::mem::take(&mut self.ptrs);
+        buf.clear();
+        ptrs.clear();
+        // A thread being torn down has no spare list any more.
+        let _ = SPARE.try_with(|s| {
+            let mut spare = s.borrow_mut();
+            if spare.len() < 2 {
+                spare.push((buf, ptrs));
+            }
+        });
     }
 }
 
