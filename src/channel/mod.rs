@@ -17,6 +17,7 @@
 mod bridge;
 mod framer;
 mod handle;
+mod json;
 mod listener;
 mod wire;
 mod writer;

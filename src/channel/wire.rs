@@ -13,7 +13,7 @@ pub(super) fn encode_line<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, Cha
     // Serialize outside the lock: user code (`Serialize` impls) never runs
     // while the queue is locked.
     let mut line = Vec::with_capacity(128);
-    serde_json::to_writer(&mut line, msg).map_err(ChannelError::Encode)?;
+    super::json::write(&mut line, msg).map_err(ChannelError::Encode)?;
     // serde_json's compact output has no raw newline, except inside a
     // `RawValue` (feature `raw_value`) built from pretty-printed JSON. There a `\n`
     // can only be whitespace between tokens (JSON strings cannot hold a
