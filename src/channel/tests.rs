@@ -569,6 +569,21 @@ fn framing_matches_the_model_on_the_fuzz_seeds() {
     }
     let big = vec![b'x'; 300_000];
     fuzz_framing(&big, &[70_000, 140_000, 250_000], 1000);
+    // A newline at every offset around the byte-by-byte prefix the framer
+    // scans before handing over to memchr, and none at all.
+    for len in [1, 63, 64, 65, 130] {
+        for at in (0..len).map(Some).chain([None]) {
+            let mut data = vec![b'x'; len];
+            if let Some(at) = at {
+                data[at] = b'\n';
+            }
+            data.extend_from_slice(b"\n{}\n");
+            for max_len in [16, 1 << 20] {
+                fuzz_framing(&data, &[], max_len);
+                fuzz_framing(&data, &[len / 2], max_len);
+            }
+        }
+    }
 }
 
 #[tokio::test]
