@@ -1949,6 +1949,9 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
         if matches!(kind, Ipc::PingPong) {
             peers.push(Peer::new(floor_row, move || pingpong_floor(count)));
         }
+        if matches!(kind, Ipc::OneWay) {
+            peers.push(Peer::new(ONEWAY_FLOOR, move || oneway_floor(count)));
+        }
         if let Some((_, socket_row, pipes_row, concurrent)) = stdio_rows {
             peers.push(Peer::new(socket_row, move || {
                 rust_ipc_over(
@@ -2043,6 +2046,25 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                     }),
                 }),
             );
+        } else if matches!(kind, Ipc::OneWay) {
+            s.compare_named(ONEWAY_FLOOR, "floor", node_row);
+            s.compare_named(fed, "ours `feed()` + `flush()`", ONEWAY_FLOOR);
+            s.target_worst_floor(
+                target,
+                &[(String::new(), ours.to_string(), node_row.to_string())],
+                Bound::AtLeast(factor),
+                Some(Floor {
+                    row: ONEWAY_FLOOR,
+                    within: 0.95,
+                    floor_misses: true,
+                    describe: Box::new(|f| {
+                        format!(
+                            " (floor: a blocking minimal receiver, parsing each line into a \
+                             `Value`, does {f:.2}× Node)"
+                        )
+                    }),
+                }),
+            );
         } else {
             s.target_speedup(target, ours, node_row, factor);
         }
@@ -2053,6 +2075,109 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
 
 const IPC_FLOOR: &str = "floor: blocking ping-pong of the same JSON lines over a socketpair \
     between two processes, one `write` and one `read` per message each side, no runtime";
+
+const ONEWAY_FLOOR: &str = "floor: the same lines from a blocking sender (64 KiB `write`s) \
+    to a blocking minimal receiver over a socketpair (64 KiB `read`s, a `\\n` search, \
+    `serde_json::from_slice::<Value>` and the same field lookups per line), no runtime";
+
+/// The floor of IPC one-way (issue 16): a copy of this binary
+/// (`--mode oneway-floor`) with one end of a socketpair as its stdin reads
+/// `{"n":i}` lines and parses each into a `Value`, as our worker does, with
+/// nothing else: no runtime, no framing rules, no protocol messages. The
+/// parent writes the lines in 64 KiB `write`s (as `feed` + `flush` do),
+/// then waits for the count back. Messages/s after a warm-up of a tenth of
+/// the count.
+fn oneway_floor(count: usize) -> Sample {
+    let e = |e: std::io::Error| e.to_string();
+    let (mut sock, theirs) = std::os::unix::net::UnixStream::pair().map_err(e)?;
+    let mut cmd = myself();
+    cmd.arg("oneway-floor")
+        .stdin(StdStdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(StdStdio::null());
+    let mut child = cmd.spawn().map_err(e)?;
+    drop(cmd);
+    let mut lines = Lines::new();
+    let mut out = Vec::with_capacity((64 << 10) + 64);
+    let mut phase = |count: usize| -> Result<(), String> {
+        let line = |out: &mut Vec<u8>, m: &Msg| -> Result<(), String> {
+            serde_json::to_writer(&mut *out, m).map_err(|e| e.to_string())?;
+            out.push(b'\n');
+            Ok(())
+        };
+        line(
+            &mut out,
+            &Msg {
+                start: Some(count as u64),
+                ..Msg::default()
+            },
+        )?;
+        for i in 0..count {
+            line(
+                &mut out,
+                &Msg {
+                    n: Some(i as u64),
+                    ..Msg::default()
+                },
+            )?;
+            if out.len() >= 64 << 10 {
+                sock.write_all(&out).map_err(e)?;
+                out.clear();
+            }
+        }
+        sock.write_all(&out).map_err(e)?;
+        out.clear();
+        let reply = lines
+            .next_line(&mut sock)
+            .map_err(e)?
+            .ok_or("child hung up")?;
+        let v: Value = serde_json::from_slice(&lines.buf[reply]).map_err(|e| e.to_string())?;
+        if Received::done(&v) != Some(count as u64) {
+            return Err(format!("child counted wrong: {v}"));
+        }
+        Ok(())
+    };
+    phase((count / 10).max(1))?;
+    let start = Instant::now();
+    phase(count)?;
+    let secs = start.elapsed().as_secs_f64();
+    drop(sock);
+    let status = child.wait().map_err(e)?;
+    ok_status(status.success())?;
+    Ok(count as f64 / secs)
+}
+
+/// `--mode oneway-floor`: the child of `oneway_floor`. Its stdin is a
+/// socket: parse every line into a `Value` and count them as our worker
+/// does (`ipc_child_loop`), answering `{"done":n}` when a phase's count is
+/// reached, until end of file.
+fn mode_oneway_floor() -> Result<Value, String> {
+    use std::os::fd::AsFd;
+    let e = |e: std::io::Error| e.to_string();
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(e)?;
+    let mut sock = std::fs::File::from(fd);
+    let mut lines = Lines::new();
+    let (mut expected, mut got) = (0u64, 0u64);
+    while let Some(line) = lines.next_line(&mut sock).map_err(e)? {
+        let v: Value = serde_json::from_slice(&lines.buf[line]).map_err(|e| e.to_string())?;
+        if let Some(k) = Received::start(&v) {
+            (expected, got) = (k, 0);
+        } else if Received::echo(&v) {
+            return Err("no echo in one-way".into());
+        } else {
+            got += 1;
+            if got == expected {
+                let mut out = serde_json::to_vec(&Msg {
+                    done: Some(got),
+                    ..Msg::default()
+                })
+                .map_err(|e| e.to_string())?;
+                out.push(b'\n');
+                sock.write_all(&out).map_err(e)?;
+            }
+        }
+    }
+    Ok(Value::Null)
+}
 
 /// JSON lines read off a socket into one reused buffer.
 struct Lines {
@@ -2467,6 +2592,7 @@ fn child_mode(args: &[String]) -> Result<Value, String> {
         Some("capture") => mode_capture(&args[1], num(2)?, &args[3..]),
         Some("inflight") => mode_inflight(&args[1], num(2)?, &args[3]),
         Some("pingpong-floor") => mode_pingpong_floor(),
+        Some("oneway-floor") => mode_oneway_floor(),
         Some("ipc-child") => mode_ipc_child(
             Parse::from_arg(args.get(1))?,
             args.get(2).map(String::as_str) == Some("stdio"),
@@ -2485,7 +2611,8 @@ fn child_mode(args: &[String]) -> Result<Value, String> {
 /// `ipc-oneway-concurrent-typed`, `ipc-pingpong`, `ipc-bulk64k`, over
 /// the stdio channel `ipc-oneway-stdio`, `ipc-oneway-pipes` (`feed` +
 /// `flush`), `ipc-pingpong-stdio`, `ipc-pingpong-pipes`, and the floors
-/// (issue 16) `floor-spawn`, `floor-exec`, `floor-ipc-pingpong` (the capture
+/// (issue 16) `floor-spawn`, `floor-exec`, `floor-ipc-pingpong`,
+/// `floor-ipc-oneway` (the capture
 /// floor is `--mode capture floor <bytes> <program> <args..>`). `-task` is a
 /// multi-thread runtime inside `tokio::spawn`, `-mt` one in `block_on`,
 /// `-sync` the blocking form; no suffix: a current-thread runtime.
@@ -2536,6 +2663,7 @@ fn mode_loop(who: &str, n: usize) -> Result<Value, String> {
         ("floor-spawn", _) => spawn_floor(n)?,
         ("floor-exec", _) => exec_floor(n)?,
         ("floor-ipc-pingpong", _) => 1e9 / pingpong_floor(n)?,
+        ("floor-ipc-oneway", _) => 1e9 / oneway_floor(n)?,
         _ => return Err(format!("unknown loop {who}")),
     };
     Ok(json!({ "ns_per_op": ns }))
