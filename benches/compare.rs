@@ -2089,16 +2089,8 @@ const ONEWAY_FLOOR: &str = "floor: the same lines from a blocking sender (64 KiB
 /// the count.
 fn oneway_floor(count: usize) -> Sample {
     let e = |e: std::io::Error| e.to_string();
-    let (mut sock, theirs) = std::os::unix::net::UnixStream::pair().map_err(e)?;
-    let mut cmd = myself();
-    cmd.arg("oneway-floor")
-        .stdin(StdStdio::from(std::os::fd::OwnedFd::from(theirs)))
-        .stdout(StdStdio::null());
-    let mut child = cmd.spawn().map_err(e)?;
-    drop(cmd);
-    let mut lines = Lines::new();
     let mut out = Vec::with_capacity((64 << 10) + 64);
-    let mut phase = |count: usize| -> Result<(), String> {
+    socket_floor("oneway-floor", count, |sock, lines, count| {
         let line = |out: &mut Vec<u8>, m: &Msg| -> Result<(), String> {
             serde_json::to_writer(&mut *out, m).map_err(|e| e.to_string())?;
             out.push(b'\n');
@@ -2126,19 +2118,35 @@ fn oneway_floor(count: usize) -> Sample {
         }
         sock.write_all(&out).map_err(e)?;
         out.clear();
-        let reply = lines
-            .next_line(&mut sock)
-            .map_err(e)?
-            .ok_or("child hung up")?;
+        let reply = lines.next_line(sock).map_err(e)?.ok_or("child hung up")?;
         let v: Value = serde_json::from_slice(&lines.buf[reply]).map_err(|e| e.to_string())?;
         if Received::done(&v) != Some(count as u64) {
             return Err(format!("child counted wrong: {v}"));
         }
         Ok(())
-    };
-    phase((count / 10).max(1))?;
+    })
+}
+
+/// A floor of the IPC workloads: a copy of this binary in `mode` with one
+/// end of a socketpair as its stdin, `phase` run on the other end once
+/// with a tenth of `count` (a warm-up), then timed with `count`; per second.
+fn socket_floor(
+    mode: &str,
+    count: usize,
+    mut phase: impl FnMut(&mut std::os::unix::net::UnixStream, &mut Lines, usize) -> Result<(), String>,
+) -> Sample {
+    let e = |e: std::io::Error| e.to_string();
+    let (mut sock, theirs) = std::os::unix::net::UnixStream::pair().map_err(e)?;
+    let mut cmd = myself();
+    cmd.arg(mode)
+        .stdin(StdStdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(StdStdio::null());
+    let mut child = cmd.spawn().map_err(e)?;
+    drop(cmd);
+    let mut lines = Lines::new();
+    phase(&mut sock, &mut lines, (count / 10).max(1))?;
     let start = Instant::now();
-    phase(count)?;
+    phase(&mut sock, &mut lines, count)?;
     let secs = start.elapsed().as_secs_f64();
     drop(sock);
     let status = child.wait().map_err(e)?;
@@ -2146,15 +2154,23 @@ fn oneway_floor(count: usize) -> Sample {
     Ok(count as f64 / secs)
 }
 
+/// The child side of a [`socket_floor`]: its stdin, a socket.
+fn floor_socket() -> Result<std::fs::File, String> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| e.to_string())?;
+    Ok(std::fs::File::from(fd))
+}
+
 /// `--mode oneway-floor`: the child of `oneway_floor`. Its stdin is a
 /// socket: parse every line into a `Value` and count them as our worker
 /// does (`ipc_child_loop`), answering `{"done":n}` when a phase's count is
 /// reached, until end of file.
 fn mode_oneway_floor() -> Result<Value, String> {
-    use std::os::fd::AsFd;
     let e = |e: std::io::Error| e.to_string();
-    let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(e)?;
-    let mut sock = std::fs::File::from(fd);
+    let mut sock = floor_socket()?;
     let mut lines = Lines::new();
     let (mut expected, mut got) = (0u64, 0u64);
     while let Some(line) = lines.next_line(&mut sock).map_err(e)? {
@@ -2233,16 +2249,8 @@ impl Lines {
 /// of a tenth of the count.
 fn pingpong_floor(count: usize) -> Sample {
     let e = |e: std::io::Error| e.to_string();
-    let (mut sock, theirs) = std::os::unix::net::UnixStream::pair().map_err(e)?;
-    let mut cmd = myself();
-    cmd.arg("pingpong-floor")
-        .stdin(StdStdio::from(std::os::fd::OwnedFd::from(theirs)))
-        .stdout(StdStdio::null());
-    let mut child = cmd.spawn().map_err(e)?;
-    drop(cmd);
-    let mut lines = Lines::new();
     let mut out = Vec::with_capacity(64);
-    let mut phase = |count: usize| -> Result<(), String> {
+    socket_floor("pingpong-floor", count, |sock, lines, count| {
         for i in 0..count {
             out.clear();
             let m = Msg {
@@ -2253,35 +2261,22 @@ fn pingpong_floor(count: usize) -> Sample {
             serde_json::to_writer(&mut out, &m).map_err(|e| e.to_string())?;
             out.push(b'\n');
             sock.write_all(&out).map_err(e)?;
-            let line = lines
-                .next_line(&mut sock)
-                .map_err(e)?
-                .ok_or("child hung up")?;
+            let line = lines.next_line(sock).map_err(e)?.ok_or("child hung up")?;
             let v: Value = serde_json::from_slice(&lines.buf[line]).map_err(|e| e.to_string())?;
             if !Received::echo(&v) {
                 return Err(format!("bad echo {v}"));
             }
         }
         Ok(())
-    };
-    phase((count / 10).max(1))?;
-    let start = Instant::now();
-    phase(count)?;
-    let secs = start.elapsed().as_secs_f64();
-    drop(sock);
-    let status = child.wait().map_err(e)?;
-    ok_status(status.success())?;
-    Ok(count as f64 / secs)
+    })
 }
 
 /// `--mode pingpong-floor`: the child of `pingpong_floor`. Its stdin is a
 /// socket: read a line, parse it into a `Value`, write it back serialised
 /// with a `\n`, until end of file.
 fn mode_pingpong_floor() -> Result<Value, String> {
-    use std::os::fd::AsFd;
     let e = |e: std::io::Error| e.to_string();
-    let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(e)?;
-    let mut sock = std::fs::File::from(fd);
+    let mut sock = floor_socket()?;
     let mut lines = Lines::new();
     let mut out = Vec::with_capacity(64);
     while let Some(line) = lines.next_line(&mut sock).map_err(e)? {
