@@ -6,13 +6,23 @@
 //! cost after the kernel's copy. Here a string is scanned 32 bytes at a
 //! time for the three kinds of byte JSON must escape (a loop the compiler
 //! turns into SIMD compares, about 16 GB/s), and the runs between them are
-//! copied whole. Everything that is not a string (numbers, and map keys
-//! that are not strings) is written by serde_json itself, so its formatting
-//! and its errors are the same. serde_json's two private struct names are
-//! honoured: `RawValue` (feature `raw_value`) and a `Number` with feature
-//! `arbitrary_precision` are written verbatim, as serde_json does.
+//! copied whole.
+//!
+//! Numbers are written by serde_json itself, so their formatting is its
+//! own; map keys follow its rules (numbers and `bool`s quoted, floats
+//! finite), and every error it would raise is taken from serde_json, so the
+//! text and the category are the same. serde_json's private struct names
+//! (`RawValue`, and `Number` with `arbitrary_precision`) are written
+//! verbatim exactly when this build's serde_json does so, which is asked of
+//! serde_json once.
+//!
+//! Two differences, both on inputs serde_json mishandles: a sequence or map
+//! that declared a length of 0 and then has items stays valid JSON (serde_json
+//! writes `[],1]`), and a message nested more than [`MAX_DEPTH`] arrays and
+//! objects deep is an error instead of a stack overflow that aborts the
+//! process.
 
-use std::fmt;
+use std::sync::OnceLock;
 
 use serde::ser::{self, Impossible, Serialize};
 
@@ -24,14 +34,37 @@ const RAW_VALUE: &str = "$serde_json::private::RawValue";
 /// `arbitrary_precision`.
 const NUMBER: &str = "$serde_json::private::Number";
 
+/// How many arrays and objects deep a message may nest. On a 2 MiB stack (a
+/// tokio worker's, a spawned thread's), serde_json and this encoder both
+/// overflow at about 1,500 levels in a debug build (ours at 14,000 in
+/// release, serde_json at 26,000); our own receivers (serde_json's default)
+/// take 128.
+pub(super) const MAX_DEPTH: u32 = 1024;
+
 /// Append `msg` to `out` as compact JSON.
 pub(super) fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, msg: &T) -> Result<(), Error> {
-    msg.serialize(&mut Json { out })
+    msg.serialize(&mut Json { out, depth: 0 })
 }
 
 /// Append `s` as a JSON string, escaped as serde_json escapes it.
+#[inline]
 fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    if bytes.len() < SHORT && !bytes.iter().any(|&b| needs_escape(b)) {
+        // Keys and short values: inline, byte by byte, no call to `memcpy`.
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        for &b in bytes {
+            out.push(b);
+        }
+        out.push(b'"');
+        return;
+    }
+    write_escaped(out, bytes);
+}
+
+/// [`write_str`] for a string that is long or needs escapes.
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
@@ -43,6 +76,10 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
+
+/// Strings shorter than this are copied byte by byte when they need no
+/// escape.
+const SHORT: usize = 16;
 
 fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
@@ -93,22 +130,29 @@ fn push_escape(out: &mut Vec<u8>, b: u8) {
     }
 }
 
-/// Append a map key: a string key directly, anything else as serde_json
-/// writes it (integers and floats quoted, or its "key must be a string").
-fn write_key<K: Serialize + ?Sized>(out: &mut Vec<u8>, key: &K) -> Result<(), Error> {
-    match key.serialize(StrOnly { out, raw: false }) {
-        Ok(()) => Ok(()),
-        Err(NotStr) => {
-            // `{KEY:null}` from serde_json, of which the key is wanted.
-            let one = serde_json::to_vec(&OneKey(key))?;
-            out.extend_from_slice(&one[1..one.len() - b":null}".len()]);
-            Ok(())
+/// Append `v` in decimal, as serde_json (itoa) writes it: a small loop
+/// that pushes the digits, where a call to serde_json for each number
+/// cost a `memcpy` of its few bytes.
+#[inline]
+fn write_decimal(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
         }
+    }
+    out.reserve(digits.len() - at);
+    for &d in &digits[at..] {
+        out.push(d);
     }
 }
 
-/// A map of one entry, `key` to `null`: how serde_json's own key rules are
-/// reached for a key that is not a string.
+/// A map of one entry, `key` to `null`: how serde_json's own errors for a
+/// bad key are obtained.
 struct OneKey<'a, K: ?Sized>(&'a K);
 
 impl<K: Serialize + ?Sized> Serialize for OneKey<'_, K> {
@@ -120,13 +164,118 @@ impl<K: Serialize + ?Sized> Serialize for OneKey<'_, K> {
     }
 }
 
+/// serde_json's error for a key that cannot be one ("key must be a
+/// string"), or for a float key that is not finite.
+fn key_error(not_finite: bool) -> Error {
+    let refused = if not_finite {
+        serde_json::to_vec(&OneKey(&f64::NAN))
+    } else {
+        serde_json::to_vec(&OneKey(&()))
+    };
+    refused
+        .err()
+        .unwrap_or_else(|| ser::Error::custom("key must be a string"))
+}
+
+/// A struct of serde_json's private name `name` with one field `field`
+/// whose value is the string `1`, or `()` if not `string`.
+struct Private {
+    name: &'static str,
+    field: &'static str,
+    string: bool,
+}
+
+impl Serialize for Private {
+    fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use ser::SerializeStruct;
+        let mut st = s.serialize_struct(self.name, 1)?;
+        if self.string {
+            st.serialize_field(self.field, "1")?;
+        } else {
+            st.serialize_field(self.field, &())?;
+        }
+        st.end()
+    }
+}
+
+/// Whether this build's serde_json writes a struct of the private name
+/// `name` verbatim (features `raw_value`, `arbitrary_precision`): asked
+/// once, of serde_json itself.
+fn verbatim(name: &'static str) -> bool {
+    static RAW: OnceLock<bool> = OnceLock::new();
+    static NUM: OnceLock<bool> = OnceLock::new();
+    let cell = match name {
+        RAW_VALUE => &RAW,
+        NUMBER => &NUM,
+        _ => return false,
+    };
+    *cell.get_or_init(|| {
+        let probe = Private {
+            name,
+            field: name,
+            string: true,
+        };
+        serde_json::to_vec(&probe).is_ok_and(|json| json == b"1")
+    })
+}
+
+/// serde_json's error for a verbatim struct with a field of another name
+/// (`string`), or whose field is not a string.
+fn verbatim_error(name: &'static str, string: bool) -> Error {
+    let field = if string { "" } else { name };
+    serde_json::to_vec(&Private {
+        name,
+        field,
+        string,
+    })
+    .err()
+    .unwrap_or_else(|| ser::Error::custom("expected value"))
+}
+
 struct Json<'o> {
     out: &'o mut Vec<u8>,
+    /// Arrays and objects open around the value being written.
+    depth: u32,
+}
+
+impl<'o> Json<'o> {
+    #[inline]
+    fn enter(&mut self) -> Result<(), Error> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(ser::Error::custom(format_args!(
+                "the message nests more than {MAX_DEPTH} arrays and objects deep"
+            )));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn open<'a>(&'a mut self, opening: u8, close: Close) -> Result<Compound<'a, 'o>, Error> {
+        self.enter()?;
+        self.out.push(opening);
+        Ok(Compound::Items {
+            json: self,
+            first: true,
+            close,
+        })
+    }
+
+    /// `{"variant":` before the value of an enum variant.
+    #[inline]
+    fn open_variant(&mut self, variant: &str) -> Result<(), Error> {
+        self.enter()?;
+        self.out.push(b'{');
+        write_str(self.out, variant);
+        self.out.push(b':');
+        Ok(())
+    }
 }
 
 macro_rules! by_serde_json {
     ($($method:ident($ty:ty)),* $(,)?) => {
         $(
+            #[inline]
             fn $method(self, v: $ty) -> Result<(), Error> {
                 serde_json::to_writer(&mut *self.out, &v)
             }
@@ -146,54 +295,99 @@ impl<'a, 'o> ser::Serializer for &'a mut Json<'o> {
     type SerializeStructVariant = Compound<'a, 'o>;
 
     by_serde_json!(
-        serialize_i8(i8),
-        serialize_i16(i16),
-        serialize_i32(i32),
-        serialize_i64(i64),
         serialize_i128(i128),
-        serialize_u8(u8),
-        serialize_u16(u16),
-        serialize_u32(u32),
-        serialize_u64(u64),
         serialize_u128(u128),
         serialize_f32(f32),
         serialize_f64(f64),
         serialize_bytes(&[u8]),
     );
 
+    #[inline]
+    fn serialize_i8(self, v: i8) -> Result<(), Error> {
+        self.serialize_i64(v.into())
+    }
+
+    #[inline]
+    fn serialize_i16(self, v: i16) -> Result<(), Error> {
+        self.serialize_i64(v.into())
+    }
+
+    #[inline]
+    fn serialize_i32(self, v: i32) -> Result<(), Error> {
+        self.serialize_i64(v.into())
+    }
+
+    #[inline]
+    fn serialize_i64(self, v: i64) -> Result<(), Error> {
+        if v < 0 {
+            self.out.push(b'-');
+        }
+        write_decimal(self.out, v.unsigned_abs());
+        Ok(())
+    }
+
+    #[inline]
+    fn serialize_u8(self, v: u8) -> Result<(), Error> {
+        self.serialize_u64(v.into())
+    }
+
+    #[inline]
+    fn serialize_u16(self, v: u16) -> Result<(), Error> {
+        self.serialize_u64(v.into())
+    }
+
+    #[inline]
+    fn serialize_u32(self, v: u32) -> Result<(), Error> {
+        self.serialize_u64(v.into())
+    }
+
+    #[inline]
+    fn serialize_u64(self, v: u64) -> Result<(), Error> {
+        write_decimal(self.out, v);
+        Ok(())
+    }
+
+    #[inline]
     fn serialize_bool(self, v: bool) -> Result<(), Error> {
         self.out
             .extend_from_slice(if v { b"true" } else { b"false" });
         Ok(())
     }
 
+    #[inline]
     fn serialize_char(self, v: char) -> Result<(), Error> {
         write_str(self.out, v.encode_utf8(&mut [0; 4]));
         Ok(())
     }
 
+    #[inline]
     fn serialize_str(self, v: &str) -> Result<(), Error> {
         write_str(self.out, v);
         Ok(())
     }
 
+    #[inline]
     fn serialize_none(self) -> Result<(), Error> {
         self.serialize_unit()
     }
 
+    #[inline]
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
         value.serialize(self)
     }
 
+    #[inline]
     fn serialize_unit(self) -> Result<(), Error> {
         self.out.extend_from_slice(b"null");
         Ok(())
     }
 
+    #[inline]
     fn serialize_unit_struct(self, _name: &'static str) -> Result<(), Error> {
         self.serialize_unit()
     }
 
+    #[inline]
     fn serialize_unit_variant(
         self,
         _name: &'static str,
@@ -203,6 +397,7 @@ impl<'a, 'o> ser::Serializer for &'a mut Json<'o> {
         self.serialize_str(variant)
     }
 
+    #[inline]
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         _name: &'static str,
@@ -211,6 +406,7 @@ impl<'a, 'o> ser::Serializer for &'a mut Json<'o> {
         value.serialize(self)
     }
 
+    #[inline]
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
         _name: &'static str,
@@ -218,75 +414,83 @@ impl<'a, 'o> ser::Serializer for &'a mut Json<'o> {
         variant: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        self.out.push(b'{');
-        write_str(self.out, variant);
-        self.out.push(b':');
+        self.open_variant(variant)?;
         value.serialize(&mut *self)?;
         self.out.push(b'}');
+        self.depth -= 1;
         Ok(())
     }
 
-    fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'a, 'o>, Error> {
-        Ok(self.open(b"[", b"]"))
+    #[inline]
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, Error> {
+        self.open(b'[', Close::Bracket)
     }
 
-    fn serialize_tuple(self, len: usize) -> Result<Compound<'a, 'o>, Error> {
+    #[inline]
+    fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, Error> {
         self.serialize_seq(Some(len))
     }
 
+    #[inline]
     fn serialize_tuple_struct(
         self,
         _name: &'static str,
         len: usize,
-    ) -> Result<Compound<'a, 'o>, Error> {
+    ) -> Result<Self::SerializeTupleStruct, Error> {
         self.serialize_seq(Some(len))
     }
 
+    #[inline]
     fn serialize_tuple_variant(
         self,
         _name: &'static str,
         _index: u32,
         variant: &'static str,
         _len: usize,
-    ) -> Result<Compound<'a, 'o>, Error> {
-        self.out.push(b'{');
-        write_str(self.out, variant);
-        Ok(self.open(b":[", b"]}"))
+    ) -> Result<Self::SerializeTupleVariant, Error> {
+        self.open_variant(variant)?;
+        self.open(b'[', Close::BracketBrace)
     }
 
-    fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a, 'o>, Error> {
-        Ok(self.open(b"{", b"}"))
+    #[inline]
+    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, Error> {
+        self.open(b'{', Close::Brace)
     }
 
-    fn serialize_struct(self, name: &'static str, len: usize) -> Result<Compound<'a, 'o>, Error> {
-        if name == RAW_VALUE || name == NUMBER {
-            return Ok(Compound::Verbatim(self));
+    #[inline]
+    fn serialize_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeStruct, Error> {
+        if verbatim(name) {
+            return Ok(Compound::Verbatim { json: self, name });
         }
         self.serialize_map(Some(len))
     }
 
+    #[inline]
     fn serialize_struct_variant(
         self,
         _name: &'static str,
         _index: u32,
         variant: &'static str,
         _len: usize,
-    ) -> Result<Compound<'a, 'o>, Error> {
-        self.out.push(b'{');
-        write_str(self.out, variant);
-        Ok(self.open(b":{", b"}}"))
+    ) -> Result<Self::SerializeStructVariant, Error> {
+        self.open_variant(variant)?;
+        self.open(b'{', Close::BraceBrace)
     }
 }
 
-impl<'a, 'o> Json<'o> {
-    fn open(&'a mut self, opening: &[u8], close: &'static [u8]) -> Compound<'a, 'o> {
-        self.out.extend_from_slice(opening);
-        Compound::Items {
-            json: self,
-            first: true,
-            close,
-        }
-    }
+/// What ends a compound: `]` or `}`, and a second `}` after the items of
+/// a tuple or struct variant (`{"variant":[...]}`), whose opening counted
+/// as a level of its own.
+#[derive(Clone, Copy)]
+enum Close {
+    Bracket,
+    Brace,
+    BracketBrace,
+    BraceBrace,
 }
 
 /// A sequence, map or struct being written.
@@ -294,40 +498,50 @@ enum Compound<'a, 'o> {
     Items {
         json: &'a mut Json<'o>,
         first: bool,
-        close: &'static [u8],
+        close: Close,
     },
-    /// serde_json's `RawValue` or `Number`: one field whose string is the
-    /// JSON itself.
-    Verbatim(&'a mut Json<'o>),
+    /// serde_json's `RawValue` or `Number`: one field, of the struct's own
+    /// name, whose string is the JSON itself.
+    Verbatim {
+        json: &'a mut Json<'o>,
+        name: &'static str,
+    },
 }
 
 impl<'o> Compound<'_, 'o> {
-    /// The writer, after the comma that goes before every item but the
-    /// first.
-    fn next_item(&mut self) -> &mut Json<'o> {
+    #[inline]
+    fn json(&mut self) -> &mut Json<'o> {
         match self {
-            Compound::Items { json, first, .. } => {
-                if !std::mem::take(first) {
-                    json.out.push(b',');
-                }
-                json
-            }
-            Compound::Verbatim(json) => json,
+            Compound::Items { json, .. } | Compound::Verbatim { json, .. } => json,
         }
     }
 
+    /// The writer, after the comma that goes before every item but the
+    /// first.
+    #[inline]
+    fn next_item(&mut self) -> &mut Json<'o> {
+        if let Compound::Items { json, first, .. } = self {
+            if !std::mem::take(first) {
+                json.out.push(b',');
+            }
+        }
+        self.json()
+    }
+
+    #[inline]
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
         value.serialize(self.next_item())
     }
 
-    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), Error> {
-        if let Compound::Verbatim(json) = self {
+    #[inline]
+    fn field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), Error> {
+        if let Compound::Verbatim { json, name } = self {
+            if key != *name {
+                return Err(verbatim_error(name, true));
+            }
             return value
-                .serialize(StrOnly {
-                    out: json.out,
-                    raw: true,
-                })
-                .map_err(|NotStr| ser::Error::custom("expected the raw JSON as a string"));
+                .serialize(RawStr(json.out))
+                .map_err(|NotStr| verbatim_error(name, false));
         }
         let json = self.next_item();
         write_str(json.out, key);
@@ -335,9 +549,22 @@ impl<'o> Compound<'_, 'o> {
         value.serialize(json)
     }
 
+    #[inline]
     fn close(self) -> Result<(), Error> {
         if let Compound::Items { json, close, .. } = self {
-            json.out.extend_from_slice(close);
+            match close {
+                Close::Bracket => json.out.push(b']'),
+                Close::Brace => json.out.push(b'}'),
+                Close::BracketBrace => {
+                    json.out.extend_from_slice(b"]}");
+                    json.depth -= 1;
+                }
+                Close::BraceBrace => {
+                    json.out.extend_from_slice(b"}}");
+                    json.depth -= 1;
+                }
+            }
+            json.depth -= 1;
         }
         Ok(())
     }
@@ -350,9 +577,11 @@ macro_rules! sequence {
             impl ser::$kind for Compound<'_, '_> {
                 type Ok = ();
                 type Error = Error;
+                #[inline]
                 fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
                     self.element(value)
                 }
+                #[inline]
                 fn end(self) -> Result<(), Error> {
                     self.close()
                 }
@@ -371,25 +600,19 @@ sequence!(
 impl ser::SerializeMap for Compound<'_, '_> {
     type Ok = ();
     type Error = Error;
+    #[inline]
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
-        write_key(self.next_item().out, key)
+        key.serialize(Key(self.next_item().out))
     }
+    #[inline]
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        let json = self.next_item_of_entry();
+        let json = self.json();
         json.out.push(b':');
         value.serialize(json)
     }
+    #[inline]
     fn end(self) -> Result<(), Error> {
         self.close()
-    }
-}
-
-impl<'o> Compound<'_, 'o> {
-    /// The writer for a map value: its key was the item, so no comma.
-    fn next_item_of_entry(&mut self) -> &mut Json<'o> {
-        match self {
-            Compound::Items { json, .. } | Compound::Verbatim(json) => json,
-        }
     }
 }
 
@@ -400,6 +623,7 @@ macro_rules! fields {
             impl ser::$kind for Compound<'_, '_> {
                 type Ok = ();
                 type Error = Error;
+                #[inline]
                 fn serialize_field<T: Serialize + ?Sized>(
                     &mut self,
                     key: &'static str,
@@ -407,6 +631,7 @@ macro_rules! fields {
                 ) -> Result<(), Error> {
                     self.field(key, value)
                 }
+                #[inline]
                 fn end(self) -> Result<(), Error> {
                     self.close()
                 }
@@ -417,12 +642,188 @@ macro_rules! fields {
 
 fields!(SerializeStruct, SerializeStructVariant);
 
-/// "Not a string": what [`StrOnly`] says of anything else.
+/// A map key, by serde_json's rules (its `MapKeySerializer`): strings,
+/// chars and unit variants as strings; integers, finite floats and `bool`s
+/// quoted; newtypes and `Some` by what they hold; anything else refused
+/// with serde_json's own error. The key is serialized once.
+struct Key<'o>(&'o mut Vec<u8>);
+
+macro_rules! quoted {
+    ($($method:ident($ty:ty)),* $(,)?) => {
+        $(
+            fn $method(self, v: $ty) -> Result<(), Error> {
+                self.0.push(b'"');
+                serde_json::to_writer(&mut *self.0, &v)?;
+                self.0.push(b'"');
+                Ok(())
+            }
+        )*
+    };
+}
+
+macro_rules! not_a_key {
+    ($($method:ident($($ty:ty),*)),* $(,)?) => {
+        $(
+            fn $method(self, $(_: $ty),*) -> Result<(), Error> {
+                Err(key_error(false))
+            }
+        )*
+    };
+}
+
+impl ser::Serializer for Key<'_> {
+    type Ok = ();
+    type Error = Error;
+    type SerializeSeq = Impossible<(), Error>;
+    type SerializeTuple = Impossible<(), Error>;
+    type SerializeTupleStruct = Impossible<(), Error>;
+    type SerializeTupleVariant = Impossible<(), Error>;
+    type SerializeMap = Impossible<(), Error>;
+    type SerializeStruct = Impossible<(), Error>;
+    type SerializeStructVariant = Impossible<(), Error>;
+
+    #[inline]
+    fn serialize_str(self, v: &str) -> Result<(), Error> {
+        write_str(self.0, v);
+        Ok(())
+    }
+
+    fn serialize_char(self, v: char) -> Result<(), Error> {
+        self.serialize_str(v.encode_utf8(&mut [0; 4]))
+    }
+
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<(), Error> {
+        self.serialize_str(variant)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        value.serialize(self)
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
+        value.serialize(self)
+    }
+
+    fn serialize_bool(self, v: bool) -> Result<(), Error> {
+        self.0
+            .extend_from_slice(if v { b"\"true\"" } else { b"\"false\"" });
+        Ok(())
+    }
+
+    quoted!(
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_i128(i128),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_u128(u128),
+    );
+
+    fn serialize_f32(self, v: f32) -> Result<(), Error> {
+        if !v.is_finite() {
+            return Err(key_error(true));
+        }
+        self.0.push(b'"');
+        serde_json::to_writer(&mut *self.0, &v)?;
+        self.0.push(b'"');
+        Ok(())
+    }
+
+    fn serialize_f64(self, v: f64) -> Result<(), Error> {
+        if !v.is_finite() {
+            return Err(key_error(true));
+        }
+        self.0.push(b'"');
+        serde_json::to_writer(&mut *self.0, &v)?;
+        self.0.push(b'"');
+        Ok(())
+    }
+
+    not_a_key!(
+        serialize_bytes(&[u8]),
+        serialize_none(),
+        serialize_unit(),
+        serialize_unit_struct(&'static str),
+    );
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _value: &T,
+    ) -> Result<(), Error> {
+        Err(key_error(false))
+    }
+
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, Error> {
+        Err(key_error(false))
+    }
+
+    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, Error> {
+        Err(key_error(false))
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleStruct, Error> {
+        Err(key_error(false))
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleVariant, Error> {
+        Err(key_error(false))
+    }
+
+    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, Error> {
+        Err(key_error(false))
+    }
+
+    fn serialize_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStruct, Error> {
+        Err(key_error(false))
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStructVariant, Error> {
+        Err(key_error(false))
+    }
+}
+
+/// "Not a plain string": what [`RawStr`] says of anything else.
 #[derive(Debug)]
 struct NotStr;
 
-impl fmt::Display for NotStr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl std::fmt::Display for NotStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("not a string")
     }
 }
@@ -430,19 +831,15 @@ impl fmt::Display for NotStr {
 impl std::error::Error for NotStr {}
 
 impl ser::Error for NotStr {
-    fn custom<T: fmt::Display>(_msg: T) -> NotStr {
+    fn custom<T: std::fmt::Display>(_msg: T) -> NotStr {
         NotStr
     }
 }
 
-/// Takes a string (or what serde_json's map keys treat as one: a char, a
-/// unit variant, a newtype around one) and appends it: escaped and quoted,
-/// or with `raw` as it is. Anything else is [`NotStr`], and nothing is
-/// written.
-struct StrOnly<'o> {
-    out: &'o mut Vec<u8>,
-    raw: bool,
-}
+/// The field of a verbatim struct: a plain string, appended as it is (as
+/// serde_json's `RawValueStrEmitter` and `NumberStrEmitter` take only
+/// `serialize_str`).
+struct RawStr<'o>(&'o mut Vec<u8>);
 
 macro_rules! not_str {
     ($($method:ident($($ty:ty),*)),* $(,)?) => {
@@ -454,7 +851,7 @@ macro_rules! not_str {
     };
 }
 
-impl ser::Serializer for StrOnly<'_> {
+impl ser::Serializer for RawStr<'_> {
     type Ok = ();
     type Error = NotStr;
     type SerializeSeq = Impossible<(), NotStr>;
@@ -466,39 +863,8 @@ impl ser::Serializer for StrOnly<'_> {
     type SerializeStructVariant = Impossible<(), NotStr>;
 
     fn serialize_str(self, v: &str) -> Result<(), NotStr> {
-        if self.raw {
-            self.out.extend_from_slice(v.as_bytes());
-        } else {
-            write_str(self.out, v);
-        }
+        self.0.extend_from_slice(v.as_bytes());
         Ok(())
-    }
-
-    fn serialize_char(self, v: char) -> Result<(), NotStr> {
-        if self.raw {
-            return Err(NotStr);
-        }
-        self.serialize_str(v.encode_utf8(&mut [0; 4]))
-    }
-
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-    ) -> Result<(), NotStr> {
-        if self.raw {
-            return Err(NotStr);
-        }
-        self.serialize_str(variant)
-    }
-
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<(), NotStr> {
-        value.serialize(self)
     }
 
     not_str!(
@@ -515,13 +881,23 @@ impl ser::Serializer for StrOnly<'_> {
         serialize_u128(u128),
         serialize_f32(f32),
         serialize_f64(f64),
+        serialize_char(char),
         serialize_bytes(&[u8]),
         serialize_none(),
         serialize_unit(),
         serialize_unit_struct(&'static str),
+        serialize_unit_variant(&'static str, u32, &'static str),
     );
 
     fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> Result<(), NotStr> {
+        Err(NotStr)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _value: &T,
+    ) -> Result<(), NotStr> {
         Err(NotStr)
     }
 
@@ -692,6 +1068,17 @@ mod tests {
             '"',
         ));
         same(&Bytes(b"\x00\xffab"));
+        same(&[0i64, -1, 9, 10, -10, 99, 100, 1 << 53, i64::MAX, i64::MIN]);
+        same(&(
+            u8::MAX,
+            u16::MAX,
+            u32::MAX,
+            i8::MIN,
+            i16::MIN,
+            i32::MIN,
+            0u64,
+            10u64,
+        ));
         same(&Some(Some(())));
         same(&Vec::<Value>::new());
         same(&BTreeMap::<String, u8>::new());
@@ -775,20 +1162,132 @@ mod tests {
     }
 
     /// serde_json's `RawValue` serializes as a struct under a private
-    /// name; serde_json writes its field's string as it is, and so do we.
+    /// name; serde_json writes its field's string as it is when its
+    /// `raw_value` feature is on, as a map otherwise, and refuses a field
+    /// of another name or a value that is not a string. Ours does what this
+    /// build's serde_json does, including inside an internally tagged enum
+    /// (serde adds the tag as a field, which serde_json refuses).
     #[test]
-    fn raw_json_is_written_verbatim() {
-        struct Raw(&'static str);
+    fn private_structs_follow_serde_json() {
+        struct Raw(&'static str, &'static str);
         impl Serialize for Raw {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 use serde::ser::SerializeStruct;
-                let mut st = s.serialize_struct(super::RAW_VALUE, 1)?;
-                st.serialize_field(super::RAW_VALUE, self.0)?;
+                let mut st = s.serialize_struct(self.0, 1)?;
+                st.serialize_field(self.0, self.1)?;
                 st.end()
             }
         }
-        let mut raw = Vec::new();
-        super::write(&mut raw, &[Raw("{ \"a\" : 1 }")]).unwrap();
-        assert_eq!(raw, b"[{ \"a\" : 1 }]");
+        #[derive(Serialize)]
+        #[serde(tag = "t")]
+        enum Tagged {
+            R(Raw),
+        }
+        for name in [super::RAW_VALUE, super::NUMBER] {
+            same(&[Raw(name, "{ \"a\" : 1 }")]);
+            same(&Raw(name, "7"));
+            same(&Tagged::R(Raw(name, "7")));
+        }
+        struct NotAString(&'static str);
+        impl Serialize for NotAString {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeStruct;
+                let mut st = s.serialize_struct(self.0, 1)?;
+                st.serialize_field(self.0, &'x')?;
+                st.end()
+            }
+        }
+        same(&NotAString(super::RAW_VALUE));
+        same(&NotAString(super::NUMBER));
+        // The real thing (the tests build serde_json with `raw_value`).
+        assert!(super::verbatim(super::RAW_VALUE));
+        let raw =
+            serde_json::value::RawValue::from_string("{ \"a\" : [1, \"x\"] }".into()).unwrap();
+        same(&json!({"before": 1}));
+        same(&(&raw, [&raw], BTreeMap::from([("k", &raw)])));
+        #[derive(Serialize)]
+        #[serde(tag = "t")]
+        enum TaggedRaw {
+            R(Box<serde_json::value::RawValue>),
+        }
+        same(&TaggedRaw::R(raw.clone()));
+    }
+
+    /// A key is serialized once: one whose output changes from call to
+    /// call comes out as serde_json writes it.
+    #[test]
+    fn keys_are_serialized_once() {
+        use std::cell::Cell;
+        struct Counting(Cell<u32>);
+        impl Serialize for Counting {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let n = self.0.get();
+                self.0.set(n + 1);
+                s.serialize_u32(n)
+            }
+        }
+        struct OneEntry(Counting);
+        impl Serialize for OneEntry {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry(&self.0, &0)?;
+                map.end()
+            }
+        }
+        let mut out = Vec::new();
+        super::write(&mut out, &OneEntry(Counting(Cell::new(0)))).unwrap();
+        assert_eq!(out, br#"{"0":0}"#);
+    }
+
+    /// A sequence that declared no items and then has some: serde_json
+    /// writes `[],1,2]`; ours stays JSON.
+    #[test]
+    fn a_declared_length_that_lies_still_gives_json() {
+        struct Liar;
+        impl Serialize for Liar {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeSeq;
+                let mut seq = s.serialize_seq(Some(0))?;
+                seq.serialize_element(&1)?;
+                seq.serialize_element(&2)?;
+                seq.end()
+            }
+        }
+        let mut out = Vec::new();
+        super::write(&mut out, &Liar).unwrap();
+        assert_eq!(out, b"[1,2]");
+    }
+
+    /// Nesting up to the limit is written as serde_json writes it; one
+    /// level more is an error, not a stack overflow.
+    #[test]
+    fn nesting_past_the_limit_is_an_error() {
+        let nest = |depth: u32| {
+            let mut v = json!(0);
+            for i in 0..depth {
+                v = if i % 2 == 0 {
+                    json!([v])
+                } else {
+                    json!({ "k": v })
+                };
+            }
+            v
+        };
+        same(&nest(super::MAX_DEPTH));
+        let mut out = Vec::new();
+        let err = super::write(&mut out, &nest(super::MAX_DEPTH + 1)).unwrap_err();
+        assert!(err.to_string().contains("nests more than 1024"), "{err}");
+        // Variants count as the object they are written as.
+        #[derive(Serialize)]
+        enum E {
+            V(Box<E>),
+            End,
+        }
+        let mut e = E::End;
+        for _ in 0..=super::MAX_DEPTH {
+            e = E::V(Box::new(e));
+        }
+        assert!(super::write(&mut Vec::new(), &e).is_err());
     }
 }
