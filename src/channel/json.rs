@@ -20,7 +20,8 @@
 //! that declared a length of 0 and then has items stays valid JSON (serde_json
 //! writes `[],1]`), and a message nested more than [`MAX_DEPTH`] arrays and
 //! objects deep is an error instead of a stack overflow that aborts the
-//! process.
+//! process (the ones this encoder opens: bytes and raw JSON are written
+//! flat, without recursion, and not counted).
 
 use std::sync::OnceLock;
 
@@ -539,9 +540,10 @@ impl<'o> Compound<'_, 'o> {
             if key != *name {
                 return Err(verbatim_error(name, true));
             }
-            return value
-                .serialize(RawStr(json.out))
-                .map_err(|NotStr| verbatim_error(name, false));
+            return value.serialize(RawStr {
+                out: json.out,
+                name,
+            });
         }
         let json = self.next_item();
         write_str(json.out, key);
@@ -818,34 +820,20 @@ impl ser::Serializer for Key<'_> {
     }
 }
 
-/// "Not a plain string": what [`RawStr`] says of anything else.
-#[derive(Debug)]
-struct NotStr;
-
-impl std::fmt::Display for NotStr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("not a string")
-    }
-}
-
-impl std::error::Error for NotStr {}
-
-impl ser::Error for NotStr {
-    fn custom<T: std::fmt::Display>(_msg: T) -> NotStr {
-        NotStr
-    }
-}
-
 /// The field of a verbatim struct: a plain string, appended as it is (as
 /// serde_json's `RawValueStrEmitter` and `NumberStrEmitter` take only
-/// `serialize_str`).
-struct RawStr<'o>(&'o mut Vec<u8>);
+/// `serialize_str`); anything else is serde_json's error for it, and an
+/// error the value raises itself passes through.
+struct RawStr<'o> {
+    out: &'o mut Vec<u8>,
+    name: &'static str,
+}
 
 macro_rules! not_str {
     ($($method:ident($($ty:ty),*)),* $(,)?) => {
         $(
-            fn $method(self, $(_: $ty),*) -> Result<(), NotStr> {
-                Err(NotStr)
+            fn $method(self, $(_: $ty),*) -> Result<(), Error> {
+                Err(verbatim_error(self.name, false))
             }
         )*
     };
@@ -853,17 +841,17 @@ macro_rules! not_str {
 
 impl ser::Serializer for RawStr<'_> {
     type Ok = ();
-    type Error = NotStr;
-    type SerializeSeq = Impossible<(), NotStr>;
-    type SerializeTuple = Impossible<(), NotStr>;
-    type SerializeTupleStruct = Impossible<(), NotStr>;
-    type SerializeTupleVariant = Impossible<(), NotStr>;
-    type SerializeMap = Impossible<(), NotStr>;
-    type SerializeStruct = Impossible<(), NotStr>;
-    type SerializeStructVariant = Impossible<(), NotStr>;
+    type Error = Error;
+    type SerializeSeq = Impossible<(), Error>;
+    type SerializeTuple = Impossible<(), Error>;
+    type SerializeTupleStruct = Impossible<(), Error>;
+    type SerializeTupleVariant = Impossible<(), Error>;
+    type SerializeMap = Impossible<(), Error>;
+    type SerializeStruct = Impossible<(), Error>;
+    type SerializeStructVariant = Impossible<(), Error>;
 
-    fn serialize_str(self, v: &str) -> Result<(), NotStr> {
-        self.0.extend_from_slice(v.as_bytes());
+    fn serialize_str(self, v: &str) -> Result<(), Error> {
+        self.out.extend_from_slice(v.as_bytes());
         Ok(())
     }
 
@@ -889,16 +877,16 @@ impl ser::Serializer for RawStr<'_> {
         serialize_unit_variant(&'static str, u32, &'static str),
     );
 
-    fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> Result<(), NotStr> {
-        Err(NotStr)
+    fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> Result<(), Error> {
+        Err(verbatim_error(self.name, false))
     }
 
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         _name: &'static str,
         _value: &T,
-    ) -> Result<(), NotStr> {
-        Err(NotStr)
+    ) -> Result<(), Error> {
+        Err(verbatim_error(self.name, false))
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -907,24 +895,24 @@ impl ser::Serializer for RawStr<'_> {
         _index: u32,
         _variant: &'static str,
         _value: &T,
-    ) -> Result<(), NotStr> {
-        Err(NotStr)
+    ) -> Result<(), Error> {
+        Err(verbatim_error(self.name, false))
     }
 
-    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, NotStr> {
-        Err(NotStr)
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, Error> {
+        Err(verbatim_error(self.name, false))
     }
 
-    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, NotStr> {
-        Err(NotStr)
+    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, Error> {
+        Err(verbatim_error(self.name, false))
     }
 
     fn serialize_tuple_struct(
         self,
         _name: &'static str,
         _len: usize,
-    ) -> Result<Self::SerializeTupleStruct, NotStr> {
-        Err(NotStr)
+    ) -> Result<Self::SerializeTupleStruct, Error> {
+        Err(verbatim_error(self.name, false))
     }
 
     fn serialize_tuple_variant(
@@ -933,20 +921,20 @@ impl ser::Serializer for RawStr<'_> {
         _index: u32,
         _variant: &'static str,
         _len: usize,
-    ) -> Result<Self::SerializeTupleVariant, NotStr> {
-        Err(NotStr)
+    ) -> Result<Self::SerializeTupleVariant, Error> {
+        Err(verbatim_error(self.name, false))
     }
 
-    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, NotStr> {
-        Err(NotStr)
+    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, Error> {
+        Err(verbatim_error(self.name, false))
     }
 
     fn serialize_struct(
         self,
         _name: &'static str,
         _len: usize,
-    ) -> Result<Self::SerializeStruct, NotStr> {
-        Err(NotStr)
+    ) -> Result<Self::SerializeStruct, Error> {
+        Err(verbatim_error(self.name, false))
     }
 
     fn serialize_struct_variant(
@@ -955,8 +943,8 @@ impl ser::Serializer for RawStr<'_> {
         _index: u32,
         _variant: &'static str,
         _len: usize,
-    ) -> Result<Self::SerializeStructVariant, NotStr> {
-        Err(NotStr)
+    ) -> Result<Self::SerializeStructVariant, Error> {
+        Err(verbatim_error(self.name, false))
     }
 }
 
@@ -1199,6 +1187,24 @@ mod tests {
         }
         same(&NotAString(super::RAW_VALUE));
         same(&NotAString(super::NUMBER));
+        // An error the field's value raises itself is the caller's, unchanged.
+        struct Boom;
+        impl Serialize for Boom {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("boom"))
+            }
+        }
+        struct Fails(&'static str);
+        impl Serialize for Fails {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeStruct;
+                let mut st = s.serialize_struct(self.0, 1)?;
+                st.serialize_field(self.0, &Boom)?;
+                st.end()
+            }
+        }
+        same(&Fails(super::RAW_VALUE));
+        same(&Fails(super::NUMBER));
         // The real thing (the tests build serde_json with `raw_value`).
         assert!(super::verbatim(super::RAW_VALUE));
         let raw =
