@@ -663,14 +663,86 @@ macro_rules! quoted {
     };
 }
 
-macro_rules! not_a_key {
+/// Methods that refuse what they are given, with the serializer's own
+/// `refused()` error.
+macro_rules! refuse {
     ($($method:ident($($ty:ty),*)),* $(,)?) => {
         $(
             fn $method(self, $(_: $ty),*) -> Result<(), Error> {
-                Err(key_error(false))
+                Err(self.refused())
             }
         )*
     };
+}
+
+/// Every compound (and a newtype variant), refused with `refused()`.
+macro_rules! refuse_compounds {
+    () => {
+        fn serialize_newtype_variant<T: Serialize + ?Sized>(
+            self,
+            _name: &'static str,
+            _index: u32,
+            _variant: &'static str,
+            _value: &T,
+        ) -> Result<(), Error> {
+            Err(self.refused())
+        }
+
+        fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, Error> {
+            Err(self.refused())
+        }
+
+        fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, Error> {
+            Err(self.refused())
+        }
+
+        fn serialize_tuple_struct(
+            self,
+            _name: &'static str,
+            _len: usize,
+        ) -> Result<Self::SerializeTupleStruct, Error> {
+            Err(self.refused())
+        }
+
+        fn serialize_tuple_variant(
+            self,
+            _name: &'static str,
+            _index: u32,
+            _variant: &'static str,
+            _len: usize,
+        ) -> Result<Self::SerializeTupleVariant, Error> {
+            Err(self.refused())
+        }
+
+        fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, Error> {
+            Err(self.refused())
+        }
+
+        fn serialize_struct(
+            self,
+            _name: &'static str,
+            _len: usize,
+        ) -> Result<Self::SerializeStruct, Error> {
+            Err(self.refused())
+        }
+
+        fn serialize_struct_variant(
+            self,
+            _name: &'static str,
+            _index: u32,
+            _variant: &'static str,
+            _len: usize,
+        ) -> Result<Self::SerializeStructVariant, Error> {
+            Err(self.refused())
+        }
+    };
+}
+
+impl Key<'_> {
+    /// serde_json's "key must be a string".
+    fn refused(&self) -> Error {
+        key_error(false)
+    }
 }
 
 impl ser::Serializer for Key<'_> {
@@ -754,70 +826,14 @@ impl ser::Serializer for Key<'_> {
         Ok(())
     }
 
-    not_a_key!(
+    refuse!(
         serialize_bytes(&[u8]),
         serialize_none(),
         serialize_unit(),
         serialize_unit_struct(&'static str),
     );
 
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _value: &T,
-    ) -> Result<(), Error> {
-        Err(key_error(false))
-    }
-
-    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, Error> {
-        Err(key_error(false))
-    }
-
-    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, Error> {
-        Err(key_error(false))
-    }
-
-    fn serialize_tuple_struct(
-        self,
-        _name: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeTupleStruct, Error> {
-        Err(key_error(false))
-    }
-
-    fn serialize_tuple_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeTupleVariant, Error> {
-        Err(key_error(false))
-    }
-
-    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, Error> {
-        Err(key_error(false))
-    }
-
-    fn serialize_struct(
-        self,
-        _name: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeStruct, Error> {
-        Err(key_error(false))
-    }
-
-    fn serialize_struct_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeStructVariant, Error> {
-        Err(key_error(false))
-    }
+    refuse_compounds!();
 }
 
 /// The field of a verbatim struct: a plain string, appended as it is (as
@@ -829,14 +845,11 @@ struct RawStr<'o> {
     name: &'static str,
 }
 
-macro_rules! not_str {
-    ($($method:ident($($ty:ty),*)),* $(,)?) => {
-        $(
-            fn $method(self, $(_: $ty),*) -> Result<(), Error> {
-                Err(verbatim_error(self.name, false))
-            }
-        )*
-    };
+impl RawStr<'_> {
+    /// serde_json's error for a verbatim field that is not a string.
+    fn refused(&self) -> Error {
+        verbatim_error(self.name, false)
+    }
 }
 
 impl ser::Serializer for RawStr<'_> {
@@ -855,7 +868,7 @@ impl ser::Serializer for RawStr<'_> {
         Ok(())
     }
 
-    not_str!(
+    refuse!(
         serialize_bool(bool),
         serialize_i8(i8),
         serialize_i16(i16),
@@ -878,7 +891,7 @@ impl ser::Serializer for RawStr<'_> {
     );
 
     fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> Result<(), Error> {
-        Err(verbatim_error(self.name, false))
+        Err(self.refused())
     }
 
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
@@ -886,66 +899,10 @@ impl ser::Serializer for RawStr<'_> {
         _name: &'static str,
         _value: &T,
     ) -> Result<(), Error> {
-        Err(verbatim_error(self.name, false))
+        Err(self.refused())
     }
 
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _value: &T,
-    ) -> Result<(), Error> {
-        Err(verbatim_error(self.name, false))
-    }
-
-    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, Error> {
-        Err(verbatim_error(self.name, false))
-    }
-
-    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, Error> {
-        Err(verbatim_error(self.name, false))
-    }
-
-    fn serialize_tuple_struct(
-        self,
-        _name: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeTupleStruct, Error> {
-        Err(verbatim_error(self.name, false))
-    }
-
-    fn serialize_tuple_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeTupleVariant, Error> {
-        Err(verbatim_error(self.name, false))
-    }
-
-    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, Error> {
-        Err(verbatim_error(self.name, false))
-    }
-
-    fn serialize_struct(
-        self,
-        _name: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeStruct, Error> {
-        Err(verbatim_error(self.name, false))
-    }
-
-    fn serialize_struct_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeStructVariant, Error> {
-        Err(verbatim_error(self.name, false))
-    }
+    refuse_compounds!();
 }
 
 #[cfg(test)]
