@@ -13,16 +13,9 @@ pub(super) fn encode_line<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, Cha
     // Serialize outside the lock: user code (`Serialize` impls) never runs
     // while the queue is locked.
     let mut line = Vec::with_capacity(128);
+    // No raw newline in it: strings are escaped, and the encoder turns
+    // those of a pretty-printed `RawValue` into spaces.
     super::json::write(&mut line, msg).map_err(ChannelError::Encode)?;
-    // serde_json's compact output has no raw newline, except inside a
-    // `RawValue` (feature `raw_value`) built from pretty-printed JSON. There a `\n`
-    // can only be whitespace between tokens (JSON strings cannot hold a
-    // raw one), so a space means the same and keeps the framing intact.
-    if memchr::memchr(b'\n', &line).is_some() {
-        line.iter_mut()
-            .filter(|b| **b == b'\n')
-            .for_each(|b| *b = b' ');
-    }
     line.push(b'\n');
     Ok(line)
 }
