@@ -42,7 +42,7 @@ const NUMBER: &str = "$serde_json::private::Number";
 /// overflow at about 1,500 levels in a debug build (ours at 14,000 in
 /// release, serde_json at 26,000); our own receivers (serde_json's default)
 /// take 128.
-pub(super) const MAX_DEPTH: u32 = 1024;
+const MAX_DEPTH: u32 = 1024;
 
 /// Append `msg` to `out` as compact JSON.
 pub(super) fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, msg: &T) -> Result<(), Error> {
