@@ -554,6 +554,9 @@ fn framing_matches_the_model_on_the_fuzz_seeds() {
         b"\xff\xfe\n\"\\u2028\"\n",
         b"",
         b"\n\n\n",
+        // Protocol lines at both parities of the harness's shortcut, one
+        // after blanks, one escaped.
+        b"{\"cmd\":\"NODE_A\"}\n{\"cmd\":\"NODE_B\"}\n \t{\"cmd\":\"NODE_C\"}\n{\"cmd\":\"NODE\\u005fD\"}\n{}\n",
     ];
     for data in seeds {
         for max_len in [0, 1, 16, 1 << 20] {

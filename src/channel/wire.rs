@@ -71,7 +71,8 @@ pub(super) fn internal_cmd(line: &[u8]) -> Option<String> {
 /// more than the searches themselves: 6 % of a receiver; so did comparing
 /// every 6-byte window (a `memcmp` call each). The test after a quote is a
 /// comparison of fixed-size arrays, which compiles to two loads.
-fn may_be_internal(line: &[u8]) -> bool {
+#[inline]
+pub(super) fn may_be_internal(line: &[u8]) -> bool {
     const SHORT: usize = 64;
     let hit = |i: usize| match line[i] {
         b'"' => line[i + 1..].first_chunk::<5>() == Some(b"NODE_"),
