@@ -418,6 +418,22 @@ pub(crate) fn read_to_spare(
     Ok(n)
 }
 
+/// One `read(2)` into memory that need not be initialised; what it read,
+/// now initialised.
+pub(crate) fn read_uninit<'a>(
+    fd: BorrowedFd<'_>,
+    buf: &'a mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<&'a [u8]> {
+    // SAFETY: `buf` is writable memory of `buf.len()` bytes; read(2) writes
+    // at most that many into it.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: read(2) initialised the first `n` bytes (n <= buf.len()).
+    Ok(unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) })
+}
+
 /// One `read(2)` into `buf`.
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     Ok(nix::unistd::read(fd, buf)?)

@@ -248,3 +248,54 @@ fn a_pipeline_whose_first_stage_cannot_start_is_an_error() {
     assert_eq!(offloaded.to_string(), blocking.to_string());
     assert_eq!(in_place.to_string(), blocking.to_string());
 }
+
+/// A small capture holds what came, not a read chunk: the first 8 KiB of a
+/// stream are read through the stack and appended. Sizes around that
+/// boundary (and a pipe's 4 KiB writes) come out byte for byte, in the
+/// async and the blocking engine, and a limit among them still holds.
+#[test]
+fn small_captures_hold_what_came_and_sizes_around_the_first_chunk_are_exact() {
+    let dir = crate::support::TempDir::new("small-captures");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let out = rt.block_on(cp::exec("printf hello").into_future()).unwrap();
+    assert_eq!(out.stdout, b"hello");
+    assert!(out.stdout.capacity() < 1024, "{}", out.stdout.capacity());
+    assert_eq!(out.stderr.capacity(), 0);
+    let out = cp::exec("printf hello").run_sync().unwrap();
+    assert_eq!(out.stdout, b"hello");
+    assert!(out.stdout.capacity() < 1024, "{}", out.stdout.capacity());
+    assert_eq!(out.stderr.capacity(), 0);
+
+    for len in [
+        1, 4095, 4096, 4097, 8191, 8192, 8193, 12_288, 16_385, 300_000,
+    ] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let file = dir.0.join(format!("data-{len}"));
+        std::fs::write(&file, &data).unwrap();
+        let path = file.to_str().unwrap();
+        let out = rt
+            .block_on(cp::exec_file("cat", [path]).into_future())
+            .unwrap();
+        assert!(out.stdout == data, "async, {len} bytes");
+        let out = cp::exec_file("cat", [path]).run_sync().unwrap();
+        assert!(out.stdout == data, "blocking, {len} bytes");
+        // One byte under what came: refused, with what fit.
+        let err = rt
+            .block_on(
+                cp::exec_file("cat", [path])
+                    .max_buffer(len - 1)
+                    .into_future(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, cp::Error::MaxBuffer { .. }), "{len}: {err:?}");
+        let err = cp::exec_file("cat", [path])
+            .max_buffer(len - 1)
+            .run_sync()
+            .unwrap_err();
+        assert!(matches!(err, cp::Error::MaxBuffer { .. }), "{len}: {err:?}");
+    }
+}
