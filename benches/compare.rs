@@ -164,7 +164,7 @@ impl Params {
             exec_n: 300,
             exec_rounds: 11,
             capture_bytes: 1 << 30,
-            capture_rounds: 5,
+            capture_rounds: 9,
             producer_rounds: 3,
             inflight_n: 1000,
             inflight_sleep: "1",
@@ -2661,7 +2661,13 @@ fn mode_loop(who: &str, n: usize) -> Result<Value, String> {
         ("floor-ipc-oneway", _) => 1e9 / oneway_floor(n)?,
         _ => return Err(format!("unknown loop {who}")),
     };
-    Ok(json!({ "ns_per_op": ns }))
+    // This process's own CPU (every thread, no child), for profiling.
+    // SAFETY: getrusage writes one rusage into `usage`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    let cpu_us_per_op = (us(usage.ru_utime) + us(usage.ru_stime)) / n as f64;
+    Ok(json!({ "ns_per_op": ns, "self_cpu_us_per_op": cpu_us_per_op }))
 }
 
 // ---------------------------------------------------------------------------
