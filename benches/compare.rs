@@ -2662,8 +2662,9 @@ fn mode_loop(who: &str, n: usize) -> Result<Value, String> {
         _ => return Err(format!("unknown loop {who}")),
     };
     // This process's own CPU (every thread, no child), for profiling.
-    // SAFETY: getrusage writes one rusage into `usage`.
+    // SAFETY: rusage is a plain C struct; all-zero is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one rusage through a valid pointer.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
     let cpu_us_per_op = (us(usage.ru_utime) + us(usage.ru_stime)) / n as f64;
