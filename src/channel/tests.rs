@@ -572,6 +572,17 @@ fn framing_matches_the_model_on_the_fuzz_seeds() {
     }
     let big = vec![b'x'; 300_000];
     fuzz_framing(&big, &[70_000, 140_000, 250_000], 1000);
+    // The tail of a line being skipped as too long arrives with its `\n`
+    // and more lines, after zero, one or two steps more.
+    for lead in [&b""[..], b"{}\n", b"{}\n{}\n"] {
+        let mut data = lead.to_vec();
+        data.extend_from_slice(&[b'x'; 30]);
+        data.extend_from_slice(b"\n{\"a\":1}\n");
+        for cut in 18..24 {
+            fuzz_framing(&data, &[lead.len() + cut], 16);
+            fuzz_framing(&data, &[lead.len() + 17, lead.len() + cut], 16);
+        }
+    }
     // A newline at every offset around the byte-by-byte prefix the framer
     // scans before handing over to memchr, and none at all.
     for len in [1, 63, 64, 65, 130] {
