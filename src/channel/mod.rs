@@ -36,6 +36,7 @@ use std::task::{ready, Context, Poll};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::net::UnixStream;
 
 use crate::error::{ChannelError, Result};
 use crate::sys;
@@ -268,9 +269,8 @@ impl Channel {
             reason: format!("fd {}: {e}", fd.as_raw_fd()),
         })?;
         ipc::prepare_socket(fd.as_fd()).map_err(ChannelError::Io)?;
-        // For reading only: see `Shared::socket`.
-        let socket = sys::tokio_fd::register(fd, tokio::io::Interest::READABLE)
-            .map_err(|(_, e)| ChannelError::Io(e))?;
+        let socket = UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
+            .map_err(ChannelError::Io)?;
         let shared = Arc::new(Shared::new(socket, carries_fds));
         Ok(Channel {
             sender: ChannelSender {
@@ -1376,16 +1376,16 @@ impl ChannelReceiver {
 
     /// One read from the socket into the framer.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
-        let mut ready = ready!(self.shared.socket.poll_read_ready(cx)).map_err(ChannelError::Io)?;
+        ready!(self.shared.socket.poll_read_ready(cx)).map_err(ChannelError::Io)?;
         // Into the buffer's spare capacity (no zeroing before the read),
         // taking the fds that come with the bytes.
         let room = self.framer.room();
         let max = room.capacity() - room.len();
         let fds = &mut self.fds;
-        // A `WouldBlock` clears the readiness this read saw.
-        let read = ready
-            .try_io(|socket| sys::ipc::recv_with_fds(socket.as_fd(), room, max, fds))
-            .unwrap_or_else(|_| Err(io::ErrorKind::WouldBlock.into()));
+        let socket = &self.shared.socket;
+        let read = socket.try_io(tokio::io::Interest::READABLE, || {
+            sys::ipc::recv_with_fds(socket.as_fd(), room, max, fds)
+        });
         // A peer that sends fds without `NODE_HANDLE` lines to claim them
         // cannot fill our fd table: keep the newest few.
         while self.fds.len() > MAX_UNCLAIMED_FDS {

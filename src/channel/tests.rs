@@ -703,55 +703,6 @@ async fn queue_is_bounded_when_the_peer_does_not_read() {
     }
 }
 
-/// How many of this process's fds are the socket `fd` names (the same
-/// open file description or a duplicate of it).
-fn fds_on_socket_of(fd: i32) -> usize {
-    let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|link| *link == target)
-        .count()
-}
-
-/// A write that finds the socket full watches for room through a
-/// duplicate of the fd, registered for writing; sixteen sends in a row
-/// that do not block drop it. A channel whose writes do not block so holds
-/// one fd, registered for reading only (the peer's reads do not wake our
-/// reactor).
-#[tokio::test]
-async fn the_watch_for_room_lives_only_while_writes_block() {
-    use std::os::fd::AsRawFd;
-    let (a, mut b) = channel_pair();
-    let fd = a.sender.shared.socket.as_raw_fd();
-    let (tx, _rx) = a.split();
-    tx.send(&1).await.unwrap();
-    assert_eq!(b.recv::<i32>().await.unwrap(), Some(1));
-    assert_eq!(fds_on_socket_of(fd), 1, "a write that did not block");
-
-    // Far more than the socket holds: the send waits for the peer.
-    let big = "x".repeat(8 << 20);
-    let send = tokio::spawn({
-        let tx = tx.clone();
-        let big = big.clone();
-        async move { tx.send(&big).await }
-    });
-    settle().await;
-    assert!(!send.is_finished(), "the socket took 8 MiB");
-    assert_eq!(fds_on_socket_of(fd), 2, "no watch for room while blocked");
-    assert_eq!(b.recv::<String>().await.unwrap(), Some(big));
-    send.await.unwrap().unwrap();
-
-    for i in 0..15 {
-        tx.send(&i).await.unwrap();
-        assert_eq!(b.recv::<i32>().await.unwrap(), Some(i));
-    }
-    assert_eq!(fds_on_socket_of(fd), 2, "dropped before 16 runs");
-    tx.send(&15).await.unwrap();
-    assert_eq!(fds_on_socket_of(fd), 1, "the watch outlived the blocking");
-    assert_eq!(b.recv::<i32>().await.unwrap(), Some(15));
-}
-
 #[tokio::test]
 async fn cancelled_sends_never_interleave() {
     let (a, mut b) = channel_pair();

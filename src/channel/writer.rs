@@ -6,8 +6,8 @@
 //! the bytes to the `back` buffer and remembers the stream offset `end` at
 //! which its message ends. If nobody is writing, it becomes the *flusher*: it
 //! swaps `back` into its own `front` buffer and writes it with non-blocking
-//! `send(2)` (`MSG_NOSIGNAL`) calls, awaiting room when the socket is
-//! full (see [`Shared::socket`] for how room is watched). Meanwhile other senders keep appending to `back`; when the flusher
+//! `send(2)` (`MSG_NOSIGNAL`) calls, awaiting writability when the socket is
+//! full. Meanwhile other senders keep appending to `back`; when the flusher
 //! has written `front` it swaps again, so everything queued during one write
 //! goes out in the next single `send` (coalescing). A sender that is not the
 //! flusher waits until `written >= end`. The flusher returns once its own
@@ -33,8 +33,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+use tokio::net::UnixStream;
 use tokio::sync::Notify;
 
 use super::handle::Unacked;
@@ -51,20 +51,7 @@ pub(super) const FEED_BATCH: u64 = 64 * 1024;
 
 /// What every half of one channel shares: the socket and the send queue.
 pub(super) struct Shared {
-    /// The socket, registered with the reactor for reading only.
-    ///
-    /// Registered for writing too (as tokio's `UnixStream` is), every
-    /// message the peer reads wakes our reactor: freeing the peer's copy of
-    /// our bytes signals `EPOLLOUT` on our socket, from inside the peer's
-    /// `recvmsg` (`sock_wfree` → `unix_write_space`). In a ping-pong that
-    /// wake-up, an IPI to a sleeping CPU, was 46 % of both processes' perf
-    /// samples, and one `epoll_wait` more per message. So writes go
-    /// straight to the socket, and only a flusher whose write would block
-    /// watches for room, through a duplicate of the fd registered for
-    /// writing while writes keep blocking (libuv likewise watches `POLLOUT`
-    /// only while its write queue is not empty: `uv__io_start` /
-    /// `uv__io_stop` in `src/unix/stream.c`).
-    pub(super) socket: AsyncFd<OwnedFd>,
+    pub(super) socket: UnixStream,
     /// The socket reaches the peer itself, so fds can travel; not for a
     /// channel bridged to a byte stream.
     pub(super) carries_fds: bool,
@@ -98,19 +85,7 @@ pub(super) struct WriteState {
     unacked: VecDeque<Unacked>,
     /// Set when we disconnected or a write failed; every later send fails.
     pub(super) broken: Option<Broken>,
-    /// The watch for room (see [`Shared::socket`]): made by a flusher whose
-    /// write would block, dropped after [`ROOM_IDLE_RUNS`] runs in a row
-    /// that did not need it.
-    room: Option<Arc<AsyncFd<OwnedFd>>>,
-    /// Runs in a row that did not block, while there is a watch.
-    room_idle: u32,
 }
-
-/// How many flusher runs in a row must write without blocking before the
-/// watch for room is dropped. Dropping it at the first such run made a
-/// stream of 64 KiB messages, which block about every third message, pay
-/// a `dup`, two `epoll_ctl` and a `close` each time.
-const ROOM_IDLE_RUNS: u32 = 16;
 
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Broken {
@@ -138,7 +113,7 @@ impl Broken {
 }
 
 impl Shared {
-    pub(super) fn new(socket: AsyncFd<OwnedFd>, carries_fds: bool) -> Shared {
+    pub(super) fn new(socket: UnixStream, carries_fds: bool) -> Shared {
         Shared {
             socket,
             carries_fds,
@@ -328,45 +303,26 @@ impl Shared {
         st.broken.get_or_insert(Broken::Closed);
         drop(st);
         // ENOTCONN when the peer is already gone: nothing left to close.
-        let _ = sys::ipc::shutdown(self.socket.get_ref().as_fd());
+        let _ = sys::ipc::shutdown(self.socket.as_fd());
         self.notify.notify_waiters();
     }
 
-    /// Sends the start of `bytes` once the socket has room: waits on the
-    /// watch for room (made now if there is none), and sends through its
-    /// readiness, so a `WouldBlock` clears exactly the readiness it saw and
-    /// the next wait is for the next time room is made.
-    async fn send_when_room(&self, bytes: &[u8]) -> io::Result<usize> {
-        let watch = self.room_watch()?;
-        loop {
-            let mut ready = watch.writable().await?;
-            if let Ok(sent) = ready.try_io(|_| self.send_next(bytes)) {
-                return sent;
-            }
-        }
-    }
-
-    /// The watch for room, registered now if there is none: a duplicate
-    /// of the socket's fd (epoll takes one registration per fd), for
-    /// writing. Registered after the write that would block, so the
-    /// registration itself reports room made since.
-    fn room_watch(&self) -> io::Result<Arc<AsyncFd<OwnedFd>>> {
-        if let Some(watch) = &self.lock().room {
-            return Ok(watch.clone());
-        }
-        let fd = self.socket.get_ref().try_clone()?;
-        let watch = Arc::new(sys::tokio_fd::register(fd, Interest::WRITABLE).map_err(|(_, e)| e)?);
-        // One flusher at a time: nobody made one meanwhile.
-        self.lock().room = Some(watch.clone());
-        Ok(watch)
+    /// One non-blocking `send(2)` through tokio's readiness tracking: on
+    /// `WouldBlock` the cached readiness is cleared, so `writable()` then
+    /// waits for the socket to drain. Without known readiness (right after
+    /// a `WouldBlock`) it returns `WouldBlock` without a syscall.
+    fn try_send(&self, bytes: &[u8]) -> io::Result<usize> {
+        self.socket
+            .try_io(Interest::WRITABLE, || self.send_now(bytes))
     }
 
     /// Sends the start of `bytes`, which begin at stream offset `written`,
     /// with the fd attached when one is due there: an fd goes with the
     /// first `sendmsg` of its line (as libuv sends a handle with the first
     /// write of its request), and a send never runs past the offset of the
-    /// next fd, so that fd goes with its own line. Never waits.
-    fn send_next(&self, bytes: &[u8]) -> io::Result<usize> {
+    /// next fd, so that fd goes with its own line. `tracked`: through
+    /// tokio's readiness (the async flusher) or not (best-effort writes).
+    fn send_next(&self, bytes: &[u8], tracked: bool) -> io::Result<usize> {
         let (fd, limit) = {
             let mut st = self.lock();
             let written = st.written;
@@ -383,7 +339,15 @@ impl Shared {
         };
         let bytes = &bytes[..limit];
         let sent = match &fd {
-            Some(fd) => sys::ipc::send_with_fd(self.socket.get_ref().as_fd(), bytes, fd.as_fd()),
+            Some(fd) => {
+                let send = || sys::ipc::send_with_fd(self.socket.as_fd(), bytes, fd.as_fd());
+                if tracked {
+                    self.socket.try_io(Interest::WRITABLE, send)
+                } else {
+                    send()
+                }
+            }
+            None if tracked => self.try_send(bytes),
             None => self.send_now(bytes),
         };
         if let (Err(_), Some(fd)) = (&sent, fd) {
@@ -419,12 +383,14 @@ impl Shared {
         self.flush_to(end).await
     }
 
-    /// One non-blocking `send(2)`.
+    /// One non-blocking `send(2)`, whatever tokio believes about readiness;
+    /// for best-effort writes where we cannot await (a `WouldBlock` here
+    /// leaves tokio's readiness alone, which is harmless).
     ///
     /// `MSG_NOSIGNAL`: a closed peer gives EPIPE, never a SIGPIPE that would
     /// kill a process that does not ignore it.
     fn send_now(&self, bytes: &[u8]) -> io::Result<usize> {
-        sys::ipc::send_nosignal(self.socket.get_ref().as_fd(), bytes)
+        sys::ipc::send_nosignal(self.socket.as_fd(), bytes)
     }
 }
 
@@ -463,8 +429,6 @@ struct Flusher<'a> {
     pos: usize,
     /// `run` finished normally; nothing to rescue on drop.
     done: bool,
-    /// A write of this run found the socket full.
-    blocked: bool,
 }
 
 impl<'a> Flusher<'a> {
@@ -476,7 +440,6 @@ impl<'a> Flusher<'a> {
             buf: std::mem::take(&mut st.front),
             pos,
             done: false,
-            blocked: false,
         }
     }
 
@@ -491,9 +454,7 @@ impl<'a> Flusher<'a> {
                 // `self` drops; `feed`'s bytes wait for the next flush), so
                 // a peer that stops reading cannot hold a finished `send`.
                 if st.back.is_empty() || st.written >= end {
-                    let room = self.idle_room(&mut st);
                     drop(st); // before `self`, whose drop locks again
-                    drop(room);
                     self.done = true;
                     return Ok(());
                 }
@@ -504,23 +465,14 @@ impl<'a> Flusher<'a> {
                 std::mem::swap(&mut self.buf, &mut st.back);
                 self.pos = 0;
             }
-            let sent = match self.shared.send_next(&self.buf[self.pos..]) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.blocked = true;
-                    self.shared.send_when_room(&self.buf[self.pos..]).await
-                }
-                sent => sent,
-            };
-            match sent {
+            match self.shared.send_next(&self.buf[self.pos..], true) {
                 Ok(n) => {
                     self.pos += n;
                     let mut st = self.shared.lock();
                     st.written += n as u64;
                     if st.written >= end {
-                        let room = self.idle_room(&mut st);
                         // Hand over: dropping `self` wakes the waiters.
                         drop(st);
-                        drop(room);
                         self.done = true;
                         return Ok(());
                     }
@@ -528,6 +480,13 @@ impl<'a> Flusher<'a> {
                         drop(st);
                         self.shared.notify.notify_waiters();
                     }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.shared
+                        .socket
+                        .writable()
+                        .await
+                        .map_err(ChannelError::Io)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -537,22 +496,6 @@ impl<'a> Flusher<'a> {
                 }
             }
         }
-    }
-
-    /// The watch for room, to drop (after the lock) once runs have stopped
-    /// needing it: [`ROOM_IDLE_RUNS`] in a row did not block.
-    fn idle_room(&self, st: &mut WriteState) -> Option<Arc<AsyncFd<OwnedFd>>> {
-        if self.blocked {
-            st.room_idle = 0;
-            return None;
-        }
-        st.room.as_ref()?;
-        st.room_idle += 1;
-        if st.room_idle < ROOM_IDLE_RUNS {
-            return None;
-        }
-        st.room_idle = 0;
-        st.room.take()
     }
 
     /// Writes without ever blocking, at most up to `buf[limit]`, stopping at
@@ -569,7 +512,7 @@ impl<'a> Flusher<'a> {
                 self.pos = 0;
             }
             let stop = limit.min(self.buf.len());
-            match self.shared.send_next(&self.buf[self.pos..stop]) {
+            match self.shared.send_next(&self.buf[self.pos..stop], false) {
                 Ok(n) => {
                     self.pos += n;
                     self.shared.lock().written += n as u64;
