@@ -3347,16 +3347,26 @@ fn machine() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The CPU idle driver, and for a guest's `haltpoll` how long a CPU going
-/// idle polls before it halts: on such a VM a wake-up is cheap or costs a
-/// halt exit and an IPI depending on how the poll window has adapted,
-/// which makes the rows that wake a process per message bimodal.
+/// The CPU idle driver, with a guest `haltpoll`'s parameters as the kernel
+/// shows them: on such a VM whether a wake-up is cheap or costs a halt exit
+/// and an IPI depends on its adaptive poll window, which can make the rows
+/// that wake a process per message bimodal.
 fn idle_driver() -> String {
     let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string());
     let driver =
         read("/sys/devices/system/cpu/cpuidle/current_driver").unwrap_or_else(|_| "unknown".into());
-    match read("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
-        Ok(ns) if driver == "haltpoll" => format!("{driver} (polls up to {ns} ns before halting)"),
-        _ => driver,
+    if driver != "haltpoll" {
+        return driver;
     }
+    let params: Vec<String> = ["ns", "grow_start", "grow", "shrink", "allow_shrink"]
+        .iter()
+        .filter_map(|p| {
+            let v = read(&format!(
+                "/sys/module/haltpoll/parameters/guest_halt_poll_{p}"
+            ))
+            .ok()?;
+            Some(format!("guest_halt_poll_{p}={v}"))
+        })
+        .collect();
+    format!("{driver} ({})", params.join(", "))
 }
