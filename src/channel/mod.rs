@@ -1307,7 +1307,8 @@ impl ChannelReceiver {
     /// nothing else is due first (no reply pending, no handle lost); see
     /// [`Framer::next_plain`]. Each reader tries this before
     /// [`ChannelReceiver::poll_raw`]: decoding straight from it, rather than
-    /// through a `Raw`, saved 5 % per small message.
+    /// through a `Raw`, took a small-message receiver from 141–150 to
+    /// 127–135 ns per message (alternating runs).
     #[inline(always)]
     fn next_plain(&mut self) -> Option<(usize, usize)> {
         if self.backlog.is_some() || self.truncated {
