@@ -406,14 +406,9 @@ pub(crate) fn read_to_spare(
 ) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     let len = spare.len().min(max);
-    // SAFETY: `spare` is writable memory of at least `len` bytes that `buf`
-    // owns; read(2) writes at most `len` bytes into it.
-    let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
-    // SAFETY: read(2) initialised the first `n` bytes of the spare capacity.
+    let n = read_uninit(fd, &mut spare[..len])?.len();
+    // SAFETY: read_uninit initialised the first `n` bytes of the spare
+    // capacity.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
 }
