@@ -1,5 +1,5 @@
 //! Handles (fds) sent with messages, as Node's `subprocess.send(msg,
-//! handle)` sends them: a `NODE_HANDLE` envelope whose first byte carries
+//! handle)` sends them: a `NODE_HANDLE` envelope whose last byte carries
 //! the fd (`SCM_RIGHTS`), answered with `NODE_HANDLE_ACK`
 //! (`lib/internal/child_process.js setupChannel`, `handleConversion`).
 

@@ -867,7 +867,7 @@ impl ChannelSender {
     }
 
     /// Sends one message with a handle: the message goes out in Node's
-    /// `NODE_HANDLE` envelope, with the fd attached to its first byte
+    /// `NODE_HANDLE` envelope, with the fd attached to its closing `\n`
     /// (`SCM_RIGHTS`), and the peer (ours or Node's) gets the message and
     /// its own copy of the fd; yours stays open. The envelope's `type` is
     /// what Node's receiver needs for the socket (`net.Server` for a

@@ -4,10 +4,11 @@
 use super::framer::{fuzz_framing, READ_CHUNK};
 use super::wire::internal_cmd;
 use super::*;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use nix::fcntl::{FcntlArg, FdFlag, OFlag};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use std::os::fd::AsFd;
 use std::pin::pin;
 use std::sync::{Mutex, PoisonError};
@@ -1228,6 +1229,96 @@ async fn handles_pass_with_their_messages() {
     };
     assert_eq!(kinds, ["UdpSocket", "UnixListener", "UnixStream", "Fd"]);
     let _ = std::fs::remove_file(&path);
+}
+
+/// Attack finding: an fd went with the first byte of its `NODE_HANDLE`
+/// line, so a reader got it in one `recvmsg` and the line's end in a later
+/// one, where a Node reader (one `pendingHandle`, overwritten by the next
+/// fd) paired it with the wrong line. Each fd must come with the read that
+/// completes its line, however long the line and whatever else is queued.
+#[tokio::test]
+async fn an_fd_comes_with_the_read_that_completes_its_line() {
+    let (a, raw) = raw_pair();
+    let (tx, _rx) = a.split();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let senders: Vec<_> = (0..4)
+        .map(|i| {
+            let (tx, listener) = (tx.clone(), listener.try_clone().unwrap());
+            tokio::spawn(async move {
+                for j in 0..3 {
+                    // Lines of several segments and of one, back to back.
+                    let pad = "p".repeat(if j == 1 { 10 } else { 300_000 });
+                    tx.send(&json!({"plain": i, "pad": pad})).await.unwrap();
+                    tx.send_with_handle(&json!({"i": i, "j": j, "pad": pad}), &listener)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    // Read as Node does: 64 KiB at a time, fds as they come.
+    let (mut stream, mut fds, mut handle_lines) = (Vec::new(), VecDeque::new(), 0);
+    while handle_lines < 12 {
+        raw.readable().await.unwrap();
+        let mut buf = Vec::with_capacity(64 << 10);
+        let read = raw.try_io(tokio::io::Interest::READABLE, || {
+            sys::ipc::recv_with_fds(raw.as_fd(), &mut buf, 64 << 10, &mut fds)
+        });
+        match read {
+            Ok(got) => assert!(!got.truncated && got.bytes > 0),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => panic!("{e}"),
+        }
+        stream.extend_from_slice(&buf);
+        handle_lines = stream
+            .split(|&b| b == b'\n')
+            .rev()
+            .skip(1) // the unfinished line
+            .filter(|line| line.starts_with(b"{\"cmd\":\"NODE_HANDLE\""))
+            .count();
+        assert_eq!(fds.len(), handle_lines, "fds and completed handle lines");
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+}
+
+/// Attack finding: the receiver keeps the write of a protocol reply the
+/// socket could not take (here the `NODE_HANDLE_ACK`) as a future, polled
+/// from `recv`. That future held the writer role while it waited for room,
+/// so once the caller stopped calling `recv` every send waited forever.
+#[tokio::test(flavor = "current_thread")]
+async fn a_reply_the_receiver_could_not_write_does_not_stop_senders() {
+    let (ours, mut peer) = channel_pair();
+    let (tx, mut rx) = ours.split();
+    // The peer does not read yet: a big send fills the socket and is
+    // dropped part-way (its rest stays queued, within the queue's limit).
+    let big = "x".repeat(900_000);
+    assert!(
+        tx.send(&big).now_or_never().is_none(),
+        "the socket took it all"
+    );
+    // The peer sends a handle; receiving it queues our ACK behind the rest,
+    // and the next `recv` starts writing it.
+    let (_keep, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    peer.send_with_handle(&"handle", &theirs).await.unwrap();
+    peer.send(&"tick").await.unwrap();
+    let (msg, handle) = rx.recv_with_handle::<Value>().await.unwrap().unwrap();
+    assert_eq!((msg, handle.is_some()), (json!("handle"), true));
+    assert_eq!(rx.recv::<Value>().await.unwrap(), Some(json!("tick")));
+    assert!(tx.shared.unwritten() > 0, "the ACK went out at once");
+    // From now on nobody calls `recv` on our side. The peer reads.
+    let reader = tokio::spawn(async move {
+        let first: String = peer.recv().await.unwrap().unwrap();
+        let second: Value = peer.recv().await.unwrap().unwrap();
+        (first.len(), second, peer.sender.shared.lock().unacked_len())
+    });
+    tokio::time::timeout(Duration::from_secs(10), tx.send(&"after"))
+        .await
+        .expect("the send waited for a receiver nobody polls")
+        .unwrap();
+    assert_eq!(reader.await.unwrap(), (big.len(), json!("after"), 0));
 }
 
 #[tokio::test]

@@ -6,8 +6,11 @@
 //! the bytes to the `back` buffer and remembers the stream offset `end` at
 //! which its message ends. If nobody is writing, it becomes the *flusher*: it
 //! swaps `back` into its own `front` buffer and writes it with non-blocking
-//! `send(2)` (`MSG_NOSIGNAL`) calls, awaiting writability when the socket is
-//! full. Meanwhile other senders keep appending to `back`; when the flusher
+//! `send(2)` (`MSG_NOSIGNAL`) calls. When the socket is full it puts the
+//! rest back, gives the role up, waits for room and queues for the role
+//! again: the role is never held across an `await`, so a send future that
+//! nobody polls (a receiver's pending protocol reply, say) cannot stop the
+//! other senders. Meanwhile other senders keep appending to `back`; when the flusher
 //! has written `front` it swaps again, so everything queued during one write
 //! goes out in the next single `send` (coalescing). A sender that is not the
 //! flusher waits until `written >= end`. The flusher returns once its own
@@ -21,11 +24,11 @@
 //! limit still goes through (memory stays below the limit plus one message).
 //!
 //! Cancellation: the flusher keeps its buffer in a guard whose `Drop` puts
-//! the unwritten rest back into the shared state (and first tries, without
-//! blocking, to finish the line it was in the middle of). The next flusher
-//! writes that rest before anything else, so a message is never interleaved
-//! with another one. A dropped waiter leaves its bytes queued; they go out
-//! with the next message anyone sends.
+//! the unwritten rest back into the shared state. The next flusher writes
+//! that rest before anything else, so a message is never interleaved with
+//! another one. A send cancelled while waiting for room first tries, without
+//! blocking, to finish the line the socket took part of. A dropped waiter
+//! leaves its bytes queued; they go out with the next message anyone sends.
 
 use std::collections::VecDeque;
 use std::io;
@@ -77,8 +80,8 @@ pub(super) struct WriteState {
     flushing: bool,
     /// Tasks waiting on `notify`.
     waiters: usize,
-    /// fds to attach to the stream at these offsets (the first byte of a
-    /// `NODE_HANDLE` line), in order.
+    /// fds to attach to the stream at these offsets (the last byte of a
+    /// `NODE_HANDLE` line, see [`fd_offset`]), in order.
     fds: VecDeque<(u64, Arc<OwnedFd>)>,
     /// Handles sent and not yet acknowledged, in the order they went out
     /// (kept to send again on `NODE_HANDLE_NACK`).
@@ -152,10 +155,10 @@ impl Shared {
                 .await?;
             return match admitted {
                 Err((queued, flusher)) => {
-                    flusher.run(queued).await?;
+                    self.write_to(flusher, queued).await?;
                     continue;
                 }
-                Ok((end, Some(flusher))) => flusher.run(end).await,
+                Ok((end, Some(flusher))) => self.write_to(flusher, end).await,
                 Ok((end, None)) => self.flush_to(end).await,
             };
         }
@@ -164,23 +167,66 @@ impl Shared {
     /// Returns once `written >= end`: waits for the current flusher, or
     /// becomes the flusher when nobody writes.
     pub(super) async fn flush_to(&self, end: u64) -> Result<(), ChannelError> {
-        let flusher = self
-            .wait_until(|st| {
-                if st.written >= end {
-                    Some(Ok(None))
-                } else if let Some(broken) = st.broken {
-                    Some(Err(broken.error()))
-                } else if !st.flushing {
-                    Some(Ok(Some(Flusher::start(self, st))))
-                } else {
-                    None
-                }
-            })
-            .await?;
-        match flusher {
-            Some(flusher) => flusher.run(end).await,
-            None => Ok(()),
+        loop {
+            let flusher = self
+                .wait_until(|st| {
+                    if st.written >= end {
+                        Some(Ok(None))
+                    } else if let Some(broken) = st.broken {
+                        Some(Err(broken.error()))
+                    } else if !st.flushing {
+                        Some(Ok(Some(Flusher::start(self, st))))
+                    } else {
+                        None
+                    }
+                })
+                .await?;
+            let Some(flusher) = flusher else {
+                return Ok(());
+            };
+            if flusher.run(end)? == Flushed::Done {
+                return Ok(());
+            }
+            self.wait_for_room().await?;
         }
+    }
+
+    /// Writes as the flusher until `written >= end`. When the socket is
+    /// full, the role is given up while waiting for room, then taken again
+    /// (or left to whoever took it meanwhile).
+    ///
+    /// The role is never held across an `await`: a send future that is not
+    /// polled (the receiver keeps one to write its protocol replies, and a
+    /// caller may stop polling the receiver at any time) would otherwise
+    /// stop every other sender of the channel until it is polled again.
+    async fn write_to(&self, flusher: Flusher<'_>, end: u64) -> Result<(), ChannelError> {
+        if flusher.run(end)? == Flushed::Done {
+            return Ok(());
+        }
+        self.wait_for_room().await?;
+        self.flush_to(end).await
+    }
+
+    /// Waits until the socket may take more bytes. Cancelled while waiting,
+    /// it finishes the line the socket took part of, if there is room by
+    /// then and nobody else writes, so the peer is not left with half a
+    /// message while nobody sends.
+    async fn wait_for_room(&self) -> Result<(), ChannelError> {
+        struct FinishLineOnDrop<'a>(&'a Shared);
+        impl Drop for FinishLineOnDrop<'_> {
+            fn drop(&mut self) {
+                let mut st = self.0.lock();
+                if !st.flushing && st.broken.is_none() {
+                    let mut flusher = Flusher::start(self.0, &mut st);
+                    drop(st);
+                    flusher.finish_line();
+                }
+            }
+        }
+        let rescue = FinishLineOnDrop(self);
+        let room = self.socket.writable().await;
+        std::mem::forget(rescue);
+        room.map_err(ChannelError::Io)
     }
 
     /// Queues `line` and returns at once, unless `FEED_BATCH` bytes are
@@ -233,7 +279,11 @@ impl Shared {
     /// that floods requests without reading the replies cannot grow the
     /// queue without bound.
     pub(super) fn push_control(&self, line: &[u8]) -> Option<u64> {
-        let mut st = self.lock();
+        self.queue_control(self.lock(), line)
+    }
+
+    /// [`push_control`](Self::push_control) under a lock already held.
+    fn queue_control<'a>(&'a self, mut st: MutexGuard<'a, WriteState>, line: &[u8]) -> Option<u64> {
         if st.broken.is_some() {
             return None;
         }
@@ -272,13 +322,13 @@ impl Shared {
             return Refused::GaveUp;
         }
         entry.tries += 1;
-        let fd = entry.fd.clone();
-        let at = st.queued;
-        st.fds.push_back((at, fd));
+        // The fd's offset and its line are queued under one lock: another
+        // sender appending in between would take the fd.
+        let at = fd_offset(st.queued, &entry.line);
+        st.fds.push_back((at, entry.fd.clone()));
         let line = entry.line.clone();
         st.unacked.push_back(entry);
-        drop(st);
-        Refused::SentAgain(self.push_control(&line))
+        Refused::SentAgain(self.queue_control(st, &line))
     }
 
     /// Bytes queued and not yet written.
@@ -318,9 +368,9 @@ impl Shared {
 
     /// Sends the start of `bytes`, which begin at stream offset `written`,
     /// with the fd attached when one is due there: an fd goes with the
-    /// first `sendmsg` of its line (as libuv sends a handle with the first
-    /// write of its request), and a send never runs past the offset of the
-    /// next fd, so that fd goes with its own line. `tracked`: through
+    /// `sendmsg` that starts at its offset (see [`fd_offset`]), and a send
+    /// never runs past the offset of the next fd, so that fd goes with its
+    /// own byte. `tracked`: through
     /// tokio's readiness (the async flusher) or not (best-effort writes).
     fn send_next(&self, bytes: &[u8], tracked: bool) -> io::Result<usize> {
         let (fd, limit) = {
@@ -359,7 +409,7 @@ impl Shared {
         sent
     }
 
-    /// Queues `line` with `fd` attached to its first byte, and returns once
+    /// Queues `line` with `fd` attached to its last byte, and returns once
     /// it is written (the fd is then in the peer's socket). The same `fd`
     /// is kept until the peer acknowledges it: shared, not duplicated (a
     /// cluster primary sends one per connection).
@@ -373,7 +423,7 @@ impl Shared {
             if let Some(broken) = st.broken {
                 return Err(broken.error());
             }
-            let at = st.queued;
+            let at = fd_offset(st.queued, &line);
             st.fds.push_back((at, fd.clone()));
             st.back.extend_from_slice(&line);
             st.queued += line.len() as u64;
@@ -420,15 +470,21 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// The flusher role and its buffer. Dropping it (normally, or because the
-/// `send` future was cancelled) puts the unwritten rest back and releases
-/// the role.
+/// The flusher role and its buffer, held only while writing without
+/// blocking. Dropping it puts the unwritten rest back and releases the role.
 struct Flusher<'a> {
     shared: &'a Shared,
     buf: Vec<u8>,
     pos: usize,
-    /// `run` finished normally; nothing to rescue on drop.
-    done: bool,
+}
+
+/// How [`Flusher::run`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Flushed {
+    /// The bytes up to the requested offset are written.
+    Done,
+    /// The socket is full: wait for room, then try again.
+    Full,
 }
 
 impl<'a> Flusher<'a> {
@@ -439,13 +495,12 @@ impl<'a> Flusher<'a> {
             shared,
             buf: std::mem::take(&mut st.front),
             pos,
-            done: false,
         }
     }
 
-    /// Writes until `written >= end`, then keeps writing until the queue is
-    /// empty unless another sender is waiting to take over.
-    async fn run(mut self, end: u64) -> Result<(), ChannelError> {
+    /// Writes without blocking until `written >= end` (`Done`) or the
+    /// socket is full (`Full`); either way the role is released on return.
+    fn run(mut self, end: u64) -> Result<Flushed, ChannelError> {
         loop {
             if self.pos == self.buf.len() {
                 let mut st = self.shared.lock();
@@ -455,8 +510,7 @@ impl<'a> Flusher<'a> {
                 // a peer that stops reading cannot hold a finished `send`.
                 if st.back.is_empty() || st.written >= end {
                     drop(st); // before `self`, whose drop locks again
-                    self.done = true;
-                    return Ok(());
+                    return Ok(Flushed::Done);
                 }
                 self.buf.clear();
                 if self.buf.capacity() > KEEP_CAPACITY {
@@ -473,27 +527,29 @@ impl<'a> Flusher<'a> {
                     if st.written >= end {
                         // Hand over: dropping `self` wakes the waiters.
                         drop(st);
-                        self.done = true;
-                        return Ok(());
+                        return Ok(Flushed::Done);
                     }
                     if st.waiters > 0 {
                         drop(st);
                         self.shared.notify.notify_waiters();
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.shared
-                        .socket
-                        .writable()
-                        .await
-                        .map_err(ChannelError::Io)?;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Full),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let broken = *self.shared.lock().broken.get_or_insert(Broken::from_io(&e));
-                    self.done = true;
                     return Err(broken.error());
                 }
+            }
+        }
+    }
+
+    /// When the socket took only part of a line, tries once more, without
+    /// blocking, to write the rest of that line.
+    fn finish_line(&mut self) {
+        if self.pos > 0 && self.buf.get(self.pos - 1).is_some_and(|&b| b != b'\n') {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.pos..]) {
+                self.write_nonblocking(self.pos + i + 1);
             }
         }
     }
@@ -533,14 +589,9 @@ impl<'a> Flusher<'a> {
 }
 
 impl Drop for Flusher<'_> {
+    /// Puts the unwritten rest back for the next flusher and releases the
+    /// role, waking whoever waits for it.
     fn drop(&mut self) {
-        if !self.done && self.pos > 0 && self.buf.get(self.pos - 1).is_some_and(|&b| b != b'\n') {
-            // Cancelled in the middle of a line: try to finish that line now
-            // so the peer is not left with half a message while nobody sends.
-            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.pos..]) {
-                self.write_nonblocking(self.pos + i + 1);
-            }
-        }
         let mut st = self.shared.lock();
         st.front = std::mem::take(&mut self.buf);
         st.front_pos = self.pos;
@@ -551,6 +602,26 @@ impl Drop for Flusher<'_> {
             self.shared.notify.notify_waiters();
         }
     }
+}
+
+/// The stream offset an fd goes with: the `\n` that ends its `NODE_HANDLE`
+/// line, for a line queued at `at`.
+///
+/// Not the line's first byte, as libuv sends it (with the first `sendmsg` of
+/// the write request): a Linux reader's `recvmsg` returns the fds of a
+/// segment together with that segment's first byte, and stops right after
+/// it. With the fd on the first byte, a long line's fd came in one read and
+/// its end in a later one, and a Node reader (v12 and later keep one
+/// `pendingHandle` across reads, and overwrite it) that got the next line's
+/// fd in the read completing this line gave this line the wrong handle and
+/// refused the next one. Node's own sender avoids that by holding every
+/// later message until the ACK (`_handleQueue`); we need no wait: with the
+/// fd on the `\n`, the read that brings an fd always completes its line, so
+/// every Node version (older ones take the fd of the same read only) and
+/// our own reader pair them right.
+pub(super) fn fd_offset(at: u64, line: &[u8]) -> u64 {
+    debug_assert_eq!(line.last(), Some(&b'\n'));
+    at + line.len() as u64 - 1
 }
 
 /// What became of a handle the peer refused.

@@ -158,3 +158,42 @@ async fn many_handles_back_to_back_all_arrive_in_order() {
     child.disconnect();
     assert!(child.wait().await.unwrap().success());
 }
+
+/// Attack finding: with long `NODE_HANDLE` lines sent back to back, Node
+/// paired a socket with the wrong message (and refused the next), because
+/// the fd came in an earlier read than its line's end. Each socket must
+/// reach Node with its own message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_handle_messages_sent_together_each_keep_their_socket() {
+    if !have_node() {
+        return;
+    }
+    let mut child = cp::fork(fixture("handles.js")).spawn().unwrap();
+    let sender = child.take_channel().unwrap().split().0;
+    let senders: Vec<_> = (0..4u32)
+        .map(|task| {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                let mut ours = Vec::new();
+                for k in 0..4u32 {
+                    let id = task * 10 + k;
+                    let (a, b) = tokio::net::UnixStream::pair().unwrap();
+                    let pad = "p".repeat(if k % 2 == 0 { 300_000 } else { 20 });
+                    sender
+                        .send_with_handle(&json!({"kind": "tag", "id": id, "pad": pad}), &b)
+                        .await
+                        .unwrap();
+                    ours.push((id, a));
+                }
+                ours
+            })
+        })
+        .collect();
+    for task in senders {
+        for (id, a) in task.await.unwrap() {
+            assert_eq!(read_all(a).await, format!("{id}\n"), "socket {id}");
+        }
+    }
+    sender.disconnect();
+    assert!(child.wait().await.unwrap().success());
+}
