@@ -36,7 +36,6 @@ use std::task::{ready, Context, Poll};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::UnixStream;
 
 use crate::error::{ChannelError, Result};
 use crate::sys;
@@ -269,9 +268,7 @@ impl Channel {
             reason: format!("fd {}: {e}", fd.as_raw_fd()),
         })?;
         ipc::prepare_socket(fd.as_fd()).map_err(ChannelError::Io)?;
-        let socket = UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
-            .map_err(ChannelError::Io)?;
-        let shared = Arc::new(Shared::new(socket, carries_fds));
+        let shared = Arc::new(Shared::new(fd, carries_fds).map_err(ChannelError::Io)?);
         Ok(Channel {
             sender: ChannelSender {
                 shared: shared.clone(),
@@ -1377,16 +1374,16 @@ impl ChannelReceiver {
 
     /// One read from the socket into the framer.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
-        ready!(self.shared.socket.poll_read_ready(cx)).map_err(ChannelError::Io)?;
+        let mut ready = ready!(self.shared.socket.poll_read_ready(cx)).map_err(ChannelError::Io)?;
         // Into the buffer's spare capacity (no zeroing before the read),
         // taking the fds that come with the bytes.
         let room = self.framer.room();
         let max = room.capacity() - room.len();
         let fds = &mut self.fds;
-        let socket = &self.shared.socket;
-        let read = socket.try_io(tokio::io::Interest::READABLE, || {
-            sys::ipc::recv_with_fds(socket.as_fd(), room, max, fds)
-        });
+        // A `WouldBlock` clears the readiness this read saw.
+        let read = ready
+            .try_io(|socket| sys::ipc::recv_with_fds(socket.as_fd(), room, max, fds))
+            .unwrap_or_else(|_| Err(io::ErrorKind::WouldBlock.into()));
         // A peer that sends fds without `NODE_HANDLE` lines to claim them
         // cannot fill our fd table: keep the newest few.
         while self.fds.len() > MAX_UNCLAIMED_FDS {

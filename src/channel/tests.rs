@@ -384,6 +384,30 @@ async fn peer_close_delivers_everything_then_none_and_send_fails() {
     );
 }
 
+/// A send waiting for room (the peer does not read) ends with `Closed`
+/// when another sender disconnects, rather than waiting for a reader.
+#[tokio::test]
+async fn disconnect_ends_a_send_waiting_for_room() {
+    let (a, _b) = channel_pair();
+    let (tx, _rx) = a.split();
+    let waiting = tokio::spawn({
+        let tx = tx.clone();
+        async move { tx.send(&"w".repeat(8 << 20)).await }
+    });
+    settle().await;
+    assert!(!waiting.is_finished(), "the socket took 8 MiB");
+    tx.disconnect();
+    let err = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the send still waits for room")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, crate::Error::Channel(ChannelError::Closed)),
+        "{err:?}"
+    );
+}
+
 #[tokio::test]
 async fn send_after_our_disconnect_is_closed() {
     let (a, _b) = channel_pair();
@@ -702,6 +726,95 @@ async fn queue_is_bounded_when_the_peer_does_not_read() {
     for task in tasks {
         task.await.unwrap();
     }
+}
+
+/// The epoll events `fd` is registered for, in every epoll instance of
+/// this process (`/proc/self/fdinfo`), or `None` when it is in none.
+fn epoll_events_of(fd: i32) -> Option<u32> {
+    let mut found = None;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let is_epoll = std::fs::read_link(entry.path())
+            .is_ok_and(|link| link.to_string_lossy() == "anon_inode:[eventpoll]");
+        let info = entry.file_name().into_string().unwrap();
+        let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{info}")) else {
+            continue;
+        };
+        for line in info.lines().filter(|_| is_epoll) {
+            let mut words = line.split_whitespace();
+            if words.next() == Some("tfd:") && words.next() == Some(&fd.to_string()) {
+                let events = words.skip_while(|w| *w != "events:").nth(1).unwrap();
+                found = Some(u32::from_str_radix(events, 16).unwrap());
+            }
+        }
+    }
+    found
+}
+
+/// The socket is registered for reading only (the peer's reads then do
+/// not wake our reactor); a write that finds it full registers the watch
+/// for room, and sixteen flushes in a row that do not block unregister it.
+#[tokio::test]
+async fn room_is_watched_only_while_writes_block() {
+    use std::os::fd::AsRawFd;
+    const EPOLLIN: u32 = 0x1;
+    const EPOLLOUT: u32 = 0x4;
+    let (a, mut b) = channel_pair();
+    let socket = a.sender.shared.socket.as_raw_fd();
+    let room = a.sender.shared.lock().room_fd();
+    let (tx, _rx) = a.split();
+    tx.send(&1).await.unwrap();
+    assert_eq!(b.recv::<i32>().await.unwrap(), Some(1));
+    let events = epoll_events_of(socket).expect("the socket is registered");
+    assert_eq!(events & (EPOLLIN | EPOLLOUT), EPOLLIN, "{events:#x}");
+    assert_eq!(epoll_events_of(room), None, "a write that did not block");
+
+    // Far more than the socket holds: the send waits for the peer.
+    let big = "x".repeat(8 << 20);
+    let send = tokio::spawn({
+        let (tx, big) = (tx.clone(), big.clone());
+        async move { tx.send(&big).await }
+    });
+    settle().await;
+    assert!(!send.is_finished(), "the socket took 8 MiB");
+    let events = epoll_events_of(room).expect("no watch for room while blocked");
+    assert_eq!(events & (EPOLLIN | EPOLLOUT), EPOLLOUT, "{events:#x}");
+    assert_eq!(b.recv::<String>().await.unwrap(), Some(big));
+    send.await.unwrap().unwrap();
+
+    // The big send's last run, which wrote its rest, is the first of 16.
+    for i in 0..14 {
+        tx.send(&i).await.unwrap();
+        assert_eq!(b.recv::<i32>().await.unwrap(), Some(i));
+    }
+    assert!(
+        epoll_events_of(room).is_some(),
+        "unregistered before 16 runs"
+    );
+    tx.send(&14).await.unwrap();
+    assert_eq!(
+        epoll_events_of(room),
+        None,
+        "the watch outlived the blocking"
+    );
+    assert_eq!(b.recv::<i32>().await.unwrap(), Some(14));
+}
+
+/// Review finding on the first read-only registration: a send awaited
+/// outside any runtime (`futures::executor::block_on` on a plain thread)
+/// could not wait for room. The watch is registered with the channel's
+/// runtime, whoever polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_awaited_outside_the_runtime_waits_for_room() {
+    let (a, mut b) = channel_pair();
+    let big = "y".repeat(4 << 20);
+    let sent = std::thread::spawn({
+        let big = big.clone();
+        move || futures::executor::block_on(a.send(&big)).map(|()| a)
+    });
+    assert_eq!(b.recv::<String>().await.unwrap(), Some(big));
+    let a = sent.join().unwrap().unwrap();
+    a.send(&"after").await.unwrap();
+    assert_eq!(b.recv::<String>().await.unwrap().as_deref(), Some("after"));
 }
 
 #[tokio::test]
@@ -1235,7 +1348,9 @@ async fn handles_pass_with_their_messages() {
 /// line, so a reader got it in one `recvmsg` and the line's end in a later
 /// one, where a Node reader (one `pendingHandle`, overwritten by the next
 /// fd) paired it with the wrong line. Each fd must come with the read that
-/// completes its line, however long the line and whatever else is queued.
+/// completes its line, however long the line and whatever else is queued;
+/// and that read must end there (Node delivers a handle's message a tick
+/// late, so lines later in the same read overtook it).
 #[tokio::test]
 async fn an_fd_comes_with_the_read_that_completes_its_line() {
     let (a, raw) = raw_pair();
@@ -1261,7 +1376,7 @@ async fn an_fd_comes_with_the_read_that_completes_its_line() {
     let (mut stream, mut fds, mut handle_lines) = (Vec::new(), VecDeque::new(), 0);
     while handle_lines < 12 {
         raw.readable().await.unwrap();
-        let mut buf = Vec::with_capacity(64 << 10);
+        let (mut buf, fds_before) = (Vec::with_capacity(64 << 10), fds.len());
         let read = raw.try_io(tokio::io::Interest::READABLE, || {
             sys::ipc::recv_with_fds(raw.as_fd(), &mut buf, 64 << 10, &mut fds)
         });
@@ -1278,6 +1393,9 @@ async fn an_fd_comes_with_the_read_that_completes_its_line() {
             .filter(|line| line.starts_with(b"{\"cmd\":\"NODE_HANDLE\""))
             .count();
         assert_eq!(fds.len(), handle_lines, "fds and completed handle lines");
+        if fds.len() > fds_before {
+            assert!(buf.ends_with(b"\n"), "a read with an fd ends at its line");
+        }
     }
     for sender in senders {
         sender.await.unwrap();

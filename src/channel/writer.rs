@@ -32,12 +32,12 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::UnixStream;
 use tokio::sync::Notify;
 
 use super::handle::Unacked;
@@ -54,7 +54,23 @@ pub(super) const FEED_BATCH: u64 = 64 * 1024;
 
 /// What every half of one channel shares: the socket and the send queue.
 pub(super) struct Shared {
-    pub(super) socket: UnixStream,
+    /// The socket, registered with the reactor for reading only.
+    ///
+    /// Registered for writing too (as tokio's `UnixStream` is), every
+    /// message the peer reads wakes our reactor: freeing the peer's copy of
+    /// our bytes signals `EPOLLOUT` on our socket, from inside the peer's
+    /// `recvmsg` (`sock_wfree` → `unix_write_space`). In a ping-pong that
+    /// wake-up, an IPI to a sleeping CPU, was 46 % of both processes' perf
+    /// samples, and one `epoll_wait` more per message. So writes go
+    /// straight to the socket, and only a writer that found it full watches
+    /// for room (see [`Room`]), as libuv watches `POLLOUT` only while its
+    /// write queue is not empty (`uv__io_start` / `uv__io_stop` in
+    /// `src/unix/stream.c`).
+    pub(super) socket: AsyncFd<OwnedFd>,
+    /// The runtime `socket` is registered with; the watch for room is
+    /// registered there too, whatever polls the send (a plain thread's
+    /// `futures::executor::block_on`, another runtime).
+    runtime: tokio::runtime::Handle,
     /// The socket reaches the peer itself, so fds can travel; not for a
     /// channel bridged to a byte stream.
     pub(super) carries_fds: bool,
@@ -88,7 +104,33 @@ pub(super) struct WriteState {
     unacked: VecDeque<Unacked>,
     /// Set when we disconnected or a write failed; every later send fails.
     pub(super) broken: Option<Broken>,
+    /// The watch for room; see [`Room`].
+    room: Room,
+    /// Flusher runs in a row that did not find the socket full, while
+    /// there is a watch.
+    room_idle: u32,
 }
+
+/// The watch for room: a duplicate of the socket's fd (epoll takes one
+/// registration per fd), made with the channel so that waiting for room
+/// never fails for want of an fd, and registered for writing only while
+/// writes keep finding the socket full.
+#[derive(Default)]
+enum Room {
+    /// Not registered: writes have not blocked lately.
+    Idle(OwnedFd),
+    /// Registered for writing; shared by the writers waiting on it.
+    Watching(Arc<AsyncFd<OwnedFd>>),
+    /// Only while being swapped, under the lock.
+    #[default]
+    Taken,
+}
+
+/// How many flusher runs in a row must write without blocking before the
+/// watch for room is unregistered. Unregistering it at the first such run
+/// made a stream of 64 KiB messages, which block about every third
+/// message, pay two `epoll_ctl` each time.
+const ROOM_IDLE_RUNS: u32 = 16;
 
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Broken {
@@ -116,13 +158,21 @@ impl Broken {
 }
 
 impl Shared {
-    pub(super) fn new(socket: UnixStream, carries_fds: bool) -> Shared {
-        Shared {
+    /// The shared state of a channel on `socket`, registered with the
+    /// current runtime (the caller checked there is one).
+    pub(super) fn new(socket: OwnedFd, carries_fds: bool) -> io::Result<Shared> {
+        let room = Room::Idle(socket.try_clone()?);
+        let socket = sys::tokio_fd::register(socket, Interest::READABLE).map_err(|(_, e)| e)?;
+        Ok(Shared {
             socket,
+            runtime: tokio::runtime::Handle::current(),
             carries_fds,
-            state: Mutex::new(WriteState::default()),
+            state: Mutex::new(WriteState {
+                room,
+                ..WriteState::default()
+            }),
             notify: Notify::new(),
-        }
+        })
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, WriteState> {
@@ -224,9 +274,47 @@ impl Shared {
             }
         }
         let rescue = FinishLineOnDrop(self);
-        let room = self.socket.writable().await;
+        let watch = self.room_watch().map_err(ChannelError::Io)?;
+        loop {
+            let mut ready = watch.writable().await.map_err(ChannelError::Io)?;
+            // The readiness may be from before the write that blocked.
+            if sys::writable_now(watch.as_raw_fd()) {
+                break;
+            }
+            ready.clear_ready();
+        }
         std::mem::forget(rescue);
-        room.map_err(ChannelError::Io)
+        Ok(())
+    }
+
+    /// The watch for room, registered now if it is not: after the write
+    /// that blocked, so the registration itself reports room made since.
+    fn room_watch(&self) -> io::Result<Arc<AsyncFd<OwnedFd>>> {
+        let mut st = self.lock();
+        let fd = match std::mem::take(&mut st.room) {
+            Room::Watching(watch) => {
+                st.room = Room::Watching(watch.clone());
+                return Ok(watch);
+            }
+            Room::Idle(fd) => fd,
+            Room::Taken => unreachable!("the watch is swapped under the lock"),
+        };
+        let _runtime = self.runtime.enter();
+        match sys::tokio_fd::register(fd, Interest::WRITABLE) {
+            Ok(watch) => {
+                let watch = Arc::new(watch);
+                st.room = Room::Watching(watch.clone());
+                Ok(watch)
+            }
+            Err((fd, e)) => {
+                // Only when the runtime is shutting down: the socket's own
+                // registration is gone too.
+                if let Some(fd) = fd {
+                    st.room = Room::Idle(fd);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Queues `line` and returns at once, unless `FEED_BATCH` bytes are
@@ -353,35 +441,23 @@ impl Shared {
         st.broken.get_or_insert(Broken::Closed);
         drop(st);
         // ENOTCONN when the peer is already gone: nothing left to close.
-        let _ = sys::ipc::shutdown(self.socket.as_fd());
+        let _ = sys::ipc::shutdown(self.socket.get_ref().as_fd());
         self.notify.notify_waiters();
     }
 
-    /// One non-blocking `send(2)` through tokio's readiness tracking: on
-    /// `WouldBlock` the cached readiness is cleared, so `writable()` then
-    /// waits for the socket to drain. Without known readiness (right after
-    /// a `WouldBlock`) it returns `WouldBlock` without a syscall.
-    fn try_send(&self, bytes: &[u8]) -> io::Result<usize> {
-        self.socket
-            .try_io(Interest::WRITABLE, || self.send_now(bytes))
-    }
-
     /// Sends the start of `bytes`, which begin at stream offset `written`,
-    /// with the fd attached when one is due there: an fd goes with the
-    /// `sendmsg` that starts at its offset (see [`fd_offset`]), and a send
-    /// never runs past the offset of the next fd, so that fd goes with its
-    /// own byte. `tracked`: through
-    /// tokio's readiness (the async flusher) or not (best-effort writes).
-    fn send_next(&self, bytes: &[u8], tracked: bool) -> io::Result<usize> {
+    /// with the fd attached when one is due there: an fd goes alone with
+    /// the byte at its offset (see [`fd_offset`]), and a send never runs
+    /// past the offset of the next fd. Never waits.
+    fn send_next(&self, bytes: &[u8]) -> io::Result<usize> {
         let (fd, limit) = {
             let mut st = self.lock();
             let written = st.written;
             match st.fds.front().map(|(at, _)| *at) {
+                // The `\n` alone: see `fd_offset`.
                 Some(at) if at == written => {
                     let (_, fd) = st.fds.pop_front().expect("just seen");
-                    let next = st.fds.front().map(|(at, _)| *at);
-                    let limit = next.map_or(bytes.len(), |n| (n - written) as usize);
-                    (Some(fd), limit.min(bytes.len()))
+                    (Some(fd), 1.min(bytes.len()))
                 }
                 Some(at) if at < written + bytes.len() as u64 => (None, (at - written) as usize),
                 _ => (None, bytes.len()),
@@ -389,15 +465,7 @@ impl Shared {
         };
         let bytes = &bytes[..limit];
         let sent = match &fd {
-            Some(fd) => {
-                let send = || sys::ipc::send_with_fd(self.socket.as_fd(), bytes, fd.as_fd());
-                if tracked {
-                    self.socket.try_io(Interest::WRITABLE, send)
-                } else {
-                    send()
-                }
-            }
-            None if tracked => self.try_send(bytes),
+            Some(fd) => sys::ipc::send_with_fd(self.socket.get_ref().as_fd(), bytes, fd.as_fd()),
             None => self.send_now(bytes),
         };
         if let (Err(_), Some(fd)) = (&sent, fd) {
@@ -433,14 +501,12 @@ impl Shared {
         self.flush_to(end).await
     }
 
-    /// One non-blocking `send(2)`, whatever tokio believes about readiness;
-    /// for best-effort writes where we cannot await (a `WouldBlock` here
-    /// leaves tokio's readiness alone, which is harmless).
+    /// One non-blocking `send(2)`.
     ///
     /// `MSG_NOSIGNAL`: a closed peer gives EPIPE, never a SIGPIPE that would
     /// kill a process that does not ignore it.
     fn send_now(&self, bytes: &[u8]) -> io::Result<usize> {
-        sys::ipc::send_nosignal(self.socket.as_fd(), bytes)
+        sys::ipc::send_nosignal(self.socket.get_ref().as_fd(), bytes)
     }
 }
 
@@ -452,8 +518,39 @@ impl Drop for Shared {
     }
 }
 
+impl WriteState {
+    /// A flusher run wrote all it had to without finding the socket full:
+    /// after [`ROOM_IDLE_RUNS`] such runs in a row, the watch for room is
+    /// unregistered (unless a writer still waits on it).
+    fn room_went_unused(&mut self) {
+        if !matches!(self.room, Room::Watching(_)) {
+            return;
+        }
+        self.room_idle += 1;
+        if self.room_idle < ROOM_IDLE_RUNS {
+            return;
+        }
+        self.room_idle = 0;
+        if let Room::Watching(watch) = std::mem::take(&mut self.room) {
+            self.room = match Arc::try_unwrap(watch) {
+                Ok(watch) => Room::Idle(watch.into_inner()),
+                Err(watch) => Room::Watching(watch),
+            };
+        }
+    }
+}
+
 #[cfg(test)]
 impl WriteState {
+    /// The fd of the watch for room.
+    pub(super) fn room_fd(&self) -> i32 {
+        match &self.room {
+            Room::Idle(fd) => fd.as_raw_fd(),
+            Room::Watching(watch) => watch.as_raw_fd(),
+            Room::Taken => unreachable!(),
+        }
+    }
+
     /// Handles sent and not yet acknowledged.
     pub(super) fn unacked_len(&self) -> usize {
         self.unacked.len()
@@ -509,6 +606,7 @@ impl<'a> Flusher<'a> {
                 // `self` drops; `feed`'s bytes wait for the next flush), so
                 // a peer that stops reading cannot hold a finished `send`.
                 if st.back.is_empty() || st.written >= end {
+                    st.room_went_unused();
                     drop(st); // before `self`, whose drop locks again
                     return Ok(Flushed::Done);
                 }
@@ -519,12 +617,13 @@ impl<'a> Flusher<'a> {
                 std::mem::swap(&mut self.buf, &mut st.back);
                 self.pos = 0;
             }
-            match self.shared.send_next(&self.buf[self.pos..], true) {
+            match self.shared.send_next(&self.buf[self.pos..]) {
                 Ok(n) => {
                     self.pos += n;
                     let mut st = self.shared.lock();
                     st.written += n as u64;
                     if st.written >= end {
+                        st.room_went_unused();
                         // Hand over: dropping `self` wakes the waiters.
                         drop(st);
                         return Ok(Flushed::Done);
@@ -534,7 +633,10 @@ impl<'a> Flusher<'a> {
                         self.shared.notify.notify_waiters();
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Full),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.shared.lock().room_idle = 0;
+                    return Ok(Flushed::Full);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let broken = *self.shared.lock().broken.get_or_insert(Broken::from_io(&e));
@@ -568,7 +670,7 @@ impl<'a> Flusher<'a> {
                 self.pos = 0;
             }
             let stop = limit.min(self.buf.len());
-            match self.shared.send_next(&self.buf[self.pos..stop], false) {
+            match self.shared.send_next(&self.buf[self.pos..stop]) {
                 Ok(n) => {
                     self.pos += n;
                     self.shared.lock().written += n as u64;
@@ -619,6 +721,13 @@ impl Drop for Flusher<'_> {
 /// fd on the `\n`, the read that brings an fd always completes its line, so
 /// every Node version (older ones take the fd of the same read only) and
 /// our own reader pair them right.
+///
+/// The `\n` goes alone in its `sendmsg`, so that read also ends there:
+/// Node delivers a handle's message a tick after the read that completes
+/// it (`handleConversion[type].got`), and plain messages from the rest of
+/// the same read overtook it (an outside attack saw `[1, 2, 0]` for `0`
+/// with a socket, then `1` and `2`). One more `sendmsg` per handle, where
+/// Node's sender waits for a round trip (the ACK) before its next message.
 pub(super) fn fd_offset(at: u64, line: &[u8]) -> u64 {
     debug_assert_eq!(line.last(), Some(&b'\n'));
     at + line.len() as u64 - 1

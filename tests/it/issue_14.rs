@@ -197,3 +197,34 @@ async fn long_handle_messages_sent_together_each_keep_their_socket() {
     sender.disconnect();
     assert!(child.wait().await.unwrap().success());
 }
+
+/// Attack finding: Node delivers a handle's message a tick after the read
+/// that completes it, so plain messages that came in the same read went
+/// first (`[0, 2, 1, 3]`). The read bringing the fd must end at its line.
+#[tokio::test(flavor = "current_thread")]
+async fn a_handle_message_is_not_overtaken_by_the_messages_after_it() {
+    use futures::FutureExt;
+    if !have_node() {
+        return;
+    }
+    let mut child = cp::fork(fixture("handles.js")).spawn().unwrap();
+    child.send(&json!({"kind": "seq?"})).await.unwrap();
+    assert_eq!(reply(&mut child).await, json!({"seq": []}));
+    // Node stops reading: the socket fills, and everything after the
+    // filler waits in our queue, to go out together once Node reads.
+    child.kill(cp::Signal::SIGSTOP).unwrap();
+    let filler = json!({"kind": "seq", "n": 0, "pad": "f".repeat(600_000)});
+    assert!(child.send(&filler).now_or_never().is_none(), "took it all");
+    let (_ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+    // Queued by its first poll, then written by the sends below.
+    let handle = json!({"kind": "seq", "n": 1});
+    let _ = child.send_with_handle(&handle, &theirs).now_or_never();
+    child.kill(cp::Signal::SIGCONT).unwrap();
+    for n in [2, 3] {
+        child.send(&json!({"kind": "seq", "n": n})).await.unwrap();
+    }
+    child.send(&json!({"kind": "seq?"})).await.unwrap();
+    assert_eq!(reply(&mut child).await, json!({"seq": [0, 1, 2, 3]}));
+    child.disconnect();
+    assert!(child.wait().await.unwrap().success());
+}
