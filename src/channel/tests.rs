@@ -408,6 +408,41 @@ async fn disconnect_ends_a_send_waiting_for_room() {
     );
 }
 
+/// Attack finding: once the runtime the channel was made in is gone, a
+/// send that had to wait for room failed, but the next send completed its
+/// half-written line: a message reported as not sent was delivered. Such
+/// a failure now breaks the channel, with tokio's own words.
+#[test]
+fn a_send_that_cannot_wait_for_room_breaks_the_channel() {
+    let (x, y) = std::os::unix::net::UnixStream::pair().unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let gone = runtime();
+    let a = gone.block_on(async { Channel::from_fd(x.into()).unwrap() });
+    drop(gone);
+    runtime().block_on(async move {
+        let mut b = Channel::from_fd(y.into()).unwrap();
+        // More than the socket holds, so it must wait for room.
+        let first = a.send(&"F".repeat(400_000)).await.unwrap_err();
+        let second = a.send(&"second").await.unwrap_err();
+        for err in [&first, &second] {
+            assert!(
+                matches!(err, crate::Error::Channel(ChannelError::Io(e)) if e.to_string().contains("shut")),
+                "{err}"
+            );
+        }
+        // The peer gets the end of the stream, not the failed message.
+        let got = tokio::time::timeout(Duration::from_secs(10), b.recv::<String>())
+            .await
+            .expect("the peer still waits for the rest of the line");
+        assert!(!matches!(got, Ok(Some(_))), "delivered: {got:?}");
+    });
+}
+
 #[tokio::test]
 async fn send_after_our_disconnect_is_closed() {
     let (a, _b) = channel_pair();

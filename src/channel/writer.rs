@@ -133,10 +133,13 @@ enum Room {
 /// message, pay two `epoll_ctl` each time.
 const ROOM_IDLE_RUNS: u32 = 16;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) enum Broken {
     Closed,
-    Io(io::ErrorKind, Option<i32>),
+    /// An error with an errno.
+    Os(i32),
+    /// One without (tokio's, when the runtime is gone): its kind and text.
+    Other(io::ErrorKind, Arc<str>),
 }
 
 impl Broken {
@@ -145,15 +148,16 @@ impl Broken {
             Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ESHUTDOWN) => {
                 Broken::Closed
             }
-            os => Broken::Io(err.kind(), os),
+            Some(code) => Broken::Os(code),
+            None => Broken::Other(err.kind(), err.to_string().into()),
         }
     }
 
-    pub(super) fn error(self) -> ChannelError {
+    pub(super) fn error(&self) -> ChannelError {
         match self {
             Broken::Closed => ChannelError::Closed,
-            Broken::Io(_, Some(code)) => ChannelError::Io(io::Error::from_raw_os_error(code)),
-            Broken::Io(kind, None) => ChannelError::Io(kind.into()),
+            Broken::Os(code) => ChannelError::Io(io::Error::from_raw_os_error(*code)),
+            Broken::Other(kind, text) => ChannelError::Io(io::Error::new(*kind, text.to_string())),
         }
     }
 }
@@ -191,7 +195,7 @@ impl Shared {
             // is drained by this sender first, or it would wait forever.
             let admitted = self
                 .wait_until(|st| {
-                    if let Some(broken) = st.broken {
+                    if let Some(broken) = &st.broken {
                         return Some(Err(broken.error()));
                     }
                     if st.queued - st.written >= SEND_QUEUE_LIMIT {
@@ -223,7 +227,7 @@ impl Shared {
                 .wait_until(|st| {
                     if st.written >= end {
                         Some(Ok(None))
-                    } else if let Some(broken) = st.broken {
+                    } else if let Some(broken) = &st.broken {
                         Some(Err(broken.error()))
                     } else if !st.flushing {
                         Some(Ok(Some(Flusher::start(self, st))))
@@ -275,9 +279,9 @@ impl Shared {
             }
         }
         let rescue = FinishLineOnDrop(self);
-        let watch = self.room_watch().map_err(ChannelError::Io)?;
+        let watch = self.room_watch().map_err(|e| self.broken_by(e))?;
         loop {
-            let mut ready = watch.writable().await.map_err(ChannelError::Io)?;
+            let mut ready = watch.writable().await.map_err(|e| self.broken_by(e))?;
             // The readiness may be from before the write that blocked.
             if sys::writable_now(watch.as_raw_fd()) {
                 break;
@@ -286,6 +290,22 @@ impl Shared {
         }
         std::mem::forget(rescue);
         Ok(())
+    }
+
+    /// Waiting for room failed (only when the runtime the channel was made
+    /// in is gone): the channel is broken, as after a failed write, so no
+    /// later send completes the line this one left half written, and shut
+    /// down, so the peer sees the end of the stream rather than waiting for
+    /// the rest of that line.
+    fn broken_by(&self, e: io::Error) -> ChannelError {
+        let err = self
+            .lock()
+            .broken
+            .get_or_insert_with(|| Broken::from_io(&e))
+            .error();
+        let _ = sys::ipc::shutdown(self.socket.get_ref().as_fd());
+        self.notify.notify_waiters();
+        err
     }
 
     /// The watch for room, registered now if it is not: after the write
@@ -324,7 +344,7 @@ impl Shared {
     pub(super) async fn feed_line(&self, line: &[u8]) -> Result<(), ChannelError> {
         let (end, pending) = {
             let mut st = self.lock();
-            if let Some(broken) = st.broken {
+            if let Some(broken) = &st.broken {
                 return Err(broken.error());
             }
             st.back.extend_from_slice(line);
@@ -489,7 +509,7 @@ impl Shared {
     ) -> Result<(), ChannelError> {
         let end = {
             let mut st = self.lock();
-            if let Some(broken) = st.broken {
+            if let Some(broken) = &st.broken {
                 return Err(broken.error());
             }
             let at = fd_offset(st.queued, &line);
@@ -640,8 +660,10 @@ impl<'a> Flusher<'a> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let broken = *self.shared.lock().broken.get_or_insert(Broken::from_io(&e));
-                    return Err(broken.error());
+                    let mut st = self.shared.lock();
+                    let err = st.broken.get_or_insert(Broken::from_io(&e)).error();
+                    drop(st); // before `self`, whose drop locks again
+                    return Err(err);
                 }
             }
         }
