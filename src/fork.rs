@@ -587,7 +587,7 @@ impl Fork {
         let channel = Channel::from_fd(ours).map_err(|e| match e {
             Error::Channel(ChannelError::Io(source)) => Error::spawn(
                 &line,
-                "cannot register the IPC channel with the tokio runtime",
+                "cannot set up our end of the IPC channel (duplicate its fd, register it with the tokio runtime)",
                 source,
             ),
             other => other,
