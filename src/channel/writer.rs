@@ -122,7 +122,9 @@ enum Room {
     Idle(OwnedFd),
     /// Registered for writing; shared by the writers waiting on it.
     Watching(Arc<AsyncFd<OwnedFd>>),
-    /// Only while being swapped, under the lock.
+    /// Swapped out under the lock; stays so only if a registration failed
+    /// without giving the fd back (tokio does so for a runtime without an
+    /// IO driver, which the channel's own runtime is not).
     #[default]
     Taken,
 }
@@ -318,7 +320,11 @@ impl Shared {
                 return Ok(watch);
             }
             Room::Idle(fd) => fd,
-            Room::Taken => unreachable!("the watch is swapped under the lock"),
+            Room::Taken => {
+                return Err(io::Error::other(
+                    "the channel's watch for room was lost when its registration failed",
+                ))
+            }
         };
         let _runtime = self.runtime.enter();
         match sys::tokio_fd::register(fd, Interest::WRITABLE) {
