@@ -783,9 +783,11 @@ impl Setup {
     /// when this returns, not yet online: watch for [`Event::Online`] and
     /// [`Event::Listening`].
     ///
-    /// Must be called inside a tokio runtime; the primary runs as a task
-    /// of it. Dropping the [`Primary`] sends `SIGKILL` to every live
-    /// worker's process group.
+    /// The primary runs on a thread of its own with a current-thread tokio
+    /// runtime, so every step of the dispatch runs on one thread, as
+    /// Node's primary is one event loop; the [`Primary`] handle works from
+    /// any runtime. Dropping the [`Primary`] sends `SIGKILL` to every live
+    /// worker's process group before the drop returns.
     ///
     /// # Examples
     ///
@@ -1016,8 +1018,9 @@ pub struct Shutdown {
 /// Events queue in memory until read; read them (or drop them as they
 /// come) so a chatty worker cannot grow the queue without bound. Dropping
 /// the `Primary` sends `SIGKILL` to every live worker's process group and
-/// closes the listening sockets; [`shutdown`](Primary::shutdown) stops
-/// gracefully.
+/// closes the listening sockets before the drop returns (it waits for the
+/// primary's thread, at most a second); [`shutdown`](Primary::shutdown)
+/// stops gracefully.
 ///
 /// A worker's process group is signalled only while the worker runs:
 /// once it has exited and been reaped, the group id may name someone
@@ -1028,6 +1031,23 @@ pub struct Shutdown {
 pub struct Primary {
     calls: mpsc::UnboundedSender<primary::Call>,
     events: mpsc::UnboundedReceiver<Event>,
+    stopped: std::sync::Arc<primary::Stopped>,
+}
+
+/// How long dropping a [`Primary`] waits for its thread to have killed
+/// the workers. It takes microseconds; the bound is for a thread that
+/// cannot run.
+const DROP_WAIT: Duration = Duration::from_secs(1);
+
+impl Drop for Primary {
+    /// Kill the workers and close the listeners, on the primary's thread;
+    /// return once the signals are sent, so that a program that drops the
+    /// `Primary` and exits leaves no worker behind.
+    fn drop(&mut self) {
+        if self.calls.send(primary::Call::Dropped).is_ok() {
+            self.stopped.wait(DROP_WAIT);
+        }
+    }
 }
 
 impl Primary {

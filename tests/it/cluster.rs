@@ -390,6 +390,78 @@ async fn workers_exit_when_the_primary_dies() {
     .await;
 }
 
+/// A program that drops its `Primary` and exits at once leaves no worker
+/// behind: the drop returns after the kill. (`sleep` workers ignore the
+/// closed channel, so only the kill ends them.) The program is this test
+/// binary, running `dropping_the_primary_then_exiting_helper`.
+#[test]
+fn dropping_the_primary_then_exiting_leaves_no_worker() {
+    use std::io::BufRead;
+    let mut program = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "cluster::dropping_the_primary_then_exiting_helper",
+            "--nocapture",
+        ])
+        .env("CP_DROP_THEN_EXIT", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(program.stdout.take().unwrap()).lines();
+    let pids: Vec<i32> = lines
+        .map_while(|l| l.ok())
+        .find_map(|l| {
+            l.strip_prefix("worker pids ")
+                .map(|rest| rest.split(' ').map(|p| p.parse().unwrap()).collect())
+        })
+        .expect("the helper's worker pids");
+    assert!(program.wait().unwrap().success());
+    assert_eq!(pids.len(), 2);
+    crate::support::wait_until(Duration::from_secs(5), "the workers are gone", || {
+        pids.iter().all(|&p| !alive(p))
+    });
+}
+
+#[test]
+#[ignore = "run by dropping_the_primary_then_exiting_leaves_no_worker"]
+fn dropping_the_primary_then_exiting_helper() {
+    if std::env::var_os("CP_DROP_THEN_EXIT").is_none() {
+        return;
+    }
+    // What `#[tokio::main(flavor = "current_thread")]` gives: once `main`
+    // returns nothing else runs.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let primary = cp::cluster("sleep")
+            .args(["30"])
+            .workers(2)
+            .start()
+            .await
+            .unwrap();
+        let pids: Vec<String> = primary
+            .workers()
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.pid.to_string())
+            .collect();
+        // A `sleep` worker says nothing: wait until it runs `sleep`.
+        for pid in &pids {
+            crate::support::wait_until_async(Duration::from_secs(5), "sleep runs", || {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep"))
+            })
+            .await;
+        }
+        println!("worker pids {}", pids.join(" "));
+        drop(primary);
+    });
+    std::process::exit(0);
+}
+
 fn libc_sigkill() -> i32 {
     cp::Signal::SIGKILL.as_raw()
 }
