@@ -211,6 +211,8 @@ struct Peer<'a> {
     label: String,
     run: Box<dyn FnMut() -> Sample + 'a>,
     values: Vec<f64>,
+    /// Round by round (`None`: that round failed), for paired ratios.
+    rounds: Vec<Option<f64>>,
     errors: Vec<String>,
 }
 
@@ -220,6 +222,7 @@ impl<'a> Peer<'a> {
             label: label.into(),
             run: Box::new(run),
             values: Vec::new(),
+            rounds: Vec::new(),
             errors: Vec::new(),
         }
     }
@@ -241,8 +244,14 @@ fn interleave(name: &str, rounds: usize, peers: &mut [Peer<'_>], warm_up: bool) 
         for k in 0..peers.len() {
             let peer = &mut peers[(k + round) % peers.len()];
             match (peer.run)() {
-                Ok(v) => peer.values.push(v),
-                Err(e) => peer.errors.push(e),
+                Ok(v) => {
+                    peer.values.push(v);
+                    peer.rounds.push(Some(v));
+                }
+                Err(e) => {
+                    peer.errors.push(e);
+                    peer.rounds.push(None);
+                }
             }
         }
     }
@@ -1513,10 +1522,8 @@ fn bench_capture(p: &Params) -> Vec<Section> {
             .filter(|(k, _, _)| *k == i)
             .map(|(_, row, key)| {
                 let mut row = Row {
-                    label: row.label.clone(),
-                    values: row.values.clone(),
-                    errors: row.errors.clone(),
                     extra: String::new(),
+                    ..row.clone()
                 };
                 if let Some(v) = rss.get(key) {
                     // The warm-up run's RSS is in there too; it is a capture
@@ -1638,10 +1645,8 @@ fn bench_capture(p: &Params) -> Vec<Section> {
             ceiling_rows[2 * i..2 * i + 2]
                 .iter()
                 .map(|r| Row {
-                    label: r.label.clone(),
-                    values: r.values.clone(),
-                    errors: r.errors.clone(),
                     extra: String::new(),
+                    ..r.clone()
                 })
                 .collect(),
         ));
@@ -2725,9 +2730,13 @@ impl Unit {
     }
 }
 
+#[derive(Clone)]
 struct Row {
     label: String,
     values: Vec<f64>,
+    /// Round by round, when the row comes from `interleave`; empty
+    /// otherwise.
+    rounds: Vec<Option<f64>>,
     errors: Vec<String>,
     extra: String,
 }
@@ -2737,11 +2746,15 @@ impl Row {
         Row {
             label: p.label.clone(),
             values: p.values.clone(),
+            rounds: p.rounds.clone(),
             errors: p.errors.clone(),
             extra: String::new(),
         }
     }
 }
+
+/// Rounds two rows must share for a paired ratio.
+const MIN_PAIRED_ROUNDS: usize = 3;
 
 /// The bound of `Section::target_worst`, on "how much better ours is".
 #[derive(Clone, Copy)]
@@ -2827,6 +2840,7 @@ impl Section {
             .map(|(label, values, errors)| Row {
                 label,
                 values,
+                rounds: Vec::new(),
                 errors,
                 extra: String::new(),
             })
@@ -2852,6 +2866,28 @@ impl Section {
             .iter()
             .find(|r| r.label == label)
             .and_then(|r| median(&r.values))
+    }
+
+    /// How much better row `ours` is than row `peer` (> 1: better): the
+    /// median over rounds of the ratio within each round, where both rows
+    /// ran in the same rounds (issue 16: side by side, so a slow spell of
+    /// the machine that hits both rows of a round cancels out); otherwise
+    /// the ratio of the medians.
+    fn advantage(&self, ours: &str, peer: &str) -> Option<f64> {
+        let row = |label: &str| self.rows.iter().find(|r| r.label == label);
+        let (o, p) = (row(ours)?, row(peer)?);
+        if o.rounds.len() == p.rounds.len() {
+            let paired: Vec<f64> = o
+                .rounds
+                .iter()
+                .zip(&p.rounds)
+                .filter_map(|(a, b)| Some(self.unit.advantage((*a)?, (*b)?)))
+                .collect();
+            if paired.len() >= MIN_PAIRED_ROUNDS {
+                return median(&paired);
+            }
+        }
+        Some(self.unit.advantage(median(&o.values)?, median(&p.values)?))
     }
 
     fn compare(&mut self, ours: &str, peer: &str) {
@@ -2881,12 +2917,11 @@ impl Section {
         bound: Bound,
         floor: Option<Floor<'_>>,
     ) {
-        let unit = self.unit;
         let mut got: Vec<(&str, f64)> = Vec::new();
         let mut missing: Vec<&str> = Vec::new();
         for (name, ours, peer) in pairs {
-            match self.median_of(ours).zip(self.median_of(peer)) {
-                Some((o, p)) => got.push((name, unit.advantage(o, p))),
+            match self.advantage(ours, peer) {
+                Some(a) => got.push((name, a)),
                 None => missing.push(name),
             }
         }
@@ -2933,17 +2968,19 @@ impl Section {
             let mut at_floor = missing.is_empty();
             let mut floor_figure = None;
             for (_, ours, peer) in pairs {
-                let (Some(o), Some(p)) = (self.median_of(ours), self.median_of(peer)) else {
+                let Some(a) = self.advantage(ours, peer) else {
                     continue;
                 };
-                if ok(unit.advantage(o, p)) {
+                if ok(a) {
                     continue;
                 }
-                match self.median_of(floor.row) {
-                    Some(f) => {
-                        let fa = unit.advantage(f, p);
+                match self
+                    .advantage(floor.row, peer)
+                    .zip(self.advantage(ours, floor.row))
+                {
+                    Some((fa, of)) => {
                         floor_figure.get_or_insert(shown(fa));
-                        if unit.advantage(o, f) < floor.within || (floor.floor_misses && ok(fa)) {
+                        if of < floor.within || (floor.floor_misses && ok(fa)) {
                             at_floor = false;
                         }
                     }
@@ -2966,13 +3003,9 @@ impl Section {
 
     /// The stdio channel's ratios (issue 17), as a note: no target is set.
     fn stdio_note(&mut self, fd3: &str, socket: &str, pipes: &str, node_pipes: &str) {
-        let unit = self.unit;
         let ratio = |a: &str, b: &str| {
-            self.median_of(a)
-                .zip(self.median_of(b))
-                .map_or("n/a".to_string(), |(a, b)| {
-                    format!("{:.2}×", unit.advantage(a, b))
-                })
+            self.advantage(a, b)
+                .map_or("n/a".to_string(), |a| format!("{a:.2}×"))
         };
         let note = format!(
             "Stdio channel (issue 17; throughput ratios, > 1 is faster, no target): \
@@ -2987,24 +3020,21 @@ impl Section {
 
     /// ours / peer (times) must be at most `limit`.
     fn target_ratio(&mut self, text: &str, ours: &str, peer: &str, limit: f64) {
-        let m = self.median_of(ours).zip(self.median_of(peer));
+        let m = self.advantage(ours, peer).map(|a| 1.0 / a);
         self.targets.push(Target {
             text: text.into(),
-            measured: m.map_or("n/a".into(), |(o, p)| format!("{:.2}×", o / p)),
-            holds: m.map(|(o, p)| o / p <= limit).into(),
+            measured: m.map_or("n/a".into(), |r| format!("{r:.2}×")),
+            holds: m.map(|r| r <= limit).into(),
         });
     }
 
     /// ours must be at least `factor` times better than peer.
     fn target_speedup(&mut self, text: &str, ours: &str, peer: &str, factor: f64) {
-        let unit = self.unit;
-        let m = self.median_of(ours).zip(self.median_of(peer));
+        let m = self.advantage(ours, peer);
         self.targets.push(Target {
             text: text.into(),
-            measured: m.map_or("n/a".into(), |(o, p)| {
-                format!("{:.2}×", unit.advantage(o, p))
-            }),
-            holds: m.map(|(o, p)| unit.advantage(o, p) >= factor).into(),
+            measured: m.map_or("n/a".into(), |a| format!("{a:.2}×")),
+            holds: m.map(|a| a >= factor).into(),
         });
     }
 
@@ -3066,8 +3096,7 @@ impl Section {
                 .iter()
                 .filter(|(_, peer, _)| *peer == row.label)
                 .filter_map(|(ours, _, name)| {
-                    let o = self.median_of(ours)?;
-                    let a = unit.advantage(o, med?);
+                    let a = self.advantage(ours, &row.label)?;
                     let word = if a >= 1.0 {
                         format!("{a:.2}× better")
                     } else {
@@ -3125,8 +3154,11 @@ impl Report {
             out,
             "# child_process: benchmark against std, tokio and Node\n\n\
              Produced by `cargo bench --bench compare{}` on {} (took {:.0} s). \
-             Medians over interleaved rounds; \"ours vs this\" says how much better \
-             (or worse) our median is than that row's.\n",
+             Medians over interleaved rounds. \"Ours vs this\" and the targets say how \
+             much better (or worse) ours is than that row, side by side: the median over \
+             rounds of the ratio within a round (each round runs every row once), so a \
+             slow spell of the machine that spans a round counts against both rows; \
+             where rows did not run in the same rounds, the ratio of their medians.\n",
             if p.quick { " -- --quick" } else { "" },
             command_line_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
             took.as_secs_f64(),
