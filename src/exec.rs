@@ -207,9 +207,13 @@ impl Job {
     /// Start the child as this job says (not yet reading its output).
     pub(crate) fn spawn_child(&self) -> Result<Child> {
         let line = self.spec.command_line();
-        let [a, b, c] = self
-            .stdio()
-            .map_err(|e| Error::spawn(&line, "cannot duplicate an fd given as stdio", e))?;
+        let [a, b, c] = self.stdio().map_err(|e| {
+            Error::spawn(
+                &line,
+                crate::spawn::describe_resource_error(&e, "duplicate an fd given as stdio"),
+                e,
+            )
+        })?;
         let mut cmd = Command::from_spec(self.spec.clone());
         cmd.stdin(a).stdout(b).stderr(c);
         let mut child = cmd.spawn_with(&[], self.on_drop(), self.limits)?;

@@ -446,8 +446,13 @@ impl Running {
                 std::io::Error::from(std::io::ErrorKind::InvalidInput),
             ));
         }
-        let mut plumbing = Plumbing::new(pipeline, shared_stderr)
-            .map_err(|e| Error::spawn(&line, "cannot create the pipes between the stages", e))?;
+        let mut plumbing = Plumbing::new(pipeline, shared_stderr).map_err(|e| {
+            Error::spawn(
+                &line,
+                crate::spawn::describe_resource_error(&e, "create the pipes between the stages"),
+                e,
+            )
+        })?;
         let on_drop = OnDrop::Kill {
             signal: pipeline.limits.kill_signal,
             grace: Some(pipeline.limits.kill_grace),
@@ -485,7 +490,14 @@ impl Running {
         let mut stdout = children[n - 1].stdout.take();
         let mut stderr = match plumbing.stderr.take() {
             Some((ours, _theirs)) => Some(ChildStderr::new(ours).map_err(|e| {
-                Error::spawn(&line, "cannot register a pipe with the tokio runtime", e)
+                Error::spawn(
+                    &line,
+                    crate::spawn::describe_resource_error(
+                        &e,
+                        "register a pipe with the tokio runtime",
+                    ),
+                    e,
+                )
             })?),
             None => None,
         };

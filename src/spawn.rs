@@ -492,7 +492,8 @@ fn explain_e2big(argv: &sys::CStrArray, envp: &sys::CStrArray) -> String {
     )
 }
 
-fn describe_resource_error(err: &io::Error, doing: &str) -> String {
+/// "cannot {doing}", and why when the process or the system is out of fds.
+pub(crate) fn describe_resource_error(err: &io::Error, doing: &str) -> String {
     match err.raw_os_error() {
         Some(libc::EMFILE) => {
             format!("cannot {doing}: this process is out of file descriptors (RLIMIT_NOFILE)")
