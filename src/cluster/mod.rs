@@ -1019,8 +1019,10 @@ pub struct Shutdown {
 /// come) so a chatty worker cannot grow the queue without bound. Dropping
 /// the `Primary` sends `SIGKILL` to every live worker's process group and
 /// closes the listening sockets before the drop returns (it waits for the
-/// primary's thread, at most a second); [`shutdown`](Primary::shutdown)
-/// stops gracefully.
+/// primary's thread, at most a second, until the workers are reaped and,
+/// with [`Setup::logs`], their last lines written); this holds during a
+/// drain that [`Setup::stop_on_signals`] started too.
+/// [`shutdown`](Primary::shutdown) stops gracefully.
 ///
 /// A worker's process group is signalled only while the worker runs:
 /// once it has exited and been reaped, the group id may name someone
@@ -1037,7 +1039,7 @@ pub struct Primary {
 /// How long dropping a [`Primary`] waits for its thread to have killed
 /// the workers. It takes microseconds; the bound is for a thread that
 /// cannot run.
-const DROP_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const DROP_WAIT: Duration = Duration::from_secs(1);
 
 impl Drop for Primary {
     /// Kill the workers and close the listeners, on the primary's thread;

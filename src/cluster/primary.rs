@@ -1,6 +1,7 @@
 //! The primary: one task that owns every piece of cluster state, fed by
 //! small tasks that each wait on one thing (a worker's channel, a worker's
-//! exit, a listener's accept) and by the [`Primary`] handle's calls.
+//! exit, a listener's accept) and by the [`Primary`] handle's calls. All
+//! of them run on one thread of the primary's own (see [`start`]).
 //!
 //! One owner and no locks, as Node's primary is one event loop; the
 //! bookkeeping follows `lib/internal/cluster/{primary,round_robin_handle,
@@ -371,16 +372,31 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
                 }
             };
             rt.block_on(async move {
-                match begin(setup, n) {
-                    Ok((state, calls, inputs, primary)) => {
-                        if ready_tx.send(Ok(primary)).is_ok() {
-                            state.run(calls, inputs).await;
-                        }
-                        // Else the caller of `start` went away: dropping
-                        // the state kills the workers.
-                    }
+                let (mut state, calls, inputs, primary) = match begin(setup) {
+                    Ok(begun) => begun,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                if let Err(e) = state.first_workers(n) {
+                    // The workers forked so far die before the caller
+                    // hears of it (it may exit at once). The `Primary` is
+                    // dropped here, on the thread it would wait for.
+                    state.stopped.set();
+                    drop(primary);
+                    state.abandon().await;
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+                match ready_tx.send(Ok(primary)) {
+                    Ok(()) => state.run(calls, inputs).await,
+                    // The caller of `start` went away (its future was
+                    // dropped): as if it had dropped the `Primary`.
+                    Err(primary) => {
+                        state.stopped.set();
+                        drop(primary);
+                        state.abandon().await;
                     }
                 }
             });
@@ -401,9 +417,8 @@ type Begun = (
     Primary,
 );
 
-/// Bind, fork the first workers and make the state, on the primary's
-/// thread.
-fn begin(setup: Setup, n: usize) -> Result<Begun> {
+/// Bind, and make the state and the `Primary`, on the primary's thread.
+fn begin(setup: Setup) -> Result<Begun> {
     let (calls_tx, calls) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::unbounded_channel();
     let (inputs_tx, inputs) = mpsc::unbounded_channel();
@@ -429,7 +444,7 @@ fn begin(setup: Setup, n: usize) -> Result<Begun> {
             }
         });
     }
-    let mut state = State {
+    let state = State {
         setup,
         next_id: 1,
         seq: 0,
@@ -456,31 +471,6 @@ fn begin(setup: Setup, n: usize) -> Result<Begun> {
         listen_fds,
         _socket_files: socket_files,
     };
-    for _ in 0..n {
-        // On error `state` is dropped: the workers forked so far are killed.
-        state.fork(None)?;
-    }
-    if let Some(every) = state.health_interval() {
-        state.after(every, Input::HealthTick);
-    }
-    if let Some(every) = state.watchdog() {
-        state.after(every / 2, Input::Watchdog);
-    }
-    if state.setup.stop_on_signals.is_some() {
-        use tokio::signal::unix::{signal, SignalKind};
-        let line = crate::CommandLine::verbatim("listen for SIGTERM and SIGINT");
-        for kind in [SignalKind::terminate(), SignalKind::interrupt()] {
-            let mut stream = signal(kind).map_err(|e| Error::io(&line, e))?;
-            let inputs = state.inputs.clone();
-            tokio::spawn(async move {
-                while stream.recv().await.is_some() {
-                    if inputs.send(Input::Stop).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    }
     let primary = Primary {
         calls: calls_tx,
         events,
@@ -490,6 +480,36 @@ fn begin(setup: Setup, n: usize) -> Result<Begun> {
 }
 
 impl State {
+    /// Fork the first `n` workers and start the timers and signal
+    /// listeners. On error the caller abandons the state.
+    fn first_workers(&mut self, n: usize) -> Result<()> {
+        for _ in 0..n {
+            self.fork(None)?;
+        }
+        if let Some(every) = self.health_interval() {
+            self.after(every, Input::HealthTick);
+        }
+        if let Some(every) = self.watchdog() {
+            self.after(every / 2, Input::Watchdog);
+        }
+        if self.setup.stop_on_signals.is_some() {
+            use tokio::signal::unix::{signal, SignalKind};
+            let line = crate::CommandLine::verbatim("listen for SIGTERM and SIGINT");
+            for kind in [SignalKind::terminate(), SignalKind::interrupt()] {
+                let mut stream = signal(kind).map_err(|e| Error::io(&line, e))?;
+                let inputs = self.inputs.clone();
+                tokio::spawn(async move {
+                    while stream.recv().await.is_some() {
+                        if inputs.send(Input::Stop).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn run(
         mut self,
         mut calls: mpsc::UnboundedReceiver<Call>,
@@ -498,21 +518,31 @@ impl State {
         let mut calls_open = true;
         loop {
             tokio::select! {
+                // Calls first: they are few, and a flood of workers'
+                // messages must not hold up a `Call::Dropped` (the drop
+                // waits for it) or any call.
                 biased;
-                input = inputs.recv() => match input {
-                    Some(input) => self.input(input),
-                    None => return,
-                },
                 call = calls.recv(), if calls_open => match call {
-                    // `shutdown(self)` consumed the `Primary`: the drain
-                    // goes on.
-                    Some(Call::Dropped) | None if self.draining.is_some() => {
+                    // `shutdown(self)` consumed the `Primary` (its future
+                    // may have been dropped since): the drain goes on.
+                    Some(Call::Dropped) | None
+                        if self.draining.as_ref().is_some_and(|d| !d.done.is_empty()) =>
+                    {
                         calls_open = false;
                         self.stopped.set();
                     }
-                    // The `Primary` was dropped.
-                    Some(Call::Dropped) | None => return self.abandon().await,
+                    // The `Primary` was dropped, even during a drain a
+                    // signal started (`stop_on_signals`). Closing the
+                    // inputs first stops the workers' readers.
+                    Some(Call::Dropped) | None => {
+                        drop(inputs);
+                        return self.abandon().await;
+                    }
                     Some(call) => self.call(call),
+                },
+                input = inputs.recv() => match input {
+                    Some(input) => self.input(input),
+                    None => return,
                 },
             }
             if self.draining.is_some() && self.workers.is_empty() {
@@ -550,24 +580,33 @@ impl State {
         }
     }
 
-    /// The [`Primary`] was dropped: kill every worker, let the dropping
-    /// thread go, then write out the workers' last lines.
+    /// The [`Primary`] was dropped: kill every worker and close every
+    /// listener, then let the dropping thread go (it waits for
+    /// [`Stopped`], at most a second).
     async fn abandon(mut self) {
         let watchers = std::mem::take(&mut self.watchers);
+        // The accept tasks hold the listening sockets until they are
+        // dropped, which an abort only asks for.
+        let mut accepts = std::mem::take(&mut self.closing);
+        for key in self.keys.values_mut() {
+            if let Some(task) = key.accept.take() {
+                task.abort();
+                accepts.push(task);
+            }
+        }
         let output = std::mem::take(&mut self.output_tasks);
         let logs = self.logs.clone();
         let grace = self.setup.kill_grace;
         let stopped = self.stopped.clone();
-        // Closes every worker's signal channel: its watch task drops the
-        // child, which kills the group (`kill_on_drop`); and closes the
-        // listeners.
+        // Closes every worker's signal channel: its watch task kills the
+        // group and reaps the worker.
         drop(self);
-        for watcher in watchers {
-            let _ = watcher.await;
+        for task in watchers.into_iter().chain(accepts) {
+            let _ = task.await;
         }
-        stopped.set();
-        // Lines only reach the logs now (the events went with the
-        // `Primary`); bounded as in a shutdown.
+        // The workers' last lines, to the logs (events went with the
+        // `Primary`): their pipes end with them, unless a process they
+        // left behind holds one.
         if let Some(logs) = logs {
             let _ = tokio::time::timeout(grace, async {
                 for task in output {
@@ -577,6 +616,7 @@ impl State {
             .await;
             logs.flush().await;
         }
+        stopped.set();
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -2044,6 +2084,12 @@ async fn write(sender: ChannelSender, mut out: mpsc::UnboundedReceiver<Out>) {
 /// A worker's reader: every message to the primary, until end of file.
 async fn read(id: WorkerId, mut receiver: ChannelReceiver, inputs: mpsc::UnboundedSender<Input>) {
     loop {
+        // A message from the buffer costs the task no budget (only a
+        // read of the socket does, every few thousand small messages):
+        // without this, a worker flooding the channel would hold the
+        // primary's one thread for long spells, away from every other
+        // task (the state, the accepts, a drop's kills).
+        tokio::task::coop::consume_budget().await;
         let input = match receiver.recv_raw().await {
             Ok(Some(raw)) => Input::Message(id, raw),
             Ok(None) => break,
@@ -2085,8 +2131,16 @@ async fn watch(
             signal = signals.recv() => match signal {
                 // ESRCH and the like: the exit is on its way.
                 Some(signal) => { let _ = child.kill_group(signal); }
-                // Dropping the child kills its group (`kill_on_drop`).
-                None => return,
+                // The primary is gone: kill the group and wait for the
+                // worker to die, so that its sockets (a shared listener)
+                // are closed when the `Primary`'s drop returns. A worker
+                // stuck past that is left to `kill_on_drop` and the
+                // reaper.
+                None => {
+                    let _ = child.kill_group(Signal::SIGKILL);
+                    let _ = tokio::time::timeout(super::DROP_WAIT, child.wait()).await;
+                    return;
+                }
             },
         }
     }
@@ -2131,6 +2185,8 @@ where
     // that line, not an empty one.
     let mut cut = false;
     loop {
+        // As in `read`: a line from the buffer costs no budget.
+        tokio::task::coop::consume_budget().await;
         let buf = match reader.fill_buf().await {
             Ok(buf) if !buf.is_empty() => buf,
             // End of file (or a broken pipe): the last line, unterminated.

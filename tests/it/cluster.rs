@@ -1465,3 +1465,135 @@ async fn logs_keep_the_last_lines_and_survive_a_removed_directory() {
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.contains("BYE-0") && text.contains("BYE-1"), "{text}");
 }
+
+/// Pids of the processes running exactly `sleep <arg>` (a unique `arg`
+/// per test, as tests share this process's children).
+fn sleeping(arg: &str) -> Vec<i32> {
+    let want = format!("sleep\0{arg}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            alive(pid)
+                && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+        })
+        .collect()
+}
+
+/// A `start` whose future is dropped kills the workers it forked at once:
+/// the `Primary` it could not hand over is dropped on the primary's own
+/// thread, which must not wait for itself (it did, for 1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_start_kills_its_workers_at_once() {
+    let arg = "3301.25";
+    let mut cancelled_after_forks = false;
+    for micros in (0..40).map(|i| i * 250) {
+        let start = cp::cluster("sleep").args([arg]).workers(2).start();
+        match tokio::time::timeout(Duration::from_micros(micros), start).await {
+            Ok(primary) => {
+                drop(primary.unwrap());
+                break;
+            }
+            Err(_) => cancelled_after_forks |= !sleeping(arg).is_empty(),
+        }
+        // Generous against the few ms a kill takes; the defect was 1 s.
+        wait_until_async(Duration::from_millis(500), "the workers are gone", || {
+            sleeping(arg).is_empty()
+        })
+        .await;
+    }
+    assert!(cancelled_after_forks, "no start was cancelled after a fork");
+}
+
+/// A flood of worker messages does not hold up calls, nor the drop,
+/// which returns with every worker dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_primary_answers_calls_and_its_drop_kills() {
+    let mut primary = cp::cluster("sh")
+        .args(["-c", r#"exec yes '{"f":1}' >&"$NODE_CHANNEL_FD""#])
+        .workers(2)
+        .start()
+        .await
+        .unwrap();
+    // Generous bounds: each takes a millisecond at most; a reader that
+    // held the primary's thread made the first message take 4 s, and a
+    // call or the drop wait as long.
+    let first = tokio::time::timeout(Duration::from_secs(2), async {
+        while !matches!(primary.next_event().await, Some(Event::Message { .. })) {}
+    });
+    first.await.expect("a message within 2 s");
+    let pids: Vec<i32> = tokio::time::timeout(Duration::from_secs(2), primary.workers())
+        .await
+        .expect("workers() answered during the flood")
+        .unwrap()
+        .iter()
+        .map(|w| w.pid as i32)
+        .collect();
+    assert_eq!(pids.len(), 2);
+    drop(primary);
+    for pid in pids {
+        assert!(!alive(pid), "worker {pid} outlived the drop");
+    }
+}
+
+/// Once the drop returns, the port is free, even with no worker alive
+/// (the accept task held the socket until the runtime dropped it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_primary_frees_its_port_at_once() {
+    if !have_node() {
+        return;
+    }
+    for kill_first in [true, false] {
+        let mut primary = node_cluster(&["0"]).workers(1).start().await.unwrap();
+        let port = port_of(&listening(&mut primary, 1).await[&1]);
+        if kill_first {
+            primary.kill(1, cp::Signal::SIGKILL).await.unwrap();
+            exit_of(&mut primary, 1).await;
+        }
+        drop(primary);
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| {
+            panic!("port {port} after the drop (kill first: {kill_first}): {e}")
+        });
+    }
+}
+
+/// The drop returns after the workers' last lines are in the log files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_primary_logs_the_last_lines() {
+    let dir = TempDir::new("cluster-logs-drop");
+    let logs = dir.0.join("logs");
+    let primary = cp::cluster("sh")
+        .args([
+            "-c",
+            "i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i+1)); done; \
+             echo LAST-$NODE_APP_INSTANCE; exec sleep 30",
+        ])
+        .workers(2)
+        .logs(cp::cluster::Logs::files(&logs))
+        .start()
+        .await
+        .unwrap();
+    let pids: Vec<i32> = primary
+        .workers()
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.pid as i32)
+        .collect();
+    // Both wrote everything (they sleep), nothing of it read yet perhaps.
+    wait_until_async(LIMIT, "the workers sleep", || {
+        pids.iter().all(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep"))
+        })
+    })
+    .await;
+    drop(primary);
+    let text = std::fs::read_to_string(logs.join("out.log")).unwrap_or_default();
+    assert!(
+        text.contains("LAST-0") && text.contains("LAST-1"),
+        "{} bytes, last: {:?}",
+        text.len(),
+        text.lines().last()
+    );
+}

@@ -798,3 +798,81 @@ fn cluster_stops_on_sigterm() {
     });
     assert_no_zombies();
 }
+
+/// A `start` that fails after some workers were forked kills them before
+/// it returns: a `main` that exits on the error leaves none behind.
+/// (Isolated: it lowers this process's fd limit.)
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn a_start_failing_midway_leaves_no_worker() {
+    let set_soft = |soft: u64| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit read and write one rlimit through
+        // a valid pointer.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+            let old = lim.rlim_cur;
+            lim.rlim_cur = soft;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+            old
+        }
+    };
+    runtime().block_on(async {
+        // Room for the runtime's and a few workers' fds, not for 40.
+        let soft = set_soft(open_fds().len() as u64 + 24);
+        let result = cp::cluster("sleep")
+            .args(["3302.5"])
+            .workers(40)
+            .start()
+            .await;
+        set_soft(soft);
+        let e = result.expect_err("40 workers within the fd limit");
+        assert!(e.to_string().contains("file descriptors"), "{e}");
+        let left: Vec<(i32, char)> = crate::support::children();
+        assert!(left.is_empty(), "children when start returned: {left:?}");
+    });
+}
+
+/// Dropping the `Primary` during a drain that a signal started (not a
+/// `shutdown`, which consumes it) kills the workers before it returns.
+/// (Isolated: it signals its own process.)
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn dropping_the_primary_during_a_signal_drain_kills() {
+    runtime().block_on(async {
+        let primary = cp::cluster("sleep")
+            .args(["30"])
+            .workers(2)
+            .stop_on_signals(Duration::from_secs(20))
+            .start()
+            .await
+            .unwrap();
+        let pids: Vec<i32> = primary
+            .workers()
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.pid as i32)
+            .collect();
+        nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+        // The drain has begun once the workers are disconnecting.
+        wait_until_async(Duration::from_secs(20), "the drain", || {
+            let workers = futures::executor::block_on(primary.workers()).unwrap();
+            workers
+                .iter()
+                .all(|w| w.state == cp::cluster::WorkerState::Disconnecting)
+        })
+        .await;
+        drop(primary);
+        for pid in pids {
+            assert!(
+                !crate::support::alive(pid),
+                "worker {pid} outlived the drop"
+            );
+        }
+    });
+    assert_no_zombies();
+}
