@@ -1037,8 +1037,9 @@ pub struct Primary {
 }
 
 /// How long dropping a [`Primary`] waits for its thread to have killed
-/// the workers. It takes microseconds; the bound is for a thread that
-/// cannot run.
+/// and reaped the workers. That takes a few milliseconds (100 more with
+/// [`Setup::logs`] when a process the workers left behind holds their
+/// output); the bound is for a worker the kernel cannot end at once.
 pub(crate) const DROP_WAIT: Duration = Duration::from_secs(1);
 
 impl Drop for Primary {

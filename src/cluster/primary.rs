@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -282,7 +283,14 @@ struct State {
     keys: HashMap<Arc<str>, KeyState>,
     inflight: HashMap<u64, InFlight>,
     events: mpsc::UnboundedSender<Event>,
+    /// From the helper tasks other than the workers' readers: accepts,
+    /// exits, timers. Served before `messages`.
     inputs: mpsc::UnboundedSender<Input>,
+    /// From the workers' readers, bounded: a worker that sends faster than
+    /// the primary can take its messages waits (its socket fills), instead
+    /// of growing the primary's memory and delaying the accepts behind a
+    /// backlog.
+    messages: mpsc::Sender<Input>,
     draining: Option<Draining>,
     slots: Vec<Slot>,
     reloading: Option<Reloading>,
@@ -357,6 +365,14 @@ fn bind_listen_fds(addrs: &[String]) -> Result<(Vec<Arc<OwnedFd>>, Vec<SocketFil
 /// CPU per connection (36 → 43 µs) and 30 % more context switches.
 pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
     let (ready_tx, ready) = oneshot::channel();
+    let stopped = Arc::new(Stopped::default());
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let mut starting = Starting {
+        ready,
+        cancelled: cancelled.clone(),
+        stopped: stopped.clone(),
+        done: false,
+    };
     let spawned = std::thread::Builder::new()
         .name("cluster-primary".into())
         .spawn(move || {
@@ -372,31 +388,29 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
                 }
             };
             rt.block_on(async move {
-                let (mut state, calls, inputs, primary) = match begin(setup) {
+                let (mut state, from, primary) = match begin(setup, stopped) {
                     Ok(begun) => begun,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
-                if let Err(e) = state.first_workers(n) {
+                if let Err(e) = state.first_workers(n, &cancelled) {
                     // The workers forked so far die before the caller
-                    // hears of it (it may exit at once). The `Primary` is
-                    // dropped here, on the thread it would wait for.
-                    state.stopped.set();
-                    drop(primary);
-                    state.abandon().await;
+                    // hears of it (it may exit at once).
+                    release(primary);
+                    state.abandon(from).await;
                     let _ = ready_tx.send(Err(e));
                     return;
                 }
                 match ready_tx.send(Ok(primary)) {
-                    Ok(()) => state.run(calls, inputs).await,
+                    Ok(()) => state.run(from).await,
                     // The caller of `start` went away (its future was
-                    // dropped): as if it had dropped the `Primary`.
+                    // dropped, and waits in `Starting::drop`): as if it
+                    // had dropped the `Primary`.
                     Err(primary) => {
-                        state.stopped.set();
-                        drop(primary);
-                        state.abandon().await;
+                        release(primary.expect("sent Ok"));
+                        state.abandon(from).await;
                     }
                 }
             });
@@ -404,24 +418,87 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
             // listeners, timers, readers of workers that are gone.
         });
     if let Err(e) = spawned {
+        // No thread: nothing to cancel.
+        starting.done = true;
         let line = crate::CommandLine::verbatim("start the cluster primary's thread");
         return Err(Error::io(&line, e));
     }
-    ready.await.map_err(|_| super::stopped())?
+    starting.await
 }
 
-type Begun = (
-    State,
-    mpsc::UnboundedReceiver<Call>,
-    mpsc::UnboundedReceiver<Input>,
-    Primary,
-);
+/// The caller's side of a `start`. Dropped before the primary was handed
+/// over (a `timeout` around `start`), it cancels the start and waits, as
+/// dropping the `Primary` would, until the workers forked so far are dead:
+/// a `main` that gives up on a start and exits leaves no worker behind.
+struct Starting {
+    ready: oneshot::Receiver<Result<Primary>>,
+    /// Stops the forking between two workers.
+    cancelled: Arc<AtomicBool>,
+    /// The state's: set once it is abandoned.
+    stopped: Arc<Stopped>,
+    done: bool,
+}
+
+impl std::future::Future for Starting {
+    type Output = Result<Primary>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<Primary>> {
+        let got = std::task::ready!(std::pin::Pin::new(&mut self.ready).poll(cx));
+        self.done = true;
+        std::task::Poll::Ready(got.unwrap_or_else(|_| Err(super::stopped())))
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.cancelled.store(true, Ordering::Release);
+        // From here the primary's thread cannot hand the `Primary` over:
+        // it abandons the state instead.
+        self.ready.close();
+        match self.ready.try_recv() {
+            // Handed over just before: its own drop kills and waits.
+            Ok(Ok(primary)) => drop(primary),
+            _ => self.stopped.wait(super::DROP_WAIT),
+        }
+    }
+}
+
+/// Drop a `Primary` on the primary's own thread, which its `Drop` must not
+/// wait for; the state is abandoned right after.
+fn release(mut primary: Primary) {
+    let done = Arc::new(Stopped::default());
+    done.set();
+    primary.stopped = done;
+}
+
+/// How long a dropped primary reads the pipes of its dead workers for
+/// their last lines.
+const LAST_LINES_GRACE: Duration = Duration::from_millis(100);
+
+/// Workers' messages read and not yet handled, for all workers together.
+const MESSAGES_QUEUED: usize = 256;
+
+type Begun = (State, Receivers, Primary);
+
+/// What the state task reads.
+struct Receivers {
+    calls: mpsc::UnboundedReceiver<Call>,
+    inputs: mpsc::UnboundedReceiver<Input>,
+    messages: mpsc::Receiver<Input>,
+}
 
 /// Bind, and make the state and the `Primary`, on the primary's thread.
-fn begin(setup: Setup) -> Result<Begun> {
+fn begin(setup: Setup, stopped: Arc<Stopped>) -> Result<Begun> {
     let (calls_tx, calls) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::unbounded_channel();
     let (inputs_tx, inputs) = mpsc::unbounded_channel();
+    let (messages_tx, messages) = mpsc::channel(MESSAGES_QUEUED);
     let (listen_fds, socket_files) = bind_listen_fds(&setup.listen_fds)?;
     let setup_socket_activation = setup.socket_activation;
     let logs =
@@ -453,6 +530,7 @@ fn begin(setup: Setup) -> Result<Begun> {
         inflight: HashMap::new(),
         events: events_tx,
         inputs: inputs_tx,
+        messages: messages_tx,
         draining: None,
         slots: Vec::new(),
         reloading: None,
@@ -466,7 +544,7 @@ fn begin(setup: Setup) -> Result<Begun> {
         closing: Vec::new(),
         output_tasks: Vec::new(),
         watchers: Vec::new(),
-        stopped: Arc::new(Stopped::default()),
+        stopped,
         notify_dir: None,
         listen_fds,
         _socket_files: socket_files,
@@ -476,14 +554,25 @@ fn begin(setup: Setup) -> Result<Begun> {
         events,
         stopped: state.stopped.clone(),
     };
-    Ok((state, calls, inputs, primary))
+    Ok((
+        state,
+        Receivers {
+            calls,
+            inputs,
+            messages,
+        },
+        primary,
+    ))
 }
 
 impl State {
     /// Fork the first `n` workers and start the timers and signal
     /// listeners. On error the caller abandons the state.
-    fn first_workers(&mut self, n: usize) -> Result<()> {
+    fn first_workers(&mut self, n: usize, cancelled: &AtomicBool) -> Result<()> {
         for _ in 0..n {
+            if cancelled.load(Ordering::Acquire) {
+                return Err(super::stopped());
+            }
             self.fork(None)?;
         }
         if let Some(every) = self.health_interval() {
@@ -510,11 +599,7 @@ impl State {
         Ok(())
     }
 
-    async fn run(
-        mut self,
-        mut calls: mpsc::UnboundedReceiver<Call>,
-        mut inputs: mpsc::UnboundedReceiver<Input>,
-    ) {
+    async fn run(mut self, mut from: Receivers) {
         let mut calls_open = true;
         loop {
             tokio::select! {
@@ -522,7 +607,7 @@ impl State {
                 // messages must not hold up a `Call::Dropped` (the drop
                 // waits for it) or any call.
                 biased;
-                call = calls.recv(), if calls_open => match call {
+                call = from.calls.recv(), if calls_open => match call {
                     // `shutdown(self)` consumed the `Primary` (its future
                     // may have been dropped since): the drain goes on.
                     Some(Call::Dropped) | None
@@ -532,16 +617,16 @@ impl State {
                         self.stopped.set();
                     }
                     // The `Primary` was dropped, even during a drain a
-                    // signal started (`stop_on_signals`). Closing the
-                    // inputs first stops the workers' readers.
-                    Some(Call::Dropped) | None => {
-                        drop(inputs);
-                        return self.abandon().await;
-                    }
+                    // signal started (`stop_on_signals`).
+                    Some(Call::Dropped) | None => return self.abandon(from).await,
                     Some(call) => self.call(call),
                 },
-                input = inputs.recv() => match input {
+                input = from.inputs.recv() => match input {
                     Some(input) => self.input(input),
+                    None => return,
+                },
+                message = from.messages.recv() => match message {
+                    Some(message) => self.input(message),
                     None => return,
                 },
             }
@@ -582,8 +667,9 @@ impl State {
 
     /// The [`Primary`] was dropped: kill every worker and close every
     /// listener, then let the dropping thread go (it waits for
-    /// [`Stopped`], at most a second).
-    async fn abandon(mut self) {
+    /// [`Stopped`], at most a second). `from` is dropped last: freeing a
+    /// backlog comes after the kills.
+    async fn abandon(mut self, from: Receivers) {
         let watchers = std::mem::take(&mut self.watchers);
         // The accept tasks hold the listening sockets until they are
         // dropped, which an abort only asks for.
@@ -596,7 +682,6 @@ impl State {
         }
         let output = std::mem::take(&mut self.output_tasks);
         let logs = self.logs.clone();
-        let grace = self.setup.kill_grace;
         let stopped = self.stopped.clone();
         // Closes every worker's signal channel: its watch task kills the
         // group and reaps the worker.
@@ -604,11 +689,13 @@ impl State {
         for task in watchers.into_iter().chain(accepts) {
             let _ = task.await;
         }
+        drop(from);
         // The workers' last lines, to the logs (events went with the
         // `Primary`): their pipes end with them, unless a process they
-        // left behind holds one.
+        // left behind holds one; that one gets the grace a run gives
+        // such a process (`capture::Rules`), not the whole second.
         if let Some(logs) = logs {
-            let _ = tokio::time::timeout(grace, async {
+            let _ = tokio::time::timeout(LAST_LINES_GRACE, async {
                 for task in output {
                     let _ = task.await;
                 }
@@ -689,7 +776,7 @@ impl State {
         let (out, out_rx) = mpsc::unbounded_channel();
         let (signals, signals_rx) = mpsc::unbounded_channel();
         tokio::spawn(write(sender, out_rx));
-        tokio::spawn(read(id, receiver, self.inputs.clone()));
+        tokio::spawn(read(id, receiver, self.messages.clone()));
         if let Some(stdout) = child.stdout.take() {
             let to = self.output_to(id, crate::Stream::Stdout);
             self.output_tasks.push(tokio::spawn(lines(stdout, to)));
@@ -2082,7 +2169,7 @@ async fn write(sender: ChannelSender, mut out: mpsc::UnboundedReceiver<Out>) {
 }
 
 /// A worker's reader: every message to the primary, until end of file.
-async fn read(id: WorkerId, mut receiver: ChannelReceiver, inputs: mpsc::UnboundedSender<Input>) {
+async fn read(id: WorkerId, mut receiver: ChannelReceiver, inputs: mpsc::Sender<Input>) {
     loop {
         // A message from the buffer costs the task no budget (only a
         // read of the socket does, every few thousand small messages):
@@ -2102,15 +2189,15 @@ async fn read(id: WorkerId, mut receiver: ChannelReceiver, inputs: mpsc::Unbound
                 ),
             ) => Input::BadMessage(id, e),
             Err(e) => {
-                let _ = inputs.send(Input::BadMessage(id, e));
+                let _ = inputs.send(Input::BadMessage(id, e)).await;
                 break;
             }
         };
-        if inputs.send(input).is_err() {
+        if inputs.send(input).await.is_err() {
             return;
         }
     }
-    let _ = inputs.send(Input::Eof(id));
+    let _ = inputs.send(Input::Eof(id)).await;
 }
 
 /// A worker's process: its exit, and the signals the primary sends its
