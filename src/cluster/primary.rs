@@ -376,6 +376,9 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
     let spawned = std::thread::Builder::new()
         .name("cluster-primary".into())
         .spawn(move || {
+            // Whatever way this thread ends (an error before any worker,
+            // a panic), no drop waits for it past that.
+            let _release = SetOnDrop(stopped.clone());
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -466,6 +469,15 @@ impl Drop for Starting {
             Ok(Ok(primary)) => drop(primary),
             _ => self.stopped.wait(super::DROP_WAIT),
         }
+    }
+}
+
+/// Sets its [`Stopped`] when dropped.
+struct SetOnDrop(Arc<Stopped>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
     }
 }
 
