@@ -1616,13 +1616,7 @@ async fn a_dropped_primary_logs_the_last_lines() {
         .start()
         .await
         .unwrap();
-    let pids: Vec<i32> = primary
-        .workers()
-        .await
-        .unwrap()
-        .iter()
-        .map(|w| w.pid as i32)
-        .collect();
+    let pids = crate::support::worker_pids(&primary).await;
     // Both wrote everything (they sleep), nothing of it read yet perhaps.
     wait_until_async(LIMIT, "the workers sleep", || {
         pids.iter().all(|p| {

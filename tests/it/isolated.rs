@@ -716,13 +716,7 @@ fn cluster_leaves_no_fds_no_zombies_no_workers() {
                     }
                 }
             }
-            let pids: Vec<i32> = primary
-                .workers()
-                .await
-                .unwrap()
-                .iter()
-                .map(|w| w.pid as i32)
-                .collect();
+            let pids = crate::support::worker_pids(&primary).await;
             for _ in 0..10 {
                 let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
                     .await
@@ -767,13 +761,7 @@ fn cluster_stops_on_sigterm() {
             .start()
             .await
             .unwrap();
-        let pids: Vec<i32> = primary
-            .workers()
-            .await
-            .unwrap()
-            .iter()
-            .map(|w| w.pid as i32)
-            .collect();
+        let pids = crate::support::worker_pids(&primary).await;
         nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM).unwrap();
         let report = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
@@ -851,13 +839,7 @@ fn dropping_the_primary_during_a_signal_drain_kills() {
             .start()
             .await
             .unwrap();
-        let pids: Vec<i32> = primary
-            .workers()
-            .await
-            .unwrap()
-            .iter()
-            .map(|w| w.pid as i32)
-            .collect();
+        let pids = crate::support::worker_pids(&primary).await;
         nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM).unwrap();
         // The drain has begun once the workers are disconnecting.
         wait_until_async(Duration::from_secs(20), "the drain", || {

@@ -308,3 +308,14 @@ pub fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// The pids of a cluster's live workers.
+pub async fn worker_pids(primary: &cp::cluster::Primary) -> Vec<i32> {
+    primary
+        .workers()
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.pid as i32)
+        .collect()
+}
