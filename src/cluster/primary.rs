@@ -615,10 +615,11 @@ impl State {
         let mut calls_open = true;
         loop {
             tokio::select! {
-                // Calls first: they are few, and a flood of workers'
-                // messages must not hold up a `Call::Dropped` (the drop
-                // waits for it) or any call.
-                biased;
+                // No priority (tokio picks a ready branch at random):
+                // callers that never stop must not hold up connections,
+                // nor a flood of workers' messages a call (the drop
+                // waits for `Call::Dropped`). The messages' queue is
+                // bounded, so an accept waits behind a few at most.
                 call = from.calls.recv(), if calls_open => match call {
                     // `shutdown(self)` consumed the `Primary` (its future
                     // may have been dropped since): the drain goes on.

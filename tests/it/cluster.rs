@@ -1677,3 +1677,35 @@ async fn flooding_workers_do_not_hold_up_connections() {
     }
     events.abort();
 }
+
+/// Callers that never stop calling do not hold up connections either:
+/// calls, reports and workers' messages take turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_calls_do_not_hold_up_connections() {
+    if !have_node() {
+        return;
+    }
+    let mut primary = node_cluster(&["0"]).workers(1).start().await.unwrap();
+    let port = port_of(&listening(&mut primary, 1).await[&1]);
+    let primary = std::sync::Arc::new(primary);
+    let callers: Vec<_> = (0..64)
+        .map(|_| {
+            let primary = primary.clone();
+            tokio::spawn(async move {
+                loop {
+                    let _ = primary.workers().await;
+                }
+            })
+        })
+        .collect();
+    // Generous: 50 requests take well under a second; with calls always
+    // served first, 64 callers made them wait past 10 s.
+    let paths: Vec<String> = (0..50).map(|i| format!("/{i}")).collect();
+    let requests = futures::future::join_all(paths.iter().map(|p| get(port, p)));
+    tokio::time::timeout(Duration::from_secs(5), requests)
+        .await
+        .expect("50 requests within 5 s");
+    for caller in callers {
+        caller.abort();
+    }
+}
