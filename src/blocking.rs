@@ -37,11 +37,7 @@ impl Job {
     pub(crate) fn run_sync_until(self, cancel: Option<Arc<Cancel>>) -> Result<Output> {
         let line = self.spec.command_line();
         let [a, b, c] = self.stdio().map_err(|e| {
-            Error::spawn(
-                &line,
-                crate::spawn::describe_resource_error(&e, "duplicate an fd given as stdio"),
-                e,
-            )
+            crate::spawn::resource_error(&line, "duplicate an fd given as stdio", e)
         })?;
         let mut run = SyncRun::new(line, self.limits, self.spec.leads_group());
         run.cancel = cancel;
@@ -141,11 +137,7 @@ fn run_pipeline(pipeline: Pipeline, cancel: Option<Arc<Cancel>>) -> Result<Outpu
     }
     let shared_stderr = pipeline.captures_stderr();
     let mut plumbing = Plumbing::new(&pipeline, shared_stderr).map_err(|e| {
-        Error::spawn(
-            &line,
-            crate::spawn::describe_resource_error(&e, "create the pipes between the stages"),
-            e,
-        )
+        crate::spawn::resource_error(&line, "create the pipes between the stages", e)
     })?;
     let limits = *pipeline.limits();
     let on_drop = OnDrop::Kill {

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use crate::capture::{into_text, judge, Limits, Sink, Tee, DEFAULT_KILL_GRACE};
 use crate::child::Child;
 use crate::command::Command;
-use crate::error::{CommandLine, Error, Output, Result};
+use crate::error::{CommandLine, Output, Result};
 use crate::kill::OnDrop;
 use crate::knobs::exec_knobs;
 use crate::spawn::Spec;
@@ -34,7 +34,7 @@ pub(crate) const DEFAULT_MAX_BUFFER: usize = 1024 * 1024;
 /// - stdin is `/dev/null` unless [`Exec::stdin`] gives bytes;
 /// - the child runs in a process group of its own, so a timeout, the
 ///   `max_buffer` limit or a dropped future kills everything it started;
-/// - a non-zero exit or a death by signal is an [`Error::Exit`].
+/// - a non-zero exit or a death by signal is an [`Error::Exit`](crate::Error::Exit).
 ///
 /// The command resolves once the shell has exited and its pipes are
 /// drained. If a process it started in the background (`cmd &`) still holds
@@ -208,11 +208,7 @@ impl Job {
     pub(crate) fn spawn_child(&self) -> Result<Child> {
         let line = self.spec.command_line();
         let [a, b, c] = self.stdio().map_err(|e| {
-            Error::spawn(
-                &line,
-                crate::spawn::describe_resource_error(&e, "duplicate an fd given as stdio"),
-                e,
-            )
+            crate::spawn::resource_error(&line, "duplicate an fd given as stdio", e)
         })?;
         let mut cmd = Command::from_spec(self.spec.clone());
         cmd.stdin(a).stdout(b).stderr(c);
@@ -333,12 +329,12 @@ exec_knobs!(Exec, "exec(\"sleep 10\")", "exec(\"echo hi\")");
 ///
 /// # Errors
 ///
-/// - [`Error::Spawn`] when the program or shell cannot be started;
-/// - [`Error::Exit`] on a non-zero exit or a death by signal (unless
+/// - [`Error::Spawn`](crate::Error::Spawn) when the program or shell cannot be started;
+/// - [`Error::Exit`](crate::Error::Exit) on a non-zero exit or a death by signal (unless
 ///   `ignore_status()`);
-/// - [`Error::Timeout`] when the timeout expired;
-/// - [`Error::MaxBuffer`] when a stream exceeded `max_buffer`;
-/// - [`Error::Io`] when reading the pipes or waiting failed.
+/// - [`Error::Timeout`](crate::Error::Timeout) when the timeout expired;
+/// - [`Error::MaxBuffer`](crate::Error::MaxBuffer) when a stream exceeded `max_buffer`;
+/// - [`Error::Io`](crate::Error::Io) when reading the pipes or waiting failed.
 ///
 /// # Cancellation
 ///
@@ -367,7 +363,7 @@ impl fmt::Debug for ExecFuture {
 ///
 /// # Errors
 ///
-/// Those of [`ExecFuture`], and [`Error::Io`] when stdout is not UTF-8.
+/// Those of [`ExecFuture`], and [`Error::Io`](crate::Error::Io) when stdout is not UTF-8.
 ///
 /// # Cancellation
 ///

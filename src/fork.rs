@@ -552,13 +552,8 @@ impl Fork {
         }
 
         let line = spec.command_line();
-        let (ours, theirs) = sys::socketpair().map_err(|e| {
-            Error::spawn(
-                &line,
-                crate::spawn::describe_resource_error(&e, "create the IPC socketpair"),
-                e,
-            )
-        })?;
+        let (ours, theirs) = sys::socketpair()
+            .map_err(|e| crate::spawn::resource_error(&line, "create the IPC socketpair", e))?;
         let mut cmd = Command::from_spec(spec);
         let default = || {
             if silent {

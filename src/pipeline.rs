@@ -447,11 +447,7 @@ impl Running {
             ));
         }
         let mut plumbing = Plumbing::new(pipeline, shared_stderr).map_err(|e| {
-            Error::spawn(
-                &line,
-                crate::spawn::describe_resource_error(&e, "create the pipes between the stages"),
-                e,
-            )
+            crate::spawn::resource_error(&line, "create the pipes between the stages", e)
         })?;
         let on_drop = OnDrop::Kill {
             signal: pipeline.limits.kill_signal,
@@ -490,14 +486,7 @@ impl Running {
         let mut stdout = children[n - 1].stdout.take();
         let mut stderr = match plumbing.stderr.take() {
             Some((ours, _theirs)) => Some(ChildStderr::new(ours).map_err(|e| {
-                Error::spawn(
-                    &line,
-                    crate::spawn::describe_resource_error(
-                        &e,
-                        "register a pipe with the tokio runtime",
-                    ),
-                    e,
-                )
+                crate::spawn::resource_error(&line, "register a pipe with the tokio runtime", e)
             })?),
             None => None,
         };

@@ -221,7 +221,7 @@ pub(crate) fn spawn_raw(
     let path = resolve_program(spec, &program, line)?;
 
     // Pipes: (parent end, child end).
-    let io_err = |e: io::Error| Error::spawn(line, describe_resource_error(&e, "create a pipe"), e);
+    let io_err = |e: io::Error| resource_error(line, "create a pipe", e);
     let mut parent = [None, None, None];
     let mut child_ends: [Option<OwnedFd>; 3] = [None, None, None];
     // 2>&1: stderr is whatever stdout is (one pipe, so the order of
@@ -492,8 +492,14 @@ fn explain_e2big(argv: &sys::CStrArray, envp: &sys::CStrArray) -> String {
     )
 }
 
+/// The error of a spawn that could not `doing` (make a pipe, a socket):
+/// [`describe_resource_error`] says why.
+pub(crate) fn resource_error(line: &CommandLine, doing: &str, e: io::Error) -> Error {
+    Error::spawn(line, describe_resource_error(&e, doing), e)
+}
+
 /// "cannot {doing}", and why when the process or the system is out of fds.
-pub(crate) fn describe_resource_error(err: &io::Error, doing: &str) -> String {
+fn describe_resource_error(err: &io::Error, doing: &str) -> String {
     match err.raw_os_error() {
         Some(libc::EMFILE) => {
             format!("cannot {doing}: this process is out of file descriptors (RLIMIT_NOFILE)")

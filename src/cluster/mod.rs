@@ -801,8 +801,15 @@ impl Setup {
     /// # Errors
     ///
     /// [`Error::Spawn`] when a worker cannot be started (the workers
-    /// already started are killed); [`Error::Io`] when an address of
-    /// [`listen_fds`](Setup::listen_fds) is malformed or cannot be bound.
+    /// already started are killed and reaped before it returns);
+    /// [`Error::Io`] when an address of [`listen_fds`](Setup::listen_fds)
+    /// is malformed or cannot be bound.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future before it resolves stops the start: no more
+    /// workers are forked, and those already forked are killed and reaped
+    /// before the drop returns (it waits at most a second).
     pub async fn start(self) -> Result<Primary> {
         let n = self.workers.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -1044,8 +1051,9 @@ pub(crate) const DROP_WAIT: Duration = Duration::from_secs(1);
 
 impl Drop for Primary {
     /// Kill the workers and close the listeners, on the primary's thread;
-    /// return once the signals are sent, so that a program that drops the
-    /// `Primary` and exits leaves no worker behind.
+    /// return once the workers are reaped (waiting a second at most), so that
+    /// a program that drops the `Primary` and exits leaves no worker
+    /// behind. A drain that `shutdown` started goes on instead.
     fn drop(&mut self) {
         if self.calls.send(primary::Call::Dropped).is_ok() {
             self.stopped.wait(DROP_WAIT);
