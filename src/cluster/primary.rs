@@ -367,17 +367,13 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
     let (ready_tx, ready) = oneshot::channel();
     let stopped = Arc::new(Stopped::default());
     let cancelled = Arc::new(AtomicBool::new(false));
-    let mut starting = Starting {
-        ready,
-        cancelled: cancelled.clone(),
-        stopped: stopped.clone(),
-        done: false,
-    };
+    let (thread_stopped, thread_cancelled) = (stopped.clone(), cancelled.clone());
     let spawned = std::thread::Builder::new()
         .name("cluster-primary".into())
         .spawn(move || {
             // Whatever way this thread ends (an error before any worker,
             // a panic), no drop waits for it past that.
+            let (stopped, cancelled) = (thread_stopped, thread_cancelled);
             let _release = SetOnDrop(stopped.clone());
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -421,12 +417,16 @@ pub(super) async fn start(setup: Setup, n: usize) -> Result<Primary> {
             // listeners, timers, readers of workers that are gone.
         });
     if let Err(e) = spawned {
-        // No thread: nothing to cancel.
-        starting.done = true;
         let line = crate::CommandLine::verbatim("start the cluster primary's thread");
         return Err(Error::io(&line, e));
     }
-    starting.await
+    Starting {
+        ready,
+        cancelled,
+        stopped,
+        done: false,
+    }
+    .await
 }
 
 /// The caller's side of a `start`. Dropped before the primary was handed
