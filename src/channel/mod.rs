@@ -65,6 +65,9 @@ const HANDLE_NACK: &[u8] = b"{\"cmd\":\"NODE_HANDLE_NACK\"}\n";
 const HANDLE_ACK: &[u8] = b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n";
 /// At most this many received fds wait for their `NODE_HANDLE` line.
 const MAX_UNCLAIMED_FDS: usize = 64;
+/// Messages a receiver serves per unit of tokio's task budget (see
+/// [`ChannelReceiver::poll_budget`]).
+const MESSAGES_PER_BUDGET_UNIT: u32 = 32;
 
 /// A message on its way out of the reader.
 struct Raw {
@@ -1079,6 +1082,8 @@ pub struct ChannelReceiver {
     /// here, so a cancelled `recv` loses nothing, and polled by every `recv`
     /// (which stops reading while it is over the send limit).
     backlog: Option<Flush>,
+    /// Receives since tokio's task budget was last charged.
+    unbudgeted: u32,
 }
 
 impl ChannelReceiver {
@@ -1089,7 +1094,32 @@ impl ChannelReceiver {
             backlog: None,
             fds: VecDeque::new(),
             truncated: false,
+            unbudgeted: 0,
         }
+    }
+
+    /// Charges tokio's task budget (`tokio::task::coop`) one unit per
+    /// [`MESSAGES_PER_BUDGET_UNIT`] receives; pending (with the task woken
+    /// again) when the budget is spent, so the runtime runs its other tasks.
+    ///
+    /// Reading the socket charges the budget already (tokio's I/O does),
+    /// but one read brings up to thousands of small messages, and a peer
+    /// that keeps the socket full would hold a current-thread runtime for
+    /// 128 reads: about a million messages, a tenth of a second and more.
+    /// A unit per message, as tokio's `mpsc` charges, made a small-message
+    /// receiver yield every 128 messages; one per 32 yields every 4,096,
+    /// well under a millisecond.
+    #[inline(always)]
+    fn poll_budget(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.unbudgeted += 1;
+        if self.unbudgeted < MESSAGES_PER_BUDGET_UNIT {
+            return Poll::Ready(());
+        }
+        // Pending leaves the count where it is: the next poll charges.
+        let coop = ready!(tokio::task::coop::poll_proceed(cx));
+        coop.made_progress();
+        self.unbudgeted = 0;
+        Poll::Ready(())
     }
 
     /// Receives the next message; see [`Channel::recv`].
@@ -1130,6 +1160,7 @@ impl ChannelReceiver {
     }
 
     fn poll_recv<T: DeserializeOwned>(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>>> {
+        ready!(self.poll_budget(cx));
         if let Some((start, end)) = self.next_plain() {
             return Poll::Ready(Ok(Some(decode(self.framer.get(start, end))?)));
         }
@@ -1174,6 +1205,7 @@ impl ChannelReceiver {
     pub async fn recv_with_handle<T: DeserializeOwned>(
         &mut self,
     ) -> Result<Option<(T, Option<Handle>)>> {
+        poll_fn(|cx| self.poll_budget(cx)).await;
         if let Some((start, end)) = self.next_plain() {
             return Ok(Some((decode(self.framer.get(start, end))?, None)));
         }
@@ -1411,6 +1443,7 @@ impl futures_core::Stream for ChannelReceiver {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        ready!(this.poll_budget(cx));
         if let Some((start, end)) = this.next_plain() {
             let msg = decode(this.framer.get(start, end));
             return Poll::Ready(Some(msg.map_err(Into::into)));

@@ -1520,3 +1520,72 @@ async fn a_refused_handle_is_sent_again_three_times_then_reported() {
     peer.read_line(&mut line).await.unwrap();
     assert_eq!(line, "\"next\"\n");
 }
+
+/// A peer that keeps the socket full of small messages must not hold a
+/// current-thread runtime. One read brings thousands of messages, and
+/// tokio's task budget used to be charged per read only: the runtime's
+/// other tasks waited ~128 reads, up to a million messages. Now a receive
+/// charges a unit per `MESSAGES_PER_BUDGET_UNIT` messages, through every
+/// way of receiving; a task that counts its turns must get one at least
+/// every few thousand messages.
+#[test]
+fn a_flooding_peer_does_not_hold_a_current_thread_runtime() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const CHUNK: usize = 32 * 1024;
+    const CHUNKS: usize = 8;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for way in ["recv", "recv_with_handle", "stream"] {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        // The peer writes far faster than a receiver parses: once it has
+        // started, the socket is never empty until the end.
+        let writer = std::thread::spawn(move || {
+            let chunk = b"1\n".repeat(CHUNK);
+            for _ in 0..CHUNKS {
+                theirs.write_all(&chunk).unwrap();
+            }
+        });
+        let turns = Arc::new(AtomicUsize::new(0));
+        let (received, turns_during) = rt.block_on(async {
+            let counter = tokio::spawn({
+                let turns = turns.clone();
+                async move {
+                    loop {
+                        turns.fetch_add(1, Ordering::Relaxed);
+                        tokio::task::yield_now().await;
+                    }
+                }
+            });
+            let mut rx = Channel::from_fd(ours.into()).unwrap();
+            // The counter's first turn, before the flood is read.
+            tokio::task::yield_now().await;
+            let before = turns.load(Ordering::Relaxed);
+            let mut received = 0;
+            loop {
+                let got = match way {
+                    "recv" => rx.recv::<Value>().await.unwrap().is_some(),
+                    "recv_with_handle" => rx.recv_with_handle::<Value>().await.unwrap().is_some(),
+                    _ => rx.receiver.next().await.transpose().unwrap().is_some(),
+                };
+                if !got {
+                    break;
+                }
+                received += 1;
+            }
+            counter.abort();
+            (received, turns.load(Ordering::Relaxed) - before)
+        });
+        writer.join().unwrap();
+        assert_eq!(received, CHUNK * CHUNKS, "{way}");
+        // 262,144 messages: 64 turns with a unit per 32 messages (128
+        // units a turn); none without.
+        let min = 16;
+        assert!(
+            turns_during >= min,
+            "{way}: the other task ran {turns_during} times during {received} messages (want ≥ {min})"
+        );
+    }
+}
