@@ -1423,7 +1423,21 @@ impl ChannelReceiver {
         }
         match read {
             Ok(got) if got.bytes == 0 => self.framer.set_eof(),
-            Ok(got) => self.truncated |= got.truncated,
+            Ok(got) => {
+                self.truncated |= got.truncated;
+                // A short read emptied the socket: wait for the next edge
+                // instead of a read that would only say EAGAIN, as tokio's
+                // PollEvented::poll_read does (tokio#5866) and our pipe
+                // capture does. Not after control data (fds): the kernel
+                // ends a read at a message that carries them, with more
+                // bytes behind it. (Nor does tokio's rule hold at a
+                // `MSG_OOB` mark; Node never sends one, and a peer that did
+                // would see its next bytes wait for more to come, as on a
+                // tokio stream.)
+                if got.bytes < max && !got.control {
+                    ready.clear_ready();
+                }
+            }
 
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock

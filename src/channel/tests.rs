@@ -1589,3 +1589,28 @@ fn a_flooding_peer_does_not_hold_a_current_thread_runtime() {
         );
     }
 }
+
+/// A short read means the socket is empty, so the receiver waits for the
+/// next edge instead of reading again for EAGAIN; except when an fd came:
+/// the kernel ends the read at the message that carries it, with the next
+/// bytes already queued and no edge to come for them. A message sent
+/// right behind a handle, and nothing after it, must still arrive.
+#[tokio::test]
+async fn a_message_queued_behind_a_handle_arrives_without_more_data() {
+    let (a, mut b) = channel_pair();
+    let (pipe_r, _pipe_w) = nix::unistd::pipe().unwrap();
+    a.send_with_handle(&1, &pipe_r).await.unwrap();
+    a.send(&2).await.unwrap();
+    let wait = Duration::from_secs(5);
+    let (one, handle) = tokio::time::timeout(wait, b.recv_with_handle::<u32>())
+        .await
+        .expect("the handle's message")
+        .unwrap()
+        .unwrap();
+    assert_eq!((one, handle.is_some()), (1, true));
+    let two = tokio::time::timeout(wait, b.recv::<u32>())
+        .await
+        .expect("the message behind the handle must not wait for more data");
+    assert_eq!(two.unwrap(), Some(2));
+    drop(a);
+}

@@ -506,6 +506,10 @@ pub(crate) struct Received {
     pub bytes: usize,
     /// The control data was cut (`MSG_CTRUNC`): fds were lost in the kernel.
     pub truncated: bool,
+    /// Control data came (fds, or credentials where the socket asks for
+    /// them): the kernel ends a read there, so a short one does not mean
+    /// the socket is empty.
+    pub control: bool,
 }
 
 /// One non-blocking `recvmsg(2)` into the spare capacity of `buf` (at most
@@ -576,6 +580,7 @@ pub(crate) fn recv_with_fds(
     Ok(Received {
         bytes: n,
         truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+        control: msg.msg_controllen != 0 || msg.msg_flags & libc::MSG_CTRUNC != 0,
     })
 }
 
