@@ -88,6 +88,9 @@ pub struct Child {
     /// Terminal signals this process gets are passed on to the child's
     /// group (an `exec` child) until it is reaped.
     forwarding: Option<sys::forward::Forwarding>,
+    /// The exit watch said the child exited (it is a zombie until reaped):
+    /// `try_end` need not ask the kernel again before unregistering it.
+    exit_seen: bool,
     /// The `tracing` span of the process (nothing without the feature).
     trace: Trace,
 }
@@ -133,6 +136,7 @@ impl Child {
             channel: None,
             rules: Rules::new(limits, raw.started, 1, leads_group),
             forwarding: None,
+            exit_seen: false,
             trace,
         };
         let line = child.line.clone();
@@ -318,6 +322,7 @@ impl Child {
                 }
             },
         };
+        self.exit_seen = result.is_ok();
         Poll::Ready(result.map_err(|e| Error::io(&self.line, e)))
     }
 
@@ -367,10 +372,10 @@ impl Child {
         }
         if self.forwarding.is_some() {
             // Unregister the group before the reap that frees its id.
-            match sys::has_exited(self.pid) {
-                Ok(false) => return Ok(None),
-                _ => self.forwarding = None,
+            if !self.exit_seen && matches!(sys::has_exited(self.pid), Ok(false)) {
+                return Ok(None);
             }
+            self.forwarding = None;
         }
         let status = reap(self.proc()).map_err(|e| Error::io(&self.line, e))?;
         if let Some(ended) = &status {
