@@ -30,6 +30,9 @@ pub(super) enum Step {
     NeedMore,
     /// The stream ended and everything in it was delivered.
     End,
+    /// A blank line, skipped: returned (not skipped in a loop here) so the
+    /// reader can charge it to tokio's task budget.
+    Blank,
 }
 
 /// Splits received bytes into `\n`-terminated messages, in place, without
@@ -87,25 +90,24 @@ impl Framer {
         self.buf.capacity()
     }
 
-    /// The next message: blank lines are skipped (Node never writes them, and
-    /// would die reading one); protocol messages are told apart.
+    /// The next message: blank lines are told apart, for the reader to skip
+    /// (Node never writes them, and would die reading one), and so are
+    /// protocol messages.
     pub(crate) fn next_message(&mut self) -> Step {
-        loop {
-            match self.next_line() {
-                Ok(Some((start, end))) => {
-                    let line = &self.buf[start..end];
-                    if line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r')) {
-                        continue;
-                    }
-                    return match internal_cmd(line) {
-                        Some(cmd) => Step::Internal(cmd, start, end),
-                        None => Step::Message(start, end),
-                    };
+        match self.next_line() {
+            Ok(Some((start, end))) => {
+                let line = &self.buf[start..end];
+                if line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r')) {
+                    return Step::Blank;
                 }
-                Ok(None) if self.eof => return Step::End,
-                Ok(None) => return Step::NeedMore,
-                Err(e) => return Step::Error(e),
+                match internal_cmd(line) {
+                    Some(cmd) => Step::Internal(cmd, start, end),
+                    None => Step::Message(start, end),
+                }
             }
+            Ok(None) if self.eof => Step::End,
+            Ok(None) => Step::NeedMore,
+            Err(e) => Step::Error(e),
         }
     }
 
@@ -265,6 +267,7 @@ pub fn fuzz_framing(data: &[u8], cuts: &[usize], max_len: usize) {
             Step::Error(ChannelError::TooLong { .. }) => got.push(Out::TooLong),
             Step::Error(_) => got.push(Out::Cut),
             Step::End => break,
+            Step::Blank => {}
             Step::NeedMore => {
                 while pending.is_empty() {
                     match chunks.next() {

@@ -271,12 +271,18 @@ impl Channel {
             reason: format!("fd {}: {e}", fd.as_raw_fd()),
         })?;
         ipc::prepare_socket(fd.as_fd()).map_err(ChannelError::Io)?;
+        // A short read empties a Unix or TCP stream socket; not every
+        // stream socket (SCTP's keeps message boundaries, one a read).
+        let short_read_empties = matches!(
+            ipc::socket_kind(fd.as_fd()),
+            ipc::SocketKind::UnixStream | ipc::SocketKind::TcpStream
+        );
         let shared = Arc::new(Shared::new(fd, carries_fds).map_err(ChannelError::Io)?);
         Ok(Channel {
             sender: ChannelSender {
                 shared: shared.clone(),
             },
-            receiver: ChannelReceiver::new(shared),
+            receiver: ChannelReceiver::new(shared, short_read_empties),
         })
     }
 
@@ -1084,11 +1090,15 @@ pub struct ChannelReceiver {
     backlog: Option<Flush>,
     /// Receives since tokio's task budget was last charged.
     unbudgeted: u32,
+    /// A read that got less than it asked for emptied the socket (see
+    /// [`ChannelReceiver::poll_fill`]).
+    short_read_empties: bool,
 }
 
 impl ChannelReceiver {
-    fn new(shared: Arc<Shared>) -> ChannelReceiver {
+    fn new(shared: Arc<Shared>, short_read_empties: bool) -> ChannelReceiver {
         ChannelReceiver {
+            short_read_empties,
             shared,
             framer: Framer::new(DEFAULT_MAX_MESSAGE_LEN),
             backlog: None,
@@ -1170,6 +1180,7 @@ impl ChannelReceiver {
                 None => return Poll::Ready(Ok(None)),
             };
             if raw.internal.is_some() {
+                ready!(self.poll_budget(cx));
                 continue;
             }
             return Poll::Ready(Ok(Some(raw.body.decode(&self.framer.buf)?)));
@@ -1215,6 +1226,7 @@ impl ChannelReceiver {
                 None => return Ok(None),
             };
             if raw.internal.is_some() {
+                poll_fn(|cx| self.poll_budget(cx)).await;
                 continue;
             }
             let msg = raw.body.decode(&self.framer.buf)?;
@@ -1296,39 +1308,44 @@ impl ChannelReceiver {
                 }
                 step => step,
             };
-            return Poll::Ready(match step {
-                Step::Message(start, end) => Ok(Some(Raw {
+            // `None`: a line the protocol consumed here. It costs budget as
+            // a message does, or a peer flooding such lines (blank, acks)
+            // would hold the thread (an attack found it).
+            let outcome = match step {
+                Step::Message(start, end) => Some(Ok(Some(Raw {
                     body: Body::Range(start, end),
                     internal: None,
                     handle: None,
-                })),
+                }))),
                 Step::Internal(cmd, start, end) => match cmd.as_str() {
-                    "NODE_HANDLE" => match self.take_handle_line(start, end) {
-                        Some(raw) => Ok(Some(raw)),
-                        None => continue,
-                    },
+                    "NODE_HANDLE" => self.take_handle_line(start, end).map(|raw| Ok(Some(raw))),
                     "NODE_HANDLE_ACK" => {
                         self.shared.acknowledged();
-                        continue;
+                        None
                     }
                     "NODE_HANDLE_NACK" => match self.shared.refused() {
                         Refused::SentAgain(Some(end)) => {
                             self.flush_replies_to(end);
-                            continue;
+                            None
                         }
-                        Refused::SentAgain(None) | Refused::Unknown => continue,
-                        Refused::GaveUp => Err(ChannelError::HandleRefused),
+                        Refused::SentAgain(None) | Refused::Unknown => None,
+                        Refused::GaveUp => Some(Err(ChannelError::HandleRefused)),
                     },
-                    _ => Ok(Some(Raw {
+                    _ => Some(Ok(Some(Raw {
                         body: Body::Range(start, end),
                         internal: Some(cmd),
                         handle: None,
-                    })),
+                    }))),
                 },
-                Step::Error(e) => Err(e),
-                Step::End => Ok(None),
+                Step::Blank => None,
+                Step::Error(e) => Some(Err(e)),
+                Step::End => Some(Ok(None)),
                 Step::NeedMore => unreachable!("handled above"),
-            });
+            };
+            match outcome {
+                Some(result) => return Poll::Ready(result),
+                None => ready!(self.poll_budget(cx)),
+            }
         }
     }
 
@@ -1430,11 +1447,12 @@ impl ChannelReceiver {
                 // PollEvented::poll_read does (tokio#5866) and our pipe
                 // capture does. Not after control data (fds): the kernel
                 // ends a read at a message that carries them, with more
-                // bytes behind it. (Nor does tokio's rule hold at a
+                // bytes behind it; nor on a stream socket other than Unix
+                // or TCP, which may end a read at a message boundary. (Nor does tokio's rule hold at a
                 // `MSG_OOB` mark; Node never sends one, and a peer that did
                 // would see its next bytes wait for more to come, as on a
                 // tokio stream.)
-                if got.bytes < max && !got.control {
+                if got.bytes < max && !got.control && self.short_read_empties {
                     ready.clear_ready();
                 }
             }
@@ -1464,7 +1482,10 @@ impl futures_core::Stream for ChannelReceiver {
         }
         loop {
             return Poll::Ready(match ready!(this.poll_raw(cx)) {
-                Ok(Some(raw)) if raw.internal.is_some() => continue,
+                Ok(Some(raw)) if raw.internal.is_some() => {
+                    ready!(this.poll_budget(cx));
+                    continue;
+                }
                 Ok(Some(raw)) => Some(match raw.body {
                     Body::Range(start, end) => {
                         decode(this.framer.get(start, end)).map_err(Into::into)

@@ -1525,9 +1525,10 @@ async fn a_refused_handle_is_sent_again_three_times_then_reported() {
 /// current-thread runtime. One read brings thousands of messages, and
 /// tokio's task budget used to be charged per read only: the runtime's
 /// other tasks waited ~128 reads, up to a million messages. Now a receive
-/// charges a unit per `MESSAGES_PER_BUDGET_UNIT` messages, through every
-/// way of receiving; a task that counts its turns must get one at least
-/// every few thousand messages.
+/// charges a unit per `MESSAGES_PER_BUDGET_UNIT` lines, through every way
+/// of receiving, and so do the lines the receiver consumes itself (blank
+/// lines, protocol messages, acks: an attack flooded those); a task that
+/// counts its turns must get one at least every few thousand lines.
 #[test]
 fn a_flooding_peer_does_not_hold_a_current_thread_runtime() {
     use std::io::Write;
@@ -1538,16 +1539,43 @@ fn a_flooding_peer_does_not_hold_a_current_thread_runtime() {
         .enable_all()
         .build()
         .unwrap();
-    for way in ["recv", "recv_with_handle", "stream"] {
+    let kinds: [&[u8]; 4] = [
+        b"1\n",
+        b"\n",
+        b"{\"cmd\":\"NODE_X\"}\n",
+        b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n",
+    ];
+    for (way, line) in ["recv", "recv_with_handle", "stream"]
+        .into_iter()
+        .flat_map(|way| kinds.map(|line| (way, line)))
+    {
         let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        // The peer writes far faster than a receiver parses: once it has
-        // started, the socket is never empty until the end.
-        let writer = std::thread::spawn(move || {
-            let chunk = b"1\n".repeat(CHUNK);
+        // Queued whole before the receiver starts where the socket can be
+        // made to hold it (root): the receiver then never finds it empty.
+        // Otherwise a thread writes far faster than a receiver parses, so
+        // the socket is rarely empty (a receiver that catches up gives way
+        // anyway, so the test may pass without the charge, never fail with
+        // it).
+        let forced = nix::sys::socket::setsockopt(
+            &theirs,
+            nix::sys::socket::sockopt::SndBufForce,
+            &(64 << 20),
+        )
+        .is_ok();
+        // Closes the socket at the end: the receive loop ends there.
+        let flood = move || {
+            let chunk = line.repeat(CHUNK);
             for _ in 0..CHUNKS {
                 theirs.write_all(&chunk).unwrap();
             }
-        });
+            drop(theirs);
+        };
+        let writer = if forced {
+            flood();
+            None
+        } else {
+            Some(std::thread::spawn(flood))
+        };
         let turns = Arc::new(AtomicUsize::new(0));
         let (received, turns_during) = rt.block_on(async {
             let counter = tokio::spawn({
@@ -1578,14 +1606,19 @@ fn a_flooding_peer_does_not_hold_a_current_thread_runtime() {
             counter.abort();
             (received, turns.load(Ordering::Relaxed) - before)
         });
-        writer.join().unwrap();
-        assert_eq!(received, CHUNK * CHUNKS, "{way}");
-        // 262,144 messages: 64 turns with a unit per 32 messages (128
-        // units a turn); none without.
+        if let Some(writer) = writer {
+            writer.join().unwrap();
+        }
+        let what = format!("{way}, {:?}", String::from_utf8_lossy(line));
+        let delivered = if line == b"1\n" { CHUNK * CHUNKS } else { 0 };
+        assert_eq!(received, delivered, "{what}");
+        // 262,144 lines: 64 turns with a unit per 32 lines (128 units a
+        // turn); none without.
         let min = 16;
         assert!(
             turns_during >= min,
-            "{way}: the other task ran {turns_during} times during {received} messages (want ≥ {min})"
+            "{what}: the other task ran {turns_during} times during {} lines (want ≥ {min})",
+            CHUNK * CHUNKS
         );
     }
 }
