@@ -690,6 +690,9 @@ impl Drop for Child {
         if self.status.is_some() {
             return;
         }
+        // Unregistered before the reaper can reap it and free its id (the
+        // field would otherwise drop after the hand-over).
+        self.forwarding = None;
         let pidfd = match self.watch.take() {
             Some(ExitWatch::Pidfd(fd)) => Some(fd.into_inner()),
             _ => None,

@@ -24,7 +24,7 @@
 //! from within itself through such a chain, it only forwards (once), never
 //! re-raises: the process has a handler of its own then.
 //!
-//! The handler does only async-signal-safe work: atomics, `killpg`,
+//! The handler does only async-signal-safe work: atomics, `waitid`, `killpg`,
 //! `sigaction`, `raise`, and the call to the previous handler.
 
 use std::io;
@@ -146,9 +146,10 @@ extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
     if DEPTH[i].fetch_add(1, Ordering::SeqCst) == 0 {
         for slot in &GROUPS {
             let pgid = slot.load(Ordering::SeqCst);
-            if pgid > 0 {
+            if pgid > 0 && leader_is_our_child(pgid) {
                 // SAFETY: killpg takes two integers. The group is registered
-                // only while its leader is unreaped, so the id is ours.
+                // only while its leader is unreaped, and the leader was just
+                // seen to be a child of ours, so the id is ours.
                 unsafe { libc::killpg(pgid, signal) };
             }
         }
@@ -157,6 +158,28 @@ extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
     DEPTH[i].fetch_sub(1, Ordering::SeqCst);
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
+}
+
+/// Whether `pgid`'s leader is still a child of ours, running or a zombie
+/// (`waitid` with `WNOWAIT`, async-signal-safe). A group is unregistered
+/// before we reap its leader; but when `SIGCHLD` is set to `SIG_IGN` after
+/// the group was registered, the kernel reaps the leader itself, and the
+/// id could name an unrelated process's group by the time a signal comes
+/// (an attack reproduced it by steering the pid through `ns_last_pid`).
+fn leader_is_our_child(pgid: libc::pid_t) -> bool {
+    // SAFETY: siginfo_t is a plain C struct; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { mem::zeroed() };
+    // SAFETY: `info` is a valid out-pointer; WNOWAIT and WNOHANG make this
+    // a query that neither reaps nor blocks.
+    let ret = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pgid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    ret == 0
 }
 
 /// What the process does with `signal` without us: the previous handler,

@@ -859,3 +859,122 @@ fn dropping_the_primary_during_a_signal_drain_kills() {
     });
     assert_no_zombies();
 }
+
+/// A terminal signal is passed on to an exec child's group only while the
+/// group's leader is still our child. With `SIGCHLD` set to `SIG_IGN` after
+/// the child started, the kernel reaps the leader itself, before we could
+/// unregister its group, and the id can be handed to another program's
+/// group: that program must not get our Ctrl-C (an attack reproduced it by
+/// steering the pid with `ns_last_pid`, which needs root: skipped without).
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn a_recycled_group_id_is_not_sent_our_ctrl_c() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static HANDLED: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_sigint(_: libc::c_int) {
+        HANDLED.store(true, Ordering::SeqCst);
+    }
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/sys/kernel/ns_last_pid")
+        .is_err()
+    {
+        eprintln!("skipped: /proc/sys/kernel/ns_last_pid is not writable (needs root)");
+        return;
+    }
+    if !std::process::Command::new("env")
+        .args(["--default-signal=INT", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("skipped: `env --default-signal` (coreutils 8.31) is missing");
+        return;
+    }
+    // The program's own handler, so the Ctrl-C below does not end the test.
+    // SAFETY: test code; the handler only stores to an atomic.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    let me = std::process::id() as i32;
+    let stat = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    // (ppid, pgrp) from /proc/<pid>/stat, the fields after the name.
+    let parent_and_group = |pid: i32| -> Option<(i32, i32)> {
+        let s = stat(pid)?;
+        let f: Vec<&str> = s.rsplit(')').next()?.split_whitespace().collect();
+        Some((f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?))
+    };
+    runtime().block_on(async {
+        let job = tokio::spawn(cp::exec("sleep 0.3").into_future());
+        let mut leader = None;
+        wait_until_async(
+            Duration::from_secs(5),
+            "the exec child, leading its group",
+            || {
+                leader = std::fs::read_dir("/proc")
+                    .unwrap()
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                    .find(|&p| parent_and_group(p).is_some_and(|(pp, g)| pp == me && g == p));
+                leader.is_some()
+            },
+        )
+        .await;
+        let leader = leader.unwrap();
+        // From here the runtime's one thread is held: the exec cannot see
+        // its child exit and unregister the group.
+        let ignored = SigchldIgnored::new();
+        wait_until(
+            Duration::from_secs(5),
+            "the kernel reaping the leader",
+            || stat(leader).is_none(),
+        );
+        drop(ignored);
+        // Another program's group with the same id: `sh` (our child) starts
+        // it in the background and exits, so it is not ours.
+        // How many pids before the recycled one to start: `sh` takes one,
+        // and whatever else starts meanwhile more (learnt as we go).
+        let (mut back, mut other) = (2, None);
+        for _ in 0..20 {
+            std::fs::write("/proc/sys/kernel/ns_last_pid", (leader - back).to_string()).unwrap();
+            let out = std::process::Command::new("sh")
+                // A background job of `sh` ignores SIGINT: `env` restores it.
+                .args([
+                    "-c",
+                    "setsid env --default-signal=INT sleep 30 </dev/null >/dev/null 2>&1 & echo $!",
+                ])
+                .output()
+                .unwrap();
+            let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+            if pid == leader {
+                other = Some(pid);
+                break;
+            }
+            // SAFETY: test code; the process it just started, not ours to keep.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            back = (back + pid - leader).max(1);
+        }
+        let other = other.expect("a process with the recycled id (pids taken meanwhile)");
+        wait_until(Duration::from_secs(5), "the other group, not ours", || {
+            parent_and_group(other).is_some_and(|(pp, g)| pp != me && g == other)
+                && std::fs::read_to_string(format!("/proc/{other}/comm"))
+                    .is_ok_and(|c| c == "sleep\n")
+        });
+        // SAFETY: test code; a terminal's Ctrl-C, to this thread, so the
+        // handlers have run when `raise` returns.
+        unsafe { libc::raise(libc::SIGINT) };
+        assert!(HANDLED.load(Ordering::SeqCst), "our own handler ran");
+        // A signal sent is acted on when its target next runs: give it a
+        // second to die of it (it dies within milliseconds when sent one).
+        let gone = || stat(other).is_none_or(|s| s.contains(") Z"));
+        let start = std::time::Instant::now();
+        while !gone() && start.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let alive = !gone();
+        // SAFETY: test code; the process this test started.
+        unsafe { libc::kill(other, libc::SIGKILL) };
+        assert!(alive, "the other program's group got our SIGINT");
+        // The exec ends however the kernel left it (its status may be lost).
+        let _ = job.await.unwrap();
+    });
+    // SAFETY: test code; back to the default.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+}
