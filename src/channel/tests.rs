@@ -1647,3 +1647,98 @@ async fn a_message_queued_behind_a_handle_arrives_without_more_data() {
     assert_eq!(two.unwrap(), Some(2));
     drop(a);
 }
+
+/// What a raw peer sends: `bytes` in one `sendmsg`, with `fd` attached.
+fn send_with_fd(sock: &std::os::unix::net::UnixStream, bytes: &[u8], fd: Option<i32>) {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = fd.map(|fd| [fd]);
+    let cmsgs: Vec<ControlMessage<'_>> = fds.iter().map(|f| ControlMessage::ScmRights(f)).collect();
+    let iov = [std::io::IoSlice::new(bytes)];
+    let sent = sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), None).unwrap();
+    assert_eq!(sent, bytes.len());
+}
+
+/// Attack on the short-read rule: 1–6 handles back to back (one `sendmsg`
+/// each, the kernel ends a read at each), then 0–2 plain lines, then
+/// nothing more: every message arrives.
+#[tokio::test]
+async fn handles_back_to_back_then_nothing_all_arrive() {
+    use std::os::fd::AsRawFd;
+    let wait = Duration::from_secs(5);
+    for handles in 1..=6 {
+        for tail in 0..=2 {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let mut ch = Channel::from_fd(ours.into()).unwrap();
+            let (pipe_r, _pipe_w) = nix::unistd::pipe().unwrap();
+            for h in 0..handles {
+                let line = format!(
+                    "{{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{{\"seq\":{h}}}}}\n"
+                );
+                send_with_fd(&theirs, line.as_bytes(), Some(pipe_r.as_raw_fd()));
+            }
+            for t in 0..tail {
+                send_with_fd(
+                    &theirs,
+                    format!("{{\"seq\":{}}}\n", 100 + t).as_bytes(),
+                    None,
+                );
+            }
+            for h in 0..handles {
+                let (msg, handle) = tokio::time::timeout(wait, ch.recv_with_handle::<Value>())
+                    .await
+                    .unwrap_or_else(|_| panic!("{handles} handles, {tail}: handle {h} waits"))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!((msg["seq"].clone(), handle.is_some()), (json!(h), true));
+            }
+            for t in 0..tail {
+                let msg = tokio::time::timeout(wait, ch.recv::<Value>())
+                    .await
+                    .unwrap_or_else(|_| panic!("{handles} handles, {tail}: line {t} waits"))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(msg["seq"], json!(100 + t));
+            }
+            // The receiver's acks may be unread: the peer only closes.
+            drop(theirs);
+        }
+    }
+}
+
+/// With `SO_PASSCRED` on our end every read brings credentials, and the
+/// kernel never joins bytes from different writers in one read: a short
+/// read there does not mean the socket is empty. Eight processes write a
+/// line each, then nothing more: all eight arrive.
+#[tokio::test(flavor = "current_thread")]
+async fn with_passcred_lines_from_several_writers_all_arrive() {
+    for _round in 0..10 {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::PassCred, &true).unwrap();
+        let mut ch = Channel::from_fd(ours.into()).unwrap();
+        let writers: Vec<_> = (0..8)
+            .map(|k| {
+                std::process::Command::new("sh")
+                    .args(["-c", &format!("printf '{{\"k\":{k}}}\\n'")])
+                    .stdout(std::process::Stdio::from(OwnedFd::from(
+                        theirs.try_clone().unwrap(),
+                    )))
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut w in writers {
+            assert!(w.wait().unwrap().success());
+        }
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            let msg = tokio::time::timeout(Duration::from_secs(5), ch.recv::<Value>())
+                .await
+                .expect("a line from a writer waits")
+                .unwrap()
+                .unwrap();
+            seen.push(msg["k"].as_u64().unwrap());
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..8).collect::<Vec<_>>());
+    }
+}
