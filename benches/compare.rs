@@ -9,7 +9,7 @@
 //!
 //! Workloads: `spawn`, `big`, `exec`, `capture`, `inflight`, `ipc`. Each one
 //! runs our crate and its peers in the same run, interleaved round by round
-//! (the order rotates every round), after a warm-up of each peer, and reports
+//! (in an order shuffled every round), after a warm-up of each peer, and reports
 //! the median over the rounds. The table is printed and written to
 //! `bench/RESULTS.md` with the machine's kernel, CPUs and tool versions.
 //!
@@ -241,8 +241,8 @@ fn interleave(name: &str, rounds: usize, peers: &mut [Peer<'_>], warm_up: bool) 
     for round in 0..rounds {
         eprint!("\r{name}: round {}/{rounds}   ", round + 1);
         let _ = std::io::stderr().flush();
-        for k in 0..peers.len() {
-            let peer = &mut peers[(k + round) % peers.len()];
+        for k in shuffled(peers.len(), round) {
+            let peer = &mut peers[k];
             match (peer.run)() {
                 Ok(v) => {
                     peer.values.push(v);
@@ -256,6 +256,29 @@ fn interleave(name: &str, rounds: usize, peers: &mut [Peer<'_>], warm_up: bool) 
         }
     }
     eprintln!();
+}
+
+/// `0..n` in an order of its own for each round (Fisher–Yates driven by a
+/// xorshift seeded with the round), the same in every run. Rotating one
+/// order kept each row behind the same neighbour in every round, so
+/// whatever a row leaves behind (1 GiB freed to a VM that hands freed
+/// memory back to its host, a warm or cold cache) could fall on the same
+/// next row each time. In one full run the capture rows on a current-thread
+/// runtime, always behind the spawned-task rows, came out 0.66–1.05 GB/s
+/// against 1.07–1.31 for the other shapes of ours, yet matched `run_sync`
+/// when run alone right after a spawned-task capture. Shuffled, whatever
+/// it was spreads over every row.
+fn shuffled(n: usize, round: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut state =
+        0x9E37_79B9_7F4A_7C15u64 ^ (round as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    for i in (1..n).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        order.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    order
 }
 
 fn median(values: &[f64]) -> Option<f64> {
