@@ -65,7 +65,7 @@ const HANDLE_NACK: &[u8] = b"{\"cmd\":\"NODE_HANDLE_NACK\"}\n";
 const HANDLE_ACK: &[u8] = b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n";
 /// At most this many received fds wait for their `NODE_HANDLE` line.
 const MAX_UNCLAIMED_FDS: usize = 64;
-/// Messages a receiver serves per unit of tokio's task budget (see
+/// Lines a receiver serves or consumes per unit of tokio's task budget (see
 /// [`ChannelReceiver::poll_budget`]).
 const MESSAGES_PER_BUDGET_UNIT: u32 = 32;
 
@@ -1109,8 +1109,10 @@ impl ChannelReceiver {
     }
 
     /// Charges tokio's task budget (`tokio::task::coop`) one unit per
-    /// [`MESSAGES_PER_BUDGET_UNIT`] receives; pending (with the task woken
-    /// again) when the budget is spent, so the runtime runs its other tasks.
+    /// [`MESSAGES_PER_BUDGET_UNIT`] calls: one per receive, and one per line
+    /// the protocol consumes on the way (blank lines, acks, `NODE_` messages
+    /// `recv` drops); pending (with the task woken again) when the budget is
+    /// spent, so the runtime runs its other tasks.
     ///
     /// Reading the socket charges the budget already (tokio's I/O does),
     /// but one read brings up to thousands of small messages, and a peer
@@ -1448,10 +1450,10 @@ impl ChannelReceiver {
                 // capture does. Not after control data (fds): the kernel
                 // ends a read at a message that carries them, with more
                 // bytes behind it; nor on a stream socket other than Unix
-                // or TCP, which may end a read at a message boundary. (Nor does tokio's rule hold at a
-                // `MSG_OOB` mark; Node never sends one, and a peer that did
-                // would see its next bytes wait for more to come, as on a
-                // tokio stream.)
+                // or TCP, which may end a read at a message boundary. (Nor
+                // does the rule hold at a `MSG_OOB` mark; Node never sends
+                // one, and a peer that did would see its next bytes wait for
+                // more to come, as on a tokio stream.)
                 if got.bytes < max && !got.control && self.short_read_empties {
                     ready.clear_ready();
                 }

@@ -72,6 +72,9 @@ fn issue_10_terminal_signals_reach_exec_children_and_still_kill_the_parent() {
         (libc::SIGTERM, "async"),
         (libc::SIGHUP, "async"),
         (libc::SIGQUIT, "sync"),
+        // The group outlives its leader: the last stage still gets it.
+        (libc::SIGINT, "pipeline"),
+        (libc::SIGTERM, "pipeline-sync"),
     ] {
         let dir = TempDir::new("sig");
         let (program, child) = start("none", form, &dir);
