@@ -273,10 +273,7 @@ impl Channel {
         ipc::prepare_socket(fd.as_fd()).map_err(ChannelError::Io)?;
         // A short read empties a Unix or TCP stream socket; not every
         // stream socket (SCTP's keeps message boundaries, one a read).
-        let short_read_empties = matches!(
-            ipc::socket_kind(fd.as_fd()),
-            ipc::SocketKind::UnixStream | ipc::SocketKind::TcpStream
-        );
+        let short_read_empties = ipc::short_read_empties(fd.as_fd());
         let shared = Arc::new(Shared::new(fd, carries_fds).map_err(ChannelError::Io)?);
         Ok(Channel {
             sender: ChannelSender {
@@ -1240,6 +1237,9 @@ impl ChannelReceiver {
     /// for the cluster primary, which speaks that protocol.
     #[allow(dead_code)]
     pub(crate) async fn recv_raw(&mut self) -> Result<Option<RawMessage>> {
+        // What it returns costs budget as a receive does: a cluster worker's
+        // loop drops the protocol messages it does not act on.
+        poll_fn(|cx| self.poll_budget(cx)).await;
         let raw = match poll_fn(|cx| self.poll_raw(cx)).await? {
             Some(raw) => raw,
             None => return Ok(None),

@@ -617,6 +617,39 @@ pub(crate) fn socket_kind(fd: std::os::fd::BorrowedFd<'_>) -> SocketKind {
     }
 }
 
+/// Whether a read of stream socket `fd` that got fewer bytes than it asked
+/// for emptied it: so for Unix and TCP (or MPTCP) sockets; not for SCTP's
+/// stream sockets, which end each read at a message, nor anything unknown.
+pub(crate) fn short_read_empties(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok((kind, _, family)) = socket_facts(fd) else {
+        return false;
+    };
+    if kind != SockType::Stream {
+        return false;
+    }
+    if family == libc::AF_UNIX {
+        return true;
+    }
+    if family != libc::AF_INET && family != libc::AF_INET6 {
+        return false;
+    }
+    let mut protocol: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: SO_PROTOCOL writes one int into `protocol`, at most `len`
+    // bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PROTOCOL,
+            (&mut protocol as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && (protocol == libc::IPPROTO_TCP || protocol == libc::IPPROTO_MPTCP)
+}
+
 fn socket_facts(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(SockType, bool, i32)> {
     use std::os::fd::AsRawFd;
     let kind = getsockopt(&fd, sockopt::SockType)?;
