@@ -642,6 +642,13 @@ impl Channel {
     ///
     /// Cancel safe: if the future is dropped before it resolves, no message
     /// is lost; the next `recv` returns it.
+    ///
+    /// Like tokio's own channels, `recv` spends the task's cooperative
+    /// budget (one unit per 32 lines), so a peer that keeps the socket full
+    /// cannot hold the runtime's thread: once the budget is spent, `recv`
+    /// yields once before the next message, even with messages buffered. A
+    /// loop draining with `recv().now_or_never()` therefore stops there;
+    /// the next `recv().await` goes on.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
         self.receiver.recv().await
     }
