@@ -1113,10 +1113,11 @@ impl ChannelReceiver {
     }
 
     /// Charges tokio's task budget (`tokio::task::coop`) one unit per
-    /// [`MESSAGES_PER_BUDGET_UNIT`] calls: one per receive, and one per line
-    /// the protocol consumes on the way (blank lines, acks, `NODE_` messages
-    /// `recv` drops); pending (with the task woken again) when the budget is
-    /// spent, so the runtime runs its other tasks.
+    /// [`MESSAGES_PER_BUDGET_UNIT`] calls: one per message served from the
+    /// buffer directly (`next_plain`), one per line
+    /// [`poll_raw`](ChannelReceiver::poll_raw) takes (the protocol's own
+    /// too); pending (with the task woken again) when the budget is spent,
+    /// so the runtime runs its other tasks.
     ///
     /// Reading the socket charges the budget already (tokio's I/O does),
     /// but one read brings up to thousands of small messages, and a peer
@@ -1186,7 +1187,6 @@ impl ChannelReceiver {
                 None => return Poll::Ready(Ok(None)),
             };
             if raw.internal.is_some() {
-                ready!(self.poll_budget(cx));
                 continue;
             }
             return Poll::Ready(Ok(Some(raw.body.decode(&self.framer.buf)?)));
@@ -1232,7 +1232,6 @@ impl ChannelReceiver {
                 None => return Ok(None),
             };
             if raw.internal.is_some() {
-                poll_fn(|cx| self.poll_budget(cx)).await;
                 continue;
             }
             let msg = raw.body.decode(&self.framer.buf)?;
@@ -1244,9 +1243,6 @@ impl ChannelReceiver {
     /// for the cluster primary, which speaks that protocol.
     #[allow(dead_code)]
     pub(crate) async fn recv_raw(&mut self) -> Result<Option<RawMessage>> {
-        // What it returns costs budget as a receive does: a cluster worker's
-        // loop drops the protocol messages it does not act on.
-        poll_fn(|cx| self.poll_budget(cx)).await;
         let raw = match poll_fn(|cx| self.poll_raw(cx)).await? {
             Some(raw) => raw,
             None => return Ok(None),
@@ -1306,6 +1302,11 @@ impl ChannelReceiver {
     /// acknowledged) and the message unwrapped.
     fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Raw>, ChannelError>> {
         loop {
+            // Every line taken here costs budget, those the protocol
+            // consumes too (blank lines, acks), or a peer flooding them
+            // would hold the thread (an attack found it). Charged before
+            // anything is taken, so a pending charge loses nothing.
+            ready!(self.poll_budget(cx));
             ready!(self.poll_backlog(cx))?;
             if std::mem::take(&mut self.truncated) {
                 return Poll::Ready(Err(ChannelError::HandleLost));
@@ -1317,44 +1318,40 @@ impl ChannelReceiver {
                 }
                 step => step,
             };
-            // `None`: a line the protocol consumed here. It costs budget as
-            // a message does, or a peer flooding such lines (blank, acks)
-            // would hold the thread (an attack found it).
-            let outcome = match step {
-                Step::Message(start, end) => Some(Ok(Some(Raw {
+            return Poll::Ready(match step {
+                Step::Message(start, end) => Ok(Some(Raw {
                     body: Body::Range(start, end),
                     internal: None,
                     handle: None,
-                }))),
+                })),
                 Step::Internal(cmd, start, end) => match cmd.as_str() {
-                    "NODE_HANDLE" => self.take_handle_line(start, end).map(|raw| Ok(Some(raw))),
+                    "NODE_HANDLE" => match self.take_handle_line(start, end) {
+                        Some(raw) => Ok(Some(raw)),
+                        None => continue,
+                    },
                     "NODE_HANDLE_ACK" => {
                         self.shared.acknowledged();
-                        None
+                        continue;
                     }
                     "NODE_HANDLE_NACK" => match self.shared.refused() {
                         Refused::SentAgain(Some(end)) => {
                             self.flush_replies_to(end);
-                            None
+                            continue;
                         }
-                        Refused::SentAgain(None) | Refused::Unknown => None,
-                        Refused::GaveUp => Some(Err(ChannelError::HandleRefused)),
+                        Refused::SentAgain(None) | Refused::Unknown => continue,
+                        Refused::GaveUp => Err(ChannelError::HandleRefused),
                     },
-                    _ => Some(Ok(Some(Raw {
+                    _ => Ok(Some(Raw {
                         body: Body::Range(start, end),
                         internal: Some(cmd),
                         handle: None,
-                    }))),
+                    })),
                 },
-                Step::Blank => None,
-                Step::Error(e) => Some(Err(e)),
-                Step::End => Some(Ok(None)),
+                Step::Blank => continue,
+                Step::Error(e) => Err(e),
+                Step::End => Ok(None),
                 Step::NeedMore => unreachable!("handled above"),
-            };
-            match outcome {
-                Some(result) => return Poll::Ready(result),
-                None => ready!(self.poll_budget(cx)),
-            }
+            });
         }
     }
 
@@ -1491,10 +1488,7 @@ impl futures_core::Stream for ChannelReceiver {
         }
         loop {
             return Poll::Ready(match ready!(this.poll_raw(cx)) {
-                Ok(Some(raw)) if raw.internal.is_some() => {
-                    ready!(this.poll_budget(cx));
-                    continue;
-                }
+                Ok(Some(raw)) if raw.internal.is_some() => continue,
                 Ok(Some(raw)) => Some(match raw.body {
                     Body::Range(start, end) => {
                         decode(this.framer.get(start, end)).map_err(Into::into)
