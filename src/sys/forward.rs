@@ -146,10 +146,16 @@ extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
     if DEPTH[i].fetch_add(1, Ordering::SeqCst) == 0 {
         for slot in &GROUPS {
             let pgid = slot.load(Ordering::SeqCst);
-            if pgid > 0 && holds_a_child_of_ours(pgid) {
+            if pgid > 0 && super::group_holds_our_child(pgid) {
                 // SAFETY: killpg takes two integers. A group is registered
                 // only while a member is unreaped, and one was just seen to
-                // be a child of ours, so the id is still ours.
+                // be a child of ours, so the id is still ours: when
+                // `SIGCHLD` is set to `SIG_IGN` after the group was
+                // registered, the kernel reaps members itself, and the id
+                // could name another program's group by now (an attack
+                // steered the pid there through `ns_last_pid`). A
+                // pipeline's group outlives its leader, hence the group,
+                // not the leader, is asked.
                 unsafe { libc::killpg(pgid, signal) };
             }
         }
@@ -158,30 +164,6 @@ extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
     DEPTH[i].fetch_sub(1, Ordering::SeqCst);
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
-}
-
-/// Whether group `pgid` still holds a child of ours, running or a zombie
-/// (`waitid(P_PGID)` with `WNOWAIT`, async-signal-safe): a group id is not
-/// reused while a member lives. A group is unregistered before we reap its
-/// last member (an exec's leader, a pipeline's last stage, which may
-/// outlive the leader); but when `SIGCHLD` is set to `SIG_IGN` after the
-/// group was registered, the kernel reaps them itself, and the id could
-/// name an unrelated process's group by the time a signal comes (an
-/// attack reproduced it by steering the pid through `ns_last_pid`).
-fn holds_a_child_of_ours(pgid: libc::pid_t) -> bool {
-    // SAFETY: siginfo_t is a plain C struct; all-zero is a valid value.
-    let mut info: libc::siginfo_t = unsafe { mem::zeroed() };
-    // SAFETY: `info` is a valid out-pointer; WNOWAIT and WNOHANG make this
-    // a query that neither reaps nor blocks.
-    let ret = unsafe {
-        libc::waitid(
-            libc::P_PGID,
-            pgid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    ret == 0
 }
 
 /// What the process does with `signal` without us: the previous handler,

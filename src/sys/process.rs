@@ -143,14 +143,28 @@ fn is_our_child(pid: libc::pid_t) -> bool {
 /// `waitid(P_PID, WEXITED | WNOHANG | WNOWAIT)`: observes `pid` without
 /// reaping it. Fails with `ECHILD` when `pid` is no unreaped child of ours.
 fn peek_exit(pid: libc::pid_t) -> io::Result<libc::siginfo_t> {
+    peek(libc::P_PID, pid)
+}
+
+/// Whether process group `pgid` holds an unreaped child of ours (running
+/// or a zombie), which also keeps the group's id from being reused.
+/// Async-signal-safe (one `waitid`, no allocation): the forwarding handler
+/// calls it.
+pub(crate) fn group_holds_our_child(pgid: libc::pid_t) -> bool {
+    peek(libc::P_PGID, pgid).is_ok()
+}
+
+/// `waitid(idtype, id, WEXITED | WNOHANG | WNOWAIT)`: observes without
+/// reaping; `ECHILD` when no unreaped child of ours matches.
+fn peek(idtype: libc::idtype_t, id: libc::pid_t) -> io::Result<libc::siginfo_t> {
     // SAFETY: siginfo_t is a plain C struct; all-zero is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `info` is a valid out-pointer; WNOWAIT leaves the child as it
-    // is, so this observes without reaping.
+    // SAFETY: `info` is a valid out-pointer; WNOWAIT leaves the children as
+    // they are, so this observes without reaping.
     cvt_r(|| unsafe {
         libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
+            idtype,
+            id as libc::id_t,
             &mut info,
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         )
