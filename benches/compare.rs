@@ -210,7 +210,6 @@ impl Params {
 struct Peer<'a> {
     label: String,
     run: Box<dyn FnMut() -> Sample + 'a>,
-    values: Vec<f64>,
     /// Round by round (`None`: that round failed), for paired ratios.
     rounds: Vec<Option<f64>>,
     errors: Vec<String>,
@@ -221,15 +220,19 @@ impl<'a> Peer<'a> {
         Peer {
             label: label.into(),
             run: Box::new(run),
-            values: Vec::new(),
             rounds: Vec::new(),
             errors: Vec::new(),
         }
     }
+
+    /// The values of the rounds that did not fail.
+    fn values(&self) -> Vec<f64> {
+        self.rounds.iter().flatten().copied().collect()
+    }
 }
 
 /// Warm every peer up once, then `rounds` rounds; in each round every peer
-/// runs once, starting with a different peer each round.
+/// runs once, in an order shuffled for the round (see [`shuffled`]).
 fn interleave(name: &str, rounds: usize, peers: &mut [Peer<'_>], warm_up: bool) {
     if warm_up {
         for peer in peers.iter_mut() {
@@ -244,10 +247,7 @@ fn interleave(name: &str, rounds: usize, peers: &mut [Peer<'_>], warm_up: bool) 
         for k in shuffled(peers.len(), round) {
             let peer = &mut peers[k];
             match (peer.run)() {
-                Ok(v) => {
-                    peer.values.push(v);
-                    peer.rounds.push(Some(v));
-                }
+                Ok(v) => peer.rounds.push(Some(v)),
                 Err(e) => {
                     peer.errors.push(e);
                     peer.rounds.push(None);
@@ -876,7 +876,10 @@ fn bench_big_parent(p: &Params, ours_small_from_spawn: Option<f64>) -> Section {
         interleave("big parent", p.big_rounds, &mut peers, false);
         let node_rows: Vec<(String, Vec<f64>, Vec<String>)> = peers
             .drain(2..)
-            .map(|p| (p.label, p.values, p.errors))
+            .map(|p| {
+                let values = p.values();
+                (p.label, values, p.errors)
+            })
             .collect();
         let errors: Vec<String> = peers.iter().flat_map(|p| p.errors.clone()).collect();
         drop(peers);
@@ -2768,7 +2771,7 @@ impl Row {
     fn from_peer(p: &Peer<'_>) -> Row {
         Row {
             label: p.label.clone(),
-            values: p.values.clone(),
+            values: p.values(),
             rounds: p.rounds.clone(),
             errors: p.errors.clone(),
             extra: String::new(),
