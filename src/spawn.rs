@@ -77,13 +77,9 @@ impl Spec {
         self.env.clear();
     }
 
-    /// The child's environment, as `KEY=VALUE` C strings.
-    ///
-    /// The inherited variables keep their order, minus those the changes
-    /// name; then come the variables the changes set, in the order of each
-    /// one's last change. `vars_os` (std's copy, taken under its lock) goes
-    /// straight into the packed buffer, one variable at a time.
-    fn envp(&self, line: &CommandLine) -> Result<sys::CStrArray> {
+    /// The child's environment: ours as it is when nothing changes it and
+    /// that is sound (`sys::env`), else built by [`Spec::envp_copy`].
+    fn envp(&self, line: &CommandLine) -> Result<sys::Envp> {
         for (key, val) in &self.env {
             check_env_key(key, line)?;
             if let Some(val) = val {
@@ -94,6 +90,22 @@ impl Spec {
                 )?;
             }
         }
+        if self.env.is_empty() && !self.env_clear {
+            if let Some(env) = sys::env::inherited() {
+                return Ok(sys::Envp::Inherited(env));
+            }
+        }
+        Ok(sys::Envp::Built(self.envp_copy()))
+    }
+
+    /// The child's environment, as `KEY=VALUE` C strings.
+    ///
+    /// The inherited variables keep their order, minus those the changes
+    /// name; then come the variables the changes set, in the order of each
+    /// one's last change. `vars_os` (std's copy, taken under its lock) goes
+    /// straight into the packed buffer, one variable at a time. The changes
+    /// must have been checked (by [`Spec::envp`]).
+    fn envp_copy(&self) -> sys::CStrArray {
         let changed = |key: &OsStr| self.env.iter().any(|(k, _)| k == key);
         let mut envp = sys::CStrArray::builder();
         if !self.env_clear {
@@ -116,7 +128,7 @@ impl Spec {
                 envp.push([k.as_bytes(), b"=", v.as_bytes()]);
             }
         }
-        Ok(envp.finish())
+        envp.finish()
     }
 
     /// The value `PATH` will have in the child.
@@ -423,7 +435,7 @@ fn explain_spawn_error(
     spec: &Spec,
     path: &CString,
     argv: &sys::CStrArray,
-    envp: &sys::CStrArray,
+    envp: &sys::Envp,
 ) -> String {
     let program = Path::new(OsStr::from_bytes(path.as_bytes()));
     if let Some(cwd) = &spec.cwd {
@@ -444,7 +456,11 @@ fn explain_spawn_error(
         _ => program.to_owned(),
     };
     match err.raw_os_error() {
-        Some(libc::E2BIG) => explain_e2big(argv, envp),
+        Some(libc::E2BIG) => match envp {
+            sys::Envp::Built(envp) => explain_e2big(argv, envp),
+            // The same variables, as bytes to measure.
+            sys::Envp::Inherited(_) => explain_e2big(argv, &spec.envp_copy()),
+        },
         Some(libc::ENOEXEC) => {
             format!("program {shown} is not in an executable format (a script needs a `#!` line)")
         }
@@ -527,7 +543,8 @@ mod tests {
         spec.set_env(OsStr::new("CP_U1"), Some(OsStr::new("c")));
         spec.set_env(OsStr::new("CP_U2"), None);
         for _ in 0..2 {
-            let env = spec.envp(&line).unwrap().strings();
+            spec.envp(&line).unwrap();
+            let env = spec.envp_copy().strings();
             let tail: Vec<&[u8]> = env.iter().rev().take(2).rev().map(|s| &s[..]).collect();
             assert_eq!(tail, [&b"PATH=/x"[..], b"CP_U1=c"]);
             let named = |key: &[u8]| {
@@ -548,7 +565,8 @@ mod tests {
         }
         spec.clear_env();
         spec.set_env(OsStr::new("ONLY"), Some(OsStr::new("me")));
-        assert_eq!(spec.envp(&line).unwrap().strings(), [b"ONLY=me".to_vec()]);
+        assert!(matches!(spec.envp(&line), Ok(sys::Envp::Built(_))));
+        assert_eq!(spec.envp_copy().strings(), [b"ONLY=me".to_vec()]);
     }
 
     /// Errors the kernel gives under resource limits, which a test process
@@ -559,7 +577,7 @@ mod tests {
         let spec = Spec::new(OsStr::new("/bin/true"));
         let path = CString::new("/bin/true").unwrap();
         let argv = sys::CStrArray::new([[path.as_bytes()]]);
-        let envp = sys::CStrArray::new([] as [[&[u8]; 1]; 0]);
+        let envp = sys::Envp::Built(sys::CStrArray::new([] as [[&[u8]; 1]; 0]));
         let explain = |errno| {
             explain_spawn_error(
                 &io::Error::from_raw_os_error(errno),

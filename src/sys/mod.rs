@@ -4,6 +4,7 @@
 //! wraps these calls in `AsyncFd`; a blocking layer can drive the same fds
 //! with `poll(2)`.
 
+pub(crate) mod env;
 pub(crate) mod forward;
 pub(crate) mod ipc;
 mod process;
@@ -48,10 +49,17 @@ fn ignore_esrch(ret: io::Result<libc::c_int>) -> io::Result<()> {
     }
 }
 
+/// A child's environment: this process's own array, or one built for it.
+pub(crate) enum Envp {
+    /// `environ` as it is (see [`env`]).
+    Inherited(env::Inherited),
+    Built(CStrArray),
+}
+
 /// A null-terminated array of C strings (`argv`, `envp`) packed into one
-/// buffer: one allocation for the strings however many there are (the
-/// environment is copied on every spawn, since `environ` itself may only be
-/// read under std's lock).
+/// buffer: one allocation for the strings however many there are (an
+/// environment is copied when the child's differs from ours, or when ours
+/// cannot be passed as is: see [`env`]).
 ///
 /// The two buffers go back to a per-thread spare list when the array is
 /// dropped, and the next array built on that thread reuses them. A spawn
@@ -200,7 +208,7 @@ pub(crate) struct SpawnPlan<'a> {
     /// The program's path (already resolved against `PATH`).
     pub path: &'a CStr,
     pub argv: &'a CStrArray,
-    pub envp: &'a CStrArray,
+    pub envp: &'a Envp,
     pub cwd: Option<&'a CStr>,
     /// `(source, target)`: the child gets `source` at fd number `target`.
     /// Every source is `>= close_from`, so no dup2 clobbers a later source
@@ -341,7 +349,10 @@ pub(crate) fn spawn(plan: &SpawnPlan<'_>) -> io::Result<libc::pid_t> {
             &actions.0,
             &attr.0,
             plan.argv.ptrs.as_ptr() as *const *mut libc::c_char,
-            plan.envp.ptrs.as_ptr() as *const *mut libc::c_char,
+            match plan.envp {
+                Envp::Inherited(env) => env.as_ptr(),
+                Envp::Built(array) => array.ptrs.as_ptr() as *const *mut libc::c_char,
+            },
         )
     })?;
     Ok(pid)
