@@ -340,8 +340,10 @@ pub(crate) fn spawn(plan: &SpawnPlan<'_>) -> io::Result<libc::pid_t> {
 
     let mut pid: libc::pid_t = 0;
     // SAFETY: every pointer is valid for the call: the path is a C string, argv
-    // and envp are null-terminated arrays of C strings that outlive the call,
-    // and actions/attr were initialised above.
+    // and a built envp are null-terminated arrays of C strings that outlive
+    // the call, an inherited envp is the initial `environ` array, which is
+    // never freed and only changed in place (see `env`), and actions/attr
+    // were initialised above.
     errno(unsafe {
         libc::posix_spawn(
             &mut pid,
