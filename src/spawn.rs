@@ -328,6 +328,9 @@ pub(crate) fn spawn_raw(
         }
     }
 
+    // The environment copied after a first try with ours as is failed;
+    // declared before the plan, which then borrows it.
+    let copied;
     let mut plan = sys::SpawnPlan {
         path: &path,
         argv: &argv,
@@ -343,6 +346,18 @@ pub(crate) fn spawn_raw(
     };
     let mut leads_group = spec.leads_group() && spec.join_group.is_none();
     let mut spawned = sys::spawn(&plan);
+    // Ours as is changed under the kernel's two passes over it: another
+    // thread's `remove_var` shifted the array between `execve` counting the
+    // strings and copying them, so a slot counted was null (`EFAULT`), or
+    // the strings outgrew what was counted (`E2BIG`). Again with a copy,
+    // taken under std's lock, which a true `E2BIG` fails the same way.
+    if matches!(plan.envp, sys::Envp::Inherited(_))
+        && matches!(&spawned, Err(e) if matches!(e.raw_os_error(), Some(libc::EFAULT | libc::E2BIG)))
+    {
+        copied = sys::Envp::Built(spec.envp_copy());
+        plan.envp = &copied;
+        spawned = sys::spawn(&plan);
+    }
     // The group to join is gone: its leader exited and was reaped before
     // this process could join (a pipeline's first stage when `SIGCHLD` is
     // ignored, which makes the kernel reap at once). `setpgid` says EPERM;
@@ -356,7 +371,7 @@ pub(crate) fn spawn_raw(
         spawned = sys::spawn(&plan);
     }
     let pid = spawned.map_err(|e| {
-        let reason = explain_spawn_error(&e, spec, &path, &argv, &envp);
+        let reason = explain_spawn_error(&e, spec, &path, &argv, plan.envp);
         Error::spawn(line, reason, e)
     })?;
     drop(sources);

@@ -17,8 +17,12 @@
 //! Adding a variable makes glibc copy the array to one of its own and point
 //! `environ` there, leaving this one be. So whatever another thread's
 //! `std::env::set_var` does meanwhile, the kernel's `execve` in the child
-//! reads valid pointers to valid strings: the environment before or after
-//! that change. Once `environ` points elsewhere (a variable was added),
+//! reads pointers to valid strings, or null: it passes over the array
+//! twice (to count, then to copy), and a `remove_var` shifting the array
+//! between the passes leaves a counted slot null. `execve` then fails with
+//! `EFAULT` (or `E2BIG`), and `spawn_raw` tries again with a copy (a
+//! removal at the wrong moment may also show the child one variable twice,
+//! with its one value). Once `environ` points elsewhere (a variable was added),
 //! `setenv` may `realloc` that array under a spawn, and the caller copies
 //! the environment under std's lock instead, as before
 //! (`tests/it/regression.rs`, issue 6: passing that array raw made spawns
@@ -235,6 +239,70 @@ mod tests {
         assert!(env.contains(&b"CP_ENV_PROBE_ADDED=1"[..]));
         assert_eq!(env, our_env());
         println!("probe ran");
+    }
+
+    /// Variables a fresh process of [`removals_while_spawning`] starts with.
+    const REMOVED: usize = 5000;
+
+    /// Run in a fresh copy of the test binary, started with [`REMOVED`]
+    /// variables: one thread removes them (glibc shifts the initial array
+    /// down in place) while this one spawns. `execve` reads the array twice
+    /// (to count, then to copy), so a removal between the two passes made a
+    /// spawn fail with `EFAULT`; it is retried with a copy.
+    #[test]
+    fn removals_probe() {
+        if std::env::var_os("CP_ENV_REMOVALS").is_none() {
+            return;
+        }
+        assert!(inherited().is_some());
+        let done = Arc::new(AtomicBool::new(false));
+        let remover = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                for i in 0..REMOVED {
+                    std::env::remove_var(format!("CP_ENV_REMOVED_{i}"));
+                }
+                done.store(true, Ordering::Relaxed);
+            })
+        };
+        let mut failures = Vec::new();
+        let mut spawns = 0;
+        while !done.load(Ordering::Relaxed) {
+            spawns += 1;
+            if let Err(e) = crate::Command::new("/bin/true").output_sync() {
+                failures.push(e.to_string());
+            }
+        }
+        remover.join().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} of {spawns}: {failures:?}",
+            failures.len()
+        );
+        assert!(inherited().is_some(), "removals keep the array");
+        assert_eq!(childs_env(), our_env());
+        println!("probe ran");
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn removals_while_spawning() {
+        // Without the retry, about half of such processes saw a failure.
+        for _ in 0..4 {
+            let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+            cmd.args(["--exact", "sys::env::tests::removals_probe", "--nocapture"])
+                .env("CP_ENV_REMOVALS", "1");
+            for i in 0..REMOVED {
+                cmd.env(format!("CP_ENV_REMOVED_{i}"), "x");
+            }
+            let out = cmd.output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("probe ran"),
+                "{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     #[test]
