@@ -742,6 +742,7 @@ fn bench_spawn(p: &Params) -> Section {
         || std_spawn_wait(false),
         &spawn_tokio,
         tokio_spawn_wait,
+        (SPAWN_FLOOR, spawn_floor),
     );
     shape_rows(
         &mut s,
@@ -758,9 +759,24 @@ fn bench_spawn(p: &Params) -> Section {
     );
     s.compare_named(piped, "ours piped", "Node `spawn`, pipes");
     s.target_worst(
-        "≥ 1.6× faster than Node `spawn`, every shape",
-        &shape_pairs(&Shape::ALL, spawn_ours, |_| SPAWN_NODE.into()),
+        "≥ 1.6× faster than Node `spawn`: current-thread, in a spawned task, blocking",
+        &shape_pairs(
+            &[Shape::CurrentThread, Shape::Task, Shape::Blocking],
+            spawn_ours,
+            |_| SPAWN_NODE.into(),
+        ),
         Bound::AtLeast(1.6),
+    );
+    s.target_worst_floor(
+        "≥ 1.6× faster than Node `spawn`: multi-thread `block_on`",
+        &shape_pairs(&[Shape::MtBlockOn], spawn_ours, |_| SPAWN_NODE.into()),
+        Bound::AtLeast(1.6),
+        Some(Floor {
+            row: SPAWN_FLOOR,
+            within: 1.0 / 1.03,
+            floor_misses: true,
+            describe: Box::new(|f| format!(" (floor: {f:.2}×, one cross-thread wake-up)")),
+        }),
     );
     s
 }
@@ -847,24 +863,30 @@ const PAIRED_BATCH: usize = 10;
 /// a 5% target to chance on a shared machine.
 fn paired(
     batches: usize,
+    batch: usize,
     mut ours: impl FnMut(usize) -> Sample,
     mut peer: impl FnMut(usize) -> Sample,
 ) -> Result<Vec<f64>, String> {
-    ours(PAIRED_BATCH)?;
-    peer(PAIRED_BATCH)?;
+    ours(batch)?;
+    peer(batch)?;
     let mut advantages = Vec::with_capacity(batches);
     for b in 0..batches {
         let (o, p) = if b % 2 == 0 {
-            let o = ours(PAIRED_BATCH)?;
-            (o, peer(PAIRED_BATCH)?)
+            let o = ours(batch)?;
+            (o, peer(batch)?)
         } else {
-            let p = peer(PAIRED_BATCH)?;
-            (ours(PAIRED_BATCH)?, p)
+            let p = peer(batch)?;
+            (ours(batch)?, p)
         };
         advantages.push(p / o);
     }
     Ok(advantages)
 }
+
+/// Calls per side in a batch of a paired ratio against a floor row, whose
+/// function starts its second thread per call: over 50 calls that start
+/// costs the floor under 0.1%.
+const FLOOR_BATCH: usize = 50;
 
 /// A runtime of `shape`, built once for the batches of a paired ratio
 /// (`None` for the blocking shape).
@@ -892,7 +914,9 @@ where
 
 /// The paired ratios of a per-call workload (issue 16): ours in each shape
 /// against std (`std_op`, blocking) and, in the async shapes, against tokio
-/// in the same shape on the same runtime. Labels as in the section's rows.
+/// in the same shape on the same runtime; ours in multi-thread `block_on`
+/// against `mt_floor` (its row and its function of the number of calls).
+/// Labels as in the section's rows.
 #[allow(clippy::too_many_arguments)]
 fn paired_shapes<O, OF, T, TF>(
     s: &mut Section,
@@ -904,36 +928,54 @@ fn paired_shapes<O, OF, T, TF>(
     std_op: fn() -> Result<(), String>,
     tokio: &dyn Fn(Shape) -> String,
     tokio_op: T,
+    mt_floor: (&str, fn(usize) -> Sample),
 ) where
     O: Fn() -> OF + Send + Copy + 'static,
     OF: std::future::Future<Output = Result<(), String>> + Send + 'static,
     T: Fn() -> TF + Send + Copy + 'static,
     TF: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
-    let mut record = |ours_row: String, peer_row: String, got: Result<Vec<f64>, String>| match got {
-        Ok(v) => s.paired.push((ours_row, peer_row, v)),
-        Err(e) => s
-            .notes
-            .push(format!("Paired {ours_row} against {peer_row} failed: {e}")),
-    };
+    let mut record =
+        |ours_row: String, peer_row: String, batch, got: Result<Vec<f64>, String>| match got {
+            Ok(v) => s.paired.push((ours_row, peer_row, batch, v)),
+            Err(e) => s
+                .notes
+                .push(format!("Paired {ours_row} against {peer_row} failed: {e}")),
+        };
     for shape in Shape::ALL {
         let rt = runtime_of(shape);
         let got = match &rt {
             Some(rt) => paired(
                 batches,
+                PAIRED_BATCH,
                 |n| batch_in(shape, rt, n, ours_op),
                 |n| per_op(n, std_op),
             ),
-            None => paired(batches, |n| per_op(n, ours_blocking), |n| per_op(n, std_op)),
-        };
-        record(ours(shape), std.to_string(), got);
-        if let Some(rt) = &rt {
-            let got = paired(
+            None => paired(
                 batches,
+                PAIRED_BATCH,
+                |n| per_op(n, ours_blocking),
+                |n| per_op(n, std_op),
+            ),
+        };
+        record(ours(shape), std.to_string(), PAIRED_BATCH, got);
+        let Some(rt) = &rt else { continue };
+        let got = paired(
+            batches,
+            PAIRED_BATCH,
+            |n| batch_in(shape, rt, n, ours_op),
+            |n| batch_in(shape, rt, n, tokio_op),
+        );
+        record(ours(shape), tokio(shape), PAIRED_BATCH, got);
+        if shape == Shape::MtBlockOn {
+            let (floor_row, floor_op) = mt_floor;
+            let got = paired(
+                (batches / 5).max(MIN_PAIRED_ROUNDS),
+                FLOOR_BATCH,
                 |n| batch_in(shape, rt, n, ours_op),
-                |n| batch_in(shape, rt, n, tokio_op),
+                floor_op,
             );
-            record(ours(shape), tokio(shape), got);
+            record(ours(shape), floor_row.to_string(), FLOOR_BATCH, got);
         }
     }
 }
@@ -1213,6 +1255,7 @@ fn bench_exec(p: &Params) -> Section {
         std_exec_once,
         &exec_tokio,
         tokio_exec_once,
+        (EXEC_FLOOR, exec_floor),
     );
     shape_rows(
         &mut s,
@@ -1226,8 +1269,12 @@ fn bench_exec(p: &Params) -> Section {
     // The floor against Node is std's own ratio: `sh`'s start-up is the
     // same child whoever spawns it.
     s.target_worst_floor(
-        "≥ 2× faster than Node `exec`, every shape",
-        &shape_pairs(&Shape::ALL, exec_ours, |_| EXEC_NODE.into()),
+        "≥ 2× faster than Node `exec`: current-thread, in a spawned task, blocking",
+        &shape_pairs(
+            &[Shape::CurrentThread, Shape::Task, Shape::Blocking],
+            exec_ours,
+            |_| EXEC_NODE.into(),
+        ),
         Bound::AtLeast(2.0),
         Some(Floor {
             row: EXEC_STD,
@@ -1236,6 +1283,17 @@ fn bench_exec(p: &Params) -> Section {
             describe: Box::new(|f| {
                 format!("; floor: std itself is {f:.2}× Node (the child's own start-up dominates)")
             }),
+        }),
+    );
+    s.target_worst_floor(
+        "≥ 2× faster than Node `exec`: multi-thread `block_on`",
+        &shape_pairs(&[Shape::MtBlockOn], exec_ours, |_| EXEC_NODE.into()),
+        Bound::AtLeast(2.0),
+        Some(Floor {
+            row: EXEC_FLOOR,
+            within: 1.0 / 1.03,
+            floor_misses: true,
+            describe: Box::new(|f| format!(" (floor: {f:.2}×, std with one cross-thread wake-up)")),
         }),
     );
     s
@@ -2978,9 +3036,9 @@ struct Section {
     targets: Vec<Target>,
     notes: Vec<String>,
     sub_tables: Vec<(String, Vec<Row>)>,
-    /// `(ours, peer, advantage per batch)`: measured by [`paired`]; such a
-    /// pair's ratio is this one, not the rounds'.
-    paired: Vec<(String, String, Vec<f64>)>,
+    /// `(ours, peer, calls per batch, advantage per batch)`: measured by
+    /// [`paired`]; such a pair's ratio is this one, not the rounds'.
+    paired: Vec<(String, String, usize, Vec<f64>)>,
 }
 
 impl Section {
@@ -3039,10 +3097,10 @@ impl Section {
     /// the machine that hits both rows of a round cancels out); otherwise
     /// the ratio of the medians.
     fn advantage(&self, ours: &str, peer: &str) -> Option<f64> {
-        if let Some((_, _, batches)) = self
+        if let Some((_, _, _, batches)) = self
             .paired
             .iter()
-            .find(|(o, p, b)| o == ours && p == peer && b.len() >= MIN_PAIRED_ROUNDS)
+            .find(|(o, p, _, b)| o == ours && p == peer && b.len() >= MIN_PAIRED_ROUNDS)
         {
             return median(batches);
         }
@@ -3249,24 +3307,22 @@ impl Section {
             let _ = writeln!(
                 out,
                 "Paired, the ratios of \"ours vs this\" and of the targets for these pairs: \
-                 ours and the peer in one process, alternating batches of {PAIRED_BATCH} calls \
-                 (ours first in every other batch), {} batches; the ratio within a batch, \
-                 > 1 where ours is faster:\n",
-                self.paired
-                    .iter()
-                    .map(|(_, _, b)| b.len())
-                    .max()
-                    .unwrap_or(0)
+                 ours and the peer in one process, alternating batches (ours first in every \
+                 other batch); the ratio within a batch, > 1 where ours is faster:\n"
             );
-            let _ = writeln!(out, "| ours | against | median | p25 – p75 |");
-            let _ = writeln!(out, "|---|---|---:|---:|");
-            for (ours, peer, batches) in &self.paired {
+            let _ = writeln!(
+                out,
+                "| ours | against | batches × calls | median | p25 – p75 |"
+            );
+            let _ = writeln!(out, "|---|---|---:|---:|---:|");
+            for (ours, peer, batch, batches) in &self.paired {
                 let mut v = batches.clone();
                 v.sort_by(f64::total_cmp);
                 let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
                 let _ = writeln!(
                     out,
-                    "| {ours} | {peer} | {} | {:.2} – {:.2} |",
+                    "| {ours} | {peer} | {} × {batch} | {} | {:.2} – {:.2} |",
+                    v.len(),
                     median(&v).map_or("n/a".into(), |m| format!("{m:.3}")),
                     at(0.25),
                     at(0.75)
