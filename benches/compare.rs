@@ -2172,6 +2172,9 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
         };
         if matches!(kind, Ipc::PingPong) {
             peers.push(Peer::new(floor_row, move || pingpong_floor(count)));
+            peers.push(Peer::new(ASYNC_IPC_FLOOR, move || {
+                pingpong_floor_async(count)
+            }));
         }
         if matches!(kind, Ipc::OneWay) {
             peers.push(Peer::new(ONEWAY_FLOOR, move || oneway_floor(count)));
@@ -2252,20 +2255,29 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             s.stdio_note(fd3_row, socket_row, pipes_row, node_pipes_row);
         }
         if matches!(kind, Ipc::PingPong) {
-            s.compare_named(floor_row, "floor", node_row);
+            s.compare_named(floor_row, "blocking floor", node_row);
+            s.compare_named(ASYNC_IPC_FLOOR, "async floor", node_row);
             s.compare_named(serial, "ours `send().await`", floor_row);
+            s.compare_named(serial, "ours `send().await`", ASYNC_IPC_FLOOR);
+            // The floor of an async channel: a blocking program sleeps in
+            // `read` and wakes with the bytes; any event loop also waits for
+            // readiness (`epoll_wait`) before it reads, one more syscall
+            // and a scheduler pass per message each side (`strace -c -f`:
+            // ours 3 syscalls per message each side, blocking 2).
+            let blocking_floor = s.advantage(floor_row, node_row);
             s.target_worst_floor(
                 target,
                 &[(String::new(), ours.to_string(), node_row.to_string())],
                 Bound::AtLeast(factor),
                 Some(Floor {
-                    row: floor_row,
+                    row: ASYNC_IPC_FLOOR,
                     within: 0.95,
                     floor_misses: false,
-                    describe: Box::new(|f| {
+                    describe: Box::new(move |f| {
                         format!(
-                            " (floor: a blocking minimal program does {f:.2}× Node: two \
-                             cross-process wake-ups per round trip)"
+                            " (floor: a minimal tokio program does {f:.2}× Node, a blocking one \
+                             {}: an event loop waits for readiness before each read)",
+                            blocking_floor.map_or("n/a".into(), |b| format!("{b:.2}×"))
                         )
                     }),
                 }),
@@ -2299,6 +2311,10 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
 
 const IPC_FLOOR: &str = "floor: blocking ping-pong of the same JSON lines over a socketpair \
     between two processes, one `write` and one `read` per message each side, no runtime";
+
+const ASYNC_IPC_FLOOR: &str = "floor: the same ping-pong between two processes with a tokio \
+    current-thread runtime each side (`tokio::net::UnixStream`, one `write` and one `read` per \
+    message each side, the lines parsed into `Value`), no channel";
 
 const ONEWAY_FLOOR: &str = "floor: the same lines from a blocking sender (64 KiB `write`s) \
     to a blocking minimal receiver over a socketpair (64 KiB `read`s, a `\\n` search, \
@@ -2492,6 +2508,105 @@ fn pingpong_floor(count: usize) -> Sample {
             }
         }
         Ok(())
+    })
+}
+
+/// [`ASYNC_IPC_FLOOR`] (issue 16): [`pingpong_floor`] with both sides on a
+/// tokio current-thread runtime (`--mode pingpong-floor-async`), what any
+/// async channel pays. Round trips/s after a warm-up of a tenth.
+fn pingpong_floor_async(count: usize) -> Sample {
+    let e = |e: std::io::Error| e.to_string();
+    let (sock, theirs) = std::os::unix::net::UnixStream::pair().map_err(e)?;
+    let mut cmd = myself();
+    cmd.arg("pingpong-floor-async")
+        .stdin(StdStdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(StdStdio::null());
+    let mut child = cmd.spawn().map_err(e)?;
+    drop(cmd);
+    let rate = current_thread().block_on(async move {
+        use tokio::io::AsyncWriteExt;
+        sock.set_nonblocking(true).map_err(e)?;
+        let mut sock = tokio::net::UnixStream::from_std(sock).map_err(e)?;
+        let mut lines = AsyncLines::default();
+        let mut out = Vec::with_capacity(64);
+        let mut phase = async |count: usize| -> Result<(), String> {
+            for i in 0..count {
+                out.clear();
+                let m = Msg {
+                    n: Some(i as u64),
+                    echo: Some(true),
+                    ..Msg::default()
+                };
+                serde_json::to_writer(&mut out, &m).map_err(|e| e.to_string())?;
+                out.push(b'\n');
+                sock.write_all(&out).await.map_err(e)?;
+                let v: Value = lines.next(&mut sock).await?.ok_or("child hung up")?;
+                if !Received::echo(&v) {
+                    return Err(format!("bad echo {v}"));
+                }
+            }
+            Ok(())
+        };
+        phase((count / 10).max(1)).await?;
+        let start = Instant::now();
+        phase(count).await?;
+        Ok::<f64, String>(count as f64 / start.elapsed().as_secs_f64())
+    })?;
+    ok_status(child.wait().map_err(e)?.success())?;
+    Ok(rate)
+}
+
+/// Newline-delimited JSON values read from a tokio stream.
+#[derive(Default)]
+struct AsyncLines {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl AsyncLines {
+    /// The next line parsed into a `Value`; `None` at end of file.
+    async fn next(&mut self, sock: &mut tokio::net::UnixStream) -> Result<Option<Value>, String> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.start..]) {
+                let line = &self.buf[self.start..self.start + i];
+                let v = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+                self.start += i + 1;
+                return Ok(Some(v));
+            }
+            self.buf.drain(..self.start);
+            self.start = 0;
+            let len = self.buf.len();
+            self.buf.resize(len + 64 * 1024, 0);
+            let n = sock
+                .read(&mut self.buf[len..])
+                .await
+                .map_err(|e| e.to_string())?;
+            self.buf.truncate(len + n);
+            if n == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// `--mode pingpong-floor-async`: the child of [`pingpong_floor_async`].
+fn mode_pingpong_floor_async() -> Result<Value, String> {
+    use tokio::io::AsyncWriteExt;
+    let e = |e: std::io::Error| e.to_string();
+    let sock = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(floor_socket()?));
+    current_thread().block_on(async move {
+        sock.set_nonblocking(true).map_err(e)?;
+        let mut sock = tokio::net::UnixStream::from_std(sock).map_err(e)?;
+        let mut lines = AsyncLines::default();
+        let mut out = Vec::with_capacity(64);
+        while let Some(v) = lines.next(&mut sock).await? {
+            out.clear();
+            serde_json::to_writer(&mut out, &v).map_err(|e| e.to_string())?;
+            out.push(b'\n');
+            sock.write_all(&out).await.map_err(e)?;
+        }
+        Ok(Value::Null)
     })
 }
 
@@ -2811,6 +2926,7 @@ fn child_mode(args: &[String]) -> Result<Value, String> {
         Some("capture") => mode_capture(&args[1], num(2)?, &args[3..]),
         Some("inflight") => mode_inflight(&args[1], num(2)?, &args[3]),
         Some("pingpong-floor") => mode_pingpong_floor(),
+        Some("pingpong-floor-async") => mode_pingpong_floor_async(),
         Some("oneway-floor") => mode_oneway_floor(),
         Some("ipc-child") => mode_ipc_child(
             Parse::from_arg(args.get(1))?,
@@ -2882,6 +2998,7 @@ fn mode_loop(who: &str, n: usize) -> Result<Value, String> {
         ("floor-spawn", _) => spawn_floor(n)?,
         ("floor-exec", _) => exec_floor(n)?,
         ("floor-ipc-pingpong", _) => 1e9 / pingpong_floor(n)?,
+        ("floor-ipc-pingpong-async", _) => 1e9 / pingpong_floor_async(n)?,
         ("floor-ipc-oneway", _) => 1e9 / oneway_floor(n)?,
         _ => return Err(format!("unknown loop {who}")),
     };
