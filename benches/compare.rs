@@ -2576,13 +2576,12 @@ impl AsyncLines {
             }
             self.buf.drain(..self.start);
             self.start = 0;
-            let len = self.buf.len();
-            self.buf.resize(len + 64 * 1024, 0);
+            // Into the spare capacity: nothing zeroed per read.
+            self.buf.reserve(64 * 1024);
             let n = sock
-                .read(&mut self.buf[len..])
+                .read_buf(&mut self.buf)
                 .await
                 .map_err(|e| e.to_string())?;
-            self.buf.truncate(len + n);
             if n == 0 {
                 return Ok(None);
             }
