@@ -1,8 +1,9 @@
 'use strict';
 // exec("echo hello") with the output captured, awaited one after another,
 // timed inside Node (startup excluded).
-// usage: node exec.js <n>
+// usage: node exec.js <n|serve>
 // Prints one JSON line: {"ns_per_op": .., "failures": ..}
+// With `serve`: one timed batch per line read on stdin, as spawn.js.
 const cp = require('child_process');
 
 const n = Number(process.argv[2]);
@@ -15,6 +16,19 @@ function once() {
       resolve();
     });
   });
+}
+
+async function batch(k) {
+  for (let i = 0; i < k; i++) await once();
+}
+
+if (process.argv[2] === 'serve') {
+  require('./serve.js')(batch, () => {
+    const f = failures;
+    failures = 0;
+    return f;
+  });
+  return;
 }
 
 (async () => {

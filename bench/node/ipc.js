@@ -1,7 +1,7 @@
 'use strict';
 // Node <-> Node IPC over child_process.fork with `serialization: 'json'`
 // (Node's default). The parent times, the child answers.
-// usage: node ipc.js <oneway|pingpong|bulk> <count> [size_bytes]
+// usage: node ipc.js <oneway|pingpong|bulk> <count|serve> [size_bytes]
 //   oneway    parent sends <count> small messages {n: i}; the child counts
 //             them and answers {done: count}. Reported as messages/s.
 //   pingpong  parent sends {n: i}, the child echoes it, <count> times.
@@ -11,6 +11,8 @@
 // Senders respect backpressure: every batch of messages ends with one whose
 // send callback is awaited before the next batch goes out.
 // Prints one JSON line: {"secs": .., "per_sec": .., "mb_per_sec": ..}
+// With `serve` instead of <count>: one child for the whole run and one timed
+// batch per line read on stdin (its count), as spawn.js.
 const cp = require('child_process');
 
 if (process.argv[2] === 'child') {
@@ -72,6 +74,11 @@ async function run(k) {
     return streamed(k, () => ({ d: payload }), Math.max(1, Math.floor((1 << 20) / size)));
   }
   throw new Error(`unknown workload ${kind}`);
+}
+
+if (countArg === 'serve') {
+  require('./serve.js')(run, () => 0, () => child.disconnect());
+  return;
 }
 
 (async () => {

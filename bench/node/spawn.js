@@ -1,11 +1,14 @@
 'use strict';
 // Spawn + wait `/bin/true`, timed inside Node (startup excluded).
-// usage: node spawn.js <spawn|spawn-pipe|spawnSync> <n> [big_mib]
+// usage: node spawn.js <spawn|spawn-pipe|spawnSync> <n|serve> [big_mib]
 //   spawn       child_process.spawn, stdio 'ignore', await 'exit'
 //   spawn-pipe  child_process.spawn, default pipes, await 'exit'
 //   spawnSync   child_process.spawnSync, stdio 'ignore'
 // big_mib > 0 first allocates and touches that many MiB (Buffer.alloc(.., 1)).
 // Prints one JSON line: {"ns_per_op": .., "rss_mib": .., "failures": ..}
+// With `serve` instead of <n>: one timed batch per line read on stdin (its
+// size), one line {"ns_per_op": .., "failures": ..} written back for each;
+// the benchmark pairs these with its own batches (issue 16).
 const cp = require('child_process');
 
 const [mode, nArg, bigArg] = process.argv.slice(2);
@@ -33,6 +36,15 @@ async function batch(k) {
     const stdio = mode === 'spawn-pipe' ? 'pipe' : 'ignore';
     for (let i = 0; i < k; i++) await once(stdio);
   }
+}
+
+if (nArg === 'serve') {
+  require('./serve.js')(batch, () => {
+    const f = failures;
+    failures = 0;
+    return f;
+  });
+  return;
 }
 
 (async () => {
