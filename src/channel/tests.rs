@@ -2,7 +2,7 @@
 //! They reach into internals (queue state, buffer sizes), so they live
 //! beside the module rather than in `tests/`.
 use super::framer::{fuzz_framing, READ_CHUNK};
-use super::wire::internal_cmd;
+use super::wire::{internal_cmd, may_be_internal};
 use super::*;
 use futures::{FutureExt, StreamExt};
 use nix::fcntl::{FcntlArg, FdFlag, OFlag};
@@ -1051,6 +1051,46 @@ fn internal_detection_follows_node() {
     assert_eq!(internal_cmd(br#"{"cmd":"NODE_"}"#), None);
     assert_eq!(internal_cmd(br#"{"cmd":"NODE_X","cmd":"y"}"#), None); // last wins
     assert_eq!(internal_cmd(br#"{"cmd":"NODE_X""#), None); // not JSON: a user error
+}
+
+/// The prefilter against its definition, `"NODE_` or `\u` anywhere, with
+/// each pattern (and near misses) at every offset of lines on both sides
+/// of its short-line threshold, among `N`s, quotes and backslashes.
+#[test]
+fn the_internal_prefilter_misses_no_candidate() {
+    let reference = |line: &[u8]| {
+        line.windows(6).any(|w| w == b"\"NODE_") || line.windows(2).any(|w| w == b"\\u")
+    };
+    let fillers: [&[u8]; 4] = [b"x", b"N", b"\"", b"\\\\"];
+    let patterns: [&[u8]; 8] = [
+        b"\"NODE_",
+        b"\\u",
+        b"NODE_",
+        b"\"NODE",
+        b"\"NODEX",
+        b"\\",
+        b"\"N",
+        b"N\"NODE_",
+    ];
+    let mut checked = 0;
+    for len in [0, 1, 5, 6, 7, 22, 62, 63, 64, 65, 130] {
+        for filler in fillers {
+            for pattern in patterns {
+                for at in 0..=len {
+                    let mut line: Vec<u8> = filler.iter().copied().cycle().take(len).collect();
+                    line.splice(at..at, pattern.iter().copied());
+                    assert_eq!(
+                        may_be_internal(&line),
+                        reference(&line),
+                        "{:?}",
+                        String::from_utf8_lossy(&line)
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 10_000);
 }
 
 // --- from_parent: these change the process environment, one at a time.

@@ -366,6 +366,13 @@ impl Shared {
     /// Waits until `ready` returns `Some`, re-checking after every
     /// notification. `ready` runs under the lock.
     async fn wait_until<R>(&self, mut ready: impl FnMut(&mut WriteState) -> Option<R>) -> R {
+        // Most calls find the state ready: checked first without
+        // registering, which takes and drops a place in the `Notify`'s
+        // list (its lock, twice) on every send. `ready` changes nothing
+        // when it returns `None`, so checking again below is sound.
+        if let Some(r) = ready(&mut self.lock()) {
+            return r;
+        }
         loop {
             // Register before checking, so a notification between the check
             // and the await is not lost.
