@@ -807,7 +807,7 @@ fn bench_spawn(p: &Params) -> Section {
         (SPAWN_FLOOR, spawn_floor),
     );
     let mut rows = ours_rows();
-    rows.push((SPAWN_FLOOR.into(), FLOOR_BATCH, Box::new(spawn_floor)));
+    rows.push((SPAWN_FLOOR.into(), PAIRED_BATCH, Box::new(spawn_floor)));
     paired_node(
         &mut s,
         p.paired_batches,
@@ -1014,7 +1014,11 @@ type PairedRow<'a> = (String, usize, Box<dyn FnMut(usize) -> Sample + 'a>);
 
 /// The paired ratios against Node (issue 16): each of `rows` against the
 /// Node row `node`, whose batches a [`NodeServer`] of `script` and `args`
-/// times. Node's rows had run as whole processes seconds away from ours:
+/// times. Every row against Node uses the same batch size, the floors'
+/// included (their thread start then costs them about 0.5%): Node's time
+/// per call depends on it (a quick run gave the exec floor 1.64× Node in
+/// batches of 50 where std, its own inner call, was 2.06× in batches of
+/// 10). Node's rows had run as whole processes seconds away from ours:
 /// one run gave ours 1.42× Node in a task, the partial runs of the same
 /// day 1.67–1.71×.
 fn paired_node(
@@ -1343,7 +1347,7 @@ fn bench_exec(p: &Params) -> Section {
         PAIRED_BATCH,
         Box::new(|n| per_op(n, std_exec_once)),
     ));
-    rows.push((EXEC_FLOOR.into(), FLOOR_BATCH, Box::new(exec_floor)));
+    rows.push((EXEC_FLOOR.into(), PAIRED_BATCH, Box::new(exec_floor)));
     paired_node(
         &mut s,
         p.paired_batches,
