@@ -1022,13 +1022,23 @@ type PairedRow<'a> = (String, usize, Box<dyn FnMut(usize) -> Sample + 'a>);
 /// 10). Node's rows had run as whole processes seconds away from ours:
 /// one run gave ours 1.42× Node in a task, the partial runs of the same
 /// day 1.67–1.71×.
+///
+/// All rows share Node's batches: each round runs one batch of Node, then
+/// one of every row (in an order rotated each round), and a row's ratio in
+/// a round is against the mean of the Node batches before and after it.
+/// Pairing the rows with Node one after another instead let Node's own
+/// drift between the pairings show as a difference between rows: one run
+/// gave ours in a task 1.56× Node and std 1.64×, where ours in a task and
+/// std, paired with each other, were 1.01× apart.
 fn paired_node(
     s: &mut Section,
     batches: usize,
     (node_row, script, args): (&str, &str, &[&str]),
-    rows: Vec<PairedRow<'_>>,
+    mut rows: Vec<PairedRow<'_>>,
 ) {
-    let mut server = match NodeServer::start(script, args, PAIRED_BATCH * 3) {
+    let batch = rows.first().map_or(PAIRED_BATCH, |r| r.1);
+    debug_assert!(rows.iter().all(|r| r.1 == batch));
+    let mut server = match NodeServer::start(script, args, batch) {
         Ok(server) => server,
         Err(e) => {
             s.notes
@@ -1036,8 +1046,47 @@ fn paired_node(
             return;
         }
     };
-    for (row, batch, mut op) in rows {
-        let got = paired(batches, batch, &mut op, |n| server.batch(n));
+    // Per row: its ratios, or why it stopped.
+    let mut got: Vec<Result<Vec<f64>, String>> = rows
+        .iter_mut()
+        .map(|(_, _, op)| op(batch).map(|_| Vec::with_capacity(batches)))
+        .collect();
+    let mut before = match server.batch(batch) {
+        Ok(t) => t,
+        Err(e) => {
+            s.notes
+                .push(format!("Paired ratios against {node_row} failed: {e}"));
+            return;
+        }
+    };
+    for round in 0..batches {
+        let mut times = vec![None; rows.len()];
+        for k in 0..rows.len() {
+            let i = (round + k) % rows.len();
+            if got[i].is_ok() {
+                match (rows[i].2)(batch) {
+                    Ok(t) => times[i] = Some(t),
+                    Err(e) => got[i] = Err(e),
+                }
+            }
+        }
+        let after = match server.batch(batch) {
+            Ok(t) => t,
+            Err(e) => {
+                s.notes
+                    .push(format!("Paired ratios against {node_row} failed: {e}"));
+                return;
+            }
+        };
+        let node = (before + after) / 2.0;
+        for (ratios, t) in got.iter_mut().zip(&times) {
+            if let (Ok(ratios), Some(t)) = (ratios, t) {
+                ratios.push(node / t);
+            }
+        }
+        before = after;
+    }
+    for ((row, _, _), got) in rows.into_iter().zip(got) {
         s.record_paired(row, node_row.into(), batch, got);
     }
 }
