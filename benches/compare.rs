@@ -26,8 +26,8 @@
 //! spells: the same code measured 1.06× in rounds and 1.02× paired).
 //! Against Node the same: Node's script runs in its `serve` mode
 //! (`bench/node/serve.js`), timing one batch per line it reads, and its
-//! batches alternate with ours (spawn and exec in every shape, and IPC
-//! ping-pong).
+//! batches alternate with ours (spawn and exec in every shape, IPC one-way
+//! and ping-pong).
 //!
 //! Measurements that must not disturb the others (a parent holding 1 GiB,
 //! peak RSS of a capture, 1,000 children in flight, IPC workers) run in a
@@ -2513,6 +2513,28 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                 factor,
             );
         } else if matches!(kind, Ipc::OneWay) {
+            // Paired with Node as well: the rounds gave ours 10.95× and
+            // 9.18× Node an hour apart, with the same receiver code.
+            let per_msg = |rate: Sample| rate.map(|r| 1e9 / r);
+            let batch = count / 10;
+            let rows: Vec<PairedRow<'_>> = vec![
+                (
+                    fed.into(),
+                    batch,
+                    Box::new(move |n| per_msg(rust_ipc(kind, n, true, Parse::Value))),
+                ),
+                (
+                    ONEWAY_FLOOR.into(),
+                    batch,
+                    Box::new(move |n| per_msg(oneway_floor(n))),
+                ),
+            ];
+            paired_node(
+                &mut s,
+                (p.paired_batches / 5).max(MIN_PAIRED_ROUNDS),
+                (node_row, "ipc.js", &["oneway", "serve"]),
+                rows,
+            );
             s.compare_named(ONEWAY_FLOOR, "floor", node_row);
             s.compare_named(fed, "ours `feed()` + `flush()`", ONEWAY_FLOOR);
             s.target_worst_floor(
