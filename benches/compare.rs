@@ -2438,11 +2438,13 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             s.stdio_note(fd3_row, socket_row, pipes_row, node_pipes_row);
         }
         if matches!(kind, Ipc::PingPong) {
-            // Paired with Node's ping-pong (issue 16): on this 2-vCPU host
-            // a round trip is two wake-ups of an idle CPU, whose cost swings
-            // 2× within minutes (ours 44–120 µs, Node 96–141 µs per round
-            // trip in one quarter of an hour); pinned to one CPU both do
-            // without them (ours 11.5 µs, Node 31 µs).
+            // Paired with Node's ping-pong (issue 16). On this 2-vCPU host a
+            // round trip across the two CPUs is two wake-ups of a halted
+            // vCPU, and where the scheduler puts the two processes swings it
+            // 10× within an hour for every implementation (ours 7–120 µs,
+            // the tokio floor 12–117 µs, Node 96–177 µs per round trip).
+            // Pinned to one CPU there are no such wake-ups: ours 11.5 µs,
+            // Node 31 µs.
             let per_rt = |rate: Sample| rate.map(|r| 1e9 / r);
             let rows: Vec<PairedRow<'_>> = vec![
                 (
