@@ -589,6 +589,11 @@ impl WriteState {
     pub(super) fn unacked_len(&self) -> usize {
         self.unacked.len()
     }
+
+    /// Tasks counted as waiting, and whether a flusher holds the role.
+    pub(super) fn waiting_and_flushing(&self) -> (usize, bool) {
+        (self.waiters, self.flushing)
+    }
 }
 
 /// Counts a task waiting on `notify` until it stops waiting, by wakeup or
