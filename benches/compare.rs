@@ -2445,23 +2445,17 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             // the tokio floor 12–117 µs, Node 96–177 µs per round trip).
             // Pinned to one CPU there are no such wake-ups: ours 11.5 µs,
             // Node 31 µs.
-            let per_rt = |rate: Sample| rate.map(|r| 1e9 / r);
-            let rows: Vec<PairedRow<'_>> = vec![
-                (
-                    serial.into(),
-                    PINGPONG_BATCH,
-                    Box::new(move |n| per_rt(rust_ipc(kind, n, false, Parse::Value))),
-                ),
-                (
-                    ASYNC_IPC_FLOOR.into(),
-                    PINGPONG_BATCH,
-                    Box::new(move |n| per_rt(pingpong_floor_async(n))),
-                ),
-                (
-                    floor_row.into(),
-                    PINGPONG_BATCH,
-                    Box::new(move |n| per_rt(pingpong_floor(n))),
-                ),
+            let ours_row = || {
+                rate_row(serial, PINGPONG_BATCH, move |n| {
+                    rust_ipc(kind, n, false, Parse::Value)
+                })
+            };
+            let async_floor_row =
+                || rate_row(ASYNC_IPC_FLOOR, PINGPONG_BATCH, pingpong_floor_async);
+            let rows = vec![
+                ours_row(),
+                async_floor_row(),
+                rate_row(floor_row, PINGPONG_BATCH, pingpong_floor),
             ];
             let batches = (p.paired_batches / 5).max(MIN_PAIRED_ROUNDS);
             paired_node(
@@ -2470,12 +2464,7 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                 (node_row, "ipc.js", &["pingpong", "serve"]),
                 rows,
             );
-            let got = paired(
-                batches,
-                PINGPONG_BATCH,
-                |n| per_rt(rust_ipc(kind, n, false, Parse::Value)),
-                |n| per_rt(pingpong_floor_async(n)),
-            );
+            let got = paired(batches, PINGPONG_BATCH, ours_row().2, async_floor_row().2);
             s.record_paired(serial.into(), ASYNC_IPC_FLOOR.into(), PINGPONG_BATCH, got);
             s.compare_named(PINNED_OURS, "ours pinned", PINNED_NODE);
             s.compare_named(PINNED_FLOOR, "async floor pinned", PINNED_NODE);
@@ -2521,19 +2510,9 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             // a tenth: batches of the whole count, as in the rounds (in
             // batches of a tenth, 17 ms each, ours paired 9.1× Node where
             // the rounds' medians said 12.3×).
-            let per_msg = |rate: Sample| rate.map(|r| 1e9 / r);
-            let batch = count;
-            let rows: Vec<PairedRow<'_>> = vec![
-                (
-                    fed.into(),
-                    batch,
-                    Box::new(move |n| per_msg(rust_ipc(kind, n, true, Parse::Value))),
-                ),
-                (
-                    ONEWAY_FLOOR.into(),
-                    batch,
-                    Box::new(move |n| per_msg(oneway_floor(n))),
-                ),
+            let rows = vec![
+                rate_row(fed, count, move |n| rust_ipc(kind, n, true, Parse::Value)),
+                rate_row(ONEWAY_FLOOR, count, oneway_floor),
             ];
             paired_node(
                 &mut s,
@@ -2565,6 +2544,20 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
         sections.push(s);
     }
     sections
+}
+
+/// A row of [`paired_node`] from a function that measures a rate (per
+/// second, as the IPC workloads do): its time per operation instead.
+fn rate_row<'a>(
+    row: &str,
+    batch: usize,
+    mut rate: impl FnMut(usize) -> Sample + 'a,
+) -> PairedRow<'a> {
+    (
+        row.into(),
+        batch,
+        Box::new(move |n| rate(n).map(|r| 1e9 / r)),
+    )
 }
 
 /// `cmd` run with its CPU affinity set to CPU 0 (`taskset`), which the

@@ -289,38 +289,43 @@ mod tests {
     fn removals_while_spawning() {
         // Without the retry, about half of such processes saw a failure.
         for _ in 0..4 {
-            let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-            cmd.args(["--exact", "sys::env::tests::removals_probe", "--nocapture"])
-                .env("CP_ENV_REMOVALS", "1");
-            for i in 0..REMOVED {
-                cmd.env(format!("CP_ENV_REMOVED_{i}"), "x");
-            }
-            let out = cmd.output().unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && stdout.contains("probe ran"),
-                "{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            run_probe("removals_probe", |cmd| {
+                cmd.env("CP_ENV_REMOVALS", "1");
+                for i in 0..REMOVED {
+                    cmd.env(format!("CP_ENV_REMOVED_{i}"), "x");
+                }
+            });
         }
     }
 
-    #[test]
+    /// Runs the test `name` alone in a fresh copy of this binary, its
+    /// environment set by `env`, and checks that it ran and passed.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn probe_in_a_fresh_process() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "sys::env::tests::probe", "--nocapture"])
-            .env("CP_ENV_PROBE", "1")
-            .env("CP_ENV_PROBE_GONE", "1")
-            // Not an fd of the child's: recorded and never adopted.
-            .env("NODE_CHANNEL_FD", "987")
-            .output()
-            .unwrap();
+    fn run_probe(name: &str, env: impl FnOnce(&mut std::process::Command)) {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            &format!("sys::env::tests::{name}"),
+            "--nocapture",
+        ]);
+        env(&mut cmd);
+        let out = cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && stdout.contains("probe ran"),
             "{stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn probe_in_a_fresh_process() {
+        run_probe("probe", |cmd| {
+            cmd.env("CP_ENV_PROBE", "1")
+                .env("CP_ENV_PROBE_GONE", "1")
+                // Not an fd of the child's: recorded and never adopted.
+                .env("NODE_CHANNEL_FD", "987");
+        });
     }
 }
