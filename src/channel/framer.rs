@@ -44,6 +44,10 @@ pub(super) struct Framer {
     pub(super) buf: Vec<u8>,
     pub(super) start: usize,
     scan: usize,
+    /// No byte of `buf[start..clean]` is an `N` or a backslash, so no line
+    /// ending there can be a protocol message (see `next_plain`); stale,
+    /// and rescanned, once `start` has passed it.
+    clean: usize,
     /// We are skipping the rest of a line longer than `max_len`.
     discarding: bool,
     pub(super) eof: bool,
@@ -56,6 +60,7 @@ impl Framer {
             buf: Vec::new(),
             start: 0,
             scan: 0,
+            clean: 0,
             discarding: false,
             eof: false,
             max_len,
@@ -129,11 +134,25 @@ impl Framer {
         if end - start > self.max_len {
             return None;
         }
+        // The prefilter's `N` and backslash, searched for once per buffer
+        // rather than once per line: `memchr2` on a line of a dozen bytes
+        // cost 160 instructions per message (callgrind, one-way receiver),
+        // most of them setting up the search. One search past the end of
+        // this line, through everything buffered, settles the lines after
+        // it too; a line with a hit goes on to the exact test (so a line
+        // holding an `N`, say in a key, pays two searches: about what the
+        // one per line cost).
+        if end > self.clean {
+            let from = self.clean.max(start);
+            self.clean = memchr::memchr2(b'N', b'\\', &self.buf[from..])
+                .map_or(self.buf.len(), |i| from + i);
+        }
+        let suspect = end > self.clean;
         let line = &self.buf[start..end];
         let first = line
             .iter()
             .position(|&b| !matches!(b, b' ' | b'\t' | b'\r'))?;
-        if line[first] == b'{' && may_be_internal(line) {
+        if suspect && line[first] == b'{' && may_be_internal(line) {
             return None;
         }
         self.start = end + 1;
@@ -193,6 +212,7 @@ impl Framer {
         if self.start == self.buf.len() {
             self.start = 0;
             self.scan = 0;
+            self.clean = 0;
             self.buf.clear();
             if self.buf.capacity() > KEEP_CAPACITY {
                 self.buf = Vec::new();
@@ -205,6 +225,7 @@ impl Framer {
             self.buf.copy_within(self.start.., 0);
             self.buf.truncate(self.buf.len() - self.start);
             self.scan -= self.start;
+            self.clean = self.clean.saturating_sub(self.start);
             self.start = 0;
         }
         if self.buf.capacity() - self.buf.len() < READ_CHUNK {
@@ -313,17 +334,43 @@ pub fn fuzz_framing(data: &[u8], cuts: &[usize], max_len: usize) {
     }
     assert_eq!(got, model);
 }
+
 /// The first `\n` in `bytes`. Small messages are the common case and a
-/// line of them is a few dozen bytes: those are looked at byte by byte,
-/// since `memchr`'s call through its CPU-dispatched pointer cost more per
-/// line than the scan; past them, `memchr`.
+/// line of them is a few dozen bytes: those are looked at eight bytes at a
+/// time in a register, since `memchr`'s call through its CPU-dispatched
+/// pointer cost more per line than the scan; past them, `memchr`.
 #[inline]
 fn find_newline(bytes: &[u8]) -> Option<usize> {
     const NEAR: usize = 64;
     let near = &bytes[..bytes.len().min(NEAR)];
-    match near.iter().position(|&b| b == b'\n') {
+    match near_newline(near) {
         Some(i) => Some(i),
         None if bytes.len() > NEAR => memchr::memchr(b'\n', &bytes[NEAR..]).map(|i| NEAR + i),
         None => None,
     }
+}
+
+/// The first `\n` in a short `bytes`, a word at a time: the zero-byte test
+/// of "Bit Twiddling Hacks" (`haszero`) on the word XOR `\n` in every byte.
+/// The test can flag bytes above a real match (a borrow carries upward),
+/// never below one, so the lowest flag is the first `\n`; byte `i` of the
+/// word is `bytes[i]` on any target, by `from_le_bytes`. With `{"n":i}`
+/// lines it saved 25 of a receiver's 1,695 instructions per message
+/// (callgrind).
+#[inline]
+fn near_newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut words = bytes.chunks_exact(8);
+    for (k, word) in (&mut words).enumerate() {
+        let x = u64::from_le_bytes(word.try_into().expect("a chunk of 8")) ^ NEWLINES;
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(k * 8 + found.trailing_zeros() as usize / 8);
+        }
+    }
+    let tail = words.remainder();
+    let at = bytes.len() - tail.len();
+    tail.iter().position(|&b| b == b'\n').map(|i| at + i)
 }

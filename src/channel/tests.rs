@@ -643,9 +643,25 @@ fn framing_matches_the_model_on_the_fuzz_seeds() {
             fuzz_framing(&data, &[lead.len() + 17, lead.len() + cut], 16);
         }
     }
-    // A newline at every offset around the byte-by-byte prefix the framer
-    // scans before handing over to memchr, and none at all.
-    for len in [1, 63, 64, 65, 130] {
+    // Protocol lines among many plain ones, over several reads: the
+    // framer searches ahead for the prefilter's bytes once per buffer and
+    // keeps what it found across reads and the moves that make room.
+    let mut data = Vec::new();
+    for i in 0..12_000 {
+        match i % 997 {
+            0 => data.extend_from_slice(b"{\"cmd\":\"NODE_X\"}\n"),
+            500 => data.extend_from_slice(b"{\"cmd\":\"NODE\\u005fY\"}\n"),
+            700 => data.extend_from_slice(b"{\"Name\":\"N\"}\n"),
+            _ => data.extend_from_slice(format!("{{\"n\":{i}}}\n").as_bytes()),
+        }
+    }
+    for step in [4096, 65_535, 65_536, 100_003] {
+        let cuts: Vec<usize> = (step..data.len()).step_by(step).collect();
+        fuzz_framing(&data, &cuts, 1 << 20);
+    }
+    // A newline at every offset around the word-at-a-time prefix the
+    // framer scans before handing over to memchr, and none at all.
+    for len in [1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 130] {
         for at in (0..len).map(Some).chain([None]) {
             let mut data = vec![b'x'; len];
             if let Some(at) = at {
