@@ -652,6 +652,11 @@ fn framing_matches_the_model_on_the_fuzz_seeds() {
             0 => data.extend_from_slice(b"{\"cmd\":\"NODE_X\"}\n"),
             500 => data.extend_from_slice(b"{\"cmd\":\"NODE\\u005fY\"}\n"),
             700 => data.extend_from_slice(b"{\"Name\":\"N\"}\n"),
+            // The pattern after a few `N`s, and after more than the framer
+            // judges one by one.
+            800 => data.extend_from_slice(b"{\"a\":\"NN\",\"cmd\":\"NODE_W\"}\n"),
+            900 => data.extend_from_slice(b"{\"N\":\"NN\\\\NN\",\"cmd\":\"NODE_Z\"}\n"),
+            950 => data.extend_from_slice(b"{\"Name\":\"NNNNNNNN\"}\n"),
             _ => data.extend_from_slice(format!("{{\"n\":{i}}}\n").as_bytes()),
         }
     }

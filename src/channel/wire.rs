@@ -79,17 +79,23 @@ pub(super) fn internal_cmd(line: &[u8]) -> Option<String> {
 #[inline]
 pub(super) fn may_be_internal(line: &[u8]) -> bool {
     const SHORT: usize = 64;
-    let escape = |i: usize| line.get(i + 1) == Some(&b'u');
     if line.len() < SHORT {
-        memchr::memchr2_iter(b'N', b'\\', line).any(|i| match line[i] {
-            b'N' => i > 0 && line[i - 1] == b'"' && line[i..].first_chunk::<5>() == Some(b"NODE_"),
-            _ => escape(i),
-        })
+        memchr::memchr2_iter(b'N', b'\\', line).any(|i| starts_pattern(line, i))
     } else {
         memchr::memchr2_iter(b'"', b'\\', line).any(|i| match line[i] {
             b'"' => line[i + 1..].first_chunk::<5>() == Some(b"NODE_"),
-            _ => escape(i),
+            _ => line.get(i + 1) == Some(&b'u'),
         })
+    }
+}
+
+/// Whether the `N` or backslash at `line[i]` starts what
+/// [`may_be_internal`] looks for: the `N` of `"NODE_`, or a `\u` escape.
+#[inline]
+pub(super) fn starts_pattern(line: &[u8], i: usize) -> bool {
+    match line[i] {
+        b'N' => i > 0 && line[i - 1] == b'"' && line[i..].first_chunk::<5>() == Some(b"NODE_"),
+        _ => line.get(i + 1) == Some(&b'u'),
     }
 }
 
