@@ -35,12 +35,14 @@
 //! the scripts in `bench/node/`, run with the `node` found in `PATH`; they
 //! time themselves, so Node's start-up is not counted.
 //!
-//! Nothing here asserts: a target that does not hold shows as "no", or as
-//! "floor" where ours is at the figure of a row labelled `floor:` of the same
-//! run, a minimal program (std and libc, no runtime) that does only the
-//! syscalls the work needs (issue 16): spawn and exec in multi-thread
-//! `block_on`, capture from the 64 KiB and 1 MiB producers, IPC ping-pong;
-//! `exec` against Node has std's own ratio as its floor.
+//! Nothing here asserts: a target that does not hold shows as "no", as
+//! "parity" where a "never slower" target's paired median misses by less
+//! than the run can tell (the median's 95 % confidence interval holds
+//! 1.00×), or as "floor" where ours is at the figure of a row labelled
+//! `floor:` of the same run, a minimal program (std and libc, no runtime)
+//! that does only the syscalls the work needs (issue 16): spawn and exec in
+//! multi-thread `block_on`, capture from the 64 KiB and 1 MiB producers,
+//! IPC ping-pong; `exec` against Node has std's own ratio as its floor.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -293,6 +295,24 @@ fn shuffled(n: usize, round: usize) -> Vec<usize> {
         order.swap(i, (state % (i as u64 + 1)) as usize);
     }
     order
+}
+
+/// The distribution-free 95 % confidence interval of the median of
+/// `values`: the order statistics at ranks n/2 − 0.98·√n and
+/// n/2 + 1 + 0.98·√n (the binomial interval; for 100 values, the 40th and
+/// the 61st). `None` under 6 values, where it would span them all.
+fn median_ci(values: &[f64]) -> Option<(f64, f64)> {
+    let n = values.len();
+    if n < 6 {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let half = 1.96 * (n as f64).sqrt() / 2.0;
+    // 1-based ranks.
+    let lo = ((n as f64 / 2.0 - half).floor() as usize).max(1);
+    let hi = ((n as f64 / 2.0 + 1.0 + half).ceil() as usize).min(n);
+    Some((v[lo - 1], v[hi - 1]))
 }
 
 fn median(values: &[f64]) -> Option<f64> {
@@ -3381,6 +3401,13 @@ enum Bound {
     AtLeast(f64),
 }
 
+impl Bound {
+    /// "Never slower": the bound is the peer itself.
+    fn is_parity(self) -> bool {
+        matches!(self, Bound::AtMost(b) | Bound::AtLeast(b) if b == 1.0)
+    }
+}
+
 struct Target {
     text: String,
     measured: String,
@@ -3395,6 +3422,10 @@ enum Holds {
     /// Missed, but ours is at the floor: a minimal program doing only the
     /// syscalls (a floor row of the same run) does no better (issue 16).
     Floor,
+    /// A "never slower" target missed by the paired median, where the 95 %
+    /// confidence interval of that median holds 1.00×: the run cannot tell
+    /// ours from the peer.
+    Parity,
     Unknown,
 }
 
@@ -3482,6 +3513,14 @@ impl Section {
     }
 
     /// Keeps a paired ratio of `ours` against `peer` (a note if it failed).
+    /// The 95 % confidence interval of `advantage` for a paired pair.
+    fn advantage_ci(&self, ours: &str, peer: &str) -> Option<(f64, f64)> {
+        self.paired
+            .iter()
+            .find(|(o, p, _, b)| o == ours && p == peer && b.len() >= MIN_PAIRED_ROUNDS)
+            .and_then(|(_, _, _, batches)| median_ci(batches))
+    }
+
     fn record_paired(
         &mut self,
         ours: String,
@@ -3605,6 +3644,35 @@ impl Section {
         } else {
             Holds::Yes
         };
+        if let (Holds::No, true) = (holds, bound.is_parity()) {
+            // Each missed pair: the confidence interval of its paired
+            // median, in the target's terms.
+            let mut intervals = Vec::new();
+            let mut all_hold_parity = true;
+            for (name, ours, peer) in pairs {
+                let Some(a) = self.advantage(ours, peer) else {
+                    continue;
+                };
+                if ok(a) {
+                    continue;
+                }
+                match self.advantage_ci(ours, peer) {
+                    Some((lo, hi)) if ok(hi) => {
+                        let (x, y) = (shown(lo), shown(hi));
+                        intervals.push(format!("{name} {:.2}–{:.2}×", x.min(y), x.max(y)));
+                    }
+                    _ => all_hold_parity = false,
+                }
+            }
+            if all_hold_parity && !intervals.is_empty() {
+                let _ = write!(
+                    measured,
+                    "; 95 % confidence interval of the paired median: {}",
+                    intervals.join(", ")
+                );
+                holds = Holds::Parity;
+            }
+        }
         if let (Holds::No, Some(floor)) = (holds, floor) {
             // The floor row against each missed pair's peer, and ours
             // against the floor row.
@@ -3695,6 +3763,7 @@ impl Section {
                     Holds::Yes => "yes",
                     Holds::No => "**no**",
                     Holds::Floor => "floor",
+                    Holds::Parity => "parity",
                     Holds::Unknown => "n/a",
                 }
             );
@@ -3725,18 +3794,19 @@ impl Section {
             );
             let _ = writeln!(
                 out,
-                "| ours | against | batches × calls | median | p25 – p75 |"
+                "| ours | against | batches × calls | median | 95 % CI of the median | p25 – p75 |"
             );
-            let _ = writeln!(out, "|---|---|---:|---:|---:|");
+            let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
             for (ours, peer, batch, batches) in &self.paired {
                 let mut v = batches.clone();
                 v.sort_by(f64::total_cmp);
                 let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
                 let _ = writeln!(
                     out,
-                    "| {ours} | {peer} | {} × {batch} | {} | {:.2} – {:.2} |",
+                    "| {ours} | {peer} | {} × {batch} | {} | {} | {:.2} – {:.2} |",
                     v.len(),
                     median(&v).map_or("n/a".into(), |m| format!("{m:.3}")),
+                    median_ci(&v).map_or("n/a".into(), |(lo, hi)| format!("{lo:.3} – {hi:.3}")),
                     at(0.25),
                     at(0.75)
                 );
@@ -3830,7 +3900,11 @@ impl Report {
              slow spell of the machine that spans a round counts against both rows; \
              where rows did not run in the same rounds, the ratio of their medians; \
              where a section has a \"Paired\" table, that pair's ratio is from it (both \
-             in one process, alternating batches of {PAIRED_BATCH} calls).\n",
+             in one process, alternating batches of {PAIRED_BATCH} calls). A target that \
+             does not hold says \"floor\" where ours is within a few percent of a row \
+             labelled `floor:`, a minimal program doing only the syscalls the work needs; \
+             and a \"never slower\" target says \"parity\" where its paired median misses \
+             but the 95 % confidence interval of that median holds 1.00×.\n",
             if p.quick { " -- --quick" } else { "" },
             command_line_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
             took.as_secs_f64(),
