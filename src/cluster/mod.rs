@@ -33,6 +33,7 @@
 //! # }
 //! ```
 
+mod events;
 mod logs;
 mod primary;
 pub(crate) mod protocol;
@@ -940,6 +941,14 @@ pub enum Event {
     /// The cluster stopped on a signal ([`Setup::stop_on_signals`]): the
     /// last event.
     Stopped(Shutdown),
+    /// Events were dropped, the oldest first: the primary keeps the newest
+    /// 4,096 unread ones, so a program that does not read events (or a
+    /// worker that floods messages or output) does not grow it without
+    /// bound. What the dropped ones told is in [`Primary::workers`].
+    Lagged {
+        /// How many were dropped since the last event read.
+        missed: u64,
+    },
     /// Something went wrong that ends no worker: a malformed message, a
     /// failed `accept`, a connection no worker would take.
     Error {
@@ -1039,7 +1048,7 @@ pub struct Shutdown {
 #[derive(Debug)]
 pub struct Primary {
     calls: mpsc::UnboundedSender<primary::Call>,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: events::EventReceiver,
     stopped: std::sync::Arc<primary::Stopped>,
 }
 
@@ -1064,6 +1073,10 @@ impl Drop for Primary {
 impl Primary {
     /// The next event, or `None` once the primary has stopped.
     ///
+    /// The primary keeps the newest 4,096 unread events: past them the
+    /// oldest go, and the next event read is [`Event::Lagged`] with how
+    /// many.
+    ///
     /// # Examples
     ///
     /// ```no_run
@@ -1080,7 +1093,7 @@ impl Primary {
     ///
     /// Cancel-safe: an event not returned stays queued.
     pub async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
+        std::future::poll_fn(|cx| self.events.poll_recv(cx)).await
     }
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> primary::Call) -> Result<T> {

@@ -282,7 +282,7 @@ struct State {
     workers: BTreeMap<WorkerId, WorkerSlot>,
     keys: HashMap<Arc<str>, KeyState>,
     inflight: HashMap<u64, InFlight>,
-    events: mpsc::UnboundedSender<Event>,
+    events: super::events::EventSender,
     /// From the helper tasks other than the workers' readers: accepts,
     /// exits, timers. Served before `messages`.
     inputs: mpsc::UnboundedSender<Input>,
@@ -508,7 +508,7 @@ struct Receivers {
 /// Bind, and make the state and the `Primary`, on the primary's thread.
 fn begin(setup: Setup, stopped: Arc<Stopped>) -> Result<Begun> {
     let (calls_tx, calls) = mpsc::unbounded_channel();
-    let (events_tx, events) = mpsc::unbounded_channel();
+    let (events_tx, events) = super::events::channel();
     let (inputs_tx, inputs) = mpsc::unbounded_channel();
     let (messages_tx, messages) = mpsc::channel(MESSAGES_QUEUED);
     let (listen_fds, socket_files) = bind_listen_fds(&setup.listen_fds)?;
@@ -727,7 +727,7 @@ impl State {
 
     fn emit(&self, event: Event) {
         // The `Primary` may be gone (a shutdown in progress); nothing to tell.
-        let _ = self.events.send(event);
+        self.events.send(event);
     }
 
     /// Start a worker in `slot` (a new slot when `None`).
@@ -2249,7 +2249,7 @@ async fn watch(
 /// Where a worker's output lines go: the log writer, or events.
 enum OutputTo {
     Logs(super::logs::LogWriter, WorkerId, crate::Stream),
-    Events(mpsc::UnboundedSender<Event>, WorkerId, crate::Stream),
+    Events(super::events::EventSender, WorkerId, crate::Stream),
 }
 
 impl OutputTo {
@@ -2257,7 +2257,7 @@ impl OutputTo {
     async fn line(&self, line: &[u8]) -> bool {
         match self {
             OutputTo::Logs(logs, id, stream) => logs.line(*stream, *id, line).await,
-            OutputTo::Events(events, id, stream) => events.send(output(*id, *stream, line)).is_ok(),
+            OutputTo::Events(events, id, stream) => events.send(output(*id, *stream, line)),
         }
     }
 }

@@ -1709,3 +1709,40 @@ async fn endless_calls_do_not_hold_up_connections() {
         caller.abort();
     }
 }
+
+/// A program that does not read events does not hold every message a
+/// flooding worker sends: the primary keeps the newest few thousand and
+/// the first event read says how many went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_events_are_dropped_oldest_first_and_counted() {
+    let mut primary = cp::cluster("sh")
+        .args(["-c", r#"exec yes '{"f":1}' >&"$NODE_CHANNEL_FD""#])
+        .workers(1)
+        .start()
+        .await
+        .unwrap();
+    let pid = crate::support::worker_pids(&primary).await[0];
+    // 2 MiB written is 262,144 messages, far more than the socket and the
+    // primary's bounded reader queue hold: most were read and emitted.
+    let written = || {
+        std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .ok()
+            .and_then(|io| {
+                io.lines()
+                    .find_map(|l| l.strip_prefix("wchar: ")?.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    wait_until_async(LIMIT, "the worker wrote 2 MiB", || written() >= 2 << 20).await;
+    match primary.next_event().await {
+        Some(Event::Lagged { missed }) => assert!(missed >= 150_000, "missed {missed}"),
+        other => panic!("not Lagged first: {other:?}"),
+    }
+    // Then the kept ones, the flood's messages (read as they come now).
+    assert!(matches!(
+        primary.next_event().await,
+        Some(Event::Message { worker: 1, .. } | Event::Lagged { .. })
+    ));
+    drop(primary);
+    assert!(!alive(pid), "the worker outlived the drop");
+}
