@@ -1,5 +1,6 @@
 //! The primary's events on their way to the [`Primary`](super::Primary): a
-//! queue that keeps the newest [`EVENTS_KEPT`] unread ones.
+//! queue that keeps the newest unread ones, at most [`EVENTS_KEPT`] of
+//! them and [`BYTES_KEPT`] of their memory.
 //!
 //! Unbounded, a program that never reads events (it only wants the
 //! workers to run) held every message and output line its workers ever
@@ -19,8 +20,42 @@ use super::Event;
 /// How many unread events the queue keeps.
 pub(crate) const EVENTS_KEPT: usize = 4096;
 
+/// How much memory the unread events may hold, as [`weight`] counts it:
+/// a count alone let a worker sending 16 KiB arrays hold a gigabyte (an
+/// outside attack measured it), since a parsed `Value` takes many times
+/// its text. The newest event is kept whatever its size.
+pub(crate) const BYTES_KEPT: usize = 64 << 20;
+
+/// The memory `event` holds, about: its own size and what it points to
+/// (a worker's message, a line of output). A `Value` is walked once, after
+/// the walk that parsed it; its depth is bounded by the parser (128).
+fn weight(event: &Event) -> usize {
+    fn value(v: &serde_json::Value) -> usize {
+        use serde_json::Value;
+        // A map entry: the key, the value, and about as much again in
+        // the B-tree's nodes.
+        const ENTRY: usize = 2 * (size_of::<String>() + size_of::<Value>());
+        match v {
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+            Value::String(s) => s.capacity(),
+            Value::Array(a) => {
+                a.capacity() * size_of::<Value>() + a.iter().map(value).sum::<usize>()
+            }
+            Value::Object(m) => m.iter().map(|(k, v)| ENTRY + k.capacity() + value(v)).sum(),
+        }
+    }
+    size_of::<Event>()
+        + match event {
+            Event::Message { message, .. } => value(message),
+            Event::Output { line, .. } => line.capacity(),
+            _ => 0,
+        }
+}
+
 struct Inner {
-    queue: VecDeque<Event>,
+    queue: VecDeque<(Event, usize)>,
+    /// The sum of the queued events' weights.
+    bytes: usize,
     /// Dropped since the last [`Event::Lagged`].
     missed: u64,
     senders: usize,
@@ -46,6 +81,7 @@ impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Events")
             .field("unread", &self.queue.len())
+            .field("bytes", &self.bytes)
             .field("missed", &self.missed)
             .finish()
     }
@@ -55,6 +91,7 @@ impl std::fmt::Debug for Inner {
 pub(crate) fn channel() -> (EventSender, EventReceiver) {
     let shared = Arc::new(Mutex::new(Inner {
         queue: VecDeque::new(),
+        bytes: 0,
         missed: 0,
         senders: 1,
         receiver: true,
@@ -64,21 +101,33 @@ pub(crate) fn channel() -> (EventSender, EventReceiver) {
 }
 
 impl EventSender {
-    /// Queues `event`, dropping the oldest unread one when
-    /// [`EVENTS_KEPT`] are queued; `false` once the receiver is gone.
+    /// Queues `event`, dropping the oldest unread ones while more than
+    /// [`EVENTS_KEPT`] are queued or they weigh more than [`BYTES_KEPT`];
+    /// `false` once the receiver is gone.
     pub(crate) fn send(&self, event: Event) -> bool {
+        let weight = weight(&event);
+        let mut dropped = Vec::new();
         let waker = {
             let mut inner = lock(&self.0);
             if !inner.receiver {
                 return false;
             }
-            if inner.queue.len() >= EVENTS_KEPT {
-                inner.queue.pop_front();
+            inner.queue.push_back((event, weight));
+            inner.bytes += weight;
+            while inner.queue.len() > 1
+                && (inner.queue.len() > EVENTS_KEPT || inner.bytes > BYTES_KEPT)
+            {
+                let Some((old, w)) = inner.queue.pop_front() else {
+                    break;
+                };
+                inner.bytes -= w;
                 inner.missed += 1;
+                dropped.push(old);
             }
-            inner.queue.push_back(event);
             inner.waker.take()
         };
+        // Freed outside the lock: a big message takes a while.
+        drop(dropped);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -119,7 +168,8 @@ impl EventReceiver {
             let missed = std::mem::take(&mut inner.missed);
             return Poll::Ready(Some(Event::Lagged { missed }));
         }
-        if let Some(event) = inner.queue.pop_front() {
+        if let Some((event, weight)) = inner.queue.pop_front() {
+            inner.bytes -= weight;
             return Poll::Ready(Some(event));
         }
         if inner.senders == 0 {
@@ -138,6 +188,7 @@ impl Drop for EventReceiver {
         let unread = {
             let mut inner = lock(&self.0);
             inner.receiver = false;
+            inner.bytes = 0;
             std::mem::take(&mut inner.queue)
         };
         // Dropped outside the lock.
@@ -193,6 +244,45 @@ mod tests {
         }
         drop(tx);
         assert!(poll_fn(|cx| rx.poll_recv(cx)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn unread_events_are_bounded_in_memory_too() {
+        let (tx, mut rx) = channel();
+        let big = |i: u64| Event::Message {
+            worker: 1 as WorkerId,
+            message: serde_json::json!({ "i": i, "d": vec![0; 1 << 17] }),
+        };
+        // Each weighs 4 MiB (131,072 `Value`s of 32 bytes): 100 of them
+        // would be 400 MiB.
+        assert!(weight(&big(0)) > 4 << 20);
+        for i in 0..100 {
+            tx.send(big(i));
+            let inner = lock(&tx.0);
+            assert!(inner.bytes <= BYTES_KEPT, "{} bytes held", inner.bytes);
+        }
+        let missed = match poll_fn(|cx| rx.poll_recv(cx)).await {
+            Some(Event::Lagged { missed }) => missed,
+            other => panic!("not Lagged first: {other:?}"),
+        };
+        let mut next = missed;
+        while let Poll::Ready(Some(event)) = rx.poll_recv(&mut Context::from_waker(Waker::noop())) {
+            assert_eq!(index(&event), next);
+            next += 1;
+        }
+        assert_eq!(next, 100);
+        // One heavier than the whole budget is still delivered.
+        let huge = Event::Output {
+            worker: 1,
+            stream: crate::Stream::Stdout,
+            line: "x".repeat(BYTES_KEPT + 1),
+        };
+        tx.send(huge);
+        assert!(matches!(
+            poll_fn(|cx| rx.poll_recv(cx)).await,
+            Some(Event::Output { line, .. }) if line.len() == BYTES_KEPT + 1
+        ));
+        assert_eq!(lock(&tx.0).bytes, 0);
     }
 
     struct Count(AtomicUsize);

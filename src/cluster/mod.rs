@@ -942,8 +942,9 @@ pub enum Event {
     /// last event.
     Stopped(Shutdown),
     /// Events were dropped, the oldest first: the primary keeps the newest
-    /// 4,096 unread ones, so a program that does not read events (or a
-    /// worker that floods messages or output) does not grow it without
+    /// unread ones, 4,096 at most and 64 MiB of memory at most (the newest
+    /// one whatever its size), so a program that does not read events (or
+    /// a worker that floods messages or output) does not grow it without
     /// bound. What the dropped ones told is in [`Primary::workers`].
     Lagged {
         /// How many were dropped since the last event read.
@@ -1073,9 +1074,9 @@ impl Drop for Primary {
 impl Primary {
     /// The next event, or `None` once the primary has stopped.
     ///
-    /// The primary keeps the newest 4,096 unread events: past them the
-    /// oldest go, and the next event read is [`Event::Lagged`] with how
-    /// many.
+    /// The primary keeps the newest unread events, 4,096 and 64 MiB at
+    /// most: past them the oldest go, and the next event read is
+    /// [`Event::Lagged`] with how many.
     ///
     /// # Examples
     ///
