@@ -3637,7 +3637,12 @@ impl Section {
         if !missing.is_empty() {
             let _ = write!(measured, "; n/a: {}", missing.join(", "));
         }
-        let mut holds = if got.iter().any(|(_, a)| !ok(*a)) {
+        // The pairs that miss the bound, for the parity and floor rules.
+        let missed: Vec<_> = pairs
+            .iter()
+            .filter(|(_, ours, peer)| self.advantage(ours, peer).is_some_and(|a| !ok(a)))
+            .collect();
+        let mut holds = if !missed.is_empty() {
             Holds::No
         } else if got.is_empty() || !missing.is_empty() {
             Holds::Unknown
@@ -3649,13 +3654,7 @@ impl Section {
             // median, in the target's terms.
             let mut intervals = Vec::new();
             let mut all_hold_parity = true;
-            for (name, ours, peer) in pairs {
-                let Some(a) = self.advantage(ours, peer) else {
-                    continue;
-                };
-                if ok(a) {
-                    continue;
-                }
+            for (name, ours, peer) in &missed {
                 match self.advantage_ci(ours, peer) {
                     Some((lo, hi)) if ok(hi) => {
                         let (x, y) = (shown(lo), shown(hi));
@@ -3678,13 +3677,7 @@ impl Section {
             // against the floor row.
             let mut at_floor = missing.is_empty();
             let mut floor_figure = None;
-            for (_, ours, peer) in pairs {
-                let Some(a) = self.advantage(ours, peer) else {
-                    continue;
-                };
-                if ok(a) {
-                    continue;
-                }
+            for (_, ours, peer) in &missed {
                 match self
                     .advantage(floor.row, peer)
                     .zip(self.advantage(ours, floor.row))
