@@ -50,7 +50,7 @@ impl Job {
             )?
             .io(self.input(), self.sinks());
         if self.forwards_signals() {
-            run.forwarding = sys::forward::forward_to(run.members[0].pid);
+            run.forwarding = run.forward_signals();
         }
         let collected = run.collect(io)?;
         judge(
@@ -169,7 +169,7 @@ fn run_pipeline(pipeline: Pipeline, cancel: Option<Arc<Cancel>>) -> Result<Outpu
     }
     run.keep_leader_pidfd();
     if pipeline.forwards_signals() {
-        run.forwarding = sys::forward::forward_to(run.members[0].pid);
+        run.forwarding = run.forward_signals();
     }
     let input = stages[0].input();
     let mut stdin = first_stdin.filter(|_| matches!(stages[0].stdin, Feed::Bytes(_)));
@@ -313,6 +313,14 @@ impl SyncRun {
             spawning.started(raw.pid, pidfd, raw.leads_group, on_drop);
         }
         Ok(self.push(raw, on_drop, stage))
+    }
+
+    /// Pass the signals a terminal or a service manager sends this process
+    /// on to the group the first member leads, and any a later member had
+    /// to lead (see `spawn_raw`; `sys::forward`).
+    fn forward_signals(&self) -> Option<sys::forward::Forwarding> {
+        let leaders = self.members.iter().filter(|m| m.leads_group);
+        sys::forward::forward_to(leaders.map(|m| (m.pid, m.pidfd.as_ref().map(|fd| fd.as_fd()))))
     }
 
     fn keep_leader_pidfd(&mut self) {

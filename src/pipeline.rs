@@ -474,9 +474,14 @@ impl Running {
             .proc()
             .pidfd
             .and_then(|fd| fd.try_clone_to_owned().ok());
+        // The group, and any stage that had to lead its own (see
+        // `spawn_raw`).
         let forwarding = pipeline
             .forward_signals
-            .then(|| sys::forward::forward_to(leader_pid))
+            .then(|| {
+                let leaders = children.iter().filter(|c| c.leads_group());
+                sys::forward::forward_to(leaders.map(|c| (c.pid() as libc::pid_t, c.proc().pidfd)))
+            })
             .flatten();
         let mut stdin = match &pipeline.stages[0].stdin {
             Feed::Bytes(_) => children[0].stdin.take(),

@@ -262,6 +262,11 @@ impl Child {
     }
 
     /// The child as the kill and reap functions see it.
+    /// Whether the child leads a process group (of its own making).
+    pub(crate) fn leads_group(&self) -> bool {
+        self.leads_group
+    }
+
     pub(crate) fn proc(&self) -> Proc<'_> {
         Proc {
             pid: self.pid,
@@ -330,7 +335,7 @@ impl Child {
     /// on to the child's group while it runs (see `sys::forward`).
     pub(crate) fn forward_signals(&mut self) {
         if self.leads_group && self.status.is_none() {
-            self.forwarding = sys::forward::forward_to(self.pid);
+            self.forwarding = sys::forward::forward_to([(self.pid, self.pidfd())]);
         }
     }
 

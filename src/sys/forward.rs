@@ -24,13 +24,22 @@
 //! from within itself through such a chain, it only forwards (once), never
 //! re-raises: the process has a handler of its own then.
 //!
-//! The handler does only async-signal-safe work: atomics, `waitid`, `killpg`,
-//! `sigaction`, `raise`, and the call to the previous handler.
+//! A group is named by its leader's pidfd where the kernel signals groups
+//! through one (`PIDFD_SIGNAL_PROCESS_GROUP`, Linux 6.9): the kernel then
+//! finds the group by the leader's `struct pid`, which a process that got
+//! the same number later never shares, not even a child of ours leading a
+//! group of its own. Elsewhere by its number, sent only while a child of
+//! ours is still in the group (which keeps the number from being reused).
+//!
+//! The handler does only async-signal-safe work: atomics,
+//! `pidfd_send_signal`, `waitid`, `killpg`, `sigaction`, `raise`, and the
+//! call to the previous handler.
 
 use std::io;
 use std::mem;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// The signals a terminal or a service manager sends to end a program.
@@ -39,8 +48,27 @@ const SIGNALS: [libc::c_int; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, li
 /// How many groups can be registered at once; more are not forwarded to.
 const SLOTS: usize = 1024;
 
-/// The registered process group ids; 0 is a free slot.
-static GROUPS: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
+/// The registered groups; 0 is a free slot. A group is its id in the high
+/// half and, in the low half, its leader's pidfd plus one (0: no pidfd).
+static GROUPS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+
+/// How many handlers are in their forwarding loop right now. A
+/// registration dropped waits for none to be before it closes its pidfd,
+/// so a handler that read the slot never signals through a number that
+/// was closed and reused meanwhile (by another child's pidfd, say).
+static IN_LOOP: AtomicUsize = AtomicUsize::new(0);
+
+fn pack(pgid: libc::pid_t, pidfd: Option<RawFd>) -> u64 {
+    (u64::from(pgid as u32) << 32) | pidfd.map_or(0, |fd| u64::from(fd as u32) + 1)
+}
+
+fn unpack(slot: u64) -> (libc::pid_t, Option<RawFd>) {
+    let low = slot as u32;
+    (
+        (slot >> 32) as libc::pid_t,
+        (low != 0).then(|| (low - 1) as RawFd),
+    )
+}
 
 /// Per signal: the handler ours replaced (`sa_sigaction`) and its flags.
 static PREV_HANDLER: [AtomicUsize; 4] = [const { AtomicUsize::new(libc::SIG_DFL) }; 4];
@@ -61,39 +89,74 @@ fn index(signal: libc::c_int) -> Option<usize> {
     SIGNALS.iter().position(|&s| s == signal)
 }
 
-/// A registered group: signals are forwarded to it until this is dropped.
-/// Drop it before the group's leader is reaped, so a recycled id is never
-/// signalled.
+/// Registered groups: signals are forwarded to them until this is
+/// dropped. Drop it before a group's leader is reaped, so a recycled id is
+/// never signalled.
 #[derive(Debug)]
-pub(crate) struct Forwarding(usize);
+pub(crate) struct Forwarding(Vec<Registered>);
+
+#[derive(Debug)]
+struct Registered {
+    slot: usize,
+    /// A duplicate of the leader's pidfd, which names the group.
+    pidfd: Option<OwnedFd>,
+}
 
 impl Drop for Forwarding {
     fn drop(&mut self) {
-        GROUPS[self.0].store(0, Ordering::SeqCst);
+        for group in &self.0 {
+            GROUPS[group.slot].store(0, Ordering::SeqCst);
+        }
+        if self.0.iter().any(|group| group.pidfd.is_some()) {
+            // A handler reads a slot only inside its loop, so once none is
+            // in it, none holds the fds' numbers. A handler on this thread
+            // has finished by the time this runs again: no deadlock.
+            while IN_LOOP.load(Ordering::SeqCst) != 0 {
+                std::thread::yield_now();
+            }
+        }
     }
 }
 
-/// Forward the four signals to group `pgid` from now on. `None` when every
-/// slot is taken or the handlers cannot be installed (the child then runs
-/// as it would with `process_group(true)` alone).
+/// Forward the four signals from now on to the groups of `leaders`, each
+/// a group leader's pid and pidfd (a pipeline's stages are one group,
+/// unless a stage could not join it), naming each group by the pidfd where
+/// the kernel can. `None` when no group was registered: every slot is
+/// taken, or the handlers cannot be installed (the children then run as
+/// they would with `process_group(true)` alone).
 ///
-/// Not when this process ignores `SIGCHLD`: the kernel then reaps the
-/// leader at its exit, before we could unregister the group, and the id
-/// could name someone else's group by the time a signal comes.
-pub(crate) fn forward_to(pgid: libc::pid_t) -> Option<Forwarding> {
-    if super::sigchld_ignored() {
-        return None;
-    }
-    install().ok()?;
-    for (i, slot) in GROUPS.iter().enumerate() {
-        if slot
-            .compare_exchange(0, pgid, Ordering::SeqCst, Ordering::Relaxed)
-            .is_ok()
-        {
-            return Some(Forwarding(i));
+/// A group without a pidfd that names it is not registered when this
+/// process ignores `SIGCHLD`: the kernel then reaps the leader at its exit,
+/// before we could unregister the group, and the id could name someone
+/// else's group by the time a signal comes.
+pub(crate) fn forward_to<'a>(
+    leaders: impl IntoIterator<Item = (libc::pid_t, Option<BorrowedFd<'a>>)>,
+) -> Option<Forwarding> {
+    let mut registered = Vec::new();
+    for (pgid, leader_pidfd) in leaders {
+        // A duplicate: the registration must not outlive the fd it names,
+        // and the child's own pidfd may be closed first.
+        let pidfd = leader_pidfd
+            .filter(|&fd| super::signals_groups_by_pidfd(fd))
+            .and_then(|fd| fd.try_clone_to_owned().ok());
+        if pidfd.is_none() && super::sigchld_ignored() {
+            continue;
+        }
+        if registered.is_empty() {
+            install().ok()?;
+        }
+        let value = pack(pgid, pidfd.as_ref().map(AsRawFd::as_raw_fd));
+        let free = GROUPS.iter().position(|group| {
+            group
+                .compare_exchange(0, value, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+        });
+        match free {
+            Some(slot) => registered.push(Registered { slot, pidfd }),
+            None => break,
         }
     }
-    None
+    (!registered.is_empty()).then_some(Forwarding(registered))
 }
 
 /// Make ours the handler of each signal, keeping what it replaces, unless
@@ -144,21 +207,35 @@ extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
     // may change it, and an interrupted thread must find it as it was.
     let errno = unsafe { *libc::__errno_location() };
     if DEPTH[i].fetch_add(1, Ordering::SeqCst) == 0 {
-        for slot in &GROUPS {
-            let pgid = slot.load(Ordering::SeqCst);
-            if pgid > 0 && super::group_holds_our_child(pgid) {
-                // SAFETY: killpg takes two integers. A group is registered
-                // only while a member is unreaped, and one was just seen to
-                // be a child of ours, so the id is still ours: when
-                // `SIGCHLD` is set to `SIG_IGN` after the group was
-                // registered, the kernel reaps members itself, and the id
-                // could name another program's group by now (an attack
-                // steered the pid there through `ns_last_pid`). A
-                // pipeline's group outlives its leader, hence the group,
-                // not the leader, is asked.
-                unsafe { libc::killpg(pgid, signal) };
+        IN_LOOP.fetch_add(1, Ordering::SeqCst);
+        for group in &GROUPS {
+            let (pgid, pidfd) = unpack(group.load(Ordering::SeqCst));
+            match pidfd {
+                Some(fd) => {
+                    // SAFETY: the fd stays open while its slot holds it and
+                    // this loop runs (see `IN_LOOP`).
+                    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                    // The leader's `struct pid` names the group, whether or
+                    // not the leader was reaped: a process that got the
+                    // number since is never reached.
+                    let _ = super::signal_group_by_pidfd(fd.as_fd(), signal);
+                }
+                None if pgid > 0 && super::group_holds_our_child(pgid) => {
+                    // SAFETY: killpg takes two integers. A group is
+                    // registered only while a member is unreaped, and one was
+                    // just seen to be a child of ours, so the id is still
+                    // ours: when `SIGCHLD` is set to `SIG_IGN` after the
+                    // group was registered, the kernel reaps members itself,
+                    // and the id could name another program's group by now
+                    // (an attack steered the pid there through
+                    // `ns_last_pid`). A pipeline's group outlives its
+                    // leader, hence the group, not the leader, is asked.
+                    unsafe { libc::killpg(pgid, signal) };
+                }
+                None => {}
             }
         }
+        IN_LOOP.fetch_sub(1, Ordering::SeqCst);
         pass_on(i, signal, info, ctx);
     }
     DEPTH[i].fetch_sub(1, Ordering::SeqCst);
@@ -200,5 +277,21 @@ fn pass_on(i: usize, signal: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
         // SAFETY: a handler installed without SA_SIGINFO takes the number only.
         let handler: extern "C" fn(libc::c_int) = unsafe { mem::transmute(prev) };
         handler(signal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_holds_the_group_and_its_pidfd() {
+        for pgid in [1, 2, 4_194_304, libc::pid_t::MAX] {
+            for fd in [None, Some(0), Some(3), Some(1 << 20), Some(RawFd::MAX - 1)] {
+                let slot = pack(pgid, fd);
+                assert_ne!(slot, 0, "a registered group is never a free slot");
+                assert_eq!(unpack(slot), (pgid, fd));
+            }
+        }
     }
 }

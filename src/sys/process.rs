@@ -24,6 +24,7 @@ use super::{cvt, cvt_r, ignore_esrch};
 
 static NO_PIDFD: AtomicBool = AtomicBool::new(false);
 static NO_PIDFD_GROUP: AtomicBool = AtomicBool::new(false);
+static PIDFD_GROUP: AtomicBool = AtomicBool::new(false);
 
 /// `pidfd_send_signal` flag: signal the process group of the pidfd's
 /// process (include/uapi/linux/pidfd.h, Linux 6.9).
@@ -128,6 +129,38 @@ pub(crate) fn kill_group(
     // SAFETY: killpg takes two integers. A member of the group is our
     // unreaped child, so the group exists and its id is the one we made.
     ignore_esrch(cvt(unsafe { libc::killpg(leader, signal) }))
+}
+
+/// Whether the kernel signals a group through its leader's pidfd
+/// (`PIDFD_SIGNAL_PROCESS_GROUP`, Linux 6.9), asked with signal 0 (which
+/// checks, and sends nothing) through `leader_pidfd`. Learnt once.
+pub(crate) fn signals_groups_by_pidfd(leader_pidfd: BorrowedFd<'_>) -> bool {
+    if PIDFD_GROUP.load(Ordering::Relaxed) {
+        return true;
+    }
+    if NO_PIDFD_GROUP.load(Ordering::Relaxed) {
+        return false;
+    }
+    match pidfd_send_signal(leader_pidfd, 0, PIDFD_SIGNAL_PROCESS_GROUP) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            NO_PIDFD_GROUP.store(true, Ordering::Relaxed);
+            false
+        }
+        // Checked, or the group is empty already: the kernel knows the flag.
+        Err(e) if e.raw_os_error() != Some(libc::ESRCH) => false,
+        _ => {
+            PIDFD_GROUP.store(true, Ordering::Relaxed);
+            true
+        }
+    }
+}
+
+/// `signal` to the group whose leader `leader_pidfd` names, on a kernel
+/// where [`signals_groups_by_pidfd`] said yes. Async-signal-safe (one system
+/// call, nothing allocated): the forwarding handler calls it. An empty
+/// group is not an error.
+pub(crate) fn signal_group_by_pidfd(leader_pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    ignore_esrch(pidfd_send_signal(leader_pidfd, signal, PIDFD_SIGNAL_PROCESS_GROUP).map(|()| 0))
 }
 
 /// Whether `pid` is a child of ours that has not been reaped (running, or a

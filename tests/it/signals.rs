@@ -85,6 +85,26 @@ fn issue_10_terminal_signals_reach_exec_children_and_still_kill_the_parent() {
     }
 }
 
+/// With `SIGCHLD` ignored (the kernel reaps children itself), a group
+/// cannot be named by its number safely; it is named by its leader's pidfd
+/// (Linux 6.9), so the children still get the signal. Before, exec groups
+/// were not registered at all then, and the children ran on.
+#[test]
+fn terminal_signals_reach_exec_children_with_sigchld_ignored() {
+    if !crate::support::kernel_at_least(6, 9) {
+        eprintln!("skipped: groups are named by pidfd from Linux 6.9");
+        return;
+    }
+    for form in ["sync", "async", "pipeline", "pipeline-sync"] {
+        let dir = TempDir::new("sig");
+        let (program, child) = start("sigchld-ignored", form, &dir);
+        signal(&program, libc::SIGINT);
+        let (status, _) = finish(program);
+        assert_eq!(status.signal(), Some(libc::SIGINT), "{form}: {status:?}");
+        assert_gone(child);
+    }
+}
+
 /// A program with its own Ctrl-C handler keeps it, whichever crate made it
 /// and whenever: the handler runs, the program is not killed, and the
 /// child still gets the SIGINT a terminal would have given it.

@@ -78,6 +78,20 @@ pub fn stat_field(pid: i32, n: usize) -> Option<i64> {
     rest.split(' ').nth(n - 3)?.parse().ok()
 }
 
+/// Whether the running kernel is at least `major.minor`
+/// (`/proc/sys/kernel/osrelease`, "6.18.44-…").
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let mut next = || {
+        parts
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    (next(), next()) >= (major, minor)
+}
+
 /// Whether `pid` is a running (not zombie) process.
 pub fn alive(pid: i32) -> bool {
     matches!(stat(pid), Some((state, _)) if state != 'Z' && state != 'X')
