@@ -431,6 +431,15 @@ pub enum ChannelError {
         "the peer refused a handle sent with a message four times; the message was not delivered"
     )]
     HandleRefused,
+    /// Messages were dropped unread: a cluster [`Worker`](crate::cluster::Worker)
+    /// that falls behind keeps the newest 4,096 messages (and 64 MiB) the
+    /// primary sent, and the next `recv` says how many older ones went.
+    /// The `recv` after it goes on with the oldest kept.
+    #[error("{missed} IPC messages were dropped unread: the receiver fell behind")]
+    Lagged {
+        /// How many messages were dropped since the last read.
+        missed: u64,
+    },
     /// `NODE_CHANNEL_FD` or `NODE_CHANNEL_SERIALIZATION_MODE` is unusable.
     #[error("cannot open the IPC channel from the parent: {reason}")]
     Setup {

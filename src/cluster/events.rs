@@ -1,15 +1,19 @@
-//! The primary's events on their way to the [`Primary`](super::Primary): a
-//! queue that keeps the newest unread ones, at most [`EVENTS_KEPT`] of
-//! them and [`BYTES_KEPT`] of their memory.
+//! What the cluster hands its reader: the primary's events on their way to
+//! the [`Primary`](super::Primary), and the primary's messages on their way
+//! to a [`Worker`](super::Worker)'s `recv`. A queue that keeps the newest
+//! unread ones, at most [`EVENTS_KEPT`] of them and [`BYTES_KEPT`] of their
+//! memory.
 //!
 //! Unbounded, a program that never reads events (it only wants the
 //! workers to run) held every message and output line its workers ever
-//! sent: a worker that floods its channel grew the primary without limit.
-//! Bounded with back-pressure, the same program would stall the cluster
-//! once the queue filled. So the queue drops the oldest, as a tokio
-//! `broadcast` receiver that lags does, and says so: the next event read
-//! is [`Event::Lagged`] with how many went. Node drops a message no
-//! listener takes, silently.
+//! sent: a worker that floods its channel grew the primary without limit;
+//! a worker that never calls `recv` grew the same way with what its
+//! primary sent. Bounded with back-pressure, the reader's side would stall
+//! once the queue filled (the cluster's own messages share the channel).
+//! So the queue drops the oldest, as a tokio `broadcast` receiver that
+//! lags does, and says so: the next read says how many went
+//! ([`Event::Lagged`], [`ChannelError::Lagged`](crate::ChannelError)).
+//! Node drops a message no listener takes, silently.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,7 +21,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::Event;
 
-/// How many unread events the queue keeps.
+/// How many unread items the queue keeps.
 pub(crate) const EVENTS_KEPT: usize = 4096;
 
 /// How much memory the unread events may hold, as [`weight`] counts it:
@@ -26,34 +30,58 @@ pub(crate) const EVENTS_KEPT: usize = 4096;
 /// its text. The newest event is kept whatever its size.
 pub(crate) const BYTES_KEPT: usize = 64 << 20;
 
-/// The memory `event` holds, about: its own size and what it points to
-/// (a worker's message, a line of output). A `Value` is walked once, after
-/// the walk that parsed it; its depth is bounded by the parser (128).
-fn weight(event: &Event) -> usize {
-    fn value(v: &serde_json::Value) -> usize {
-        use serde_json::Value;
-        // A map entry: the key, the value, and about as much again in
-        // the B-tree's nodes.
-        const ENTRY: usize = 2 * (size_of::<String>() + size_of::<Value>());
-        match v {
-            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
-            Value::String(s) => s.capacity(),
-            Value::Array(a) => {
-                a.capacity() * size_of::<Value>() + a.iter().map(value).sum::<usize>()
-            }
-            Value::Object(m) => m.iter().map(|(k, v)| ENTRY + k.capacity() + value(v)).sum(),
-        }
-    }
-    size_of::<Event>()
-        + match event {
-            Event::Message { message, .. } => value(message),
-            Event::Output { line, .. } => line.capacity(),
-            _ => 0,
-        }
+/// What the queue holds, and how much memory each takes.
+pub(crate) trait Weigh {
+    /// The memory `self` holds, about: its own size and what it points to.
+    fn weight(&self) -> usize;
 }
 
-struct Inner {
-    queue: VecDeque<(Event, usize)>,
+/// What a parsed `Value` points to. Walked once, after the walk that parsed
+/// it; its depth is bounded by the parser (128).
+fn value_weight(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    // A map entry: the key, the value, and about as much again in the
+    // B-tree's nodes.
+    const ENTRY: usize = 2 * (size_of::<String>() + size_of::<Value>());
+    match v {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(s) => s.capacity(),
+        Value::Array(a) => {
+            a.capacity() * size_of::<Value>() + a.iter().map(value_weight).sum::<usize>()
+        }
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| ENTRY + k.capacity() + value_weight(v))
+            .sum(),
+    }
+}
+
+/// A worker's message from the primary, or why one could not be read.
+impl Weigh for Result<serde_json::Value, crate::ChannelError> {
+    fn weight(&self) -> usize {
+        size_of::<Self>()
+            + match self {
+                Ok(value) => value_weight(value),
+                Err(crate::ChannelError::Decode { excerpt, .. }) => excerpt.capacity(),
+                Err(_) => 0,
+            }
+    }
+}
+
+impl Weigh for Event {
+    /// A worker's message, a line of output.
+    fn weight(&self) -> usize {
+        size_of::<Event>()
+            + match self {
+                Event::Message { message, .. } => value_weight(message),
+                Event::Output { line, .. } => line.capacity(),
+                _ => 0,
+            }
+    }
+}
+
+struct Inner<T> {
+    queue: VecDeque<(T, usize)>,
     /// The sum of the queued events' weights.
     bytes: usize,
     /// Dropped since the last [`Event::Lagged`].
@@ -63,21 +91,22 @@ struct Inner {
     waker: Option<Waker>,
 }
 
-type Shared = Arc<Mutex<Inner>>;
+type Shared<T> = Arc<Mutex<Inner<T>>>;
 
-fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
+fn lock<T>(shared: &Shared<T>) -> MutexGuard<'_, Inner<T>> {
     // Nothing panics under the lock, and no user code runs there.
     shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The primary's end.
-pub(crate) struct EventSender(Shared);
+/// The writing end (the primary's event sources, a worker's dispatcher).
+pub(crate) struct EventSender<T = Event>(Shared<T>);
 
-/// The [`Primary`](super::Primary)'s end.
+/// The reading end (the [`Primary`](super::Primary), a
+/// [`Worker`](super::Worker)).
 #[derive(Debug)]
-pub(crate) struct EventReceiver(Shared);
+pub(crate) struct EventReceiver<T = Event>(Shared<T>);
 
-impl std::fmt::Debug for Inner {
+impl<T> std::fmt::Debug for Inner<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Events")
             .field("unread", &self.queue.len())
@@ -88,7 +117,7 @@ impl std::fmt::Debug for Inner {
 }
 
 /// A new queue.
-pub(crate) fn channel() -> (EventSender, EventReceiver) {
+pub(crate) fn channel<T: Weigh>() -> (EventSender<T>, EventReceiver<T>) {
     let shared = Arc::new(Mutex::new(Inner {
         queue: VecDeque::new(),
         bytes: 0,
@@ -100,12 +129,12 @@ pub(crate) fn channel() -> (EventSender, EventReceiver) {
     (EventSender(shared.clone()), EventReceiver(shared))
 }
 
-impl EventSender {
+impl<T: Weigh> EventSender<T> {
     /// Queues `event`, dropping the oldest unread ones while more than
     /// [`EVENTS_KEPT`] are queued or they weigh more than [`BYTES_KEPT`];
     /// `false` once the receiver is gone.
-    pub(crate) fn send(&self, event: Event) -> bool {
-        let weight = weight(&event);
+    pub(crate) fn send(&self, event: T) -> bool {
+        let weight = event.weight();
         let mut dropped = Vec::new();
         let waker = {
             let mut inner = lock(&self.0);
@@ -135,14 +164,14 @@ impl EventSender {
     }
 }
 
-impl Clone for EventSender {
-    fn clone(&self) -> EventSender {
+impl<T> Clone for EventSender<T> {
+    fn clone(&self) -> EventSender<T> {
         lock(&self.0).senders += 1;
         EventSender(self.0.clone())
     }
 }
 
-impl Drop for EventSender {
+impl<T> Drop for EventSender<T> {
     fn drop(&mut self) {
         let waker = {
             let mut inner = lock(&self.0);
@@ -158,19 +187,28 @@ impl Drop for EventSender {
     }
 }
 
-impl EventReceiver {
+impl EventReceiver<Event> {
     /// The next event: [`Event::Lagged`] first when some were dropped,
     /// then the oldest kept; `None` once every sender is gone and the
     /// queue is empty.
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.poll_next(cx)
+            .map(|next| next.map(|next| next.unwrap_or_else(|missed| Event::Lagged { missed })))
+    }
+}
+
+impl<T> EventReceiver<T> {
+    /// The next item: `Err` with how many were dropped first when some
+    /// were, then the oldest kept; `None` once every sender is gone and the
+    /// queue is empty.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, u64>>> {
         let mut inner = lock(&self.0);
         if inner.missed > 0 {
-            let missed = std::mem::take(&mut inner.missed);
-            return Poll::Ready(Some(Event::Lagged { missed }));
+            return Poll::Ready(Some(Err(std::mem::take(&mut inner.missed))));
         }
-        if let Some((event, weight)) = inner.queue.pop_front() {
+        if let Some((item, weight)) = inner.queue.pop_front() {
             inner.bytes -= weight;
-            return Poll::Ready(Some(event));
+            return Poll::Ready(Some(Ok(item)));
         }
         if inner.senders == 0 {
             return Poll::Ready(None);
@@ -183,7 +221,7 @@ impl EventReceiver {
     }
 }
 
-impl Drop for EventReceiver {
+impl<T> Drop for EventReceiver<T> {
     fn drop(&mut self) {
         let unread = {
             let mut inner = lock(&self.0);
@@ -255,7 +293,7 @@ mod tests {
         };
         // Each weighs 4 MiB (131,072 `Value`s of 32 bytes): 100 of them
         // would be 400 MiB.
-        assert!(weight(&big(0)) > 4 << 20);
+        assert!(big(0).weight() > 4 << 20);
         for i in 0..100 {
             tx.send(big(i));
             let inner = lock(&tx.0);

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::events::{EventReceiver, EventSender};
 use super::protocol::{self, act};
 use super::WorkerId;
 use crate::channel::{Channel, ChannelReceiver, ChannelSender, Handle, RawMessage};
@@ -61,9 +62,13 @@ const ACCEPT_QUEUE: usize = 128;
 pub struct Worker {
     id: WorkerId,
     shared: Arc<Shared>,
-    messages: mpsc::UnboundedReceiver<Value>,
+    messages: EventReceiver<Message>,
     disconnected: watch::Receiver<bool>,
 }
+
+/// A message from the primary for [`Worker::recv`], or why one could not
+/// be read.
+type Message = std::result::Result<Value, ChannelError>;
 
 /// A reply from the primary, the fd that came with it, and for a
 /// round-robin `queryServer` reply, the queue its connections go to.
@@ -184,7 +189,7 @@ impl Worker {
             sender,
             state: Mutex::new(WorkerBook::default()),
         });
-        let (messages_tx, messages) = mpsc::unbounded_channel();
+        let (messages_tx, messages) = super::events::channel();
         let (disconnected_tx, disconnected) = watch::channel(false);
         shared.send_cluster(protocol::act_only("online")).await?;
         tokio::spawn(dispatch(
@@ -365,6 +370,12 @@ impl Worker {
     /// The next message from the primary ([`Primary::send`](super::Primary::send)),
     /// or `None` once the primary is gone.
     ///
+    /// The worker reads its channel all the time (the cluster's own
+    /// messages share it), so messages wait here until `recv` takes them:
+    /// the newest 4,096 and at most 64 MiB. Older ones are dropped, and the
+    /// next `recv` says how many (Node's worker drops a message no listener
+    /// takes, silently).
+    ///
     /// # Examples
     ///
     /// ```no_run
@@ -379,20 +390,24 @@ impl Worker {
     ///
     /// # Errors
     ///
-    /// `ChannelError::Decode` when a message is not a `T` (the next call
-    /// reads on).
+    /// [`Error::Channel`] with [`ChannelError::Decode`] when a message is not
+    /// JSON or not a `T`, [`ChannelError::TooLong`] for a line past the
+    /// channel's limit, [`ChannelError::Lagged`] when unread messages were
+    /// dropped. Each time only that is lost: the next call reads on.
     ///
     /// # Cancellation
     ///
     /// Cancel-safe.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
-        match self.messages.recv().await {
-            Some(value) => serde_json::from_value(value).map(Some).map_err(|e| {
+        match std::future::poll_fn(|cx| self.messages.poll_next(cx)).await {
+            Some(Ok(Ok(value))) => serde_json::from_value(value).map(Some).map_err(|e| {
                 Error::Channel(ChannelError::Decode {
                     source: e,
                     excerpt: String::new(),
                 })
             }),
+            Some(Ok(Err(e))) => Err(Error::Channel(e)),
+            Some(Err(missed)) => Err(Error::Channel(ChannelError::Lagged { missed })),
             None => Ok(None),
         }
     }
@@ -457,15 +472,19 @@ fn sockname(v: &Value) -> Option<SocketAddr> {
 async fn dispatch(
     mut receiver: ChannelReceiver,
     shared: Arc<Shared>,
-    messages: mpsc::UnboundedSender<Value>,
+    messages: EventSender<Message>,
     disconnected: watch::Sender<bool>,
 ) {
     loop {
         let raw = match receiver.recv_raw().await {
             Ok(Some(raw)) => raw,
             Ok(None) => break,
-            Err(Error::Channel(ChannelError::Decode { .. } | ChannelError::TooLong { .. })) => {
-                continue
+            // Only that message is lost: `recv` says so, and reads on.
+            Err(Error::Channel(
+                e @ (ChannelError::Decode { .. } | ChannelError::TooLong { .. }),
+            )) => {
+                messages.send(Err(e));
+                continue;
             }
             Err(_) => break,
         };
@@ -475,7 +494,7 @@ async fn dispatch(
             handle,
         } = raw;
         if !internal {
-            let _ = messages.send(value);
+            messages.send(Ok(value));
             continue;
         }
         let Some(msg) = protocol::cluster_message(value) else {
@@ -659,5 +678,50 @@ impl Listener {
     /// ```
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::cluster::events::EVENTS_KEPT;
+
+    /// A worker that does not call `recv` while its primary floods it keeps
+    /// the newest messages, says how many older ones went, and reports a
+    /// line it could not read rather than skip it.
+    #[tokio::test]
+    async fn unread_messages_keep_the_newest_and_say_how_many_went() {
+        let (ours, mut primary) = UnixStream::pair().unwrap();
+        let mut worker = Worker::over(1, Channel::from_fd(ours.into()).unwrap())
+            .await
+            .unwrap();
+        let sent = EVENTS_KEPT as u64 + 1000;
+        let mut text = String::new();
+        for i in 0..sent {
+            text += &format!("{{\"i\":{i}}}\n");
+        }
+        text += "not json\n";
+        // The primary writes everything, then goes away.
+        tokio::task::spawn_blocking(move || primary.write_all(text.as_bytes()))
+            .await
+            .unwrap()
+            .unwrap();
+        worker.disconnected().await;
+        match worker.recv::<Value>().await {
+            Err(Error::Channel(ChannelError::Lagged { missed })) => assert_eq!(missed, 1001),
+            other => panic!("not Lagged first: {other:?}"),
+        }
+        for i in 1001..sent {
+            let msg = worker.recv::<Value>().await.unwrap().unwrap();
+            assert_eq!(msg["i"], i);
+        }
+        assert!(matches!(
+            worker.recv::<Value>().await,
+            Err(Error::Channel(ChannelError::Decode { excerpt, .. })) if excerpt.starts_with("not json")
+        ));
+        assert!(worker.recv::<Value>().await.unwrap().is_none());
     }
 }
