@@ -23,6 +23,11 @@
 //! reading makes `send` wait instead of growing memory. The check is "below
 //! the limit", not "fits under the limit", so one message larger than the
 //! limit still goes through (memory stays below the limit plus one message).
+//! Senders that find the queue full are admitted in the order they came,
+//! before any that come later (tickets, see `WriteState::serving`), as
+//! tokio's bounded `mpsc` does; like there, a send future that holds its
+//! turn and is not polled holds up those behind it until it is dropped.
+//! A message that carries an fd goes through the same admission.
 //!
 //! Cancellation: the flusher keeps its buffer in a guard whose `Drop` puts
 //! the unwritten rest back into the shared state. The next flusher writes
@@ -97,6 +102,15 @@ pub(super) struct WriteState {
     flushing: bool,
     /// Tasks waiting on `notify`.
     waiters: usize,
+    /// Admission in order of arrival: a sender that finds the queue full,
+    /// or senders already waiting for room, takes a ticket and is admitted
+    /// when `serving` reaches it, as tokio's bounded `mpsc` admits its
+    /// senders (a fair semaphore). Without tickets a waiting sender could
+    /// be overtaken, again and again, by senders that came later.
+    next_ticket: u64,
+    serving: u64,
+    /// Tickets given up by senders cancelled before their turn.
+    abandoned: Vec<u64>,
     /// fds to attach to the stream at these offsets (the last byte of a
     /// `NODE_HANDLE` line, see [`fd_offset`]), in order.
     fds: VecDeque<(u64, Arc<OwnedFd>)>,
@@ -191,33 +205,77 @@ impl Shared {
     /// Queues `line` (whole lines, each ending in `\n`) and returns once it
     /// is written to the socket.
     pub(super) async fn send_line(&self, line: &[u8]) -> Result<(), ChannelError> {
+        let (end, flusher) = self
+            .admit(|st| {
+                st.back.extend_from_slice(line);
+                st.queued += line.len() as u64;
+            })
+            .await?;
+        match flusher {
+            Some(flusher) => self.write_to(flusher, end).await,
+            None => self.flush_to(end).await,
+        }
+    }
+
+    /// Waits for this sender's turn (see `WriteState::serving`) and for
+    /// room in the queue, then queues with `append` under the lock. Returns
+    /// the offset the queue then ends at, and the flusher role if nobody
+    /// held it.
+    async fn admit(
+        &self,
+        append: impl FnOnce(&mut WriteState),
+    ) -> Result<(u64, Option<Flusher<'_>>), ChannelError> {
+        enum Step<'a> {
+            Drain(u64, Flusher<'a>),
+            Admitted(u64, Option<Flusher<'a>>, bool),
+        }
+        let mut turn = Turn {
+            shared: self,
+            ticket: None,
+        };
+        let mut append = Some(append);
         loop {
-            // Admission: wait while the queue is full, then append. A full
-            // queue with nobody writing (a cancelled flusher left its bytes)
-            // is drained by this sender first, or it would wait forever.
-            let admitted = self
+            let step = self
                 .wait_until(|st| {
                     if let Some(broken) = &st.broken {
                         return Some(Err(broken.error()));
                     }
-                    if st.queued - st.written >= SEND_QUEUE_LIMIT {
-                        return (!st.flushing)
-                            .then(|| Ok(Err((st.queued, Flusher::start(self, st)))));
+                    let full = st.queued - st.written >= SEND_QUEUE_LIMIT;
+                    let ours = turn.ticket.unwrap_or(st.next_ticket);
+                    if full || st.serving != ours {
+                        // The one change made when not ready, once: a place
+                        // in the line.
+                        if turn.ticket.is_none() {
+                            turn.ticket = Some(st.next_ticket);
+                            st.next_ticket += 1;
+                        }
+                        if full && !st.flushing {
+                            // A full queue with nobody writing (the flusher
+                            // waits for room without the role) is drained
+                            // by this sender, or it would wait forever.
+                            return Some(Ok(Step::Drain(st.queued, Flusher::start(self, st))));
+                        }
+                        return None;
                     }
-                    st.back.extend_from_slice(line);
-                    st.queued += line.len() as u64;
+                    let handed_on = turn.ticket.take().is_some();
+                    if handed_on {
+                        st.next_turn();
+                    }
+                    (append.take().expect("admitted once"))(st);
                     let flusher = (!st.flushing).then(|| Flusher::start(self, st));
-                    Some(Ok(Ok((st.queued, flusher))))
+                    Some(Ok(Step::Admitted(st.queued, flusher, handed_on)))
                 })
                 .await?;
-            return match admitted {
-                Err((queued, flusher)) => {
-                    self.write_to(flusher, queued).await?;
-                    continue;
+            match step {
+                Step::Drain(queued, flusher) => self.write_to(flusher, queued).await?,
+                Step::Admitted(end, flusher, handed_on) => {
+                    if handed_on {
+                        // The next in line may have room too.
+                        self.notify.notify_waiters();
+                    }
+                    return Ok((end, flusher));
                 }
-                Ok((end, Some(flusher))) => self.write_to(flusher, end).await,
-                Ok((end, None)) => self.flush_to(end).await,
-            };
+            }
         }
     }
 
@@ -369,7 +427,8 @@ impl Shared {
         // Most calls find the state ready: checked first without
         // registering, which takes and drops a place in the `Notify`'s
         // list (its lock, twice) on every send. `ready` changes nothing
-        // when it returns `None`, so checking again below is sound.
+        // when it returns `None` (but for taking a ticket, once), so
+        // checking again below is sound.
         if let Some(r) = ready(&mut self.lock()) {
             return r;
         }
@@ -520,19 +579,21 @@ impl Shared {
         line: Vec<u8>,
         fd: Arc<OwnedFd>,
     ) -> Result<(), ChannelError> {
-        let end = {
-            let mut st = self.lock();
-            if let Some(broken) = &st.broken {
-                return Err(broken.error());
-            }
-            let at = fd_offset(st.queued, &line);
-            st.fds.push_back((at, fd.clone()));
-            st.back.extend_from_slice(&line);
-            st.queued += line.len() as u64;
-            st.unacked.push_back(Unacked { line, fd, tries: 0 });
-            st.queued
-        };
-        self.flush_to(end).await
+        // Through the queue's bound and in turn, as any send. The fd's
+        // offset and its line are queued under one lock.
+        let (end, flusher) = self
+            .admit(|st| {
+                let at = fd_offset(st.queued, &line);
+                st.fds.push_back((at, fd.clone()));
+                st.back.extend_from_slice(&line);
+                st.queued += line.len() as u64;
+                st.unacked.push_back(Unacked { line, fd, tries: 0 });
+            })
+            .await?;
+        match flusher {
+            Some(flusher) => self.write_to(flusher, end).await,
+            None => self.flush_to(end).await,
+        }
     }
 
     /// One non-blocking `send(2)`.
@@ -553,6 +614,15 @@ impl Drop for Shared {
 }
 
 impl WriteState {
+    /// The ticket after `serving` is next, skipping those given up.
+    fn next_turn(&mut self) {
+        self.serving += 1;
+        while let Some(i) = self.abandoned.iter().position(|&t| t == self.serving) {
+            self.abandoned.swap_remove(i);
+            self.serving += 1;
+        }
+    }
+
     /// A flusher run wrote all it had to without finding the socket full:
     /// after [`ROOM_IDLE_RUNS`] such runs in a row, the watch for room is
     /// unregistered (unless a writer still waits on it).
@@ -590,6 +660,11 @@ impl WriteState {
         self.unacked.len()
     }
 
+    /// `(next_ticket, serving, abandoned)`: the admission line.
+    pub(super) fn tickets(&self) -> (u64, u64, usize) {
+        (self.next_ticket, self.serving, self.abandoned.len())
+    }
+
     /// Tasks counted as waiting, and whether a flusher holds the role.
     pub(super) fn waiting_and_flushing(&self) -> (usize, bool) {
         (self.waiters, self.flushing)
@@ -603,6 +678,30 @@ struct Waiting<'a>(&'a Shared);
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.lock().waiters -= 1;
+    }
+}
+
+/// A sender's place in the line for admission (see `WriteState::serving`),
+/// given up if the send is cancelled before its turn.
+struct Turn<'a> {
+    shared: &'a Shared,
+    ticket: Option<u64>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket else { return };
+        let mut st = self.shared.lock();
+        if st.serving != ticket {
+            st.abandoned.push(ticket);
+            return;
+        }
+        st.next_turn();
+        let wake = st.waiters > 0;
+        drop(st);
+        if wake {
+            self.shared.notify.notify_waiters();
+        }
     }
 }
 
