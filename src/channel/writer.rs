@@ -225,6 +225,29 @@ impl Shared {
         &self,
         append: impl FnOnce(&mut WriteState),
     ) -> Result<(u64, Option<Flusher<'_>>), ChannelError> {
+        // Most sends find room and nobody in line: admitted here, without
+        // the line's machinery (callgrind, ping-pong: 170 instructions less
+        // per round trip, as few as before there was a line).
+        {
+            let mut st = self.lock();
+            if st.broken.is_none()
+                && st.queued - st.written < SEND_QUEUE_LIMIT
+                && st.serving == st.next_ticket
+            {
+                append(&mut st);
+                let flusher = (!st.flushing).then(|| Flusher::start(self, &mut st));
+                return Ok((st.queued, flusher));
+            }
+        }
+        self.admit_in_turn(append).await
+    }
+
+    /// [`admit`](Self::admit) when the queue is full or others wait: takes
+    /// a ticket and waits for its turn.
+    async fn admit_in_turn(
+        &self,
+        append: impl FnOnce(&mut WriteState),
+    ) -> Result<(u64, Option<Flusher<'_>>), ChannelError> {
         enum Step<'a> {
             Drain(u64, Flusher<'a>),
             Admitted(u64, Option<Flusher<'a>>, bool),
