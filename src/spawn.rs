@@ -379,7 +379,7 @@ pub(crate) fn spawn_raw(
     // Without a pidfd (out of fds, or a kernel before 5.3) the child is
     // still ours: waiting falls back to SIGCHLD + waitpid(pid). Failing here
     // would leave a running child that nobody supervises.
-    let pidfd = sys::pidfd_open(pid).unwrap_or(None);
+    let pidfd = sys::pidfd_open_child(pid).unwrap_or(None);
     let [stdin, stdout, stderr] = parent;
     Ok(RawChild {
         pid,

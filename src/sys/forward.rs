@@ -41,6 +41,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The signals a terminal or a service manager sends to end a program.
 const SIGNALS: [libc::c_int; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM];
@@ -110,13 +111,27 @@ impl Drop for Forwarding {
         if self.0.iter().any(|group| group.pidfd.is_some()) {
             // A handler reads a slot only inside its loop, so once none is
             // in it, none holds the fds' numbers. A handler on this thread
-            // has finished by the time this runs again: no deadlock.
+            // has finished by the time this runs again: no deadlock. The
+            // loop takes microseconds; a count that stays up (a `fork`
+            // taken while another thread was in the loop copies it into a
+            // child with no such thread) must not hang the drop: the fds
+            // are left open instead, never closed under a handler.
+            let start = Instant::now();
             while IN_LOOP.load(Ordering::SeqCst) != 0 {
+                if start.elapsed() > LOOP_WAIT {
+                    for group in &mut self.0 {
+                        std::mem::forget(group.pidfd.take());
+                    }
+                    return;
+                }
                 std::thread::yield_now();
             }
         }
     }
 }
+
+/// How long a dropped registration waits for the handlers' loops.
+const LOOP_WAIT: Duration = Duration::from_secs(1);
 
 /// Forward the four signals from now on to the groups of `leaders`, each
 /// a group leader's pid and pidfd (a pipeline's stages are one group,
@@ -134,12 +149,19 @@ pub(crate) fn forward_to<'a>(
 ) -> Option<Forwarding> {
     let mut registered = Vec::new();
     for (pgid, leader_pidfd) in leaders {
+        let by_pidfd = leader_pidfd.is_some_and(super::signals_groups_by_pidfd);
         // A duplicate: the registration must not outlive the fd it names,
         // and the child's own pidfd may be closed first.
         let pidfd = leader_pidfd
-            .filter(|&fd| super::signals_groups_by_pidfd(fd))
+            .filter(|_| by_pidfd)
             .and_then(|fd| fd.try_clone_to_owned().ok());
-        if pidfd.is_none() && super::sigchld_ignored() {
+        // Where the kernel names groups by pidfd, a group that cannot be
+        // named so (no fd left for the duplicate, or no pidfd) is not
+        // forwarded to: by number, a child of ours that got the number
+        // after `SIGCHLD` came to be ignored could get the signal (an
+        // outside attack filled the fd table to get there).
+        if pidfd.is_none() && (by_pidfd || super::pidfd_groups_known() || super::sigchld_ignored())
+        {
             continue;
         }
         if registered.is_empty() {
@@ -176,7 +198,11 @@ fn install() -> io::Result<()> {
         // SAFETY: sigaction is a plain C struct; all-zero is a valid value.
         let mut action: libc::sigaction = unsafe { mem::zeroed() };
         action.sa_sigaction = ours();
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
+        // Not `SA_ONSTACK` (as `signal-hook-registry` and libuv): on std's
+        // 8 KiB alternate stack, handlers that raise each other's signals
+        // (ours calls the one it replaced) nested two or three deep and
+        // overflowed it (an outside attack: SIGSEGV).
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
         // SAFETY: sa_mask is a valid sigset_t to initialise.
         unsafe { libc::sigemptyset(&mut action.sa_mask) };
         // SAFETY: `action` is a valid action whose handler is async-signal-

@@ -14,7 +14,7 @@
 //!   in use as a process group id is never handed to a new process.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::ptr;
@@ -51,6 +51,38 @@ pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<Option<OwnedFd>> {
     }
     // SAFETY: the kernel just gave us this fd; nothing else owns it.
     Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as RawFd) }))
+}
+
+/// [`pidfd_open`] for a child just started, unless the pidfd cannot be
+/// proven to name it. With `SIGCHLD` ignored the kernel reaps a child that
+/// exits at once, and its number can go to another process before the
+/// pidfd is opened (an outside attack steered it there with
+/// `ns_last_pid`): that pidfd names a stranger, whose exit the run would
+/// wait for and whose group a Ctrl-C would be passed on to. So then it is
+/// kept only if it names an unreaped child of ours (`waitid(P_PIDFD)` with
+/// `WNOWAIT`), or a process already gone: ours, reaped by the kernel since
+/// (its status may be in the pidfd, `PIDFD_INFO_EXIT`). Otherwise `None`,
+/// as for a child that exited before its pidfd was opened.
+pub(crate) fn pidfd_open_child(pid: libc::pid_t) -> io::Result<Option<OwnedFd>> {
+    let Some(fd) = pidfd_open(pid)? else {
+        return Ok(None);
+    };
+    // Otherwise the child, running or a zombie, keeps its number until we
+    // reap it: the pidfd names it.
+    Ok((!sigchld_ignored() || names_our_child_or_gone(fd.as_fd())).then_some(fd))
+}
+
+/// Whether `pidfd` names an unreaped child of ours, or a process that is
+/// gone; not a live process of someone else's.
+fn names_our_child_or_gone(pidfd: BorrowedFd<'_>) -> bool {
+    peek(libc::P_PIDFD, pidfd.as_raw_fd()).is_ok()
+        || pidfd_send_signal(pidfd, 0, 0).is_err_and(|e| e.raw_os_error() == Some(libc::ESRCH))
+}
+
+/// Whether the kernel is known to signal groups through a leader's pidfd
+/// (an earlier [`signals_groups_by_pidfd`] said yes).
+pub(crate) fn pidfd_groups_known() -> bool {
+    PIDFD_GROUP.load(Ordering::Relaxed)
 }
 
 /// Make every later `pidfd_open` report "unsupported", so tests can exercise
@@ -307,4 +339,42 @@ pub(crate) fn usage(pid: libc::pid_t) -> Option<(std::time::Duration, u64)> {
     let (hz, page) = (u64::try_from(hz).ok()?.max(1), u64::try_from(page).ok()?);
     let cpu = std::time::Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / hz);
     Some((cpu, pages.saturating_mul(page)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `pidfd_open_child` keeps when `SIGCHLD` is ignored: a pidfd of
+    /// a child of ours; not one of a live stranger (what a pid recycled
+    /// before the pidfd was opened gives).
+    #[test]
+    fn a_pidfd_of_someone_elses_process_is_told_apart() {
+        // Not `pidfd_open`: another test turns it off for the process.
+        let pidfd_open = |pid: libc::pid_t| -> io::Result<Option<OwnedFd>> {
+            // SAFETY: pidfd_open takes a pid and flags, returns a new fd.
+            let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+            cvt(ret as libc::c_int)?;
+            // SAFETY: the kernel just gave us this fd.
+            Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as RawFd) }))
+        };
+        let mut ours = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let fd = pidfd_open(ours.id() as libc::pid_t).unwrap().unwrap();
+        assert!(names_our_child_or_gone(fd.as_fd()), "our running child");
+        // Not ours: `sh` starts it in the background and exits, so it goes
+        // to init.
+        let out = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 </dev/null >/dev/null 2>&1 & echo $!"])
+            .output()
+            .unwrap();
+        let stranger: libc::pid_t = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let theirs = pidfd_open(stranger).unwrap().unwrap();
+        assert!(!names_our_child_or_gone(theirs.as_fd()), "a live stranger");
+        pidfd_send_signal(theirs.as_fd(), libc::SIGKILL, 0).unwrap();
+        ours.kill().unwrap();
+        ours.wait().unwrap();
+    }
 }

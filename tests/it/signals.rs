@@ -105,6 +105,24 @@ fn terminal_signals_reach_exec_children_with_sigchld_ignored() {
     }
 }
 
+/// A program's own handlers that raise each other's signals run nested
+/// inside ours. Ours ran on std's 8 KiB alternate stack (`SA_ONSTACK`), and
+/// two or three levels overflowed it: the program died of SIGSEGV (an
+/// outside attack). Now the chain runs to its end, the child gets the
+/// signal, and the program lives on.
+#[test]
+fn nested_handlers_of_the_program_do_not_overflow_a_stack() {
+    for form in ["async", "sync"] {
+        let dir = TempDir::new("sig");
+        let (program, child) = start("nested", form, &dir);
+        signal(&program, libc::SIGINT);
+        let (status, out) = finish(program);
+        assert!(status.success(), "{form}: {status:?} {out}");
+        assert!(out.starts_with("nested 4\n"), "{form}: {out}");
+        assert_gone(child);
+    }
+}
+
 /// A program with its own Ctrl-C handler keeps it, whichever crate made it
 /// and whenever: the handler runs, the program is not killed, and the
 /// child still gets the SIGINT a terminal would have given it.
