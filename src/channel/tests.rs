@@ -784,116 +784,6 @@ async fn queue_is_bounded_when_the_peer_does_not_read() {
     }
 }
 
-/// Reads lines from `peer` (blocking) on a thread until end of file; the
-/// messages parsed.
-fn read_all_lines(peer: std::os::unix::net::UnixStream) -> std::thread::JoinHandle<Vec<Value>> {
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(peer)
-            .lines()
-            .map(|line| serde_json::from_str(&line.unwrap()).unwrap())
-            .collect()
-    })
-}
-
-/// Senders that found the queue full are admitted in the order they came,
-/// before a sender that comes once there is room again (tokio's bounded
-/// `mpsc` admits the same way). Without the order a waiting sender could
-/// be overtaken again and again.
-#[tokio::test]
-async fn senders_waiting_for_room_are_admitted_in_order() {
-    let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
-    let channel = Channel::from_fd(ours.into()).unwrap();
-    // More than the queue's bound: the socket takes part, the rest waits.
-    let big = "B".repeat(3 * SEND_QUEUE_LIMIT as usize);
-    let msgs: Vec<Value> = (0..3).map(|i| json!({ "waited": i })).collect();
-    let late_msg = json!({ "late": true });
-    let reader = {
-        let mut a = pin!(channel.send(&big));
-        assert!(futures::poll!(a.as_mut()).is_pending());
-        let mut waiting = Vec::new();
-        for (i, msg) in msgs.iter().enumerate() {
-            let mut send = Box::pin(channel.send(msg));
-            assert!(futures::poll!(send.as_mut()).is_pending(), "{i} admitted");
-            waiting.push(send);
-        }
-        let reader = read_all_lines(peer);
-        a.await.unwrap();
-        // Room now, and those waiting have not run since: a newcomer waits
-        // for them.
-        let mut late = Box::pin(channel.send(&late_msg));
-        assert!(
-            futures::poll!(late.as_mut()).is_pending(),
-            "a newcomer overtook the senders waiting for room"
-        );
-        // Polled together, the newest first: the order of arrival holds.
-        waiting.insert(0, late);
-        waiting.reverse();
-        let all = futures::future::join_all(waiting);
-        for sent in tokio::time::timeout(Duration::from_secs(10), all)
-            .await
-            .expect("the senders waiting for room were stuck")
-        {
-            sent.unwrap();
-        }
-        reader
-    };
-    channel.disconnect();
-    let got = reader.join().unwrap();
-    assert_eq!(got.len(), 5);
-    assert_eq!(got[0], json!(big));
-    assert_eq!(
-        got[1..],
-        [
-            json!({ "waited": 0 }),
-            json!({ "waited": 1 }),
-            json!({ "waited": 2 }),
-            json!({ "late": true })
-        ]
-    );
-}
-
-/// A sender cancelled while it waits for its turn gives the turn up,
-/// whether it was next in line or further back: those after it go on.
-#[tokio::test]
-async fn a_cancelled_waiting_sender_gives_its_turn_up() {
-    let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
-    let channel = Channel::from_fd(ours.into()).unwrap();
-    let big = "B".repeat(3 * SEND_QUEUE_LIMIT as usize);
-    let msgs: Vec<Value> = (0..4).map(|i| json!({ "waited": i })).collect();
-    let reader = {
-        let mut a = pin!(channel.send(&big));
-        assert!(futures::poll!(a.as_mut()).is_pending());
-        let mut waiting = Vec::new();
-        for msg in &msgs {
-            let mut send = Box::pin(channel.send(msg));
-            assert!(futures::poll!(send.as_mut()).is_pending());
-            waiting.push(Some(send));
-        }
-        // The second in line, then the first (next once there is room).
-        waiting[1] = None;
-        let reader = read_all_lines(peer);
-        a.await.unwrap();
-        waiting[0] = None;
-        for send in waiting.into_iter().flatten() {
-            tokio::time::timeout(Duration::from_secs(10), send)
-                .await
-                .expect("a send waited for a turn nobody held")
-                .unwrap();
-        }
-        reader
-    };
-    assert_eq!(channel_state_tickets(&channel), (4, 4, 0));
-    channel.disconnect();
-    let got = reader.join().unwrap();
-    assert_eq!(got[1..], [json!({ "waited": 2 }), json!({ "waited": 3 })]);
-}
-
-/// `(next_ticket, serving, abandoned)` of a channel's send queue.
-fn channel_state_tickets(channel: &Channel) -> (u64, u64, usize) {
-    channel.sender.shared.lock().tickets()
-}
-
 /// The epoll events `fd` is registered for, in every epoll instance of
 /// this process (`/proc/self/fdinfo`), or `None` when it is in none.
 fn epoll_events_of(fd: i32) -> Option<u32> {
@@ -1605,6 +1495,39 @@ async fn from_fd_takes_only_connected_stream_sockets() {
         "listening socket",
     );
     let _ = std::fs::remove_file(&path);
+}
+
+/// A message with a handle waits for room in a full queue as any send does
+/// (it was queued past the bound: concurrent handle sends to a peer that
+/// stopped reading grew the queue with their number).
+#[tokio::test]
+async fn a_handle_send_waits_for_room_in_a_full_queue() {
+    let (a, mut b) = channel_pair();
+    let big = "B".repeat(3 * SEND_QUEUE_LIMIT as usize);
+    let pipe = nix::unistd::pipe().unwrap();
+    let msg = json!({ "pipe": 1 });
+    let queued = {
+        let mut first = pin!(a.send(&big));
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        let queued = a.sender.shared.lock().queued;
+        let mut with_handle = pin!(a.send_with_handle(&msg, &pipe.0));
+        assert!(futures::poll!(with_handle.as_mut()).is_pending());
+        assert_eq!(
+            a.sender.shared.lock().queued,
+            queued,
+            "queued past the bound"
+        );
+        let reader = async {
+            assert_eq!(b.recv::<String>().await.unwrap().unwrap(), big);
+            b.recv_with_handle::<Value>().await.unwrap().unwrap()
+        };
+        let (sent, _, (got, handle)) = tokio::join!(with_handle, first, reader);
+        sent.unwrap();
+        assert_eq!(got, msg);
+        assert!(handle.is_some());
+        queued
+    };
+    assert!(a.sender.shared.lock().queued > queued);
 }
 
 /// Issue 14: a handle goes over the channel with its message, both ways

@@ -23,11 +23,6 @@
 //! reading makes `send` wait instead of growing memory. The check is "below
 //! the limit", not "fits under the limit", so one message larger than the
 //! limit still goes through (memory stays below the limit plus one message).
-//! Senders that find the queue full are admitted in the order they came,
-//! before any that come later (tickets, see `WriteState::serving`), as
-//! tokio's bounded `mpsc` does; like there, a send future that holds its
-//! turn and is not polled holds up those behind it until it is dropped.
-//! A message that carries an fd goes through the same admission.
 //!
 //! Cancellation: the flusher keeps its buffer in a guard whose `Drop` puts
 //! the unwritten rest back into the shared state. The next flusher writes
@@ -102,15 +97,6 @@ pub(super) struct WriteState {
     flushing: bool,
     /// Tasks waiting on `notify`.
     waiters: usize,
-    /// Admission in order of arrival: a sender that finds the queue full,
-    /// or senders already waiting for room, takes a ticket and is admitted
-    /// when `serving` reaches it, as tokio's bounded `mpsc` admits its
-    /// senders (a fair semaphore). Without tickets a waiting sender could
-    /// be overtaken, again and again, by senders that came later.
-    next_ticket: u64,
-    serving: u64,
-    /// Tickets given up by senders cancelled before their turn.
-    abandoned: Vec<u64>,
     /// fds to attach to the stream at these offsets (the last byte of a
     /// `NODE_HANDLE` line, see [`fd_offset`]), in order.
     fds: VecDeque<(u64, Arc<OwnedFd>)>,
@@ -217,87 +203,54 @@ impl Shared {
         }
     }
 
-    /// Waits for this sender's turn (see `WriteState::serving`) and for
-    /// room in the queue, then queues with `append` under the lock. Returns
-    /// the offset the queue then ends at, and the flusher role if nobody
-    /// held it.
+    /// Waits while the queue is full, then queues with `append` under the
+    /// lock. Returns the offset the queue then ends at, and the flusher role
+    /// if nobody held it.
+    ///
+    /// Senders waiting for room are not admitted in the order they came:
+    /// whoever runs first once there is room goes in. Tickets were tried
+    /// (tokio's bounded `mpsc` is fair), and an outside attack showed why
+    /// its semaphore hands a freed place to the first waiter itself: with
+    /// a turn each waiter must take when polled, one send future kept and
+    /// not polled (a `select!` arm) stopped every other send for good, and
+    /// 1,000 waiters woke 1,000 times per message (60× slower).
     async fn admit(
         &self,
         append: impl FnOnce(&mut WriteState),
     ) -> Result<(u64, Option<Flusher<'_>>), ChannelError> {
-        // Most sends find room and nobody in line: admitted here, without
-        // the line's machinery (callgrind, ping-pong: 170 instructions less
-        // per round trip, as few as before there was a line).
+        // Most sends find room: admitted here, without the closure
+        // `wait_until` takes (callgrind, ping-pong: 80 instructions less
+        // per message, as few as before `admit` existed).
         {
             let mut st = self.lock();
-            if st.broken.is_none()
-                && st.queued - st.written < SEND_QUEUE_LIMIT
-                && st.serving == st.next_ticket
-            {
+            if st.broken.is_none() && st.queued - st.written < SEND_QUEUE_LIMIT {
                 append(&mut st);
                 let flusher = (!st.flushing).then(|| Flusher::start(self, &mut st));
                 return Ok((st.queued, flusher));
             }
         }
-        self.admit_in_turn(append).await
-    }
-
-    /// [`admit`](Self::admit) when the queue is full or others wait: takes
-    /// a ticket and waits for its turn.
-    async fn admit_in_turn(
-        &self,
-        append: impl FnOnce(&mut WriteState),
-    ) -> Result<(u64, Option<Flusher<'_>>), ChannelError> {
-        enum Step<'a> {
-            Drain(u64, Flusher<'a>),
-            Admitted(u64, Option<Flusher<'a>>, bool),
-        }
-        let mut turn = Turn {
-            shared: self,
-            ticket: None,
-        };
         let mut append = Some(append);
         loop {
-            let step = self
+            // A full queue with nobody writing (a cancelled flusher left
+            // its bytes) is drained by this sender first, or it would wait
+            // forever.
+            let admitted = self
                 .wait_until(|st| {
                     if let Some(broken) = &st.broken {
                         return Some(Err(broken.error()));
                     }
-                    let full = st.queued - st.written >= SEND_QUEUE_LIMIT;
-                    let ours = turn.ticket.unwrap_or(st.next_ticket);
-                    if full || st.serving != ours {
-                        // The one change made when not ready, once: a place
-                        // in the line.
-                        if turn.ticket.is_none() {
-                            turn.ticket = Some(st.next_ticket);
-                            st.next_ticket += 1;
-                        }
-                        if full && !st.flushing {
-                            // A full queue with nobody writing (the flusher
-                            // waits for room without the role) is drained
-                            // by this sender, or it would wait forever.
-                            return Some(Ok(Step::Drain(st.queued, Flusher::start(self, st))));
-                        }
-                        return None;
-                    }
-                    let handed_on = turn.ticket.take().is_some();
-                    if handed_on {
-                        st.next_turn();
+                    if st.queued - st.written >= SEND_QUEUE_LIMIT {
+                        return (!st.flushing)
+                            .then(|| Ok(Err((st.queued, Flusher::start(self, st)))));
                     }
                     (append.take().expect("admitted once"))(st);
                     let flusher = (!st.flushing).then(|| Flusher::start(self, st));
-                    Some(Ok(Step::Admitted(st.queued, flusher, handed_on)))
+                    Some(Ok(Ok((st.queued, flusher))))
                 })
                 .await?;
-            match step {
-                Step::Drain(queued, flusher) => self.write_to(flusher, queued).await?,
-                Step::Admitted(end, flusher, handed_on) => {
-                    if handed_on {
-                        // The next in line may have room too.
-                        self.notify.notify_waiters();
-                    }
-                    return Ok((end, flusher));
-                }
+            match admitted {
+                Err((queued, flusher)) => self.write_to(flusher, queued).await?,
+                Ok(admitted) => return Ok(admitted),
             }
         }
     }
@@ -450,8 +403,7 @@ impl Shared {
         // Most calls find the state ready: checked first without
         // registering, which takes and drops a place in the `Notify`'s
         // list (its lock, twice) on every send. `ready` changes nothing
-        // when it returns `None` (but for taking a ticket, once), so
-        // checking again below is sound.
+        // when it returns `None`, so checking again below is sound.
         if let Some(r) = ready(&mut self.lock()) {
             return r;
         }
@@ -602,7 +554,8 @@ impl Shared {
         line: Vec<u8>,
         fd: Arc<OwnedFd>,
     ) -> Result<(), ChannelError> {
-        // Through the queue's bound and in turn, as any send. The fd's
+        // Through the queue's bound, as any send (it was not, and a
+        // handle flood grew the queue with the concurrency). The fd's
         // offset and its line are queued under one lock.
         let (end, flusher) = self
             .admit(|st| {
@@ -637,15 +590,6 @@ impl Drop for Shared {
 }
 
 impl WriteState {
-    /// The ticket after `serving` is next, skipping those given up.
-    fn next_turn(&mut self) {
-        self.serving += 1;
-        while let Some(i) = self.abandoned.iter().position(|&t| t == self.serving) {
-            self.abandoned.swap_remove(i);
-            self.serving += 1;
-        }
-    }
-
     /// A flusher run wrote all it had to without finding the socket full:
     /// after [`ROOM_IDLE_RUNS`] such runs in a row, the watch for room is
     /// unregistered (unless a writer still waits on it).
@@ -683,11 +627,6 @@ impl WriteState {
         self.unacked.len()
     }
 
-    /// `(next_ticket, serving, abandoned)`: the admission line.
-    pub(super) fn tickets(&self) -> (u64, u64, usize) {
-        (self.next_ticket, self.serving, self.abandoned.len())
-    }
-
     /// Tasks counted as waiting, and whether a flusher holds the role.
     pub(super) fn waiting_and_flushing(&self) -> (usize, bool) {
         (self.waiters, self.flushing)
@@ -701,30 +640,6 @@ struct Waiting<'a>(&'a Shared);
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.lock().waiters -= 1;
-    }
-}
-
-/// A sender's place in the line for admission (see `WriteState::serving`),
-/// given up if the send is cancelled before its turn.
-struct Turn<'a> {
-    shared: &'a Shared,
-    ticket: Option<u64>,
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        let Some(ticket) = self.ticket else { return };
-        let mut st = self.shared.lock();
-        if st.serving != ticket {
-            st.abandoned.push(ticket);
-            return;
-        }
-        st.next_turn();
-        let wake = st.waiters > 0;
-        drop(st);
-        if wake {
-            self.shared.notify.notify_waiters();
-        }
     }
 }
 
