@@ -261,12 +261,12 @@ impl Child {
         self.status.is_some()
     }
 
-    /// The child as the kill and reap functions see it.
     /// Whether the child leads a process group (of its own making).
     pub(crate) fn leads_group(&self) -> bool {
         self.leads_group
     }
 
+    /// The child as the kill and reap functions see it.
     pub(crate) fn proc(&self) -> Proc<'_> {
         Proc {
             pid: self.pid,

@@ -37,7 +37,7 @@
 
 use std::io;
 use std::mem;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -244,7 +244,7 @@ extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
                     // The leader's `struct pid` names the group, whether or
                     // not the leader was reaped: a process that got the
                     // number since is never reached.
-                    let _ = super::signal_group_by_pidfd(fd.as_fd(), signal);
+                    let _ = super::signal_group_by_pidfd(fd, signal);
                 }
                 None if pgid > 0 && super::group_holds_our_child(pgid) => {
                     // SAFETY: killpg takes two integers. A group is
