@@ -36,6 +36,18 @@ pub(crate) trait Weigh {
     fn weight(&self) -> usize;
 }
 
+/// The memory a heap block of `bytes` takes: glibc's malloc rounds a
+/// request up, with its 8-byte header, to 16 bytes, and gives at least 32.
+/// Without the rounding a flood of one-character strings held 1.8 times
+/// the budget (an outside attack).
+fn block(bytes: usize) -> usize {
+    if bytes == 0 {
+        0
+    } else {
+        (bytes + 8).next_multiple_of(16).max(32)
+    }
+}
+
 /// What a parsed `Value` points to. Walked once, after the walk that parsed
 /// it; its depth is bounded by the parser (128).
 fn value_weight(v: &serde_json::Value) -> usize {
@@ -45,13 +57,13 @@ fn value_weight(v: &serde_json::Value) -> usize {
     const ENTRY: usize = 2 * (size_of::<String>() + size_of::<Value>());
     match v {
         Value::Null | Value::Bool(_) | Value::Number(_) => 0,
-        Value::String(s) => s.capacity(),
+        Value::String(s) => block(s.capacity()),
         Value::Array(a) => {
-            a.capacity() * size_of::<Value>() + a.iter().map(value_weight).sum::<usize>()
+            block(a.capacity() * size_of::<Value>()) + a.iter().map(value_weight).sum::<usize>()
         }
         Value::Object(m) => m
             .iter()
-            .map(|(k, v)| ENTRY + k.capacity() + value_weight(v))
+            .map(|(k, v)| ENTRY + block(k.capacity()) + value_weight(v))
             .sum(),
     }
 }
@@ -62,7 +74,7 @@ impl Weigh for Result<serde_json::Value, crate::ChannelError> {
         size_of::<Self>()
             + match self {
                 Ok(value) => value_weight(value),
-                Err(crate::ChannelError::Decode { excerpt, .. }) => excerpt.capacity(),
+                Err(crate::ChannelError::Decode { excerpt, .. }) => block(excerpt.capacity()),
                 Err(_) => 0,
             }
     }
@@ -74,7 +86,7 @@ impl Weigh for Event {
         size_of::<Event>()
             + match self {
                 Event::Message { message, .. } => value_weight(message),
-                Event::Output { line, .. } => line.capacity(),
+                Event::Output { line, .. } => block(line.capacity()),
                 _ => 0,
             }
     }
