@@ -351,18 +351,18 @@ mod tests {
     #[test]
     fn a_pidfd_of_someone_elses_process_is_told_apart() {
         // Not `pidfd_open`: another test turns it off for the process.
-        let pidfd_open = |pid: libc::pid_t| -> io::Result<Option<OwnedFd>> {
+        let pidfd_open = |pid: libc::pid_t| -> OwnedFd {
             // SAFETY: pidfd_open takes a pid and flags, returns a new fd.
             let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-            cvt(ret as libc::c_int)?;
+            cvt(ret as libc::c_int).unwrap();
             // SAFETY: the kernel just gave us this fd.
-            Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as RawFd) }))
+            unsafe { OwnedFd::from_raw_fd(ret as RawFd) }
         };
         let mut ours = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
-        let fd = pidfd_open(ours.id() as libc::pid_t).unwrap().unwrap();
+        let fd = pidfd_open(ours.id() as libc::pid_t);
         assert!(names_our_child_or_gone(fd.as_fd()), "our running child");
         // Not ours: `sh` starts it in the background and exits, so it goes
         // to init.
@@ -371,7 +371,7 @@ mod tests {
             .output()
             .unwrap();
         let stranger: libc::pid_t = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        let theirs = pidfd_open(stranger).unwrap().unwrap();
+        let theirs = pidfd_open(stranger);
         assert!(!names_our_child_or_gone(theirs.as_fd()), "a live stranger");
         pidfd_send_signal(theirs.as_fd(), libc::SIGKILL, 0).unwrap();
         ours.kill().unwrap();
