@@ -43,6 +43,13 @@
 //! that does only the syscalls the work needs (issue 16): spawn and exec in
 //! multi-thread `block_on`, capture from the 64 KiB and 1 MiB producers,
 //! IPC ping-pong; `exec` against Node has std's own ratio as its floor.
+//!
+//! IPC ping-pong runs in three placements of its two processes: where the
+//! scheduler puts them, both on one CPU, and each on its own CPU (the
+//! parent under `taskset -c 0`, the peer moving itself to CPU 1 when it
+//! sees `COMPARE_CHILD_CPU`, Node's child included). A free run is one of
+//! the other two, or a mix, as the pair happened to start; the fixed ones
+//! give a verdict that does not depend on that.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -64,6 +71,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(at) = args.iter().position(|a| a == "--mode") {
         let rest = &args[at + 1..];
+        pin_child_mode(rest);
         match child_mode(rest) {
             // The IPC worker shares our stdout: it prints nothing.
             Ok(Value::Null) => {}
@@ -414,9 +422,17 @@ struct NodeServer {
 impl NodeServer {
     /// `node <script> <args..>`, `args` holding `serve`, after one warm-up
     /// batch of `warm_up`.
-    fn start(script: &str, args: &[&str], warm_up: usize) -> Result<NodeServer, String> {
-        let mut child = node(script)
-            .args(args)
+    /// Node's two processes placed as `place` says.
+    fn start(
+        script: &str,
+        args: &[&str],
+        warm_up: usize,
+        place: Placement,
+    ) -> Result<NodeServer, String> {
+        let mut cmd = node(script);
+        cmd.args(args);
+        let mut child = place
+            .apply(&mut cmd)
             .stdin(StdStdio::piped())
             .stdout(StdStdio::piped())
             .spawn()
@@ -1053,12 +1069,24 @@ type PairedRow<'a> = (String, usize, Box<dyn FnMut(usize) -> Sample + 'a>);
 fn paired_node(
     s: &mut Section,
     batches: usize,
+    node_server: (&str, &str, &[&str]),
+    rows: Vec<PairedRow<'_>>,
+) {
+    paired_node_in(s, batches, node_server, Placement::Free, rows);
+}
+
+/// [`paired_node`] with Node's processes placed as `place` says (the rows
+/// place their own).
+fn paired_node_in(
+    s: &mut Section,
+    batches: usize,
     (node_row, script, args): (&str, &str, &[&str]),
+    place: Placement,
     mut rows: Vec<PairedRow<'_>>,
 ) {
     let batch = rows.first().map_or(PAIRED_BATCH, |r| r.1);
     debug_assert!(rows.iter().all(|r| r.1 == batch));
-    let mut server = match NodeServer::start(script, args, batch) {
+    let mut server = match NodeServer::start(script, args, batch, place) {
         Ok(server) => server,
         Err(e) => {
             s.notes
@@ -2360,23 +2388,24 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             peers.push(Peer::new(ASYNC_IPC_FLOOR, move || {
                 pingpong_floor_async(count)
             }));
-            let looped = move |who: &str| {
-                let v = run_json(&mut pinned(myself().args([
-                    "loop",
-                    who,
-                    &count.to_string(),
-                ])))?;
-                Ok(1e9 / field(&v, "ns_per_op")?)
-            };
-            peers.push(Peer::new(PINNED_OURS, move || looped("ipc-pingpong")));
-            peers.push(Peer::new(PINNED_FLOOR, move || {
-                looped("floor-ipc-pingpong-async")
+            let one = Placement::OneCpu;
+            peers.push(Peer::new(PINNED_OURS, move || {
+                placed_rate(one, "ipc-pingpong", count)
             }));
-            peers.push(Peer::new(PINNED_NODE, move || {
-                field(
-                    &run_json(&mut pinned(node("ipc.js").args(kind.node_args(count))))?,
-                    "per_sec",
-                )
+            peers.push(Peer::new(PINNED_FLOOR, move || {
+                placed_rate(one, "floor-ipc-pingpong-async", count)
+            }));
+            peers.push(Peer::new(PINNED_NODE, move || placed_node_rate(one, count)));
+            // Each process on its own CPU: every round trip pays two
+            // wake-ups of the other CPU. A quarter of the count, as each
+            // round trip takes up to 8× as long as on one CPU.
+            let split = Placement::Split;
+            let quarter = (count / 4).max(1);
+            for (row, who) in SPLIT_ROWS {
+                peers.push(Peer::new(row, move || placed_rate(split, who, quarter)));
+            }
+            peers.push(Peer::new(SPLIT_NODE, move || {
+                placed_node_rate(split, quarter)
             }));
         }
         if matches!(kind, Ipc::OneWay) {
@@ -2486,6 +2515,36 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             );
             let got = paired(batches, PINGPONG_BATCH, ours_row().2, async_floor_row().2);
             s.record_paired(serial.into(), ASYNC_IPC_FLOOR.into(), PINGPONG_BATCH, got);
+            // The split placement, paired the same way: Node's pair kept
+            // split for the whole run, each of ours a fresh pair.
+            let split_row = |(row, who): (&'static str, &'static str)| {
+                rate_row(row, PINGPONG_BATCH, move |n| {
+                    placed_rate(Placement::Split, who, n)
+                })
+            };
+            paired_node_in(
+                &mut s,
+                batches,
+                (SPLIT_NODE, "ipc.js", &["pingpong", "serve"]),
+                Placement::Split,
+                SPLIT_ROWS.into_iter().map(split_row).collect(),
+            );
+            let got = paired(
+                batches,
+                PINGPONG_BATCH,
+                split_row(SPLIT_ROWS[0]).2,
+                split_row(SPLIT_ROWS[1]).2,
+            );
+            s.record_paired(
+                SPLIT_OURS.into(),
+                SPLIT_EPOLL_FLOOR.into(),
+                PINGPONG_BATCH,
+                got,
+            );
+            s.compare_named(SPLIT_OURS, "ours split", SPLIT_NODE);
+            s.compare_named(SPLIT_EPOLL_FLOOR, "epoll floor split", SPLIT_NODE);
+            s.compare_named(SPLIT_BLOCKING_FLOOR, "blocking floor split", SPLIT_NODE);
+            s.compare_named(SPLIT_OURS, "ours split", SPLIT_EPOLL_FLOOR);
             s.compare_named(PINNED_OURS, "ours pinned", PINNED_NODE);
             s.compare_named(PINNED_FLOOR, "async floor pinned", PINNED_NODE);
             s.compare_named(PINNED_OURS, "ours pinned", PINNED_FLOOR);
@@ -2522,6 +2581,30 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                 PINNED_OURS,
                 PINNED_NODE,
                 factor,
+            );
+            // Each process on its own CPU: each round trip pays two
+            // wake-ups of a halted vCPU (`perf record`: three quarters of
+            // the samples where the waker sends the interrupt and where the
+            // woken task is switched in), whatever the program does
+            // between them.
+            let blocking_split = s.advantage(SPLIT_BLOCKING_FLOOR, SPLIT_NODE);
+            s.target_worst_floor(
+                "≥ 2× Node, each process on its own CPU (every message wakes the other CPU)",
+                &[(String::new(), SPLIT_OURS.into(), SPLIT_NODE.into())],
+                Bound::AtLeast(factor),
+                Some(Floor {
+                    row: SPLIT_EPOLL_FLOOR,
+                    within: 0.95,
+                    floor_misses: true,
+                    describe: Box::new(move |f| {
+                        format!(
+                            " (floor: a minimal program doing an event loop's syscalls does \
+                             {f:.2}× Node, a blocking one {}: two wake-ups of the other CPU per \
+                             round trip bound every program)",
+                            blocking_split.map_or("n/a".into(), |b| format!("{b:.2}×"))
+                        )
+                    }),
+                }),
             );
         } else if matches!(kind, Ipc::OneWay) {
             // Paired with Node as well: the rounds gave ours 10.95× and
@@ -2580,16 +2663,73 @@ fn rate_row<'a>(
     )
 }
 
-/// `cmd` run with its CPU affinity set to CPU 0 (`taskset`), which the
-/// processes it starts inherit.
-fn pinned(cmd: &mut StdCommand) -> StdCommand {
-    let mut pinned = StdCommand::new("taskset");
-    pinned
-        .args(["-c", "0"])
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    pinned
+/// Where the two processes of a ping-pong run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Where the scheduler puts them.
+    Free,
+    /// Both on CPU 0 (`taskset -c 0`, which the peer inherits).
+    OneCpu,
+    /// The parent on CPU 0, the peer it starts on CPU 1 (the peer moves
+    /// itself when it sees [`CHILD_CPU_VAR`]): every message crosses the
+    /// two CPUs, where a free run crosses them or not as the scheduler
+    /// placed the pair when it started.
+    Split,
 }
+
+impl Placement {
+    /// `cmd` run so that it and the peer it starts are placed so.
+    fn apply(self, cmd: &mut StdCommand) -> StdCommand {
+        let mut placed = if self == Placement::Free {
+            StdCommand::new(cmd.get_program())
+        } else {
+            let mut taskset = StdCommand::new("taskset");
+            taskset.args(["-c", "0"]).arg(cmd.get_program());
+            taskset
+        };
+        placed.args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => placed.env(k, v),
+                None => placed.env_remove(k),
+            };
+        }
+        if self == Placement::Split {
+            placed.env(CHILD_CPU_VAR, "1");
+        }
+        placed
+    }
+}
+
+/// Where a ping-pong peer started by a [`split`] run moves itself.
+const CHILD_CPU_VAR: &str = "COMPARE_CHILD_CPU";
+
+/// Round trips/s of `--mode loop <who> <count>` placed as `place` says.
+fn placed_rate(place: Placement, who: &str, count: usize) -> Sample {
+    let v = run_json(&mut place.apply(myself().args(["loop", who, &count.to_string()])))?;
+    Ok(1e9 / field(&v, "ns_per_op")?)
+}
+
+/// Round trips/s of Node's ping-pong placed as `place` says.
+fn placed_node_rate(place: Placement, count: usize) -> Sample {
+    let mut cmd = node("ipc.js");
+    cmd.args(Ipc::PingPong.node_args(count));
+    field(&run_json(&mut place.apply(&mut cmd))?, "per_sec")
+}
+
+const SPLIT_OURS: &str = "ours, Rust ↔ Rust, `send().await` one by one, each process on its \
+    own CPU (parent `taskset -c 0`, worker moved to CPU 1)";
+const SPLIT_EPOLL_FLOOR: &str = "floor: the blocking ping-pong with an `epoll_wait` for `EPOLLIN` \
+    before each `read`, each side (the syscalls of an event loop and nothing more), each process \
+    on its own CPU";
+const SPLIT_BLOCKING_FLOOR: &str = "floor: the blocking ping-pong, each process on its own CPU";
+const SPLIT_NODE: &str = "Node ↔ Node, `json`, each process on its own CPU";
+/// The Rust rows of the split placement, with their `--mode loop` names.
+const SPLIT_ROWS: [(&str, &str); 3] = [
+    (SPLIT_OURS, "ipc-pingpong"),
+    (SPLIT_EPOLL_FLOOR, "floor-ipc-pingpong-epoll"),
+    (SPLIT_BLOCKING_FLOOR, "floor-ipc-pingpong"),
+];
 
 const PINNED_OURS: &str = "ours, Rust ↔ Rust, `send().await` one by one, both processes \
     pinned to one CPU (`taskset -c 0`)";
@@ -2789,13 +2929,33 @@ impl Lines {
 /// into `serde_json::Value`, as our rows do. Round trips/s after a warm-up
 /// of a tenth of the count.
 fn pingpong_floor(count: usize) -> Sample {
+    pingpong_floor_in("pingpong-floor", count, false)
+}
+
+/// [`EPOLL_IPC_FLOOR`] (issue 16): [`pingpong_floor`] with an
+/// `epoll_wait` for `EPOLLIN` before each `read`, each side
+/// (`--mode pingpong-floor-epoll`): the syscalls of an event loop and
+/// nothing else.
+fn pingpong_floor_epoll(count: usize) -> Sample {
+    pingpong_floor_in("pingpong-floor-epoll", count, true)
+}
+
+fn pingpong_floor_in(mode: &str, count: usize, epoll: bool) -> Sample {
     let e = |e: std::io::Error| e.to_string();
     let mut out = Vec::with_capacity(64);
-    socket_floor("pingpong-floor", count, |sock, lines, count| {
+    let mut ready = None;
+    socket_floor(mode, count, |sock, lines, count| {
+        if epoll && ready.is_none() {
+            ready = Some(Readable::new(sock.as_raw_fd())?);
+        }
         for i in 0..count {
             ping_line(&mut out, i)?;
             sock.write_all(&out).map_err(e)?;
-            let line = lines.next_line(sock).map_err(e)?.ok_or("child hung up")?;
+            let line = match &ready {
+                Some(ready) => lines.next_line(&mut ready.over(sock)),
+                None => lines.next_line(sock),
+            };
+            let line = line.map_err(e)?.ok_or("child hung up")?;
             let v: Value = serde_json::from_slice(&lines.buf[line]).map_err(|e| e.to_string())?;
             if !Received::echo(&v) {
                 return Err(format!("bad echo {v}"));
@@ -2848,6 +3008,69 @@ fn pingpong_floor_async(count: usize) -> Sample {
     })?;
     ok_status(child.wait().map_err(e)?.success())?;
     Ok(rate)
+}
+
+/// An epoll instance watching one fd for `EPOLLIN` (level-triggered): the
+/// readiness wait of an event loop, without the loop.
+struct Readable {
+    ep: std::os::fd::OwnedFd,
+}
+
+impl Readable {
+    fn new(fd: std::os::fd::RawFd) -> Result<Readable, String> {
+        use std::os::fd::FromRawFd;
+        let err = || std::io::Error::last_os_error().to_string();
+        // SAFETY: plain syscalls; the new fd is owned at once, and `ev`
+        // lives across the `epoll_ctl` that reads it.
+        unsafe {
+            let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            if ep < 0 {
+                return Err(err());
+            }
+            let ep = std::os::fd::OwnedFd::from_raw_fd(ep);
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: 0,
+            };
+            if libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) < 0 {
+                return Err(err());
+            }
+            Ok(Readable { ep })
+        }
+    }
+
+    /// `sock` read through this wait: each `read` waits for `EPOLLIN` first.
+    fn over<'a, R: Read>(&'a self, sock: &'a mut R) -> Waited<'a, R> {
+        Waited { ready: self, sock }
+    }
+
+    fn wait(&self) -> std::io::Result<()> {
+        let mut ev = [libc::epoll_event { events: 0, u64: 0 }];
+        loop {
+            // SAFETY: `ev` has room for the one event asked for.
+            let n = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), ev.as_mut_ptr(), 1, -1) };
+            if n >= 0 {
+                return Ok(());
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// A reader that waits for readiness before each `read` ([`Readable`]).
+struct Waited<'a, R> {
+    ready: &'a Readable,
+    sock: &'a mut R,
+}
+
+impl<R: Read> Read for Waited<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.ready.wait()?;
+        self.sock.read(buf)
+    }
 }
 
 /// Newline-delimited JSON values read from a tokio stream.
@@ -2910,12 +3133,24 @@ fn mode_pingpong_floor_async() -> Result<Value, String> {
 /// `--mode pingpong-floor`: the child of `pingpong_floor`. Its stdin is a
 /// socket: read a line, parse it into a `Value`, write it back serialised
 /// with a `\n`, until end of file.
-fn mode_pingpong_floor() -> Result<Value, String> {
+fn mode_pingpong_floor(epoll: bool) -> Result<Value, String> {
     let e = |e: std::io::Error| e.to_string();
     let mut sock = floor_socket()?;
+    let ready = if epoll {
+        Some(Readable::new(sock.as_raw_fd())?)
+    } else {
+        None
+    };
     let mut lines = Lines::new();
     let mut out = Vec::with_capacity(64);
-    while let Some(line) = lines.next_line(&mut sock).map_err(e)? {
+    loop {
+        let line = match &ready {
+            Some(ready) => lines.next_line(&mut ready.over(&mut sock)),
+            None => lines.next_line(&mut sock),
+        };
+        let Some(line) = line.map_err(e)? else {
+            break;
+        };
         let v: Value = serde_json::from_slice(&lines.buf[line]).map_err(|e| e.to_string())?;
         if Received::start(&v).is_some() || !Received::echo(&v) {
             return Err(format!("not a ping: {v}"));
@@ -3212,6 +3447,33 @@ async fn ipc_child_loop<M: Received>(parent: &mut cp::Channel) -> Result<(), Str
 // Modes of a re-executed copy of this binary
 // ---------------------------------------------------------------------------
 
+/// The ping-pong peers of a split run (`COMPARE_CHILD_CPU` set by
+/// [`split`]) move themselves to that CPU before they answer.
+fn pin_child_mode(args: &[String]) {
+    let Ok(cpu) = std::env::var(CHILD_CPU_VAR) else {
+        return;
+    };
+    let child = [
+        "ipc-child",
+        "pingpong-floor",
+        "pingpong-floor-async",
+        "pingpong-floor-epoll",
+    ];
+    if !args.first().is_some_and(|m| child.contains(&m.as_str())) {
+        return;
+    }
+    let cpu: usize = cpu.parse().expect("COMPARE_CHILD_CPU is a CPU number");
+    // SAFETY: `set` is a plain bit set on our stack, zeroed before use, and
+    // `sched_setaffinity` only reads `size_of_val(&set)` bytes of it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+            panic!("sched_setaffinity: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
 fn child_mode(args: &[String]) -> Result<Value, String> {
     let num = |i: usize| -> Result<usize, String> {
         args.get(i)
@@ -3225,7 +3487,8 @@ fn child_mode(args: &[String]) -> Result<Value, String> {
         Some("drain") => mode_drain(num(1)?, num(2)?, &args[3..]),
         Some("capture") => mode_capture(&args[1], num(2)?, &args[3..]),
         Some("inflight") => mode_inflight(&args[1], num(2)?, &args[3]),
-        Some("pingpong-floor") => mode_pingpong_floor(),
+        Some("pingpong-floor") => mode_pingpong_floor(false),
+        Some("pingpong-floor-epoll") => mode_pingpong_floor(true),
         Some("pingpong-floor-async") => mode_pingpong_floor_async(),
         Some("oneway-floor") => mode_oneway_floor(),
         Some("ipc-child") => mode_ipc_child(
@@ -3299,6 +3562,7 @@ fn mode_loop(who: &str, n: usize) -> Result<Value, String> {
         ("floor-exec", _) => exec_floor(n)?,
         ("floor-ipc-pingpong", _) => 1e9 / pingpong_floor(n)?,
         ("floor-ipc-pingpong-async", _) => 1e9 / pingpong_floor_async(n)?,
+        ("floor-ipc-pingpong-epoll", _) => 1e9 / pingpong_floor_epoll(n)?,
         ("floor-ipc-oneway", _) => 1e9 / oneway_floor(n)?,
         _ => return Err(format!("unknown loop {who}")),
     };

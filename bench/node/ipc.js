@@ -16,6 +16,11 @@
 const cp = require('child_process');
 
 if (process.argv[2] === 'child') {
+  // A split run (benches/compare.rs `split`): the parent is on CPU 0 and
+  // this child moves itself to the CPU named here, as the Rust peers do.
+  if (process.env.COMPARE_CHILD_CPU !== undefined) {
+    cp.execFileSync('taskset', ['-a', '-p', '-c', process.env.COMPARE_CHILD_CPU, String(process.pid)], { stdio: 'ignore' });
+  }
   let expected = 0;
   let got = 0;
   process.on('message', (m) => {
