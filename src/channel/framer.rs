@@ -85,6 +85,23 @@ impl Framer {
         self.buf.len() - self.start
     }
 
+    /// Whether the reader has nothing to do but read: no whole line is
+    /// buffered, the stream has not ended, and the part of a line that is
+    /// buffered is within the limit (past it, [`Framer::next_message`] has
+    /// an error to report).
+    #[inline(always)]
+    pub(crate) fn wants_bytes(&mut self) -> bool {
+        if self.eof || self.discarding || self.buf.len() - self.start > self.max_len {
+            return false;
+        }
+        if find_newline(&self.buf[self.scan..]).is_some() {
+            return false;
+        }
+        // As `next_line` does: the next search starts past these bytes.
+        self.scan = self.buf.len();
+        true
+    }
+
     /// The stream ended.
     pub(crate) fn set_eof(&mut self) {
         self.eof = true;

@@ -1178,8 +1178,22 @@ impl ChannelReceiver {
 
     fn poll_recv<T: DeserializeOwned>(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>>> {
         ready!(self.poll_budget(cx));
-        if let Some((start, end)) = self.next_plain() {
-            return Poll::Ready(Ok(Some(decode(self.framer.get(start, end))?)));
+        loop {
+            if let Some((start, end)) = self.next_plain() {
+                return Poll::Ready(Ok(Some(decode(self.framer.get(start, end))?)));
+            }
+            // Nothing whole is buffered and nothing else is due: read and
+            // look again, without the general path's steps, which a reader
+            // that waits for each message (a request and its reply) took
+            // twice per message, once to find nothing and once after the
+            // read.
+            if self.backlog.is_some() || self.truncated || !self.framer.wants_bytes() {
+                break;
+            }
+            ready!(self.poll_fill(cx))?;
+            // Each read costs budget, as in `poll_raw`: a peer streaming a
+            // line that never ends must not hold the thread.
+            ready!(self.poll_budget(cx));
         }
         loop {
             let raw = match ready!(self.poll_raw(cx))? {

@@ -229,6 +229,40 @@ async fn too_long_lines_are_skipped_without_buffering() {
     drop(a_tx);
 }
 
+/// A receiver waiting on an empty buffer reads and looks again without the
+/// general path; lines that arrive in pieces, a protocol message among
+/// them, and blank lines still come out as they should.
+#[tokio::test]
+async fn lines_in_pieces_reach_a_waiting_receiver() {
+    let (mut a, mut raw) = raw_pair();
+    let pieces: [&[u8]; 7] = [
+        b"{\"a\":",
+        b"1}",
+        b"\n{\"cmd\":\"NODE_X\",",
+        b"\"n\":1}\n\n",
+        b"  \r\n\"b",
+        b"\"\n",
+        b"[2",
+    ];
+    let writer = tokio::spawn(async move {
+        for piece in pieces {
+            raw.write_all(piece).await.unwrap();
+            // Let the receiver find the buffer without a whole line.
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+        }
+        raw
+    });
+    assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!({"a": 1})));
+    assert_eq!(a.recv::<Value>().await.unwrap(), Some(json!("b")));
+    let raw = writer.await.unwrap();
+    drop(raw);
+    // The stream ends inside `[2`: said, not dropped.
+    assert_decode_error(a.recv().await);
+    assert_eq!(a.recv::<Value>().await.unwrap(), None);
+}
+
 /// Issue 11: an over-long line with a large limit costs about the limit,
 /// not twice it (the buffer doubled and was zero-filled).
 #[tokio::test]
