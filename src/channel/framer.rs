@@ -295,7 +295,8 @@ impl Framer {
 /// - the readers' shortcut, [`Framer::next_plain`] tried before
 ///   [`Framer::next_message`] (every other step, so that both paths see
 ///   plain lines, and the shortcut meets every state), changes none of
-///   that.
+///   that; nor does reading on whenever [`Framer::wants_bytes`] says so
+///   (as `recv` does), without asking `next_message`.
 #[cfg(any(fuzzing, test))]
 pub fn fuzz_framing(data: &[u8], cuts: &[usize], max_len: usize) {
     #[derive(Debug, PartialEq)]
@@ -319,10 +320,34 @@ pub fn fuzz_framing(data: &[u8], cuts: &[usize], max_len: usize) {
     // What the current "read" has not delivered yet: a chunk larger than
     // the framer's free space arrives in several reads, as from a socket.
     let mut pending: &[u8] = &[];
+    // One read: the next bytes, or the end of the stream.
+    let mut read = |framer: &mut Framer| {
+        while pending.is_empty() {
+            match chunks.next() {
+                Some(chunk) => pending = chunk,
+                None => break,
+            }
+        }
+        if pending.is_empty() {
+            framer.set_eof();
+        } else {
+            let room = framer.room();
+            let n = (room.capacity() - room.len()).min(pending.len());
+            room.extend_from_slice(&pending[..n]);
+            pending = &pending[n..];
+        }
+    };
     for step in 0.. {
         if step % 2 == 0 {
             if let Some((start, end)) = framer.next_plain() {
                 got.push(Out::Message(framer.get(start, end).to_vec()));
+                continue;
+            }
+            // A receiver's loop (`poll_recv`): read on without asking
+            // `next_message` while the framer says there is nothing else
+            // to do; every other time, so both ways meet every state.
+            if step % 4 == 0 && framer.wants_bytes() {
+                read(&mut framer);
                 continue;
             }
         }
@@ -333,22 +358,7 @@ pub fn fuzz_framing(data: &[u8], cuts: &[usize], max_len: usize) {
             Step::Error(_) => got.push(Out::Cut),
             Step::End => break,
             Step::Blank => {}
-            Step::NeedMore => {
-                while pending.is_empty() {
-                    match chunks.next() {
-                        Some(chunk) => pending = chunk,
-                        None => break,
-                    }
-                }
-                if pending.is_empty() {
-                    framer.set_eof();
-                } else {
-                    let room = framer.room();
-                    let n = (room.capacity() - room.len()).min(pending.len());
-                    room.extend_from_slice(&pending[..n]);
-                    pending = &pending[n..];
-                }
-            }
+            Step::NeedMore => read(&mut framer),
         }
         assert!(
             framer.held() <= bound,
