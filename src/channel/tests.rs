@@ -1903,6 +1903,34 @@ async fn a_message_queued_behind_a_handle_arrives_without_more_data() {
     drop(a);
 }
 
+/// More fds with half a line than a read takes: the loss is reported at
+/// once, without waiting for the rest of the line (which may never come),
+/// and the line is delivered when it does. A receiver that reads on while
+/// nothing whole is buffered must stop for the loss (an outside attack on
+/// that loop: only this case tells).
+#[tokio::test]
+async fn fds_lost_with_half_a_line_are_reported_at_once() {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut rx = Channel::from_fd(ours.into()).unwrap();
+    let (pipe_r, _pipe_w) = nix::unistd::pipe().unwrap();
+    let fds = vec![pipe_r.as_raw_fd(); 100];
+    let iov = [std::io::IoSlice::new(b"{\"a\"")];
+    let cmsgs = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(theirs.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), None).unwrap();
+    let lost = tokio::time::timeout(Duration::from_secs(5), rx.recv::<Value>())
+        .await
+        .expect("the loss must not wait for the rest of the line");
+    assert!(
+        matches!(lost, Err(crate::Error::Channel(ChannelError::HandleLost))),
+        "{lost:?}"
+    );
+    (&theirs).write_all(b":1}\n").unwrap();
+    assert_eq!(rx.recv::<Value>().await.unwrap(), Some(json!({"a": 1})));
+}
+
 /// What a raw peer sends: `bytes` in one `sendmsg`, with `fd` attached.
 fn send_with_fd(sock: &std::os::unix::net::UnixStream, bytes: &[u8], fd: Option<i32>) {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
