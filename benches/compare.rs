@@ -2,8 +2,8 @@
 //! `child_process`, in one run.
 //!
 //! ```sh
-//! cargo bench --bench compare -- --quick   # under 3 minutes on 2 cores
-//! cargo bench --bench compare              # full run, under 12 minutes
+//! cargo bench --bench compare -- --quick   # a few minutes on 2 cores
+//! cargo bench --bench compare              # full run, 22-25 minutes
 //! cargo bench --bench compare -- spawn ipc # only some workloads
 //! ```
 //!
@@ -101,7 +101,7 @@ fn main() {
     let mut report = Report::default();
     let mut ours_small_spawn = None;
     // Each workload's wall time goes to stderr, to keep the run's budget in
-    // view (`--quick` under 3 minutes, the full run under 12).
+    // view (the full run took 22-25 minutes on 2 cores).
     let timed = |name: &str, f: &mut dyn FnMut()| {
         if selected(name) {
             let t = Instant::now();
