@@ -2491,9 +2491,13 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             // round trip across the two CPUs is two wake-ups of a halted
             // vCPU, and where the scheduler puts the two processes swings it
             // 10× within an hour for every implementation (ours 7–120 µs,
-            // the tokio floor 12–117 µs, Node 96–177 µs per round trip).
+            // the tokio floor 12–117 µs, Node 41–177 µs per round trip).
             // Pinned to one CPU there are no such wake-ups: ours 11.5 µs,
-            // Node 31 µs.
+            // Node 31 µs. Each batch on either side is a fresh pair, placed
+            // as it starts: a Node pair kept for the whole run (its `serve`
+            // mode) against fresh pairs of ours compared one placement,
+            // drawn once, with many (0.34× Node paired so, where the rounds,
+            // fresh pairs on both sides, had ours 1.40× Node).
             let ours_row = || {
                 rate_row(serial, PINGPONG_BATCH, move |n| {
                     rust_ipc(kind, n, false, Parse::Value)
@@ -2507,12 +2511,11 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                 rate_row(floor_row, PINGPONG_BATCH, pingpong_floor),
             ];
             let batches = (p.paired_batches / 5).max(MIN_PAIRED_ROUNDS);
-            paired_node(
-                &mut s,
-                batches,
-                (node_row, "ipc.js", &["pingpong", "serve"]),
-                rows,
-            );
+            let fresh_node = |n| placed_node_rate(Placement::Free, n).map(|r| 1e9 / r);
+            for (row, batch, op) in rows {
+                let got = paired(batches, batch, op, fresh_node);
+                s.record_paired(row, node_row.into(), batch, got);
+            }
             let got = paired(batches, PINGPONG_BATCH, ours_row().2, async_floor_row().2);
             s.record_paired(serial.into(), ASYNC_IPC_FLOOR.into(), PINGPONG_BATCH, got);
             // The split placement, paired the same way: Node's pair kept
