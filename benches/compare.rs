@@ -26,8 +26,11 @@
 //! spells: the same code measured 1.06× in rounds and 1.02× paired).
 //! Against Node the same: Node's script runs in its `serve` mode
 //! (`bench/node/serve.js`), timing one batch per line it reads, and its
-//! batches alternate with ours (spawn and exec in every shape, IPC one-way
-//! and ping-pong).
+//! batches alternate with ours (spawn and exec in every shape, IPC one-way,
+//! ping-pong with each process on its own CPU). The ping-pong placed by the
+//! scheduler alternates fresh Node pairs with fresh pairs of ours instead:
+//! where a pair lands when it starts decides its speed, so one pair kept
+//! for the run would be one draw against many.
 //!
 //! Measurements that must not disturb the others (a parent holding 1 GiB,
 //! peak RSS of a capture, 1,000 children in flight, IPC workers) run in a
