@@ -46,6 +46,17 @@ use super::KEEP_CAPACITY;
 use crate::error::ChannelError;
 use crate::sys;
 
+/// What [`Shared::send_direct`] did with a line.
+enum Direct<'a> {
+    /// All of it is written.
+    Sent,
+    /// Part or none of it is: the flusher role, holding the rest, and the
+    /// stream offset the line ends at.
+    Rest(u64, Flusher<'a>),
+    /// Nothing: the queue was not empty, or someone writes; queue it.
+    Queue,
+}
+
 /// How many bytes may be queued but not yet written before `send` waits.
 pub(super) const SEND_QUEUE_LIMIT: u64 = 1024 * 1024;
 
@@ -191,6 +202,11 @@ impl Shared {
     /// Queues `line` (whole lines, each ending in `\n`) and returns once it
     /// is written to the socket.
     pub(super) async fn send_line(&self, line: &[u8]) -> Result<(), ChannelError> {
+        match self.send_direct(line) {
+            Direct::Sent => return Ok(()),
+            Direct::Rest(end, flusher) => return self.write_to(flusher, end).await,
+            Direct::Queue => {}
+        }
         let (end, flusher) = self
             .admit(|st| {
                 st.back.extend_from_slice(line);
@@ -201,6 +217,54 @@ impl Shared {
             Some(flusher) => self.write_to(flusher, end).await,
             None => self.flush_to(end).await,
         }
+    }
+
+    /// Writes `line` straight from the caller's buffer when nothing is
+    /// queued and nobody writes: the line's range of the stream is taken
+    /// under the lock, with the flusher role, so that lines queued by others
+    /// meanwhile go after it. See [`Direct`] for what it returns.
+    ///
+    /// Through the queue, a message was copied in, swapped out and written
+    /// under four lock round trips; a sender that waits for each reply
+    /// (request and response) always finds the queue empty.
+    fn send_direct(&self, line: &[u8]) -> Direct<'_> {
+        let end = {
+            let mut st = self.lock();
+            if st.broken.is_some() || st.flushing || st.queued != st.written || !st.fds.is_empty() {
+                return Direct::Queue;
+            }
+            st.flushing = true;
+            st.queued += line.len() as u64;
+            st.queued
+        };
+        // No fd is due (none is queued), so no `send_next`.
+        let sent = self.send_now(line);
+        let mut st = self.lock();
+        let rest = match sent {
+            Ok(n) => {
+                st.written += n as u64;
+                &line[n..]
+            }
+            // `run` meets the error again and records it, as for any write.
+            Err(_) => line,
+        };
+        if rest.is_empty() {
+            st.room_went_unused();
+            st.flushing = false;
+            // As a flusher's drop: whoever waits for the role, or to hear
+            // of a `disconnect` made meanwhile.
+            let wake = st.waiters > 0 || st.broken.is_some();
+            drop(st);
+            if wake {
+                self.notify.notify_waiters();
+            }
+            return Direct::Sent;
+        }
+        // What others queued since is in `back`; the rest goes before it.
+        st.front.clear();
+        st.front.extend_from_slice(rest);
+        st.front_pos = 0;
+        Direct::Rest(end, Flusher::start(self, &mut st))
     }
 
     /// Waits while the queue is full, then queues with `append` under the
