@@ -147,7 +147,12 @@ impl Framer {
         if self.discarding {
             return None;
         }
-        let i = find_newline(&self.buf[self.scan..])?;
+        let Some(i) = find_newline(&self.buf[self.scan..]) else {
+            // As `next_line` does: the next search starts past these bytes
+            // (`wants_bytes`, asked next, then has none to look at).
+            self.scan = self.buf.len();
+            return None;
+        };
         let (start, end) = (self.start, self.scan + i);
         if end - start > self.max_len {
             return None;

@@ -250,14 +250,7 @@ impl Shared {
         };
         if rest.is_empty() {
             st.room_went_unused();
-            st.flushing = false;
-            // As a flusher's drop: whoever waits for the role, or to hear
-            // of a `disconnect` made meanwhile.
-            let wake = st.waiters > 0 || st.broken.is_some();
-            drop(st);
-            if wake {
-                self.notify.notify_waiters();
-            }
+            self.release(st);
             return Direct::Sent;
         }
         // What others queued since is in `back`; the rest goes before it.
@@ -265,6 +258,17 @@ impl Shared {
         st.front.extend_from_slice(rest);
         st.front_pos = 0;
         Direct::Rest(end, Flusher::start(self, &mut st))
+    }
+
+    /// Gives the flusher role up, waking whoever waits for it, or to hear of
+    /// a `disconnect` made meanwhile.
+    fn release(&self, mut st: MutexGuard<'_, WriteState>) {
+        st.flushing = false;
+        let wake = st.waiters > 0 || st.broken.is_some();
+        drop(st);
+        if wake {
+            self.notify.notify_waiters();
+        }
     }
 
     /// Waits while the queue is full, then queues with `append` under the
@@ -839,12 +843,7 @@ impl Drop for Flusher<'_> {
         let mut st = self.shared.lock();
         st.front = std::mem::take(&mut self.buf);
         st.front_pos = self.pos;
-        st.flushing = false;
-        let wake = st.waiters > 0 || st.broken.is_some();
-        drop(st);
-        if wake {
-            self.shared.notify.notify_waiters();
-        }
+        self.shared.release(st);
     }
 }
 
