@@ -1396,8 +1396,11 @@ impl ChannelReceiver {
                         Err(e) => return Poll::Ready(Err(e)),
                     }
                 }
-                // Read on while the replies fit in the send queue.
-                Poll::Pending if self.shared.unwritten() > SEND_QUEUE_LIMIT => {
+                // Read on while the replies fit in the send queue. Only
+                // the replies count: with both peers' queues full of
+                // messages, each reading a `NODE_HANDLE` line, two channels
+                // of ours stopped reading for good.
+                Poll::Pending if self.shared.replies_unwritten() > SEND_QUEUE_LIMIT => {
                     return Poll::Pending
                 }
                 Poll::Pending => {}

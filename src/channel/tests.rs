@@ -399,6 +399,163 @@ async fn node_handle_flood_is_bounded() {
     assert_eq!(end, None);
 }
 
+/// A peer that floods `NODE_HANDLE` lines (each answered with a NACK) and
+/// reads what we write: our senders get their share of the socket. The
+/// replies once counted against the senders' limit, and the receiver,
+/// always running, refilled every bit of room before a woken sender could
+/// take it (100 KB messages: none of 160 in 30 s, against 0.25 s now).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn senders_get_through_a_node_handle_flood() {
+    let (ch, raw) = raw_pair();
+    let (mut peer_rx, mut peer_tx) = raw.into_split();
+    let flooder = tokio::spawn(async move {
+        let lines = b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{}}\n".repeat(1000);
+        while peer_tx.write_all(&lines).await.is_ok() {}
+    });
+    let (senders, per_sender, body) = (4, 40, "x".repeat(100_000));
+    // The peer reads everything; counts our messages and checks each.
+    let reader = tokio::spawn(async move {
+        let (mut buf, mut line) = (vec![0u8; 4096], Vec::new());
+        let mut got = Vec::new();
+        while got.len() < senders * per_sender {
+            let k = peer_rx.read(&mut buf).await.unwrap();
+            assert!(k > 0, "closed after {} messages", got.len());
+            let mut rest = &buf[..k];
+            while let Some(at) = rest.iter().position(|&b| b == b'\n') {
+                line.extend_from_slice(&rest[..=at]);
+                rest = &rest[at + 1..];
+                if line != HANDLE_NACK {
+                    let msg: Value = serde_json::from_slice(&line).unwrap();
+                    assert_eq!(msg["b"].as_str().map(str::len), Some(100_000));
+                    got.push((msg["s"].as_u64().unwrap(), msg["i"].as_u64().unwrap()));
+                }
+                line.clear();
+            }
+            line.extend_from_slice(rest);
+            tokio::task::yield_now().await;
+        }
+        got
+    });
+    let (tx, mut rx) = ch.split();
+    let receiver = tokio::spawn(async move { while let Ok(Some(_)) = rx.recv::<Value>().await {} });
+    let sends = (0..senders).map(|s| {
+        let (tx, body) = (tx.clone(), body.clone());
+        tokio::spawn(async move {
+            for i in 0..per_sender {
+                tx.send(&json!({"s": s, "i": i, "b": body})).await.unwrap();
+            }
+        })
+    });
+    let sent = futures::future::join_all(sends);
+    tokio::time::timeout(Duration::from_secs(20), sent)
+        .await
+        .expect("the senders got through the flood");
+    let mut got = reader.await.unwrap();
+    got.sort_unstable();
+    let want: Vec<_> = (0..senders as u64)
+        .flat_map(|s| (0..per_sender as u64).map(move |i| (s, i)))
+        .collect();
+    assert_eq!(got, want);
+    flooder.abort();
+    receiver.abort();
+}
+
+/// Two channels of ours, each passing the other a handle and then sending
+/// more than the send queue's limit before either reads: each receiver
+/// reads the handle line, queues its ACK behind its own full queue, and
+/// must read on. Reading once paused while the whole queue was over the
+/// limit, not only the replies, so both stopped reading and neither queue
+/// ever drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handles_both_ways_behind_full_queues_do_not_stall() {
+    let (a, b) = channel_pair();
+    let (atx, arx) = a.split();
+    let (btx, brx) = b.split();
+    let mut sends = Vec::new();
+    for tx in [&atx, &btx] {
+        let (tx, listener) = (
+            tx.clone(),
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        );
+        sends.push(tokio::spawn(async move {
+            tx.send_with_handle(&"handle", &listener).await.unwrap();
+        }));
+    }
+    let written = |s: &Shared| {
+        let st = s.lock();
+        st.queued > 0 && st.queued == st.written
+    };
+    while !(written(&arx.shared) && written(&brx.shared)) {
+        tokio::task::yield_now().await;
+    }
+    let (n, body) = (40, "x".repeat(100_000));
+    for tx in [&atx, &btx] {
+        for i in 0..n {
+            let (tx, body) = (tx.clone(), body.clone());
+            sends.push(tokio::spawn(async move {
+                tx.send(&json!({"i": i, "b": body})).await.unwrap();
+            }));
+        }
+    }
+    let full = |s: &Shared| s.lock().unwritten() > SEND_QUEUE_LIMIT;
+    while !(full(&arx.shared) && full(&brx.shared)) {
+        tokio::task::yield_now().await;
+    }
+    let receive = |mut rx: ChannelReceiver| {
+        tokio::spawn(async move {
+            let mut got = 0;
+            while got < n + 1 {
+                rx.recv::<Value>().await.unwrap().expect("a message");
+                got += 1;
+            }
+        })
+    };
+    let receivers = [receive(arx), receive(brx)];
+    let all = futures::future::join_all(receivers.into_iter().chain(sends));
+    let results = tokio::time::timeout(Duration::from_secs(20), all)
+        .await
+        .expect("both sides received everything");
+    assert!(results.iter().all(Result::is_ok));
+}
+
+/// A send waiting for room whose line another flusher wrote meanwhile
+/// returns, although the peer then stops reading (it has the whole
+/// message, and may wait for the next before it reads again). It once
+/// waited for room it no longer needed, for as long as the peer did not
+/// read: the second sender's line, behind ours, had filled the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_another_flusher_finished_returns() {
+    for _ in 0..8 {
+        let (ch, raw) = raw_pair();
+        let (tx, _rx) = ch.split();
+        let (mut peer_rx, _peer_tx) = raw.into_split();
+        let first = {
+            let tx = tx.clone();
+            tokio::spawn(async move { tx.send(&"a".repeat(2 << 20)).await })
+        };
+        let second = tokio::spawn(async move { tx.send(&"b".repeat(2 << 20)).await });
+        // The peer reads up to the end of the first line, then stops.
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut lines = 0;
+        while lines == 0 {
+            let k = peer_rx.read(&mut buf).await.unwrap();
+            assert!(k > 0);
+            lines += buf[..k].iter().filter(|&&b| b == b'\n').count();
+        }
+        let (first, second) = (first, second);
+        // Whichever line came first, its send must return; the other's
+        // cannot while the peer does not read.
+        let done = futures::future::select(first, second);
+        let (sent, other) = match tokio::time::timeout(Duration::from_secs(10), done).await {
+            Ok(futures::future::Either::Left((sent, other)))
+            | Ok(futures::future::Either::Right((sent, other))) => (sent, other),
+            Err(_) => panic!("the send whose line was read never returned"),
+        };
+        sent.unwrap().unwrap();
+        other.abort();
+    }
+}
+
 #[tokio::test]
 async fn peer_close_delivers_everything_then_none_and_send_fails() {
     let (a, mut b) = channel_pair();
@@ -1709,7 +1866,7 @@ async fn a_reply_the_receiver_could_not_write_does_not_stop_senders() {
     let (msg, handle) = rx.recv_with_handle::<Value>().await.unwrap().unwrap();
     assert_eq!((msg, handle.is_some()), (json!("handle"), true));
     assert_eq!(rx.recv::<Value>().await.unwrap(), Some(json!("tick")));
-    assert!(tx.shared.unwritten() > 0, "the ACK went out at once");
+    assert!(tx.shared.lock().unwritten() > 0, "the ACK went out at once");
     // From now on nobody calls `recv` on our side. The peer reads.
     let reader = tokio::spawn(async move {
         let first: String = peer.recv().await.unwrap().unwrap();

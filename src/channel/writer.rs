@@ -7,8 +7,9 @@
 //! which its message ends. If nobody is writing, it becomes the *flusher*: it
 //! swaps `back` into its own `front` buffer and writes it with non-blocking
 //! `send(2)` (`MSG_NOSIGNAL`) calls. When the socket is full it puts the
-//! rest back, gives the role up, waits for room and queues for the role
-//! again: the role is never held across an `await`, so a send future that
+//! rest back, gives the role up, waits for room (or for another flusher to
+//! write its line) and queues for the role again: the role is never held
+//! across an `await`, so a send future that
 //! nobody polls (a receiver's pending protocol reply, say) cannot stop the
 //! other senders. Meanwhile other senders keep appending to `back`; when
 //! the flusher has written `front` it swaps again, so everything queued
@@ -23,6 +24,10 @@
 //! reading makes `send` wait instead of growing memory. The check is "below
 //! the limit", not "fits under the limit", so one message larger than the
 //! limit still goes through (memory stays below the limit plus one message).
+//! The receiver's protocol replies are bounded by their own bytes: it stops
+//! reading while more than [`SEND_QUEUE_LIMIT`] bytes of replies are
+//! unwritten, whatever else is queued, so full queues of messages on both
+//! sides of a channel cannot stop both receivers.
 //!
 //! Cancellation: the flusher keeps its buffer in a guard whose `Drop` puts
 //! the unwritten rest back into the shared state. The next flusher writes
@@ -114,6 +119,12 @@ pub(super) struct WriteState {
     /// Handles sent and not yet acknowledged, in the order they went out
     /// (kept to send again on `NODE_HANDLE_NACK`).
     unacked: VecDeque<Unacked>,
+    /// The protocol replies queued by the receiver: their ranges of the
+    /// stream (adjacent ones merged), oldest first, and the sum of their
+    /// lengths. The receiver stops reading by these bytes alone, not by
+    /// the messages queued around them (see `ChannelReceiver::poll_backlog`).
+    control: VecDeque<(u64, u64)>,
+    control_len: u64,
     /// Set when we disconnected or a write failed; every later send fails.
     pub(super) broken: Option<Broken>,
     /// The watch for room; see [`Room`].
@@ -346,7 +357,7 @@ impl Shared {
             if flusher.run(end)? == Flushed::Done {
                 return Ok(());
             }
-            self.wait_for_room().await?;
+            self.wait_for_room_or_written(end).await?;
         }
     }
 
@@ -362,8 +373,24 @@ impl Shared {
         if flusher.run(end)? == Flushed::Done {
             return Ok(());
         }
-        self.wait_for_room().await?;
+        self.wait_for_room_or_written(end).await?;
         self.flush_to(end).await
+    }
+
+    /// Waits for room in the socket, or until whoever took the role meanwhile
+    /// wrote up to `end`: a flusher writes every queued byte, ours too (the
+    /// receiver flushing its replies, another sender). Waiting for room
+    /// alone, a send whose line was out already stayed pending until the
+    /// peer read again, which a peer waiting for our next message never
+    /// does.
+    async fn wait_for_room_or_written(&self, end: u64) -> Result<(), ChannelError> {
+        let written =
+            self.wait_until(|st| (st.written >= end || st.broken.is_some()).then_some(()));
+        tokio::select! {
+            biased;
+            () = written => Ok(()),
+            room = self.wait_for_room() => room,
+        }
     }
 
     /// Waits until the socket may take more bytes. Cancelled while waiting,
@@ -499,9 +526,9 @@ impl Shared {
     /// Returns the stream offset the reply ends at when it is not written
     /// yet: the reader then keeps flushing up to there (a peer waits for
     /// the reply, and may send nothing until it comes), and stops reading
-    /// while more than [`SEND_QUEUE_LIMIT`] bytes are unwritten, so a peer
-    /// that floods requests without reading the replies cannot grow the
-    /// queue without bound.
+    /// while more than [`SEND_QUEUE_LIMIT`] bytes of replies are unwritten,
+    /// so a peer that floods requests without reading the replies cannot
+    /// grow the queue without bound.
     pub(super) fn push_control(&self, line: &[u8]) -> Option<u64> {
         self.queue_control(self.lock(), line)
     }
@@ -511,8 +538,7 @@ impl Shared {
         if st.broken.is_some() {
             return None;
         }
-        st.back.extend_from_slice(line);
-        st.queued += line.len() as u64;
+        st.push_reply(line);
         let end = st.queued;
         if !st.flushing {
             let mut flusher = Flusher::start(self, &mut st);
@@ -555,10 +581,9 @@ impl Shared {
         Refused::SentAgain(self.queue_control(st, &line))
     }
 
-    /// Bytes queued and not yet written.
-    pub(super) fn unwritten(&self) -> u64 {
-        let st = self.lock();
-        st.queued - st.written
+    /// Bytes of protocol replies queued and not yet written.
+    pub(super) fn replies_unwritten(&self) -> u64 {
+        self.lock().replies_unwritten()
     }
 
     /// Disconnects: fails every pending and later send, and shuts the
@@ -677,6 +702,31 @@ impl WriteState {
             };
         }
     }
+
+    /// Queues a protocol reply at the end of the stream.
+    fn push_reply(&mut self, line: &[u8]) {
+        let start = self.queued;
+        self.back.extend_from_slice(line);
+        self.queued += line.len() as u64;
+        match self.control.back_mut() {
+            Some(last) if last.1 == start => last.1 = self.queued,
+            _ => self.control.push_back((start, self.queued)),
+        }
+        self.control_len += line.len() as u64;
+    }
+
+    /// Bytes of protocol replies queued and not yet written (the ranges
+    /// written since the last look are forgotten).
+    fn replies_unwritten(&mut self) -> u64 {
+        while let Some(&(start, end)) = self.control.front() {
+            if end > self.written {
+                return self.control_len - self.written.saturating_sub(start);
+            }
+            self.control.pop_front();
+            self.control_len -= end - start;
+        }
+        0
+    }
 }
 
 #[cfg(test)]
@@ -688,6 +738,11 @@ impl WriteState {
             Room::Watching(watch) => watch.as_raw_fd(),
             Room::Taken => unreachable!(),
         }
+    }
+
+    /// Bytes queued and not yet written.
+    pub(super) fn unwritten(&self) -> u64 {
+        self.queued - self.written
     }
 
     /// Handles sent and not yet acknowledged.
