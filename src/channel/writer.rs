@@ -384,20 +384,11 @@ impl Shared {
     /// peer read again, which a peer waiting for our next message never
     /// does.
     async fn wait_for_room_or_written(&self, end: u64) -> Result<(), ChannelError> {
-        let written =
-            self.wait_until(|st| (st.written >= end || st.broken.is_some()).then_some(()));
-        tokio::select! {
-            biased;
-            () = written => Ok(()),
-            room = self.wait_for_room() => room,
-        }
-    }
-
-    /// Waits until the socket may take more bytes. Cancelled while waiting,
-    /// it finishes the line the socket took part of, if there is room by
-    /// then and nobody else writes, so the peer is not left with half a
-    /// message while nobody sends.
-    async fn wait_for_room(&self) -> Result<(), ChannelError> {
+        // Cancelled while waiting, it finishes the line the socket took
+        // part of, if there is room by then and nobody else writes, so the
+        // peer is not left with half a message while nobody sends. Only
+        // then: run each time the line went out meanwhile, it searched the
+        // buffer for the next line's end (a megabyte, for large messages).
         struct FinishLineOnDrop<'a>(&'a Shared);
         impl Drop for FinishLineOnDrop<'_> {
             fn drop(&mut self) {
@@ -410,6 +401,19 @@ impl Shared {
             }
         }
         let rescue = FinishLineOnDrop(self);
+        let written =
+            self.wait_until(|st| (st.written >= end || st.broken.is_some()).then_some(()));
+        let result = tokio::select! {
+            biased;
+            () = written => Ok(()),
+            room = self.wait_for_room() => room,
+        };
+        std::mem::forget(rescue);
+        result
+    }
+
+    /// Waits until the socket may take more bytes.
+    async fn wait_for_room(&self) -> Result<(), ChannelError> {
         let watch = self.room_watch().map_err(|e| self.broken_by(e))?;
         loop {
             let mut ready = watch.writable().await.map_err(|e| self.broken_by(e))?;
@@ -419,7 +423,6 @@ impl Shared {
             }
             ready.clear_ready();
         }
-        std::mem::forget(rescue);
         Ok(())
     }
 
