@@ -9,12 +9,12 @@
 //! `send(2)` (`MSG_NOSIGNAL`) calls. When the socket is full it puts the
 //! rest back, gives the role up, waits for room (or for another flusher to
 //! write its line) and queues for the role again: the role is never held
-//! across an `await`, so a send future that
-//! nobody polls (a receiver's pending protocol reply, say) cannot stop the
-//! other senders. Meanwhile other senders keep appending to `back`; when
-//! the flusher has written `front` it swaps again, so everything queued
-//! during one write goes out in the next single `send` (coalescing). A
-//! sender that is not the flusher waits until `written >= end`. The flusher
+//! across an `await`, so a send future that nobody polls (a receiver's
+//! pending protocol reply, say) cannot stop the other senders. Meanwhile
+//! other senders keep appending to `back`; when the flusher has written
+//! `front` it swaps again, so everything queued during one write goes out in
+//! the next single `send` (coalescing). A sender that is not the flusher
+//! waits until `written >= end`. The flusher
 //! returns once its own message is written and hands the role over: a
 //! waiting sender takes it when woken, and bytes `feed` queued after it
 //! wait for the next send or flush.
