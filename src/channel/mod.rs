@@ -1092,10 +1092,6 @@ pub struct ChannelReceiver {
     /// here, so a cancelled `recv` loses nothing, and polled by every `recv`
     /// (which stops reading while it is over the send limit).
     backlog: Option<Flush>,
-    /// Where the `backlog` writing now stops, and where the replies queued
-    /// so far end (it goes on from the one to the other).
-    backlog_end: u64,
-    backlog_to: u64,
     /// Receives since tokio's task budget was last charged.
     unbudgeted: u32,
     /// A read that got less than it asked for emptied the socket (see
@@ -1110,8 +1106,6 @@ impl ChannelReceiver {
             shared,
             framer: Framer::new(DEFAULT_MAX_MESSAGE_LEN),
             backlog: None,
-            backlog_end: 0,
-            backlog_to: 0,
             fds: VecDeque::new(),
             truncated: false,
             unbudgeted: 0,
@@ -1354,8 +1348,8 @@ impl ChannelReceiver {
                         continue;
                     }
                     "NODE_HANDLE_NACK" => match self.shared.refused() {
-                        Refused::SentAgain(Some(end)) => {
-                            self.flush_replies_to(end);
+                        Refused::SentAgain(Some(_)) => {
+                            self.flush_replies();
                             continue;
                         }
                         Refused::SentAgain(None) | Refused::Unknown => continue,
@@ -1392,7 +1386,7 @@ impl ChannelReceiver {
     /// Writes on the protocol replies queued by `reply`; pending only while
     /// they do not fit in the send queue.
     fn poll_backlog(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
-        while let Some(backlog) = &mut self.backlog {
+        if let Some(backlog) = &mut self.backlog {
             match backlog.as_mut().poll(cx) {
                 Poll::Ready(written) => {
                     self.backlog = None;
@@ -1400,10 +1394,6 @@ impl ChannelReceiver {
                         // The peer is gone: its end of stream comes next.
                         Ok(()) | Err(ChannelError::Closed) => {}
                         Err(e) => return Poll::Ready(Err(e)),
-                    }
-                    // On to the end of the replies queued meanwhile.
-                    if self.backlog_to > self.backlog_end {
-                        self.start_backlog();
                     }
                 }
                 // Read on while the replies fit in the send queue. Only
@@ -1413,7 +1403,7 @@ impl ChannelReceiver {
                 Poll::Pending if self.shared.replies_unwritten() > SEND_QUEUE_LIMIT => {
                     return Poll::Pending
                 }
-                Poll::Pending => break,
+                Poll::Pending => {}
             }
         }
         Poll::Ready(Ok(()))
@@ -1444,28 +1434,23 @@ impl ChannelReceiver {
     /// Queue a protocol reply; keep writing it from `recv` if the socket
     /// did not take it at once.
     fn reply(&mut self, line: &'static [u8]) {
-        if let Some(end) = self.shared.push_control(line) {
-            self.flush_replies_to(end);
+        if self.shared.push_control(line).is_some() {
+            self.flush_replies();
         }
     }
 
-    /// Keeps writing replies from `recv` until `written >= end`. A write
-    /// under way goes on, and the next starts where it ends: replacing it
-    /// for each reply cancelled it, and a cancelled write that had waited
-    /// for room searched the queue for the end of the line in progress
-    /// (90 % of a current-thread runtime's time under a `NODE_HANDLE`
-    /// flood, with 300 KB messages queued).
-    fn flush_replies_to(&mut self, end: u64) {
-        self.backlog_to = self.backlog_to.max(end);
+    /// Keeps writing replies from `recv` until all are out. A write under
+    /// way goes on to the replies queued since (see
+    /// [`Shared::flush_replies`]): replacing it for each reply cancelled it,
+    /// and a cancelled write that had waited for room searched the queue
+    /// for the end of the line in progress (90 % of a current-thread
+    /// runtime's time under a `NODE_HANDLE` flood, with 300 KB messages
+    /// queued).
+    fn flush_replies(&mut self) {
         if self.backlog.is_none() {
-            self.start_backlog();
+            let shared = self.shared.clone();
+            self.backlog = Some(Box::pin(async move { shared.flush_replies().await }));
         }
-    }
-
-    fn start_backlog(&mut self) {
-        let (shared, end) = (self.shared.clone(), self.backlog_to);
-        self.backlog_end = end;
-        self.backlog = Some(Box::pin(async move { shared.flush_to(end).await }));
     }
 
     /// One read from the socket into the framer.

@@ -14,10 +14,9 @@
 //! other senders keep appending to `back`; when the flusher has written
 //! `front` it swaps again, so everything queued during one write goes out in
 //! the next single `send` (coalescing). A sender that is not the flusher
-//! waits until `written >= end`. The flusher
-//! returns once its own message is written and hands the role over: a
-//! waiting sender takes it when woken, and bytes `feed` queued after it
-//! wait for the next send or flush.
+//! waits until `written >= end`. The flusher returns once its own message is
+//! written and hands the role over: a waiting sender takes it when woken, and
+//! bytes `feed` queued after it wait for the next send or flush.
 //!
 //! The queue is bounded: a sender may append only while fewer than
 //! [`SEND_QUEUE_LIMIT`] bytes are queued but unwritten, so a peer that stops
@@ -582,6 +581,21 @@ impl Shared {
         let line = entry.line.clone();
         st.unacked.push_back(entry);
         Refused::SentAgain(self.queue_control(st, &line))
+    }
+
+    /// Writes until every protocol reply is out, those queued meanwhile
+    /// too: where the last one ends is read again after each round.
+    pub(super) async fn flush_replies(&self) -> Result<(), ChannelError> {
+        loop {
+            let end = {
+                let st = self.lock();
+                match st.control.back() {
+                    Some(&(_, end)) if end > st.written => end,
+                    _ => return Ok(()),
+                }
+            };
+            self.flush_to(end).await?;
+        }
     }
 
     /// Bytes of protocol replies queued and not yet written.
