@@ -1203,10 +1203,11 @@ impl ChannelReceiver {
     ) -> impl Future<Output = Result<Option<T>>> + use<'_, T> {
         // One poll function, not a chain of async layers (see `Recv`): for
         // small messages, moving the result through each layer's state
-        // showed in a receiver's profile. Its loop repeats `recv_with_handle`'s on
-        // purpose: sharing one that returns `(T, Option<Handle>)` measured
-        // 12–15 % slower. The decoding is shared (`Body::decode`, inlined:
-        // 141–151 ns/msg against 143–160 repeated, alternating runs).
+        // showed in a receiver's profile. Its loop repeats
+        // `recv_with_handle`'s on purpose: sharing one that returns
+        // `(T, Option<Handle>)` measured 12–15 % slower. The decoding is
+        // shared (`Body::decode`, inlined: 141–151 ns/msg against 143–160
+        // repeated, alternating runs).
         Recv {
             receiver: self,
             message: PhantomData,
