@@ -1394,11 +1394,11 @@ impl ChannelReceiver {
                         continue;
                     }
                     "NODE_HANDLE_NACK" => match self.shared.refused() {
-                        Refused::SentAgain(Some(_)) => {
+                        Refused::SentAgain(true) => {
                             self.flush_replies();
                             continue;
                         }
-                        Refused::SentAgain(None) | Refused::Unknown => continue,
+                        Refused::SentAgain(false) | Refused::Unknown => continue,
                         Refused::GaveUp => Err(ChannelError::HandleRefused),
                     },
                     _ => Ok(Some(Raw {
@@ -1480,7 +1480,7 @@ impl ChannelReceiver {
     /// Queue a protocol reply; keep writing it from `recv` if the socket
     /// did not take it at once.
     fn reply(&mut self, line: &'static [u8]) {
-        if self.shared.push_control(line).is_some() {
+        if self.shared.push_control(line) {
             self.flush_replies();
         }
     }

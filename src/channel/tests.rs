@@ -2205,3 +2205,24 @@ fn short_reads_are_trusted_on_unix_and_tcp_stream_sockets_only() {
         assert!(!crate::sys::ipc::short_read_empties(sctp.as_fd()));
     }
 }
+
+/// The receiver keeps the ranges of its protocol replies only while they
+/// are unwritten: an ACK the socket takes at once, between messages of our
+/// own, once left a range behind for every handle received, for the life
+/// of the channel.
+#[tokio::test]
+async fn reply_ranges_do_not_pile_up_between_messages() {
+    let (mut a, mut b) = channel_pair();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    for i in 0..200 {
+        b.send_with_handle(&i, &listener).await.unwrap();
+        let (got, handle) = a.recv_with_handle::<u32>().await.unwrap().unwrap();
+        assert_eq!((got, handle.is_some()), (i, true));
+        // A message of ours after each ACK, so no two replies are adjacent.
+        a.send(&i).await.unwrap();
+        assert_eq!(b.recv::<u32>().await.unwrap(), Some(i));
+    }
+    let st = a.sender.shared.lock();
+    assert_eq!(st.unwritten(), 0, "every ACK went out");
+    assert!(st.reply_ranges() <= 1, "{} ranges kept", st.reply_ranges());
+}

@@ -525,20 +525,20 @@ impl Shared {
     /// if nobody is writing (without blocking: `recv` must not wait for the
     /// peer to read). What does not fit goes out with the next send.
     ///
-    /// Returns the stream offset the reply ends at when it is not written
-    /// yet: the reader then keeps flushing up to there (a peer waits for
-    /// the reply, and may send nothing until it comes), and stops reading
-    /// while more than [`SEND_QUEUE_LIMIT`] bytes of replies are unwritten,
-    /// so a peer that floods requests without reading the replies cannot
-    /// grow the queue without bound.
-    pub(super) fn push_control(&self, line: &[u8]) -> Option<u64> {
+    /// Returns whether the reply is not all written yet: the reader then
+    /// keeps writing the replies ([`flush_replies`](Self::flush_replies);
+    /// a peer waits for the reply, and may send nothing until it comes),
+    /// and stops reading while more than [`SEND_QUEUE_LIMIT`] bytes of
+    /// replies are unwritten, so a peer that floods requests without
+    /// reading the replies cannot grow the queue without bound.
+    pub(super) fn push_control(&self, line: &[u8]) -> bool {
         self.queue_control(self.lock(), line)
     }
 
     /// [`push_control`](Self::push_control) under a lock already held.
-    fn queue_control<'a>(&'a self, mut st: MutexGuard<'a, WriteState>, line: &[u8]) -> Option<u64> {
+    fn queue_control<'a>(&'a self, mut st: MutexGuard<'a, WriteState>, line: &[u8]) -> bool {
         if st.broken.is_some() {
-            return None;
+            return false;
         }
         st.push_reply(line);
         let end = st.queued;
@@ -549,7 +549,7 @@ impl Shared {
             drop(flusher); // its destructor takes the lock
             st = self.lock();
         }
-        (st.written < end).then_some(end)
+        st.written < end
     }
 
     /// A handle we sent was received: forget our copy.
@@ -722,6 +722,9 @@ impl WriteState {
 
     /// Queues a protocol reply at the end of the stream.
     fn push_reply(&mut self, line: &[u8]) {
+        // Forget the ranges written already: nothing else may, when every
+        // reply goes out at once and `recv` never asks how many wait.
+        self.prune_replies();
         let start = self.queued;
         self.back.extend_from_slice(line);
         self.queued += line.len() as u64;
@@ -732,17 +735,24 @@ impl WriteState {
         self.control_len += line.len() as u64;
     }
 
-    /// Bytes of protocol replies queued and not yet written (the ranges
-    /// written since the last look are forgotten).
+    /// Bytes of protocol replies queued and not yet written.
     fn replies_unwritten(&mut self) -> u64 {
+        self.prune_replies();
+        match self.control.front() {
+            Some(&(start, _)) => self.control_len - self.written.saturating_sub(start),
+            None => 0,
+        }
+    }
+
+    /// Drops the reply ranges written in full.
+    fn prune_replies(&mut self) {
         while let Some(&(start, end)) = self.control.front() {
             if end > self.written {
-                return self.control_len - self.written.saturating_sub(start);
+                return;
             }
             self.control.pop_front();
             self.control_len -= end - start;
         }
-        0
     }
 }
 
@@ -760,6 +770,11 @@ impl WriteState {
     /// Bytes queued and not yet written.
     pub(super) fn unwritten(&self) -> u64 {
         self.queued - self.written
+    }
+
+    /// Reply ranges kept.
+    pub(super) fn reply_ranges(&self) -> usize {
+        self.control.len()
     }
 
     /// Handles sent and not yet acknowledged.
@@ -950,8 +965,8 @@ pub(super) fn fd_offset(at: u64, line: &[u8]) -> u64 {
 pub(super) enum Refused {
     /// No handle of ours was waiting for an answer (or the channel broke).
     Unknown,
-    /// Queued again; the offset to keep flushing to, if not yet written.
-    SentAgain(Option<u64>),
+    /// Queued again; `true` while not all written.
+    SentAgain(bool),
     /// Refused four times: the message is not delivered.
     GaveUp,
 }
