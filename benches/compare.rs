@@ -1063,7 +1063,7 @@ type PairedRow<'a> = (String, usize, Box<dyn FnMut(usize) -> Sample + 'a>);
 /// day 1.67–1.71×.
 ///
 /// All rows share Node's batches: each round runs one batch of Node, then
-/// one of every row (in an order rotated each round), and a row's ratio in
+/// one of every row (in the [`shuffled`] order of the round), and a row's ratio in
 /// a round is against the mean of the Node batches before and after it.
 /// Pairing the rows with Node one after another instead let Node's own
 /// drift between the pairings show as a difference between rows: one run
@@ -1112,8 +1112,7 @@ fn paired_node_in(
     };
     for round in 0..batches {
         let mut times = vec![None; rows.len()];
-        for k in 0..rows.len() {
-            let i = (round + k) % rows.len();
+        for i in shuffled(rows.len(), round) {
             if got[i].is_ok() {
                 match (rows[i].2)(batch) {
                     Ok(t) => times[i] = Some(t),
