@@ -5,6 +5,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
+use super::ahead::{Ahead, AHEAD};
 use super::lines::LineSink;
 use super::Ending;
 use crate::sys;
@@ -19,13 +20,17 @@ use crate::sys;
 /// (`F_SETPIPE_SZ`) so it blocks less and each read moves more, and the
 /// buffer is faulted in a few MiB ahead of the reads with one
 /// `MADV_POPULATE_WRITE` instead of a page fault per 4 KiB (std's
-/// `read_to_end` into fresh memory is bound by those faults).
+/// `read_to_end` into fresh memory is bound by those faults). Past
+/// [`HELPER_FROM`] a helper thread does that while the reads go on
+/// ([`Ahead`]).
 pub(crate) struct Capture {
     buf: Vec<u8>,
     limit: usize,
     pipe_grown: bool,
-    /// How far into the buffer the pages are faulted in already.
+    /// How far into the buffer the pages are faulted in already, by this
+    /// thread; `usize::MAX` once the kernel refused.
     populated: usize,
+    helper: Helper,
     /// The last read returned less than it asked for.
     short: bool,
 }
@@ -34,6 +39,20 @@ const FIRST_CHUNK: usize = 8 * 1024;
 const BIG_PRODUCER: usize = 256 * 1024;
 const PIPE_LARGE: usize = 1024 * 1024;
 const POPULATE_AHEAD: usize = 4 * 1024 * 1024;
+/// The size from which a helper thread faults the buffer in: by then the
+/// output is big enough that the thread's start (tens of µs) is lost in
+/// the time the rest takes to arrive.
+const HELPER_FROM: usize = 4 * 1024 * 1024;
+
+/// The capture's helper thread, if it has one.
+enum Helper {
+    /// Not started: the capture is small still.
+    NotYet,
+    Running(Ahead),
+    /// None to be had (one per CPU already, a single CPU, no thread), or
+    /// stopped: this thread faults the buffer in.
+    No,
+}
 
 impl Capture {
     pub(crate) fn new(limit: usize) -> Capture {
@@ -42,6 +61,7 @@ impl Capture {
             limit,
             pipe_grown: false,
             populated: 0,
+            helper: Helper::NotYet,
             short: false,
         }
     }
@@ -55,13 +75,23 @@ impl Capture {
         }
         // Grow when under half a chunk is left (not under a whole one: a
         // first read of a few bytes would then reallocate the buffer for
-        // the read that finds end of file).
-        if self.buf.capacity() - self.buf.len() < FIRST_CHUNK / 2 {
+        // the read that finds end of file); with a helper, half its reach
+        // ahead before the end, so it faults in the new room before the
+        // reads get there.
+        let low = match self.helper {
+            Helper::Running(_) => AHEAD / 2,
+            _ => FIRST_CHUNK / 2,
+        };
+        if self.buf.capacity() - self.buf.len() < low && self.buf.capacity() <= self.limit {
             // Double, but never past one byte over the limit: a 300 MiB
             // max_buffer must not allocate 512 MiB.
             let room = self.limit.saturating_add(1) - self.buf.len();
-            self.buf
-                .reserve_exact(self.buf.len().max(FIRST_CHUNK).min(room));
+            let more = self.buf.len().max(FIRST_CHUNK).min(room);
+            match &self.helper {
+                // It may move the buffer: not under the helper's feet.
+                Helper::Running(ahead) => ahead.regrow(&mut self.buf, |b| b.reserve_exact(more)),
+                _ => self.buf.reserve_exact(more),
+            }
         }
         if self.buf.len() >= BIG_PRODUCER {
             if !self.pipe_grown {
@@ -69,7 +99,17 @@ impl Capture {
                 let _ = sys::set_pipe_size(fd, PIPE_LARGE);
             }
             let len = self.buf.len();
-            if self.populated < len + POPULATE_AHEAD / 2 && self.populated < self.buf.capacity() {
+            if matches!(self.helper, Helper::NotYet) && len >= HELPER_FROM {
+                self.helper = match self.populated {
+                    usize::MAX => Helper::No,
+                    done => Ahead::start(&mut self.buf, done).map_or(Helper::No, Helper::Running),
+                };
+            }
+            if let Helper::Running(ahead) = &self.helper {
+                ahead.read_up_to(len);
+            } else if self.populated < len + POPULATE_AHEAD / 2
+                && self.populated < self.buf.capacity()
+            {
                 let from = self.populated.max(len);
                 if sys::populate(&mut self.buf, from, POPULATE_AHEAD) {
                     self.populated = (from + POPULATE_AHEAD).min(self.buf.capacity());
@@ -130,8 +170,18 @@ impl Capture {
 
     /// The captured bytes, cut to the limit.
     pub(crate) fn into_vec(mut self) -> Vec<u8> {
-        self.buf.truncate(self.limit);
-        self.buf
+        self.helper = Helper::No;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.truncate(self.limit);
+        buf
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // The helper stops (its call in flight returned) before the
+        // buffer is freed.
+        self.helper = Helper::No;
     }
 }
 

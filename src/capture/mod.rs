@@ -12,6 +12,7 @@
 //!
 //! [`Capture`] is the buffer one output stream is read into.
 
+mod ahead;
 mod buffer;
 mod lines;
 mod result;

@@ -463,21 +463,34 @@ static NO_POPULATE: AtomicBool = AtomicBool::new(false);
 /// kernel's `defrag = madvise` every huge-page fault compacts memory, and a
 /// 256 MiB capture took 3× as long as with plain pages.
 pub(crate) fn populate(buf: &mut Vec<u8>, offset: usize, len: usize) -> bool {
+    let end = (offset + len).min(buf.capacity());
+    let base = buf.as_mut_ptr() as usize;
+    // The `&mut` keeps the spare capacity in place for the call.
+    populate_range(base + offset, end.saturating_sub(offset))
+}
+
+/// [`populate`] on the whole pages inside `[start, start + len)`, an
+/// address range rather than a borrow: a helper thread faults in the
+/// buffer another thread reads into (`capture::ahead`).
+///
+/// Safe whatever the range: the pages are only faulted in, their contents
+/// left alone (an unmapped range is an error, a page present is skipped),
+/// so bytes other threads read or write meanwhile are not touched. The
+/// caller keeps the range inside an allocation of its own that stays in
+/// place for the call, or it faults in memory it does not mean to.
+pub(crate) fn populate_range(start: usize, len: usize) -> bool {
     const PAGE: usize = 4096;
     if NO_POPULATE.load(Ordering::Relaxed) {
         return false;
     }
-    let end = (offset + len).min(buf.capacity());
-    let base = buf.as_mut_ptr() as usize;
-    // Whole pages inside the allocation only.
-    let start = (base + offset + PAGE - 1) & !(PAGE - 1);
-    let stop = (base + end) & !(PAGE - 1);
+    let stop = (start + len) & !(PAGE - 1);
+    let start = (start + PAGE - 1) & !(PAGE - 1);
     if stop <= start {
         return true;
     }
-    // SAFETY: [start, stop) lies inside the spare capacity `buf` owns;
-    // MADV_POPULATE_WRITE only faults the pages in (writing nothing), as the
-    // next read(2) into them would.
+    // SAFETY: MADV_POPULATE_WRITE only faults the pages of [start, stop)
+    // in (writing nothing), as a read(2) into them would; it reads and
+    // writes no memory of ours, and fails on a range that is not mapped.
     let ret = unsafe {
         libc::madvise(
             start as *mut libc::c_void,
@@ -486,7 +499,11 @@ pub(crate) fn populate(buf: &mut Vec<u8>, offset: usize, len: usize) -> bool {
         )
     };
     if ret != 0 {
-        NO_POPULATE.store(true, Ordering::Relaxed);
+        // A kernel before 5.14 does not know the advice: never again.
+        // Other errors (a signal) are for this call only.
+        if io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+            NO_POPULATE.store(true, Ordering::Relaxed);
+        }
         return false;
     }
     true

@@ -1111,3 +1111,50 @@ fn ctrl_c_spares_a_recycled_group_id_with(
     // SAFETY: test code; back to the default.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
 }
+
+/// The threads of this process named as the capture's helper.
+fn fault_ahead_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim_end() == "cp-fault-ahead")
+        .count()
+}
+
+/// A capture that has grown past 4 MiB gets a helper thread (on a machine
+/// with more than one CPU), and the thread is gone when the run returns,
+/// whether it ends by end of file or by `max_buffer`.
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn a_big_capture_has_a_helper_thread_that_ends_with_it() {
+    let dir = crate::support::TempDir::new("fault-ahead");
+    let fifo = dir.0.join("go");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let script = format!(
+        "head -c 8388608 /dev/zero; read go < {}; head -c 1048576 /dev/zero",
+        fifo.display()
+    );
+    for limit in [usize::MAX, 8 << 20] {
+        let run = {
+            let script = script.clone();
+            std::thread::spawn(move || cp::exec(script).max_buffer(limit).run_sync())
+        };
+        if std::thread::available_parallelism().map_or(1, usize::from) > 1 {
+            wait_until(Duration::from_secs(10), "a helper thread", || {
+                fault_ahead_threads() == 1
+            });
+        }
+        std::fs::write(&fifo, "go\n").unwrap();
+        let out = run.join().unwrap();
+        match limit {
+            usize::MAX => assert_eq!(out.unwrap().stdout.len(), 9 << 20),
+            _ => assert!(matches!(out, Err(cp::Error::MaxBuffer { .. })), "{out:?}"),
+        }
+        assert_eq!(fault_ahead_threads(), 0);
+    }
+    assert_no_zombies();
+}

@@ -299,3 +299,73 @@ fn small_captures_hold_what_came_and_sizes_around_the_first_chunk_are_exact() {
         assert!(matches!(err, cp::Error::MaxBuffer { .. }), "{len}: {err:?}");
     }
 }
+
+/// A capture past 4 MiB has a helper thread fault its buffer in ahead of
+/// the reads, and the buffer grows (and may move) under it. Whatever the
+/// engine, the producer's write size or the limit, every byte lands where
+/// it belongs: the data are 8-byte words each holding its own offset, so
+/// a byte read into the wrong place, or a page lost in a move, shows.
+#[test]
+fn big_captures_are_exact_in_every_engine_while_a_helper_faults_ahead() {
+    const LEN: usize = 40 << 20;
+    let dir = crate::support::TempDir::new("big-captures");
+    let data: Vec<u8> = (0..LEN / 8)
+        .flat_map(|i| (i as u64).to_le_bytes())
+        .collect();
+    let file = dir.0.join("words");
+    std::fs::write(&file, &data).unwrap();
+    let path = file.to_str().unwrap().to_string();
+    // `cat` writes 128 KiB at a time, `dd bs=4K` 4 KiB.
+    let cat = move || cp::exec_file("cat", [path.clone()]).max_buffer(usize::MAX);
+    let dd_if = format!("if={}", file.display());
+    let dd = move || {
+        cp::exec_file("dd", [dd_if.as_str(), "bs=4K", "status=none"]).max_buffer(usize::MAX)
+    };
+    let check = |out: cp::Output, what: &str| {
+        assert!(
+            out.stdout.len() == LEN,
+            "{what}: {} bytes",
+            out.stdout.len()
+        );
+        assert!(out.stdout == data, "{what}: bytes out of place");
+    };
+
+    check(cat().run_sync().unwrap(), "cat, run_sync");
+    check(dd().run_sync().unwrap(), "dd, run_sync");
+    let ct = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    check(
+        ct.block_on(cat().into_future()).unwrap(),
+        "cat, current-thread",
+    );
+    check(
+        ct.block_on(dd().into_future()).unwrap(),
+        "dd, current-thread",
+    );
+    let mt = multi_thread(2);
+    check(mt.block_on(cat().into_future()).unwrap(), "cat, block_on");
+    let task = mt.block_on(async { tokio::spawn(dd().into_future()).await });
+    check(task.unwrap().unwrap(), "dd, spawned task");
+
+    // More big captures at once than there are helpers (one per CPU):
+    // those without one fault their pages in themselves.
+    let runs = async { futures::future::join_all((0..4).map(|_| cat().into_future())).await };
+    for out in mt.block_on(runs) {
+        check(out.unwrap(), "cat, four at once");
+    }
+
+    // A limit a few regrowths in: exactly the limit passes, one byte under
+    // is refused, in both engines.
+    let limited = |max: usize| cp::exec_file("cat", [file.to_str().unwrap()]).max_buffer(max);
+    check(limited(LEN).run_sync().unwrap(), "limit = length, run_sync");
+    check(
+        ct.block_on(limited(LEN).into_future()).unwrap(),
+        "limit = length, current-thread",
+    );
+    let err = limited(LEN - 1).run_sync().unwrap_err();
+    assert!(matches!(err, cp::Error::MaxBuffer { .. }), "{err:?}");
+    let err = ct.block_on(limited(LEN - 1).into_future()).unwrap_err();
+    assert!(matches!(err, cp::Error::MaxBuffer { .. }), "{err:?}");
+}
