@@ -1635,13 +1635,14 @@ fn mode_capture(who: &str, bytes: usize, prog: &[String]) -> Result<Value, Strin
 /// makes. The producer spawned by std (stdout piped, stderr null), its pipe
 /// grown to 1 MiB, then `read(2)` of at most 1 MiB at a time straight into
 /// the spare capacity of one `Vec` sized for the payload (plus the byte that
-/// would show it was exceeded), faulted in 4 MiB ahead of the reads with
-/// `madvise(MADV_POPULATE_WRITE)` whenever they come within 2 MiB of the
-/// faulted-in mark. Returns the length read and whether the producer
-/// succeeded.
+/// would show it was exceeded), while a second thread faults the buffer in
+/// 16 MiB ahead of the reads, 1 MiB per `madvise(MADV_POPULATE_WRITE)`,
+/// parked when far enough ahead and unparked by each read. Returns the
+/// length read and whether the producer succeeded.
 fn capture_floor(bytes: usize, prog: &[String]) -> Result<(usize, bool), String> {
-    const AHEAD: usize = 4 * MIB;
-    const LOW: usize = 2 * MIB;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const AHEAD: usize = 16 * MIB;
+    const CHUNK: usize = MIB;
     let mut child = StdCommand::new(&prog[0])
         .args(&prog[1..])
         .stdin(StdStdio::null())
@@ -1661,49 +1662,73 @@ fn capture_floor(bytes: usize, prog: &[String]) -> Result<(usize, bool), String>
     let mut buf: Vec<u8> = Vec::with_capacity(bytes + 1);
     let cap = buf.capacity();
     let base = buf.as_mut_ptr() as usize;
-    // Whole pages inside the allocation only; `populated` is an address.
+    // Whole pages inside the allocation only; addresses, not offsets.
     let end = (base + cap) & !(page - 1);
-    let mut populated = (base + page - 1) & !(page - 1);
-    loop {
-        let pos = buf.len();
-        if populated < end && base + pos + LOW >= populated {
-            let to = (populated + AHEAD).min(end);
-            // SAFETY: [populated, to) is page aligned and inside the spare
-            // capacity of `buf`; MADV_POPULATE_WRITE only faults the pages
-            // in, writing nothing.
-            let r = unsafe {
-                libc::madvise(
-                    populated as *mut libc::c_void,
-                    to - populated,
-                    libc::MADV_POPULATE_WRITE,
-                )
-            };
-            if r != 0 {
-                return Err(format!("madvise: {}", std::io::Error::last_os_error()));
+    let start = (base + page - 1) & !(page - 1);
+    let read_to = AtomicUsize::new(base);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let helper = scope.spawn(|| -> Result<(), String> {
+            let mut populated = start;
+            while populated < end && !done.load(Ordering::Acquire) {
+                let at = read_to.load(Ordering::Acquire);
+                populated = populated.max(at & !(page - 1));
+                let want = ((at + AHEAD) & !(page - 1)).min(end);
+                if populated >= want {
+                    std::thread::park();
+                    continue;
+                }
+                let to = (populated + CHUNK).min(want);
+                // SAFETY: [populated, to) is page aligned and inside the
+                // spare capacity of `buf`, which stays in place until this
+                // thread is joined; MADV_POPULATE_WRITE only faults the
+                // pages in, writing nothing.
+                let r = unsafe {
+                    libc::madvise(
+                        populated as *mut libc::c_void,
+                        to - populated,
+                        libc::MADV_POPULATE_WRITE,
+                    )
+                };
+                if r != 0 {
+                    return Err(format!("madvise: {}", std::io::Error::last_os_error()));
+                }
+                populated = to;
             }
-            populated = to;
-        }
-        let spare = cap - pos;
-        if spare == 0 {
-            // More than the payload: the length check says so.
-            break;
-        }
-        // SAFETY: reads at most `spare` bytes into the spare capacity of
-        // `buf`, from a pipe fd we own.
-        let k = unsafe { libc::read(fd, buf.as_mut_ptr().add(pos).cast(), spare.min(MIB)) };
-        if k < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
+            Ok(())
+        });
+        let read = (|| loop {
+            let pos = buf.len();
+            let spare = cap - pos;
+            if spare == 0 {
+                // More than the payload: the length check says so.
+                return Ok(());
             }
-            return Err(format!("read: {e}"));
-        }
-        if k == 0 {
-            break;
-        }
-        // SAFETY: read(2) initialised the `k` bytes after `pos`.
-        unsafe { buf.set_len(pos + k as usize) };
-    }
+            // SAFETY: reads at most `spare` bytes into the spare capacity
+            // of `buf`, from a pipe fd we own.
+            let k = unsafe { libc::read(fd, buf.as_mut_ptr().add(pos).cast(), spare.min(MIB)) };
+            if k < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(format!("read: {e}"));
+            }
+            if k == 0 {
+                return Ok(());
+            }
+            // SAFETY: read(2) initialised the `k` bytes after `pos`.
+            unsafe { buf.set_len(pos + k as usize) };
+            read_to.store(base + pos + k as usize, Ordering::Release);
+            helper.thread().unpark();
+        })();
+        done.store(true, Ordering::Release);
+        helper.thread().unpark();
+        let helped = helper
+            .join()
+            .map_err(|_| "the helper panicked".to_string())?;
+        read.and(helped)
+    })?;
     drop(stdout);
     let status = child.wait().map_err(|e| e.to_string())?;
     Ok((buf.len(), status.success()))
@@ -1798,8 +1823,9 @@ const CAPTURE_OURS: [(&str, Shape, &str); 4] = [
 const CAPTURE_STD: &str = "std `output()`";
 const CAPTURE_TOKIO: &str = "tokio `output()`, current-thread runtime";
 const CAPTURE_NODE: &str = "Node `execFile`, buffer, maxBuffer ∞";
-const CAPTURE_FLOOR: &str = "floor: `read(2)` 1 MiB at a time into one fresh buffer faulted in \
-    4 MiB ahead (`madvise(MADV_POPULATE_WRITE)`), pipe grown to 1 MiB (`F_SETPIPE_SZ`)";
+const CAPTURE_FLOOR: &str = "floor: `read(2)` 1 MiB at a time into one fresh buffer that a second \
+    thread faults in 16 MiB ahead of the reads (`madvise(MADV_POPULATE_WRITE)`, 1 MiB a call), \
+    pipe grown to 1 MiB (`F_SETPIPE_SZ`)";
 
 fn bench_capture(p: &Params) -> Vec<Section> {
     let bytes = p.capture_bytes;
