@@ -2080,10 +2080,11 @@ fn bench_capture(p: &Params) -> Vec<Section> {
                     floor_misses: false,
                     describe: Box::new(move |f| {
                         format!(
-                            "; floor: a minimal reader does {f:.2}× std; landing {payload} in \
-                             new memory through a pipe is bound by the pipe's lock, which \
-                             serialises the producer's copy-in and our copy-out, and by \
-                             faulting in the pages"
+                            "; floor: a minimal reader (a second thread faulting its buffer \
+                             in ahead) does {f:.2}× std; landing {payload} in new memory is \
+                             bound by faulting its pages in (each a trip to the host on a VM \
+                             that takes freed memory back) and by the pipe's lock, which \
+                             serialises the producer's copy-in and our copy-out"
                         )
                     }),
                 }),
