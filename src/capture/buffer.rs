@@ -5,10 +5,10 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use super::ahead::{Ahead, AHEAD};
 use super::lines::LineSink;
 use super::Ending;
 use crate::sys;
+use crate::sys::ahead::{Ahead, AHEAD};
 
 /// An output stream captured into memory, up to a limit.
 ///
@@ -86,7 +86,10 @@ impl Capture {
             // Double, but never past one byte over the limit: a 300 MiB
             // max_buffer must not allocate 512 MiB.
             let room = self.limit.saturating_add(1) - self.buf.len();
-            let more = self.buf.len().max(FIRST_CHUNK).min(room);
+            // At least twice the low mark: growing by less (the length,
+            // under 8 MiB with a helper) left the room under the mark
+            // again a read later, and each growth waits for the helper.
+            let more = self.buf.len().max(FIRST_CHUNK).max(2 * low).min(room);
             match &self.helper {
                 // It may move the buffer: not under the helper's feet.
                 Helper::Running(ahead) => ahead.regrow(&mut self.buf, |b| b.reserve_exact(more)),
@@ -173,6 +176,12 @@ impl Capture {
         self.helper = Helper::No;
         let mut buf = std::mem::take(&mut self.buf);
         buf.truncate(self.limit);
+        if buf.len() >= BIG_PRODUCER {
+            // Pages faulted in ahead of reads that never came (up to
+            // `AHEAD` past the last read, by the helper or by us) are not
+            // kept resident by the result.
+            sys::discard_spare(&mut buf, AHEAD);
+        }
         buf
     }
 }

@@ -12,7 +12,6 @@
 //!
 //! [`Capture`] is the buffer one output stream is read into.
 
-mod ahead;
 mod buffer;
 mod lines;
 mod result;

@@ -4,6 +4,7 @@
 //! wraps these calls in `AsyncFd`; a blocking layer can drive the same fds
 //! with `poll(2)`.
 
+pub(crate) mod ahead;
 pub(crate) mod env;
 pub(crate) mod forward;
 pub(crate) mod ipc;
@@ -465,20 +466,24 @@ static NO_POPULATE: AtomicBool = AtomicBool::new(false);
 pub(crate) fn populate(buf: &mut Vec<u8>, offset: usize, len: usize) -> bool {
     let end = (offset + len).min(buf.capacity());
     let base = buf.as_mut_ptr() as usize;
-    // The `&mut` keeps the spare capacity in place for the call.
-    populate_range(base + offset, end.saturating_sub(offset))
+    // SAFETY: [base + offset, base + end) is spare capacity of `buf`, which
+    // the `&mut` keeps in place for the call.
+    unsafe { populate_range(base + offset, end.saturating_sub(offset)) }
 }
 
 /// [`populate`] on the whole pages inside `[start, start + len)`, an
 /// address range rather than a borrow: a helper thread faults in the
-/// buffer another thread reads into (`capture::ahead`).
+/// buffer another thread reads into ([`ahead`]). The pages' contents are
+/// left alone (a page present is skipped), so bytes other threads read or
+/// write meanwhile are not touched.
 ///
-/// Safe whatever the range: the pages are only faulted in, their contents
-/// left alone (an unmapped range is an error, a page present is skipped),
-/// so bytes other threads read or write meanwhile are not touched. The
-/// caller keeps the range inside an allocation of its own that stays in
-/// place for the call, or it faults in memory it does not mean to.
-pub(crate) fn populate_range(start: usize, len: usize) -> bool {
+/// # Safety
+///
+/// The range lies inside the spare capacity of a `Vec` (private anonymous
+/// or heap memory, no file behind it) that nothing frees or moves until
+/// this returns. Elsewhere it could fault in (and, on a shared file
+/// mapping, dirty or allocate file blocks for) memory nobody meant to.
+pub(crate) unsafe fn populate_range(start: usize, len: usize) -> bool {
     const PAGE: usize = 4096;
     if NO_POPULATE.load(Ordering::Relaxed) {
         return false;
@@ -488,9 +493,9 @@ pub(crate) fn populate_range(start: usize, len: usize) -> bool {
     if stop <= start {
         return true;
     }
-    // SAFETY: MADV_POPULATE_WRITE only faults the pages of [start, stop)
-    // in (writing nothing), as a read(2) into them would; it reads and
-    // writes no memory of ours, and fails on a range that is not mapped.
+    // SAFETY: [start, stop) is spare capacity of a `Vec` that stays in
+    // place for the call (the caller's promise); MADV_POPULATE_WRITE only
+    // faults its pages in (writing nothing), as a read(2) into them would.
     let ret = unsafe {
         libc::madvise(
             start as *mut libc::c_void,
@@ -507,6 +512,32 @@ pub(crate) fn populate_range(start: usize, len: usize) -> bool {
         return false;
     }
     true
+}
+
+/// Gives back the pages of `buf`'s spare capacity up to `past` bytes past
+/// its length (whole pages only) with
+/// `madvise(MADV_DONTNEED)`: pages faulted in ahead of reads that never
+/// came are not kept resident by the result. Best effort.
+pub(crate) fn discard_spare(buf: &mut Vec<u8>, past: usize) {
+    const PAGE: usize = 4096;
+    let base = buf.as_mut_ptr() as usize;
+    let start = (base + buf.len() + PAGE - 1) & !(PAGE - 1);
+    let stop = (base + buf.len().saturating_add(past).min(buf.capacity())) & !(PAGE - 1);
+    if stop <= start {
+        return;
+    }
+    // SAFETY: [start, stop) holds whole pages of `buf`'s spare capacity,
+    // which no initialised byte lives in and nothing else owns (the
+    // allocator keeps its headers outside the capacity it handed out); the
+    // `&mut` keeps it in place. MADV_DONTNEED only drops those pages; the
+    // next touch gets zeroed ones.
+    unsafe {
+        libc::madvise(
+            start as *mut libc::c_void,
+            stop - start,
+            libc::MADV_DONTNEED,
+        );
+    }
 }
 
 /// `/dev/null`, opened once for the life of the process and shared by every

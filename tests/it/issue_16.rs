@@ -369,3 +369,52 @@ fn big_captures_are_exact_in_every_engine_while_a_helper_faults_ahead() {
     let err = ct.block_on(limited(LEN - 1).into_future()).unwrap_err();
     assert!(matches!(err, cp::Error::MaxBuffer { .. }), "{err:?}");
 }
+
+/// The resident size of the mapping that holds `ptr`, from
+/// `/proc/self/smaps`, in bytes.
+fn resident_of(ptr: *const u8) -> usize {
+    let addr = ptr as usize;
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((lo, hi)) = first.split_once('-') {
+            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&addr);
+                continue;
+            }
+        }
+        if inside {
+            if let Some(kb) = line.strip_prefix("Rss:") {
+                let kb: usize = kb.trim().trim_end_matches("kB").trim().parse().unwrap();
+                return kb * 1024;
+            }
+        }
+    }
+    panic!("no mapping holds {addr:#x}");
+}
+
+/// Pages faulted in ahead of reads that never came are given back: a kept
+/// result of 40 MiB holds about 40 MiB, not the 16 MiB more the helper had
+/// faulted in past the last read. (At 40 MiB the buffer is a mapping of its
+/// own: glibc maps every allocation past 32 MiB, whatever its threshold.)
+#[test]
+fn a_kept_big_result_does_not_hold_the_pages_faulted_in_ahead() {
+    let dir = crate::support::TempDir::new("kept-results");
+    for len in [40 << 20, (40 << 20) + 12_345] {
+        let file = dir.0.join(format!("data-{len}"));
+        std::fs::write(&file, vec![7u8; len]).unwrap();
+        let out = cp::exec_file("cat", [file.to_str().unwrap()])
+            .max_buffer(usize::MAX)
+            .run_sync()
+            .unwrap();
+        assert_eq!(out.stdout.len(), len);
+        let resident = resident_of(out.stdout.as_ptr());
+        // The payload, the allocator's header page, and a page of slack.
+        assert!(
+            resident <= len + 2 * 4096,
+            "{len} bytes kept {resident} resident"
+        );
+    }
+}
