@@ -2573,6 +2573,27 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                 PINGPONG_BATCH,
                 got,
             );
+            // Both processes on one CPU, paired the same way: from the five
+            // rounds alone, one full run gave ours 2.13× Node pinned and the
+            // next 1.97×, with no change to the channel between them.
+            let pinned_row = |(row, who): (&'static str, &'static str)| {
+                rate_row(row, PINGPONG_BATCH, move |n| {
+                    placed_rate(Placement::OneCpu, who, n)
+                })
+            };
+            paired_node_in(
+                &mut s,
+                batches,
+                (PINNED_NODE, "ipc.js", &["pingpong", "serve"]),
+                Placement::OneCpu,
+                [
+                    (PINNED_OURS, "ipc-pingpong"),
+                    (PINNED_FLOOR, "floor-ipc-pingpong-async"),
+                ]
+                .into_iter()
+                .map(pinned_row)
+                .collect(),
+            );
             s.compare_named(SPLIT_OURS, "ours split", SPLIT_NODE);
             s.compare_named(SPLIT_EPOLL_FLOOR, "epoll floor split", SPLIT_NODE);
             s.compare_named(SPLIT_BLOCKING_FLOOR, "blocking floor split", SPLIT_NODE);
