@@ -2549,11 +2549,7 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             s.record_paired(serial.into(), ASYNC_IPC_FLOOR.into(), PINGPONG_BATCH, got);
             // The split placement, paired the same way: Node's pair kept
             // split for the whole run, each of ours a fresh pair.
-            let split_row = |(row, who): (&'static str, &'static str)| {
-                rate_row(row, PINGPONG_BATCH, move |n| {
-                    placed_rate(Placement::Split, who, n)
-                })
-            };
+            let split_row = |row_who| placed_row(Placement::Split, row_who);
             paired_node_in(
                 &mut s,
                 batches,
@@ -2576,11 +2572,6 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             // Both processes on one CPU, paired the same way: from the five
             // rounds alone, one full run gave ours 2.13× Node pinned and the
             // next 1.97×, with no change to the channel between them.
-            let pinned_row = |(row, who): (&'static str, &'static str)| {
-                rate_row(row, PINGPONG_BATCH, move |n| {
-                    placed_rate(Placement::OneCpu, who, n)
-                })
-            };
             paired_node_in(
                 &mut s,
                 batches,
@@ -2591,7 +2582,7 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                     (PINNED_FLOOR, "floor-ipc-pingpong-async"),
                 ]
                 .into_iter()
-                .map(pinned_row)
+                .map(|row_who| placed_row(Placement::OneCpu, row_who))
                 .collect(),
             );
             s.compare_named(SPLIT_OURS, "ours split", SPLIT_NODE);
@@ -2714,6 +2705,12 @@ fn rate_row<'a>(
         batch,
         Box::new(move |n| rate(n).map(|r| 1e9 / r)),
     )
+}
+
+/// A ping-pong row of [`paired_node_in`]: `(row, who)`, a `--mode loop`
+/// workload, run as a fresh pair placed as `place` says for each batch.
+fn placed_row<'a>(place: Placement, (row, who): (&str, &'static str)) -> PairedRow<'a> {
+    rate_row(row, PINGPONG_BATCH, move |n| placed_rate(place, who, n))
 }
 
 /// Where the two processes of a ping-pong run.
