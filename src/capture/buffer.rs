@@ -173,6 +173,8 @@ impl Capture {
 
     /// The captured bytes, cut to the limit.
     pub(crate) fn into_vec(mut self) -> Vec<u8> {
+        // The helper stops first: it would fault in again what the discard
+        // below gives back.
         self.helper = Helper::No;
         let mut buf = std::mem::take(&mut self.buf);
         buf.truncate(self.limit);

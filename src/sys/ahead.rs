@@ -30,6 +30,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use super::PAGE;
+
 /// How far past the reads the helper keeps the buffer faulted in.
 pub(crate) const AHEAD: usize = 16 * 1024 * 1024;
 
@@ -38,10 +40,6 @@ pub(crate) const AHEAD: usize = 16 * 1024 * 1024;
 /// host faults each page in), large enough that the calls cost nothing
 /// (a thousand per GiB).
 const CHUNK: usize = 1024 * 1024;
-
-/// The page size the chunks are aligned to; a larger page (some arm64
-/// kernels) only makes a chunk's ends round inwards.
-const PAGE: usize = 4096;
 
 /// Helpers alive at once at most: one per CPU. Past that, captures fault
 /// their pages in on their own thread, as before.

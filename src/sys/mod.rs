@@ -455,6 +455,19 @@ pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
 
 static NO_POPULATE: AtomicBool = AtomicBool::new(false);
 
+/// The page size ranges are rounded to. On a kernel with larger pages
+/// (some arm64 ones) the ranges are not aligned to them and `madvise`
+/// refuses them (`EINVAL`): faulting in ahead is then off, and nothing is
+/// given back.
+pub(crate) const PAGE: usize = 4096;
+
+/// The whole pages inside the addresses `[start, end)`, if any.
+fn whole_pages(start: usize, end: usize) -> Option<(usize, usize)> {
+    let start = (start + PAGE - 1) & !(PAGE - 1);
+    let stop = end & !(PAGE - 1);
+    (stop > start).then_some((start, stop))
+}
+
 /// Fault in `len` bytes of `buf`'s spare capacity from `offset` on, in one
 /// `madvise(MADV_POPULATE_WRITE)` (Linux ≥ 5.14) instead of one page fault
 /// per 4 KiB page as `read(2)` copies into it. Best effort; `false` once the
@@ -484,15 +497,12 @@ pub(crate) fn populate(buf: &mut Vec<u8>, offset: usize, len: usize) -> bool {
 /// this returns. Elsewhere it could fault in (and, on a shared file
 /// mapping, dirty or allocate file blocks for) memory nobody meant to.
 pub(crate) unsafe fn populate_range(start: usize, len: usize) -> bool {
-    const PAGE: usize = 4096;
     if NO_POPULATE.load(Ordering::Relaxed) {
         return false;
     }
-    let stop = (start + len) & !(PAGE - 1);
-    let start = (start + PAGE - 1) & !(PAGE - 1);
-    if stop <= start {
+    let Some((start, stop)) = whole_pages(start, start + len) else {
         return true;
-    }
+    };
     // SAFETY: [start, stop) is spare capacity of a `Vec` that stays in
     // place for the call (the caller's promise); MADV_POPULATE_WRITE only
     // faults its pages in (writing nothing), as a read(2) into them would.
@@ -515,17 +525,15 @@ pub(crate) unsafe fn populate_range(start: usize, len: usize) -> bool {
 }
 
 /// Gives back the pages of `buf`'s spare capacity up to `past` bytes past
-/// its length (whole pages only) with
-/// `madvise(MADV_DONTNEED)`: pages faulted in ahead of reads that never
-/// came are not kept resident by the result. Best effort.
+/// its length (whole pages only) with `madvise(MADV_DONTNEED)`: pages
+/// faulted in ahead of reads that never came are not kept resident by the
+/// result. Best effort.
 pub(crate) fn discard_spare(buf: &mut Vec<u8>, past: usize) {
-    const PAGE: usize = 4096;
     let base = buf.as_mut_ptr() as usize;
-    let start = (base + buf.len() + PAGE - 1) & !(PAGE - 1);
-    let stop = (base + buf.len().saturating_add(past).min(buf.capacity())) & !(PAGE - 1);
-    if stop <= start {
+    let end = buf.len().saturating_add(past).min(buf.capacity());
+    let Some((start, stop)) = whole_pages(base + buf.len(), base + end) else {
         return;
-    }
+    };
     // SAFETY: [start, stop) holds whole pages of `buf`'s spare capacity,
     // which no initialised byte lives in and nothing else owns (the
     // allocator keeps its headers outside the capacity it handed out); the
