@@ -765,7 +765,7 @@ async fn any_values_in_any_chunking_arrive_equal_and_in_order() {
         let values: Vec<Value> = (0..rng.below(40)).map(|_| rng.value(0)).collect();
         let mut wire = Vec::new();
         for v in &values {
-            wire.extend(encode_line(v).unwrap());
+            wire.extend_from_slice(&encode_line(v).unwrap());
         }
         let cuts: Vec<usize> = {
             let mut cuts: Vec<usize> = (0..rng.below(20))
@@ -1227,6 +1227,34 @@ async fn encode_errors_send_nothing() {
     );
     a.send(&"fine").await.unwrap();
     assert_eq!(b.recv::<String>().await.unwrap().as_deref(), Some("fine"));
+}
+
+#[test]
+fn encode_buffers_are_reused_but_never_shared_or_kept_big() {
+    use super::wire::spare_line_capacity;
+    /// Encodes another line while it is being encoded, as a `Serialize`
+    /// impl that logs through a channel would.
+    struct Nested;
+    impl serde::Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            let inner = encode_line(&"inner").unwrap();
+            assert_eq!(&*inner, b"\"inner\"\n");
+            s.serialize_str("outer")
+        }
+    }
+    drop(encode_line(&"warm").unwrap());
+    assert!(spare_line_capacity() >= 128, "the buffer went back");
+    let outer = encode_line(&[Nested, Nested]).unwrap();
+    assert_eq!(&*outer, b"[\"outer\",\"outer\"]\n");
+    drop(outer);
+    let next = encode_line(&1).unwrap();
+    assert_eq!(&*next, b"1\n", "a reused buffer starts empty");
+    drop(next);
+    // A line past the kept size is freed, not held by the thread.
+    let big = encode_line(&"x".repeat(1 << 20)).unwrap();
+    assert_eq!(big.len(), (1 << 20) + 3);
+    drop(big);
+    assert!(spare_line_capacity() < 1 << 20, "a 1 MiB buffer was kept");
 }
 
 #[test]
