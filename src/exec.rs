@@ -241,25 +241,30 @@ impl Job {
         Ok(child)
     }
 
-    pub(crate) async fn run(self) -> Result<Output> {
+    /// The whole run (see [`crate::offload::run`] for why no layer of it
+    /// is an `async fn`).
+    pub(crate) fn run(self) -> impl Future<Output = Result<Output>> + Send + 'static {
         crate::offload::run(
             self,
             |job| job.spec.command_line(),
             |job, cancel| job.run_sync_until(Some(cancel)),
             Job::run_in_place,
         )
-        .await
     }
 
-    async fn run_in_place(self) -> Result<Output> {
-        let mut child = self.spawn_child()?;
-        let collected = child.collect(self.input(), self.sinks()).await?;
-        judge(
-            &self.spec.command_line(),
-            &self.limits,
-            self.ignore_status,
-            collected,
-        )
+    // Not an `async fn`, on purpose: see `offload::run`.
+    #[allow(clippy::manual_async_fn)]
+    fn run_in_place(self) -> impl Future<Output = Result<Output>> + Send + 'static {
+        async move {
+            let mut child = self.spawn_child()?;
+            let collected = child.collect(self.input(), self.sinks()).await?;
+            judge(
+                &self.spec.command_line(),
+                &self.limits,
+                self.ignore_status,
+                collected,
+            )
+        }
     }
 
     pub(crate) async fn text(self) -> Result<String> {

@@ -177,28 +177,40 @@ impl Spawning<'_> {
 
 /// Run `state` with `work` on a pool thread when [`wanted`], or with
 /// `in_place` (not wanted here, or the pool cannot take it). `line` names
-/// the run in an error.
-pub(crate) async fn run<S, T, F>(
+/// the run in an error. Nothing happens before the first poll.
+///
+/// Not an `async fn`, nor are the layers under it (`run_in_place`,
+/// `drive`): an `async fn` keeps its arguments where they came in and
+/// moves them into locals of its own, so every layer held the run's state
+/// twice, and the boxed future of `exec("..").await` was 3,904 bytes,
+/// copied whole into its box and allocated past glibc's small sizes (a
+/// `malloc_consolidate` per call). The blocks here use what they capture
+/// in place: 2,296 bytes, and about 970 fewer instructions per `exec` in a
+/// task (callgrind).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn run<S, T, F>(
     state: S,
     line: impl FnOnce(&S) -> CommandLine,
     work: fn(S, Arc<Cancel>) -> Result<T>,
     in_place: impl FnOnce(S) -> F,
-) -> Result<T>
+) -> impl Future<Output = Result<T>>
 where
     S: Send + 'static,
     T: Send + 'static,
     F: Future<Output = Result<T>>,
 {
-    let state = if wanted() {
-        let line = line(&state);
-        match start(state, line, work) {
-            Ok(running) => return running.await,
-            Err(state) => state,
-        }
-    } else {
-        state
-    };
-    in_place(state).await
+    async move {
+        let state = if wanted() {
+            let line = line(&state);
+            match start(state, line, work) {
+                Ok(running) => return running.await,
+                Err(state) => state,
+            }
+        } else {
+            state
+        };
+        in_place(state).await
+    }
 }
 
 /// Start `work(state, cancel)` on a pool thread, or give `state` back when

@@ -3,7 +3,7 @@
 //! the same ending rules as one child.
 
 use std::fmt;
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::task::{Context, Poll};
@@ -345,22 +345,26 @@ impl Pipeline {
         self.forward_signals
     }
 
-    async fn run(self) -> Result<Output> {
+    /// The whole run, as `Job::run`.
+    fn run(self) -> impl Future<Output = Result<Output>> + Send + 'static {
         crate::offload::run(
             self,
             Pipeline::command_line,
             Pipeline::run_blocking_until,
             Pipeline::run_in_place,
         )
-        .await
     }
 
-    async fn run_in_place(self) -> Result<Output> {
-        let shared_stderr = self.captures_stderr();
-        let (mut run, io) = Running::start(&self, shared_stderr)?;
-        let (ending, [out, err]) = drive(&mut run, io).await?;
-        let statuses = run.statuses()?;
-        judge(&self, ending, statuses, out.into_vec(), err.into_vec())
+    // Not an `async fn`, on purpose: see `offload::run`.
+    #[allow(clippy::manual_async_fn)]
+    fn run_in_place(self) -> impl Future<Output = Result<Output>> + Send + 'static {
+        async move {
+            let shared_stderr = self.captures_stderr();
+            let (mut run, io) = Running::start(&self, shared_stderr)?;
+            let (ending, [out, err]) = drive(&mut run, io).await?;
+            let statuses = run.statuses()?;
+            judge(&self, ending, statuses, out.into_vec(), err.into_vec())
+        }
     }
 }
 

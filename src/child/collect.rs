@@ -2,6 +2,7 @@
 //! pipes, stdin, the exit watch and a timer, doing what
 //! [`Rules`](crate::capture::Rules) asks.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::AsFd;
 use std::time::Instant;
@@ -95,9 +96,13 @@ impl Child {
 }
 
 /// The loop: do what the rules ask until they say the run is over.
-pub(crate) async fn drive<R: Run>(run: &mut R, io: Io<'_>) -> Result<(Ending, [Sink; 2])> {
-    let line = run.line().clone();
-    let io_err = |e| Error::io(&line, e);
+///
+/// `io` is taken apart before the future is made, so that the future holds
+/// its parts once (see [`crate::offload::run`]).
+pub(crate) fn drive<'a, R: Run>(
+    run: &'a mut R,
+    io: Io<'a>,
+) -> impl Future<Output = Result<(Ending, [Sink; 2])>> + 'a {
     let Io {
         mut stdin,
         mut input,
@@ -105,91 +110,95 @@ pub(crate) async fn drive<R: Run>(run: &mut R, io: Io<'_>) -> Result<(Ending, [S
         stderr,
         sinks: [mut out, mut err],
     } = io;
-    run.rules().capture([stdout.is_some(), stderr.is_some()]);
+    async move {
+        let line = run.line().clone();
+        let io_err = |e| Error::io(&line, e);
+        run.rules().capture([stdout.is_some(), stderr.is_some()]);
 
-    // One timer for the whole run, moved only when the rules' deadline
-    // changes (a new tokio `Sleep` per wake-up costs a timer insertion).
-    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
-    tokio::pin!(timer);
-    let mut armed: Option<Instant> = None;
+        // One timer for the whole run, moved only when the rules' deadline
+        // changes (a new tokio `Sleep` per wake-up costs a timer insertion).
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
 
-    let ending = loop {
-        let wait = match run.rules().next(Instant::now()) {
-            Action::Wait(wait) => wait,
-            Action::Reap(i) => {
-                match run.end(i)? {
-                    Some(_) => run.rules().on(Event::Reaped(i), Instant::now()),
-                    // Cannot happen once the exit was seen; do not spin.
-                    None => tokio::task::yield_now().await,
-                }
-                continue;
-            }
-            Action::Signal(signal) => {
-                run.signal(signal.as_raw());
-                continue;
-            }
-            Action::KillStragglers => {
-                run.kill_stragglers();
-                continue;
-            }
-            Action::DrainReady => {
-                let reading = run.rules().reading();
-                if let (Some(pipe), true) = (&stdout, reading[0]) {
-                    out.drain_ready(pipe.as_fd());
-                }
-                if let (Some(pipe), true) = (&stderr, reading[1]) {
-                    err.drain_ready(pipe.as_fd());
-                }
-                run.rules().drained();
-                continue;
-            }
-            Action::Finish(ending) => break ending,
-        };
-        if !wait.feed {
-            stdin = None;
-        }
-        if wait.until != armed {
-            armed = wait.until;
-            if let Some(until) = armed {
-                timer.as_mut().reset(tokio::time::Instant::from_std(until));
-            }
-        }
-        let watching = run.rules().watching();
-        tokio::select! {
-            biased;
-            // Always polled: room a line consumer made since the last poll
-            // is seen, and a tee's copy flows out while reading is off.
-            n = read_pipe(&stdout, &mut out, wait.read[0]) => {
-                let event = read_event(Stream::Stdout, n.map_err(io_err)?, &out);
-                run.rules().on(event, Instant::now());
-            }
-            n = read_pipe(&stderr, &mut err, wait.read[1]) => {
-                let event = read_event(Stream::Stderr, n.map_err(io_err)?, &err);
-                run.rules().on(event, Instant::now());
-            }
-            n = write_pipe(&stdin, input), if stdin.is_some() => match n {
-                Ok(n) => {
-                    input = &input[n..];
-                    if input.is_empty() {
-                        stdin = None;
+        let ending = loop {
+            let wait = match run.rules().next(Instant::now()) {
+                Action::Wait(wait) => wait,
+                Action::Reap(i) => {
+                    match run.end(i)? {
+                        Some(_) => run.rules().on(Event::Reaped(i), Instant::now()),
+                        // Cannot happen once the exit was seen; do not spin.
+                        None => tokio::task::yield_now().await,
                     }
+                    continue;
                 }
-                // The child closed its stdin or exited: it chose not to
-                // read the rest. Not an error, as for `sh -c 'head -1'`.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => stdin = None,
-                Err(e) => return Err(io_err(e)),
-            },
-            exited = any_exited(run, watching), if wait.exits => {
-                let i = exited?;
-                run.rules().on(Event::Exited(i), Instant::now());
+                Action::Signal(signal) => {
+                    run.signal(signal.as_raw());
+                    continue;
+                }
+                Action::KillStragglers => {
+                    run.kill_stragglers();
+                    continue;
+                }
+                Action::DrainReady => {
+                    let reading = run.rules().reading();
+                    if let (Some(pipe), true) = (&stdout, reading[0]) {
+                        out.drain_ready(pipe.as_fd());
+                    }
+                    if let (Some(pipe), true) = (&stderr, reading[1]) {
+                        err.drain_ready(pipe.as_fd());
+                    }
+                    run.rules().drained();
+                    continue;
+                }
+                Action::Finish(ending) => break ending,
+            };
+            if !wait.feed {
+                stdin = None;
             }
-            () = &mut timer, if armed.is_some() => {}
-        }
-    };
-    let deadline = run.rules().deadline();
-    out.finish(ending, deadline, None);
-    err.finish(ending, deadline, None);
-    Ok((ending, [out, err]))
+            if wait.until != armed {
+                armed = wait.until;
+                if let Some(until) = armed {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(until));
+                }
+            }
+            let watching = run.rules().watching();
+            tokio::select! {
+                biased;
+                // Always polled: room a line consumer made since the last poll
+                // is seen, and a tee's copy flows out while reading is off.
+                n = read_pipe(&stdout, &mut out, wait.read[0]) => {
+                    let event = read_event(Stream::Stdout, n.map_err(io_err)?, &out);
+                    run.rules().on(event, Instant::now());
+                }
+                n = read_pipe(&stderr, &mut err, wait.read[1]) => {
+                    let event = read_event(Stream::Stderr, n.map_err(io_err)?, &err);
+                    run.rules().on(event, Instant::now());
+                }
+                n = write_pipe(&stdin, input), if stdin.is_some() => match n {
+                    Ok(n) => {
+                        input = &input[n..];
+                        if input.is_empty() {
+                            stdin = None;
+                        }
+                    }
+                    // The child closed its stdin or exited: it chose not to
+                    // read the rest. Not an error, as for `sh -c 'head -1'`.
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => stdin = None,
+                    Err(e) => return Err(io_err(e)),
+                },
+                exited = any_exited(run, watching), if wait.exits => {
+                    let i = exited?;
+                    run.rules().on(Event::Exited(i), Instant::now());
+                }
+                () = &mut timer, if armed.is_some() => {}
+            }
+        };
+        let deadline = run.rules().deadline();
+        out.finish(ending, deadline, None);
+        err.finish(ending, deadline, None);
+        Ok((ending, [out, err]))
+    }
 }
 
 /// The first of the `watching` members (bits) to exit.
