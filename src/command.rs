@@ -533,19 +533,33 @@ impl Command {
         on_drop: OnDrop,
         limits: Limits,
     ) -> Result<Child> {
-        let line = self.spec.command_line();
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::spawn(
-                &line,
-                "Command::spawn needs a tokio runtime; use output_sync() or exec(..).run_sync() without one",
-                io::Error::other("no tokio runtime"),
-            ));
-        }
-        let [a, b, c] = &self.stdio;
-        let raw = spawn_raw(&self.spec, &line, [a.kind(), b.kind(), c.kind()], extra)?;
-        let leads_group = raw.leads_group;
-        Child::from_raw(raw, line, on_drop, leads_group, limits)
+        spawn_spec(&self.spec, &self.stdio, extra, on_drop, limits)
     }
+}
+
+/// Start `spec` with `stdio` as an async [`Child`]: what
+/// [`Command::spawn`] does, for callers that keep their `Spec` (an `exec`
+/// job spawned from its own, where a `Command` cost a copy of the `Spec`:
+/// about 1,000 instructions a call with its drop, callgrind).
+pub(crate) fn spawn_spec(
+    spec: &Spec,
+    stdio: &[Stdio; 3],
+    extra: &[(BorrowedFd<'_>, RawFd)],
+    on_drop: OnDrop,
+    limits: Limits,
+) -> Result<Child> {
+    let line = spec.command_line();
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Error::spawn(
+            &line,
+            "Command::spawn needs a tokio runtime; use output_sync() or exec(..).run_sync() without one",
+            io::Error::other("no tokio runtime"),
+        ));
+    }
+    let [a, b, c] = stdio;
+    let raw = spawn_raw(spec, &line, [a.kind(), b.kind(), c.kind()], extra)?;
+    let leads_group = raw.leads_group;
+    Child::from_raw(raw, line, on_drop, leads_group, limits)
 }
 
 impl fmt::Debug for Command {

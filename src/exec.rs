@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 
 use crate::capture::{into_text, judge, Limits, Sink, Tee, DEFAULT_KILL_GRACE};
 use crate::child::Child;
-use crate::command::Command;
 use crate::error::{CommandLine, Output, Result};
 use crate::kill::OnDrop;
 use crate::knobs::exec_knobs;
@@ -207,12 +206,11 @@ impl Job {
     /// Start the child as this job says (not yet reading its output).
     pub(crate) fn spawn_child(&self) -> Result<Child> {
         let line = self.spec.command_line();
-        let [a, b, c] = self.stdio().map_err(|e| {
+        let stdio = self.stdio().map_err(|e| {
             crate::spawn::resource_error(&line, "duplicate an fd given as stdio", e)
         })?;
-        let mut cmd = Command::from_spec(self.spec.clone());
-        cmd.stdin(a).stdout(b).stderr(c);
-        let mut child = cmd.spawn_with(&[], self.on_drop(), self.limits)?;
+        let mut child =
+            crate::command::spawn_spec(&self.spec, &stdio, &[], self.on_drop(), self.limits)?;
         if self.forwards_signals() {
             child.forward_signals();
         }
