@@ -66,9 +66,15 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     write_escaped(out, bytes);
 }
 
+/// Room reserved past a long string for what a message usually has after
+/// it: closing brackets and the line's `\n`. Reserving the string alone,
+/// a message ending in a 1 MiB string grew its buffer to 2 MiB, copying
+/// the line, to append those few bytes (found by an outside attack).
+const TAIL: usize = 16;
+
 /// [`write_str`] for a string that is long or needs escapes.
 fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.reserve(bytes.len() + 2);
+    out.reserve(bytes.len() + 2 + TAIL);
     out.push(b'"');
     let mut start = 0;
     while let Some(at) = next_escape(bytes, start) {

@@ -1250,6 +1250,25 @@ fn encode_buffers_are_reused_but_never_shared_or_kept_big() {
     let next = encode_line(&1).unwrap();
     assert_eq!(&*next, b"1\n", "a reused buffer starts empty");
     drop(next);
+    // A message that ends with a long string: its line is not reallocated
+    // for the bytes after the string (a buffer twice its size).
+    // Each on a thread of its own, whose spare buffer starts small.
+    for len in [60_000, 64 * 1024, 1 << 20] {
+        std::thread::spawn(move || {
+            let line = encode_line(&json!({ "d": "x".repeat(len) })).unwrap();
+            assert!(
+                line.capacity() < len + 64,
+                "a {len}-byte string's line has capacity {}",
+                line.capacity()
+            );
+            drop(line);
+            if len <= 64 * 1024 {
+                assert!(spare_line_capacity() >= len, "a {len}-byte line is kept");
+            }
+        })
+        .join()
+        .unwrap();
+    }
     // A line past the kept size is freed, not held by the thread.
     let big = encode_line(&"x".repeat(1 << 20)).unwrap();
     assert_eq!(big.len(), (1 << 20) + 3);

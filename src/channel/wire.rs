@@ -11,7 +11,9 @@ use serde::Serialize;
 use crate::error::ChannelError;
 
 /// The largest encode buffer a thread keeps for its next message (see
-/// [`Line`]): a 64 KiB message's line fits.
+/// [`Line`]): the line of a message holding a 64 KiB string fits (the
+/// encoder reserves a long string's length and a little more, so such a
+/// line's buffer is not doubled for its last bytes).
 const KEEP_LINE_CAPACITY: usize = 128 * 1024;
 
 thread_local! {
@@ -26,6 +28,13 @@ thread_local! {
 /// ping-pong's 5,400 per round trip. A sender re-entered from a
 /// `Serialize` impl finds no spare and allocates, as before.
 pub(super) struct Line(Vec<u8>);
+
+#[cfg(test)]
+impl Line {
+    pub(super) fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+}
 
 impl Deref for Line {
     type Target = [u8];
