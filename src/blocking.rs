@@ -359,7 +359,9 @@ impl SyncRun {
             self.forwarding = None;
         }
         if let Some(cancel) = &self.cancel {
-            cancel.reaping(self.members[i].pid);
+            if !cancel.reaping(self.members[i].pid) {
+                return Err(self.io_err(cancelled()));
+            }
         }
         let ended = reap(self.members[i].proc()).map_err(|e| self.io_err(e))?;
         if let Some(ended) = ended {
@@ -564,7 +566,8 @@ impl Drop for SyncRun {
             // The reaper takes over: a dropped future must not signal these
             // numbers from now on.
             for m in self.members.iter().filter(|m| m.ended.is_none()) {
-                cancel.reaping(m.pid);
+                // After a drop the future signals nothing more either way.
+                let _ = cancel.reaping(m.pid);
             }
             // The future's drop sent the first signal already: only the
             // `SIGKILL` after the grace is left (a second SIGTERM or SIGINT

@@ -25,7 +25,10 @@
 //! dropping thread, as a dropped async run does (a program that exits right
 //! after the drop must not leave the tree running), then rings the run's
 //! eventfd: the blocking engine returns, and its drop hands the processes
-//! to the reaper (`SIGKILL` after the grace period).
+//! to the reaper (`SIGKILL` after the grace period). From the drop on, the
+//! engine reaps nothing: a leader the signal ended goes to the reaper
+//! unreaped, which kills what is left of its group as it reaps it, as for
+//! a dropped run in place.
 //!
 //! The child inherits the pool thread's per-thread attributes (nice value,
 //! CPU affinity, capabilities), not those of the thread that awaited.
@@ -121,9 +124,20 @@ impl Cancel {
     }
 
     /// `pid` is about to be reaped: a dropped future must not signal that
-    /// number any more.
-    pub(crate) fn reaping(&self, pid: libc::pid_t) {
-        self.tree().procs.retain(|(p, _)| *p != pid);
+    /// number any more. `false`, changing nothing, once the future was
+    /// dropped: the run then stops without reaping, and its drop hands the
+    /// process to the reaper, which kills what is left of its group when
+    /// it reaps a leader. The future's signal may be what ended it, and the
+    /// run reaping it first left a grandchild that ignores that signal
+    /// running for good (an outside attack: 3 runs in 15).
+    #[must_use = "a dropped future's run must not reap"]
+    pub(crate) fn reaping(&self, pid: libc::pid_t) -> bool {
+        let mut tree = self.tree();
+        if tree.cancelled {
+            return false;
+        }
+        tree.procs.retain(|(p, _)| *p != pid);
+        true
     }
 
     /// The future was dropped: signal the tree now, then stop the run.
