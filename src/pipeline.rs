@@ -346,7 +346,7 @@ impl Pipeline {
     }
 
     /// The whole run, as `Job::run`.
-    fn run(self) -> impl Future<Output = Result<Output>> + Send + 'static {
+    pub(crate) fn run(self) -> impl Future<Output = Result<Output>> + Send + 'static {
         crate::offload::run(
             self,
             Pipeline::command_line,
