@@ -2424,6 +2424,9 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             peers.push(Peer::new(PINNED_FLOOR, move || {
                 placed_rate(one, "floor-ipc-pingpong-async", count)
             }));
+            peers.push(Peer::new(PINNED_EPOLL_FLOOR, move || {
+                placed_rate(one, "floor-ipc-pingpong-epoll", count)
+            }));
             peers.push(Peer::new(PINNED_NODE, move || placed_node_rate(one, count)));
             // Each process on its own CPU: every round trip pays two
             // wake-ups of the other CPU. A quarter of the count, as each
@@ -2580,10 +2583,26 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                 [
                     (PINNED_OURS, "ipc-pingpong"),
                     (PINNED_FLOOR, "floor-ipc-pingpong-async"),
+                    (PINNED_EPOLL_FLOOR, "floor-ipc-pingpong-epoll"),
                 ]
                 .into_iter()
                 .map(|row_who| placed_row(Placement::OneCpu, row_who))
                 .collect(),
+            );
+            // Ours against a minimal event loop on one CPU, paired directly
+            // as in the split placement.
+            let pinned_row = |row_who| placed_row(Placement::OneCpu, row_who);
+            let got = paired(
+                batches,
+                PINGPONG_BATCH,
+                pinned_row((PINNED_OURS, "ipc-pingpong")).2,
+                pinned_row((PINNED_EPOLL_FLOOR, "floor-ipc-pingpong-epoll")).2,
+            );
+            s.record_paired(
+                PINNED_OURS.into(),
+                PINNED_EPOLL_FLOOR.into(),
+                PINGPONG_BATCH,
+                got,
             );
             s.compare_named(SPLIT_OURS, "ours split", SPLIT_NODE);
             s.compare_named(SPLIT_EPOLL_FLOOR, "epoll floor split", SPLIT_NODE);
@@ -2592,6 +2611,8 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             s.compare_named(PINNED_OURS, "ours pinned", PINNED_NODE);
             s.compare_named(PINNED_FLOOR, "async floor pinned", PINNED_NODE);
             s.compare_named(PINNED_OURS, "ours pinned", PINNED_FLOOR);
+            s.compare_named(PINNED_EPOLL_FLOOR, "epoll floor pinned", PINNED_NODE);
+            s.compare_named(PINNED_OURS, "ours pinned", PINNED_EPOLL_FLOOR);
             s.compare_named(floor_row, "blocking floor", node_row);
             s.compare_named(ASYNC_IPC_FLOOR, "async floor", node_row);
             s.compare_named(serial, "ours `send().await`", floor_row);
@@ -2619,12 +2640,27 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                     }),
                 }),
             );
-            s.target_speedup(
+            // On one CPU a round trip is the two sides' work in a row, so
+            // every instruction counts: against the same floor as the split
+            // placement, a minimal program doing an event loop's syscalls.
+            let tokio_pinned = s.advantage(PINNED_FLOOR, PINNED_NODE);
+            s.target_worst_floor(
                 "≥ 2× Node, both processes on one CPU (the work of a round trip, without \
                  the cross-CPU wake-ups)",
-                PINNED_OURS,
-                PINNED_NODE,
-                factor,
+                &[(String::new(), PINNED_OURS.into(), PINNED_NODE.into())],
+                Bound::AtLeast(factor),
+                Some(Floor {
+                    row: PINNED_EPOLL_FLOOR,
+                    within: 0.95,
+                    floor_misses: true,
+                    describe: Box::new(move |f| {
+                        format!(
+                            " (floor: a minimal program doing an event loop's syscalls does \
+                             {f:.2}× Node on one CPU, a minimal tokio program {})",
+                            tokio_pinned.map_or("n/a".into(), |t| format!("{t:.2}×"))
+                        )
+                    }),
+                }),
             );
             // Each process on its own CPU: each round trip pays two
             // wake-ups of a halted vCPU (`perf record`: three quarters of
@@ -2784,6 +2820,8 @@ const SPLIT_ROWS: [(&str, &str); 3] = [
 const PINNED_OURS: &str = "ours, Rust ↔ Rust, `send().await` one by one, both processes \
     pinned to one CPU (`taskset -c 0`)";
 const PINNED_FLOOR: &str = "floor: the tokio ping-pong, both processes pinned to one CPU";
+const PINNED_EPOLL_FLOOR: &str = "floor: the blocking ping-pong with an `epoll_wait` for \
+    `EPOLLIN` before each `read`, each side, both processes pinned to one CPU";
 const PINNED_NODE: &str = "Node ↔ Node, `json`, both processes pinned to one CPU";
 
 /// Round trips per side in a batch of a paired ping-pong ratio: a tenth
