@@ -2623,44 +2623,36 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             // and a scheduler pass per message each side (`strace -c -f`:
             // ours 3 syscalls per message each side, blocking 2).
             let blocking_floor = s.advantage(floor_row, node_row);
-            s.target_worst_floor(
+            s.target_ratio_floor(
                 target,
-                &[(String::new(), ours.to_string(), node_row.to_string())],
-                Bound::AtLeast(factor),
-                Some(Floor {
-                    row: ASYNC_IPC_FLOOR,
-                    within: 0.95,
-                    floor_misses: false,
-                    describe: Box::new(move |f| {
-                        format!(
-                            " (floor: a minimal tokio program does {f:.2}× Node, a blocking one \
-                             {}: an event loop waits for readiness before each read)",
-                            blocking_floor.map_or("n/a".into(), |b| format!("{b:.2}×"))
-                        )
-                    }),
-                }),
+                (ours, node_row),
+                factor,
+                (ASYNC_IPC_FLOOR, false),
+                move |f| {
+                    format!(
+                        " (floor: a minimal tokio program does {f:.2}× Node, a blocking one \
+                     {}: an event loop waits for readiness before each read)",
+                        blocking_floor.map_or("n/a".into(), |b| format!("{b:.2}×"))
+                    )
+                },
             );
             // On one CPU a round trip is the two sides' work in a row, so
             // every instruction counts: against the same floor as the split
             // placement, a minimal program doing an event loop's syscalls.
             let tokio_pinned = s.advantage(PINNED_FLOOR, PINNED_NODE);
-            s.target_worst_floor(
+            s.target_ratio_floor(
                 "≥ 2× Node, both processes on one CPU (the work of a round trip, without \
                  the cross-CPU wake-ups)",
-                &[(String::new(), PINNED_OURS.into(), PINNED_NODE.into())],
-                Bound::AtLeast(factor),
-                Some(Floor {
-                    row: PINNED_EPOLL_FLOOR,
-                    within: 0.95,
-                    floor_misses: true,
-                    describe: Box::new(move |f| {
-                        format!(
-                            " (floor: a minimal program doing an event loop's syscalls does \
-                             {f:.2}× Node on one CPU, a minimal tokio program {})",
-                            tokio_pinned.map_or("n/a".into(), |t| format!("{t:.2}×"))
-                        )
-                    }),
-                }),
+                (PINNED_OURS, PINNED_NODE),
+                factor,
+                (PINNED_EPOLL_FLOOR, true),
+                move |f| {
+                    format!(
+                        " (floor: a minimal program doing an event loop's syscalls does \
+                         {f:.2}× Node on one CPU, a minimal tokio program {})",
+                        tokio_pinned.map_or("n/a".into(), |t| format!("{t:.2}×"))
+                    )
+                },
             );
             // Each process on its own CPU: each round trip pays two
             // wake-ups of a halted vCPU (`perf record`: three quarters of
@@ -2668,23 +2660,19 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             // woken task is switched in), whatever the program does
             // between them.
             let blocking_split = s.advantage(SPLIT_BLOCKING_FLOOR, SPLIT_NODE);
-            s.target_worst_floor(
+            s.target_ratio_floor(
                 "≥ 2× Node, each process on its own CPU (every message wakes the other CPU)",
-                &[(String::new(), SPLIT_OURS.into(), SPLIT_NODE.into())],
-                Bound::AtLeast(factor),
-                Some(Floor {
-                    row: SPLIT_EPOLL_FLOOR,
-                    within: 0.95,
-                    floor_misses: true,
-                    describe: Box::new(move |f| {
-                        format!(
-                            " (floor: a minimal program doing an event loop's syscalls does \
-                             {f:.2}× Node, a blocking one {}: two wake-ups of the other CPU per \
-                             round trip bound every program)",
-                            blocking_split.map_or("n/a".into(), |b| format!("{b:.2}×"))
-                        )
-                    }),
-                }),
+                (SPLIT_OURS, SPLIT_NODE),
+                factor,
+                (SPLIT_EPOLL_FLOOR, true),
+                move |f| {
+                    format!(
+                        " (floor: a minimal program doing an event loop's syscalls does \
+                         {f:.2}× Node, a blocking one {}: two wake-ups of the other CPU per \
+                         round trip bound every program)",
+                        blocking_split.map_or("n/a".into(), |b| format!("{b:.2}×"))
+                    )
+                },
             );
         } else if matches!(kind, Ipc::OneWay) {
             // Paired with Node as well: the rounds gave ours 10.95× and
@@ -3944,6 +3932,31 @@ impl Section {
     /// `target_worst`, and where it does not hold, "floor" when `floor`
     /// says ours is at it; the measured column then also shows the floor
     /// row's own figure against the peer.
+    /// A target of one ratio, `ours` at least `factor` times better than
+    /// `peer`, whose floor is `floor.0` within 5 % (`floor.1`: the floor
+    /// must miss the target as well; see [`Floor`]), described by
+    /// `describe` given the floor's own figure.
+    fn target_ratio_floor(
+        &mut self,
+        text: &str,
+        (ours, peer): (&str, &str),
+        factor: f64,
+        (row, floor_misses): (&'static str, bool),
+        describe: impl Fn(f64) -> String + 'static,
+    ) {
+        self.target_worst_floor(
+            text,
+            &[(String::new(), ours.into(), peer.into())],
+            Bound::AtLeast(factor),
+            Some(Floor {
+                row,
+                within: 0.95,
+                floor_misses,
+                describe: Box::new(describe),
+            }),
+        );
+    }
+
     fn target_worst_floor(
         &mut self,
         text: &str,

@@ -45,12 +45,25 @@ fn a_dropped_run_kills_its_tree() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("grandchild");
     let rt = multi_thread(2);
-    let pid: i32 = rt.block_on(async {
-        let run = cp::exec(format!(
-            "sleep 30 & echo $! > {}.tmp && mv {0}.tmp {0}; wait",
-            file.display()
-        ))
-        .into_future();
+    let run = cp::exec(format!(
+        "sleep 30 & echo $! > {}.tmp && mv {0}.tmp {0}; wait",
+        file.display()
+    ));
+    let pid = drop_once_started(&rt, run.into_future(), &file);
+    wait_until(Duration::from_secs(5), "the grandchild killed", || {
+        !alive(pid)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Awaits `run` in `rt`'s `block_on` until the grandchild it starts has
+/// written its pid to `file`, then drops it unfinished; the pid.
+fn drop_once_started(
+    rt: &tokio::runtime::Runtime,
+    run: cp::ExecFuture,
+    file: &std::path::Path,
+) -> i32 {
+    rt.block_on(async {
         tokio::pin!(run);
         // Poll the run while waiting for the grandchild to be there.
         let pid = loop {
@@ -58,18 +71,14 @@ fn a_dropped_run_kills_its_tree() {
                 r = &mut run => panic!("the run ended: {r:?}"),
                 () = tokio::time::sleep(Duration::from_millis(5)) => {}
             }
-            if let Ok(text) = std::fs::read_to_string(&file) {
+            if let Ok(text) = std::fs::read_to_string(file) {
                 break text.trim().parse().unwrap();
             }
         };
         assert!(alive(pid));
         pid
         // `run` is dropped here, unfinished.
-    });
-    wait_until(Duration::from_secs(5), "the grandchild killed", || {
-        !alive(pid)
-    });
-    let _ = std::fs::remove_dir_all(&dir);
+    })
 }
 
 /// The drop's `SIGTERM` ends the shell that leads the group, and the pool
@@ -89,26 +98,12 @@ fn a_dropped_run_kills_a_grandchild_that_ignores_sigterm() {
             "sh -c \"trap '' TERM; echo \\$\\$ > {0}.tmp && mv {0}.tmp {0}; exec sleep 30\"; true",
             file.display()
         ));
-        let pid: i32 = rt.block_on(async {
-            let run = match round % 3 {
-                0 => script.into_future(),
-                1 => script.pipe(cp::exec("cat")).into_future(),
-                _ => cp::exec("cat").pipe(script).into_future(),
-            };
-            tokio::pin!(run);
-            let pid = loop {
-                tokio::select! {
-                    r = &mut run => panic!("the run ended: {r:?}"),
-                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
-                }
-                if let Ok(text) = std::fs::read_to_string(&file) {
-                    break text.trim().parse().unwrap();
-                }
-            };
-            assert!(alive(pid));
-            pid
-            // `run` is dropped here, unfinished.
-        });
+        let run = match round % 3 {
+            0 => script.into_future(),
+            1 => script.pipe(cp::exec("cat")).into_future(),
+            _ => cp::exec("cat").pipe(script).into_future(),
+        };
+        let pid = drop_once_started(&rt, run, &file);
         wait_until(
             Duration::from_secs(5),
             &format!("round {round}: the grandchild that ignores SIGTERM killed"),
