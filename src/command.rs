@@ -540,7 +540,7 @@ impl Command {
 /// Start `spec` with `stdio` as an async [`Child`]: what
 /// [`Command::spawn`] does, for callers that keep their `Spec` (an `exec`
 /// job spawned from its own, where a `Command` cost a copy of the `Spec`:
-/// about 1,000 instructions a call with its drop, callgrind).
+/// about 2,700 instructions a call with its drop, callgrind).
 pub(crate) fn spawn_spec(
     spec: &Spec,
     stdio: &[Stdio; 3],
