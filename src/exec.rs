@@ -205,8 +205,10 @@ impl Job {
 
     /// Start the child as this job says (not yet reading its output).
     pub(crate) fn spawn_child(&self) -> Result<Child> {
-        let line = self.spec.command_line();
+        // The command line is built for an error only: `spawn_spec` builds
+        // the one the child keeps (for `exec_file`, quoting every argument).
         let stdio = self.stdio().map_err(|e| {
+            let line = self.spec.command_line();
             crate::spawn::resource_error(&line, "duplicate an fd given as stdio", e)
         })?;
         let mut child =
@@ -256,12 +258,8 @@ impl Job {
         async move {
             let mut child = self.spawn_child()?;
             let collected = child.collect(self.input(), self.sinks()).await?;
-            judge(
-                &self.spec.command_line(),
-                &self.limits,
-                self.ignore_status,
-                collected,
-            )
+            // The line the child was started with, not built again.
+            judge(child.line(), &self.limits, self.ignore_status, collected)
         }
     }
 
