@@ -1069,11 +1069,17 @@ fn ctrl_c_spares_a_recycled_group_id_with(
         drop(ignored);
         // How many pids before the recycled one to start: starting takes
         // one or two, and whatever else starts meanwhile more (learnt as
-        // we go). Many tries: the rest of the suite runs beside this test
-        // and takes pids in bursts (20 tries ran out once in CI while
-        // another test started 18 runs in a row).
+        // we go). Tries for up to 30 s: the rest of the suite runs beside
+        // this test and takes pids in bursts, and a process of theirs may
+        // get the id itself and hold it for a while (200 quick tries ran
+        // out once in CI), so a try waits until the id is free again.
         let (mut back, mut other) = (2, None);
-        for _ in 0..200 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if stat(leader).is_some() {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
             std::fs::write("/proc/sys/kernel/ns_last_pid", (leader - back).to_string()).unwrap();
             let (pid, end) = start_other();
             if pid == leader {
