@@ -2427,6 +2427,9 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             peers.push(Peer::new(PINNED_EPOLL_FLOOR, move || {
                 placed_rate(one, "floor-ipc-pingpong-epoll", count)
             }));
+            peers.push(Peer::new(PINNED_FD_FLOOR, move || {
+                placed_rate(one, "floor-ipc-pingpong-fd", count)
+            }));
             peers.push(Peer::new(PINNED_NODE, move || placed_node_rate(one, count)));
             // Each process on its own CPU: every round trip pays two
             // wake-ups of the other CPU. A quarter of the count, as each
@@ -2584,6 +2587,7 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                     (PINNED_OURS, "ipc-pingpong"),
                     (PINNED_FLOOR, "floor-ipc-pingpong-async"),
                     (PINNED_EPOLL_FLOOR, "floor-ipc-pingpong-epoll"),
+                    (PINNED_FD_FLOOR, "floor-ipc-pingpong-fd"),
                 ]
                 .into_iter()
                 .map(|row_who| placed_row(Placement::OneCpu, row_who))
@@ -2604,15 +2608,33 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                 PINGPONG_BATCH,
                 got,
             );
+            // And against the least a tokio program pays: the channel's own
+            // cost on one CPU.
+            let got = paired(
+                batches,
+                PINGPONG_BATCH,
+                pinned_row((PINNED_OURS, "ipc-pingpong")).2,
+                pinned_row((PINNED_FD_FLOOR, "floor-ipc-pingpong-fd")).2,
+            );
+            s.record_paired(
+                PINNED_OURS.into(),
+                PINNED_FD_FLOOR.into(),
+                PINGPONG_BATCH,
+                got,
+            );
             s.compare_named(SPLIT_OURS, "ours split", SPLIT_NODE);
             s.compare_named(SPLIT_EPOLL_FLOOR, "epoll floor split", SPLIT_NODE);
             s.compare_named(SPLIT_BLOCKING_FLOOR, "blocking floor split", SPLIT_NODE);
+            s.compare_named(SPLIT_FD_FLOOR, "minimal tokio floor split", SPLIT_NODE);
+            s.compare_named(SPLIT_OURS, "ours split", SPLIT_FD_FLOOR);
             s.compare_named(SPLIT_OURS, "ours split", SPLIT_EPOLL_FLOOR);
             s.compare_named(PINNED_OURS, "ours pinned", PINNED_NODE);
             s.compare_named(PINNED_FLOOR, "async floor pinned", PINNED_NODE);
             s.compare_named(PINNED_OURS, "ours pinned", PINNED_FLOOR);
             s.compare_named(PINNED_EPOLL_FLOOR, "epoll floor pinned", PINNED_NODE);
             s.compare_named(PINNED_OURS, "ours pinned", PINNED_EPOLL_FLOOR);
+            s.compare_named(PINNED_FD_FLOOR, "minimal tokio floor pinned", PINNED_NODE);
+            s.compare_named(PINNED_OURS, "ours pinned", PINNED_FD_FLOOR);
             s.compare_named(floor_row, "blocking floor", node_row);
             s.compare_named(ASYNC_IPC_FLOOR, "async floor", node_row);
             s.compare_named(serial, "ours `send().await`", floor_row);
@@ -2630,27 +2652,39 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                 (ASYNC_IPC_FLOOR, false),
                 move |f| {
                     format!(
-                        " (floor: a minimal tokio program does {f:.2}× Node, a blocking one \
-                     {}: an event loop waits for readiness before each read)",
+                        " (floor: a tokio program on `tokio::net::UnixStream` does {f:.2}× \
+                     Node, a blocking one {}: an event loop waits for readiness before each \
+                     read)",
                         blocking_floor.map_or("n/a".into(), |b| format!("{b:.2}×"))
                     )
                 },
             );
             // On one CPU a round trip is the two sides' work in a row, so
-            // every instruction counts: against the same floor as the split
-            // placement, a minimal program doing an event loop's syscalls.
+            // every instruction counts, the runtime's too. The floor is
+            // what the least program on the crate's runtime does: tokio's
+            // reactor and scheduler with one `read` and one `write` per
+            // message, the same syscalls as ours (`strace -c -f`: 3 per
+            // message each side). The runtime's own part shows against a
+            // minimal program with no runtime (the split placement's
+            // floor), which does those syscalls and nothing else.
             let tokio_pinned = s.advantage(PINNED_FLOOR, PINNED_NODE);
+            let epoll_pinned = s.advantage(PINNED_EPOLL_FLOOR, PINNED_NODE);
+            let ours_of_epoll = s.advantage(PINNED_OURS, PINNED_EPOLL_FLOOR);
             s.target_ratio_floor(
                 "≥ 2× Node, both processes on one CPU (the work of a round trip, without \
                  the cross-CPU wake-ups)",
                 (PINNED_OURS, PINNED_NODE),
                 factor,
-                (PINNED_EPOLL_FLOOR, true),
+                (PINNED_FD_FLOOR, true),
                 move |f| {
+                    let x = |a: Option<f64>| a.map_or("n/a".into(), |a| format!("{a:.2}"));
                     format!(
-                        " (floor: a minimal program doing an event loop's syscalls does \
-                         {f:.2}× Node on one CPU, a minimal tokio program {})",
-                        tokio_pinned.map_or("n/a".into(), |t| format!("{t:.2}×"))
+                        " (floor on tokio: a minimal tokio program does {f:.2}× Node on one \
+                         CPU; one on `tokio::net::UnixStream` {}×; without a runtime, a \
+                         minimal program doing the same syscalls {}×, and ours {} of it)",
+                        x(tokio_pinned),
+                        x(epoll_pinned),
+                        x(ours_of_epoll),
                     )
                 },
             );
@@ -2660,6 +2694,7 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
             // woken task is switched in), whatever the program does
             // between them.
             let blocking_split = s.advantage(SPLIT_BLOCKING_FLOOR, SPLIT_NODE);
+            let fd_split = s.advantage(SPLIT_FD_FLOOR, SPLIT_NODE);
             s.target_ratio_floor(
                 "≥ 2× Node, each process on its own CPU (every message wakes the other CPU)",
                 (SPLIT_OURS, SPLIT_NODE),
@@ -2668,9 +2703,10 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                 move |f| {
                     format!(
                         " (floor: a minimal program doing an event loop's syscalls does \
-                         {f:.2}× Node, a blocking one {}: two wake-ups of the other CPU per \
-                         round trip bound every program)",
-                        blocking_split.map_or("n/a".into(), |b| format!("{b:.2}×"))
+                         {f:.2}× Node, a blocking one {}, a minimal tokio one {}: two wake-ups \
+                         of the other CPU per round trip bound every program)",
+                        blocking_split.map_or("n/a".into(), |b| format!("{b:.2}×")),
+                        fd_split.map_or("n/a".into(), |b| format!("{b:.2}×"))
                     )
                 },
             );
@@ -2797,17 +2833,24 @@ const SPLIT_EPOLL_FLOOR: &str = "floor: the blocking ping-pong with an `epoll_wa
     before each `read`, each side (the syscalls of an event loop and nothing more), each process \
     on its own CPU";
 const SPLIT_BLOCKING_FLOOR: &str = "floor: the blocking ping-pong, each process on its own CPU";
+const SPLIT_FD_FLOOR: &str = "floor: the minimal tokio ping-pong (`AsyncFd` registered for \
+    reading, one `read` and one `write` per message), each process on its own CPU";
 const SPLIT_NODE: &str = "Node ↔ Node, `json`, each process on its own CPU";
 /// The Rust rows of the split placement, with their `--mode loop` names.
-const SPLIT_ROWS: [(&str, &str); 3] = [
+const SPLIT_ROWS: [(&str, &str); 4] = [
     (SPLIT_OURS, "ipc-pingpong"),
     (SPLIT_EPOLL_FLOOR, "floor-ipc-pingpong-epoll"),
     (SPLIT_BLOCKING_FLOOR, "floor-ipc-pingpong"),
+    (SPLIT_FD_FLOOR, "floor-ipc-pingpong-fd"),
 ];
 
 const PINNED_OURS: &str = "ours, Rust ↔ Rust, `send().await` one by one, both processes \
     pinned to one CPU (`taskset -c 0`)";
-const PINNED_FLOOR: &str = "floor: the tokio ping-pong, both processes pinned to one CPU";
+const PINNED_FLOOR: &str = "floor: the tokio ping-pong (`tokio::net::UnixStream`), both \
+    processes pinned to one CPU";
+/// The least a program on a tokio runtime pays: [`pingpong_floor_fd`].
+const PINNED_FD_FLOOR: &str = "floor: the minimal tokio ping-pong (`AsyncFd` registered for \
+    reading, one `read` and one `write` per message), both processes pinned to one CPU";
 const PINNED_EPOLL_FLOOR: &str = "floor: the blocking ping-pong with an `epoll_wait` for \
     `EPOLLIN` before each `read`, each side, both processes pinned to one CPU";
 const PINNED_NODE: &str = "Node ↔ Node, `json`, both processes pinned to one CPU";
@@ -3055,8 +3098,11 @@ fn ping_line(out: &mut Vec<u8>, i: usize) -> Result<(), String> {
 }
 
 /// [`ASYNC_IPC_FLOOR`] (issue 16): [`pingpong_floor`] with both sides on a
-/// tokio current-thread runtime (`--mode pingpong-floor-async`), what any
-/// async channel pays. Round trips/s after a warm-up of a tenth.
+/// tokio current-thread runtime (`--mode pingpong-floor-async`), what a
+/// channel on `tokio::net::UnixStream` pays: registered for writing too,
+/// it is woken a second time per message (`docs/gotchas.md`, "Every
+/// message the peer reads waking our reactor"); [`pingpong_floor_fd`] is
+/// the least. Round trips/s after a warm-up of a tenth.
 fn pingpong_floor_async(count: usize) -> Sample {
     let e = |e: std::io::Error| e.to_string();
     let (sock, mut child) = floor_child("pingpong-floor-async")?;
@@ -3201,6 +3247,157 @@ fn mode_pingpong_floor_async() -> Result<Value, String> {
             serde_json::to_writer(&mut out, &v).map_err(|e| e.to_string())?;
             out.push(b'\n');
             sock.write_all(&out).await.map_err(e)?;
+        }
+        Ok(Value::Null)
+    })
+}
+
+/// Newline-delimited JSON values read through a tokio `AsyncFd`: readiness
+/// from the runtime's reactor, then one plain `read` into spare capacity,
+/// clearing the readiness on a short read (tokio#5866), as an event loop on
+/// tokio can do no less.
+#[derive(Default)]
+struct FdLines {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl FdLines {
+    async fn next(
+        &mut self,
+        sock: &tokio::io::unix::AsyncFd<std::os::unix::net::UnixStream>,
+    ) -> Result<Option<Value>, String> {
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.start..]) {
+                let line = &self.buf[self.start..self.start + i];
+                let v = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+                self.start += i + 1;
+                return Ok(Some(v));
+            }
+            self.buf.drain(..self.start);
+            self.start = 0;
+            self.buf.reserve(64 * 1024);
+            let n = loop {
+                let mut guard = sock.readable().await.map_err(|e| e.to_string())?;
+                let spare = self.buf.spare_capacity_mut();
+                let max = spare.len();
+                let read = guard.try_io(|s| {
+                    // SAFETY: reads into the vector's spare capacity, at
+                    // most its length; `set_len` below covers what was read.
+                    let n = unsafe { libc::read(s.as_raw_fd(), spare.as_mut_ptr().cast(), max) };
+                    if n < 0 {
+                        Err(std::io::Error::last_os_error())
+                    } else {
+                        Ok(n as usize)
+                    }
+                });
+                match read {
+                    Ok(Ok(n)) => {
+                        if n < max {
+                            guard.clear_ready();
+                        }
+                        break n;
+                    }
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_would_block) => continue,
+                }
+            };
+            if n == 0 {
+                return Ok(None);
+            }
+            // SAFETY: the kernel wrote `n` bytes into the spare capacity.
+            unsafe { self.buf.set_len(self.buf.len() + n) };
+        }
+    }
+}
+
+/// `sock` registered with the current runtime's reactor for reading only:
+/// registered for writing too (as `tokio::net::UnixStream` is), it wakes
+/// the runtime a second time per message, when the peer's read makes room
+/// (edge-triggered `EPOLLOUT`), which the tokio floor pays and ours does
+/// not.
+fn fd_register(
+    sock: std::os::unix::net::UnixStream,
+) -> Result<tokio::io::unix::AsyncFd<std::os::unix::net::UnixStream>, String> {
+    // SAFETY: the AsyncFd owns the stream, so its fd stays open and the
+    // same for as long as it is registered.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(sock, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.to_string())
+}
+
+/// One line written to an `AsyncFd` socket: a plain `write`, and a
+/// blocking `poll` for room in the rare case the socket is full (the
+/// floor's lines are small and answered one at a time).
+fn fd_write_all(
+    sock: &tokio::io::unix::AsyncFd<std::os::unix::net::UnixStream>,
+    mut out: &[u8],
+) -> Result<(), String> {
+    while !out.is_empty() {
+        match sock.get_ref().write(out) {
+            Ok(n) => out = &out[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut fd = libc::pollfd {
+                    fd: sock.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, for the duration of the call.
+                unsafe { libc::poll(&mut fd, 1, -1) };
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// The ping-pong floor of any program on a tokio runtime: both sides on a
+/// current-thread runtime, waiting through the reactor (`AsyncFd`), with
+/// one `read` and one `write` per message (`--mode pingpong-floor-fd`).
+fn pingpong_floor_fd(count: usize) -> Sample {
+    let e = |e: std::io::Error| e.to_string();
+    let (sock, mut child) = floor_child("pingpong-floor-fd")?;
+    let rate = current_thread().block_on(async move {
+        sock.set_nonblocking(true).map_err(e)?;
+        let sock = fd_register(sock)?;
+        let mut lines = FdLines::default();
+        let mut out = Vec::with_capacity(64);
+        let mut phase = async |count: usize| -> Result<(), String> {
+            for i in 0..count {
+                ping_line(&mut out, i)?;
+                fd_write_all(&sock, &out)?;
+                let v = lines.next(&sock).await?.ok_or("child hung up")?;
+                if !Received::echo(&v) {
+                    return Err(format!("bad echo {v}"));
+                }
+            }
+            Ok(())
+        };
+        phase((count / 10).max(1)).await?;
+        let start = Instant::now();
+        phase(count).await?;
+        Ok::<f64, String>(count as f64 / start.elapsed().as_secs_f64())
+    })?;
+    ok_status(child.wait().map_err(e)?.success())?;
+    Ok(rate)
+}
+
+/// `--mode pingpong-floor-fd`: the child of [`pingpong_floor_fd`].
+fn mode_pingpong_floor_fd() -> Result<Value, String> {
+    let e = |e: std::io::Error| e.to_string();
+    let sock = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(floor_socket()?));
+    current_thread().block_on(async move {
+        sock.set_nonblocking(true).map_err(e)?;
+        let sock = fd_register(sock)?;
+        let mut lines = FdLines::default();
+        let mut out = Vec::with_capacity(64);
+        while let Some(v) = lines.next(&sock).await? {
+            if Received::start(&v).is_some() || !Received::echo(&v) {
+                return Err(format!("not a ping: {v}"));
+            }
+            out.clear();
+            serde_json::to_writer(&mut out, &v).map_err(|e| e.to_string())?;
+            out.push(b'\n');
+            fd_write_all(&sock, &out)?;
         }
         Ok(Value::Null)
     })
@@ -3533,6 +3730,7 @@ fn pin_child_mode(args: &[String]) {
         "ipc-child",
         "pingpong-floor",
         "pingpong-floor-async",
+        "pingpong-floor-fd",
         "pingpong-floor-epoll",
     ];
     if !args.first().is_some_and(|m| child.contains(&m.as_str())) {
@@ -3566,6 +3764,7 @@ fn child_mode(args: &[String]) -> Result<Value, String> {
         Some("pingpong-floor") => mode_pingpong_floor(false),
         Some("pingpong-floor-epoll") => mode_pingpong_floor(true),
         Some("pingpong-floor-async") => mode_pingpong_floor_async(),
+        Some("pingpong-floor-fd") => mode_pingpong_floor_fd(),
         Some("oneway-floor") => mode_oneway_floor(),
         Some("ipc-child") => mode_ipc_child(
             Parse::from_arg(args.get(1))?,
@@ -3586,7 +3785,8 @@ fn child_mode(args: &[String]) -> Result<Value, String> {
 /// the stdio channel `ipc-oneway-stdio`, `ipc-oneway-pipes` (`feed` +
 /// `flush`), `ipc-pingpong-stdio`, `ipc-pingpong-pipes`, and the floors
 /// (issue 16) `floor-spawn`, `floor-exec`, `floor-ipc-pingpong`,
-/// `floor-ipc-oneway` (the capture
+/// `floor-ipc-pingpong-epoll`, `floor-ipc-pingpong-async`,
+/// `floor-ipc-pingpong-fd`, `floor-ipc-oneway` (the capture
 /// floor is `--mode capture floor <bytes> <program> <args..>`). `-task` is a
 /// multi-thread runtime inside `tokio::spawn`, `-mt` one in `block_on`,
 /// `-sync` the blocking form; no suffix: a current-thread runtime.
@@ -3638,6 +3838,7 @@ fn mode_loop(who: &str, n: usize) -> Result<Value, String> {
         ("floor-exec", _) => exec_floor(n)?,
         ("floor-ipc-pingpong", _) => 1e9 / pingpong_floor(n)?,
         ("floor-ipc-pingpong-async", _) => 1e9 / pingpong_floor_async(n)?,
+        ("floor-ipc-pingpong-fd", _) => 1e9 / pingpong_floor_fd(n)?,
         ("floor-ipc-pingpong-epoll", _) => 1e9 / pingpong_floor_epoll(n)?,
         ("floor-ipc-oneway", _) => 1e9 / oneway_floor(n)?,
         _ => return Err(format!("unknown loop {who}")),
