@@ -2563,30 +2563,10 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                 Placement::Split,
                 SPLIT_ROWS.into_iter().map(split_row).collect(),
             );
-            let got = paired(
-                batches,
-                PINGPONG_BATCH,
-                split_row(SPLIT_ROWS[0]).2,
-                split_row(SPLIT_ROWS[1]).2,
-            );
-            s.record_paired(
-                SPLIT_OURS.into(),
-                SPLIT_EPOLL_FLOOR.into(),
-                PINGPONG_BATCH,
-                got,
-            );
-            let got = paired(
-                batches,
-                PINGPONG_BATCH,
-                split_row(SPLIT_ROWS[0]).2,
-                split_row(SPLIT_ROWS[3]).2,
-            );
-            s.record_paired(
-                SPLIT_OURS.into(),
-                SPLIT_FD_FLOOR.into(),
-                PINGPONG_BATCH,
-                got,
-            );
+            // Ours against the event-loop floors, paired directly.
+            for floor in [SPLIT_ROWS[1], SPLIT_ROWS[3]] {
+                record_placed_pair(&mut s, batches, Placement::Split, SPLIT_ROWS[0], floor);
+            }
             // Both processes on one CPU, paired the same way: from the five
             // rounds alone, one full run gave ours 2.13× Node pinned and the
             // next 1.97×, with no change to the channel between them.
@@ -2605,35 +2585,16 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                 .map(|row_who| placed_row(Placement::OneCpu, row_who))
                 .collect(),
             );
-            // Ours against a minimal event loop on one CPU, paired directly
-            // as in the split placement.
-            let pinned_row = |row_who| placed_row(Placement::OneCpu, row_who);
-            let got = paired(
-                batches,
-                PINGPONG_BATCH,
-                pinned_row((PINNED_OURS, "ipc-pingpong")).2,
-                pinned_row((PINNED_EPOLL_FLOOR, "floor-ipc-pingpong-epoll")).2,
-            );
-            s.record_paired(
-                PINNED_OURS.into(),
-                PINNED_EPOLL_FLOOR.into(),
-                PINGPONG_BATCH,
-                got,
-            );
-            // And against the least a tokio program pays: the channel's own
-            // cost on one CPU.
-            let got = paired(
-                batches,
-                PINGPONG_BATCH,
-                pinned_row((PINNED_OURS, "ipc-pingpong")).2,
-                pinned_row((PINNED_FD_FLOOR, "floor-ipc-pingpong-fd")).2,
-            );
-            s.record_paired(
-                PINNED_OURS.into(),
-                PINNED_FD_FLOOR.into(),
-                PINGPONG_BATCH,
-                got,
-            );
+            // Ours against a minimal event loop on one CPU, and against the
+            // least a tokio program pays (the channel's own cost), paired
+            // directly as in the split placement.
+            for floor in [
+                (PINNED_EPOLL_FLOOR, "floor-ipc-pingpong-epoll"),
+                (PINNED_FD_FLOOR, "floor-ipc-pingpong-fd"),
+            ] {
+                let ours = (PINNED_OURS, "ipc-pingpong");
+                record_placed_pair(&mut s, batches, Placement::OneCpu, ours, floor);
+            }
             s.compare_named(SPLIT_OURS, "ours split", SPLIT_NODE);
             s.compare_named(SPLIT_EPOLL_FLOOR, "epoll floor split", SPLIT_NODE);
             s.compare_named(SPLIT_BLOCKING_FLOOR, "blocking floor split", SPLIT_NODE);
@@ -2789,6 +2750,24 @@ fn rate_row<'a>(
 /// workload, run as a fresh pair placed as `place` says for each batch.
 fn placed_row<'a>(place: Placement, (row, who): (&str, &'static str)) -> PairedRow<'a> {
     rate_row(row, PINGPONG_BATCH, move |n| placed_rate(place, who, n))
+}
+
+/// Ours against a floor, both `(row, --mode loop name)` placed as `place`,
+/// [`paired`] in `batches` and recorded in `s`.
+fn record_placed_pair(
+    s: &mut Section,
+    batches: usize,
+    place: Placement,
+    ours: (&str, &'static str),
+    floor: (&str, &'static str),
+) {
+    let got = paired(
+        batches,
+        PINGPONG_BATCH,
+        placed_row(place, ours).2,
+        placed_row(place, floor).2,
+    );
+    s.record_paired(ours.0.into(), floor.0.into(), PINGPONG_BATCH, got);
 }
 
 /// Where the two processes of a ping-pong run.
@@ -3124,19 +3103,108 @@ fn ping_line(out: &mut Vec<u8>, i: usize) -> Result<(), String> {
 /// message the peer reads waking our reactor"); [`pingpong_floor_fd`] is
 /// the least. Round trips/s after a warm-up of a tenth.
 fn pingpong_floor_async(count: usize) -> Sample {
-    let e = |e: std::io::Error| e.to_string();
-    let (sock, mut child) = floor_child("pingpong-floor-async")?;
-    let rate = current_thread().block_on(async move {
+    pingpong_floor_tokio::<StreamFloor>("pingpong-floor-async", count)
+}
+
+/// A socket of the tokio ping-pong floors, JSON lines each way.
+trait FloorSock: Sized {
+    /// `sock` on the current runtime.
+    fn new(sock: std::os::unix::net::UnixStream) -> Result<Self, String>;
+    async fn write_line(&mut self, line: &[u8]) -> Result<(), String>;
+    /// The next line parsed into a `Value`; `None` at end of file.
+    async fn next(&mut self) -> Result<Option<Value>, String>;
+}
+
+/// [`pingpong_floor_async`]'s socket.
+struct StreamFloor {
+    sock: tokio::net::UnixStream,
+    lines: AsyncLines,
+}
+
+impl FloorSock for StreamFloor {
+    fn new(sock: std::os::unix::net::UnixStream) -> Result<Self, String> {
+        sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok(StreamFloor {
+            sock: tokio::net::UnixStream::from_std(sock).map_err(|e| e.to_string())?,
+            lines: AsyncLines::default(),
+        })
+    }
+
+    async fn write_line(&mut self, line: &[u8]) -> Result<(), String> {
         use tokio::io::AsyncWriteExt;
-        sock.set_nonblocking(true).map_err(e)?;
-        let mut sock = tokio::net::UnixStream::from_std(sock).map_err(e)?;
-        let mut lines = AsyncLines::default();
+        self.sock.write_all(line).await.map_err(|e| e.to_string())
+    }
+
+    async fn next(&mut self) -> Result<Option<Value>, String> {
+        self.lines.next(&mut self.sock).await
+    }
+}
+
+/// [`pingpong_floor_fd`]'s socket: readiness from the runtime's reactor,
+/// then one `recvmsg` into spare capacity (as Node's protocol needs:
+/// [`recv_fds_dropped`]), clearing the readiness on a short read
+/// (tokio#5866), as an event loop on tokio can do no less.
+struct FdFloor {
+    sock: tokio::io::unix::AsyncFd<std::os::unix::net::UnixStream>,
+    lines: AsyncLines,
+}
+
+impl FloorSock for FdFloor {
+    fn new(sock: std::os::unix::net::UnixStream) -> Result<Self, String> {
+        sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok(FdFloor {
+            sock: fd_register(sock)?,
+            lines: AsyncLines::default(),
+        })
+    }
+
+    async fn write_line(&mut self, line: &[u8]) -> Result<(), String> {
+        fd_write_all(&self.sock, line)
+    }
+
+    async fn next(&mut self) -> Result<Option<Value>, String> {
+        loop {
+            if let Some(v) = self.lines.buffered()? {
+                return Ok(Some(v));
+            }
+            let n = loop {
+                let mut guard = self.sock.readable().await.map_err(|e| e.to_string())?;
+                let spare = self.lines.buf.spare_capacity_mut();
+                let max = spare.len();
+                match guard.try_io(|s| recv_fds_dropped(s.as_raw_fd(), spare)) {
+                    Ok(Ok((n, control))) => {
+                        if n < max && !control {
+                            guard.clear_ready();
+                        }
+                        break n;
+                    }
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_would_block) => continue,
+                }
+            };
+            if n == 0 {
+                return Ok(None);
+            }
+            // SAFETY: the kernel wrote `n` bytes into the spare capacity.
+            unsafe { self.lines.buf.set_len(self.lines.buf.len() + n) };
+        }
+    }
+}
+
+/// A tokio ping-pong floor: [`pingpong_floor`] with both sides on a tokio
+/// current-thread runtime, on sockets of kind `S`, the child started with
+/// `--mode <mode>` ([`mode_pingpong_floor_tokio`]). Round trips/s after a
+/// warm-up of a tenth.
+fn pingpong_floor_tokio<S: FloorSock>(mode: &str, count: usize) -> Sample {
+    let (sock, mut child) = floor_child(mode)?;
+    let rate = current_thread().block_on(async move {
+        let mut sock = S::new(sock)?;
         let mut out = Vec::with_capacity(64);
         let mut phase = async |count: usize| -> Result<(), String> {
             for i in 0..count {
                 ping_line(&mut out, i)?;
-                sock.write_all(&out).await.map_err(e)?;
-                let v: Value = lines.next(&mut sock).await?.ok_or("child hung up")?;
+                sock.write_line(&out).await?;
+                let v = sock.next().await?.ok_or("child hung up")?;
                 if !Received::echo(&v) {
                     return Err(format!("bad echo {v}"));
                 }
@@ -3148,8 +3216,30 @@ fn pingpong_floor_async(count: usize) -> Sample {
         phase(count).await?;
         Ok::<f64, String>(count as f64 / start.elapsed().as_secs_f64())
     })?;
-    ok_status(child.wait().map_err(e)?.success())?;
+    ok_status(child.wait().map_err(|e| e.to_string())?.success())?;
     Ok(rate)
+}
+
+/// The child of a [`pingpong_floor_tokio`]: its stdin is the socket; read
+/// a line, parse it into a `Value`, write it back serialised with a `\n`,
+/// until end of file.
+fn mode_pingpong_floor_tokio<S: FloorSock>() -> Result<Value, String> {
+    let sock = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(floor_socket()?));
+    current_thread().block_on(async move {
+        let mut sock = S::new(sock)?;
+        let mut out = Vec::with_capacity(64);
+        while let Some(v) = sock.next().await? {
+            // What ours and Node's children look at before echoing.
+            if Received::start(&v).is_some() || !Received::echo(&v) {
+                return Err(format!("not a ping: {v}"));
+            }
+            out.clear();
+            serde_json::to_writer(&mut out, &v).map_err(|e| e.to_string())?;
+            out.push(b'\n');
+            sock.write_line(&out).await?;
+        }
+        Ok(Value::Null)
+    })
 }
 
 /// An epoll instance watching one fd for `EPOLLIN` (level-triggered): the
@@ -3223,20 +3313,28 @@ struct AsyncLines {
 }
 
 impl AsyncLines {
+    /// The next buffered line parsed into a `Value`, or `None` with room
+    /// made for a read into the spare capacity (nothing zeroed per read).
+    fn buffered(&mut self) -> Result<Option<Value>, String> {
+        if let Some(i) = memchr::memchr(b'\n', &self.buf[self.start..]) {
+            let line = &self.buf[self.start..self.start + i];
+            let v = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+            self.start += i + 1;
+            return Ok(Some(v));
+        }
+        self.buf.drain(..self.start);
+        self.start = 0;
+        self.buf.reserve(64 * 1024);
+        Ok(None)
+    }
+
     /// The next line parsed into a `Value`; `None` at end of file.
     async fn next(&mut self, sock: &mut tokio::net::UnixStream) -> Result<Option<Value>, String> {
         use tokio::io::AsyncReadExt;
         loop {
-            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.start..]) {
-                let line = &self.buf[self.start..self.start + i];
-                let v = serde_json::from_slice(line).map_err(|e| e.to_string())?;
-                self.start += i + 1;
+            if let Some(v) = self.buffered()? {
                 return Ok(Some(v));
             }
-            self.buf.drain(..self.start);
-            self.start = 0;
-            // Into the spare capacity: nothing zeroed per read.
-            self.buf.reserve(64 * 1024);
             let n = sock
                 .read_buf(&mut self.buf)
                 .await
@@ -3244,80 +3342,6 @@ impl AsyncLines {
             if n == 0 {
                 return Ok(None);
             }
-        }
-    }
-}
-
-/// `--mode pingpong-floor-async`: the child of [`pingpong_floor_async`].
-fn mode_pingpong_floor_async() -> Result<Value, String> {
-    use tokio::io::AsyncWriteExt;
-    let e = |e: std::io::Error| e.to_string();
-    let sock = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(floor_socket()?));
-    current_thread().block_on(async move {
-        sock.set_nonblocking(true).map_err(e)?;
-        let mut sock = tokio::net::UnixStream::from_std(sock).map_err(e)?;
-        let mut lines = AsyncLines::default();
-        let mut out = Vec::with_capacity(64);
-        while let Some(v) = lines.next(&mut sock).await? {
-            // What ours and Node's children look at before echoing.
-            if Received::start(&v).is_some() || !Received::echo(&v) {
-                return Err(format!("not a ping: {v}"));
-            }
-            out.clear();
-            serde_json::to_writer(&mut out, &v).map_err(|e| e.to_string())?;
-            out.push(b'\n');
-            sock.write_all(&out).await.map_err(e)?;
-        }
-        Ok(Value::Null)
-    })
-}
-
-/// Newline-delimited JSON values read through a tokio `AsyncFd`: readiness
-/// from the runtime's reactor, then one `recvmsg` into spare capacity (as
-/// Node's protocol needs: [`recv_fds_dropped`]), clearing the readiness on
-/// a short read (tokio#5866), as an event loop on tokio can do no less.
-#[derive(Default)]
-struct FdLines {
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl FdLines {
-    async fn next(
-        &mut self,
-        sock: &tokio::io::unix::AsyncFd<std::os::unix::net::UnixStream>,
-    ) -> Result<Option<Value>, String> {
-        loop {
-            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.start..]) {
-                let line = &self.buf[self.start..self.start + i];
-                let v = serde_json::from_slice(line).map_err(|e| e.to_string())?;
-                self.start += i + 1;
-                return Ok(Some(v));
-            }
-            self.buf.drain(..self.start);
-            self.start = 0;
-            self.buf.reserve(64 * 1024);
-            let n = loop {
-                let mut guard = sock.readable().await.map_err(|e| e.to_string())?;
-                let spare = self.buf.spare_capacity_mut();
-                let max = spare.len();
-                let read = guard.try_io(|s| recv_fds_dropped(s.as_raw_fd(), spare));
-                match read {
-                    Ok(Ok((n, control))) => {
-                        if n < max && !control {
-                            guard.clear_ready();
-                        }
-                        break n;
-                    }
-                    Ok(Err(e)) => return Err(e.to_string()),
-                    Err(_would_block) => continue,
-                }
-            };
-            if n == 0 {
-                return Ok(None);
-            }
-            // SAFETY: the kernel wrote `n` bytes into the spare capacity.
-            unsafe { self.buf.set_len(self.buf.len() + n) };
         }
     }
 }
@@ -3413,53 +3437,7 @@ fn fd_write_all(
 /// pairs: 0.967, CI 0.929–0.973), and would lose the fds of `NODE_HANDLE`
 /// lines.
 fn pingpong_floor_fd(count: usize) -> Sample {
-    let e = |e: std::io::Error| e.to_string();
-    let (sock, mut child) = floor_child("pingpong-floor-fd")?;
-    let rate = current_thread().block_on(async move {
-        sock.set_nonblocking(true).map_err(e)?;
-        let sock = fd_register(sock)?;
-        let mut lines = FdLines::default();
-        let mut out = Vec::with_capacity(64);
-        let mut phase = async |count: usize| -> Result<(), String> {
-            for i in 0..count {
-                ping_line(&mut out, i)?;
-                fd_write_all(&sock, &out)?;
-                let v = lines.next(&sock).await?.ok_or("child hung up")?;
-                if !Received::echo(&v) {
-                    return Err(format!("bad echo {v}"));
-                }
-            }
-            Ok(())
-        };
-        phase((count / 10).max(1)).await?;
-        let start = Instant::now();
-        phase(count).await?;
-        Ok::<f64, String>(count as f64 / start.elapsed().as_secs_f64())
-    })?;
-    ok_status(child.wait().map_err(e)?.success())?;
-    Ok(rate)
-}
-
-/// `--mode pingpong-floor-fd`: the child of [`pingpong_floor_fd`].
-fn mode_pingpong_floor_fd() -> Result<Value, String> {
-    let e = |e: std::io::Error| e.to_string();
-    let sock = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(floor_socket()?));
-    current_thread().block_on(async move {
-        sock.set_nonblocking(true).map_err(e)?;
-        let sock = fd_register(sock)?;
-        let mut lines = FdLines::default();
-        let mut out = Vec::with_capacity(64);
-        while let Some(v) = lines.next(&sock).await? {
-            if Received::start(&v).is_some() || !Received::echo(&v) {
-                return Err(format!("not a ping: {v}"));
-            }
-            out.clear();
-            serde_json::to_writer(&mut out, &v).map_err(|e| e.to_string())?;
-            out.push(b'\n');
-            fd_write_all(&sock, &out)?;
-        }
-        Ok(Value::Null)
-    })
+    pingpong_floor_tokio::<FdFloor>("pingpong-floor-fd", count)
 }
 
 /// `--mode pingpong-floor`: the child of `pingpong_floor`. Its stdin is a
@@ -3822,8 +3800,8 @@ fn child_mode(args: &[String]) -> Result<Value, String> {
         Some("inflight") => mode_inflight(&args[1], num(2)?, &args[3]),
         Some("pingpong-floor") => mode_pingpong_floor(false),
         Some("pingpong-floor-epoll") => mode_pingpong_floor(true),
-        Some("pingpong-floor-async") => mode_pingpong_floor_async(),
-        Some("pingpong-floor-fd") => mode_pingpong_floor_fd(),
+        Some("pingpong-floor-async") => mode_pingpong_floor_tokio::<StreamFloor>(),
+        Some("pingpong-floor-fd") => mode_pingpong_floor_tokio::<FdFloor>(),
         Some("oneway-floor") => mode_oneway_floor(),
         Some("ipc-child") => mode_ipc_child(
             Parse::from_arg(args.get(1))?,
