@@ -417,11 +417,13 @@ pub enum ChannelError {
         limit: usize,
     },
     /// fds sent with a message were lost on the way in: more came in one
-    /// message than a read takes (64), and the kernel closed the rest
-    /// (`MSG_CTRUNC`). The messages themselves are not lost; a
-    /// `NODE_HANDLE` whose fd is missing is refused (`NODE_HANDLE_NACK`), so
-    /// a Node sender sends it again.
-    #[error("fds sent with a message were lost (more than one read can take)")]
+    /// message than a read takes (76), or our fd table was full (`EMFILE`),
+    /// and the kernel closed the rest (`MSG_CTRUNC`). The messages
+    /// themselves are not lost; a `NODE_HANDLE` whose fd is missing is
+    /// refused (`NODE_HANDLE_NACK`), so a Node sender sends it again.
+    #[error(
+        "fds sent with a message were lost (more than one read can take, or our fd table was full)"
+    )]
     HandleLost,
     /// The peer refused a handle we sent (`NODE_HANDLE_NACK`: its fd did
     /// not arrive) four times, and the message that went with it was not

@@ -53,6 +53,8 @@ pub(super) struct Framer {
     discarding: bool,
     pub(super) eof: bool,
     pub(super) max_len: usize,
+    /// The stream offset of `buf[0]`: bytes received before it.
+    base: u64,
 }
 
 impl Framer {
@@ -65,7 +67,13 @@ impl Framer {
             discarding: false,
             eof: false,
             max_len,
+            base: 0,
         }
+    }
+
+    /// The stream offset of `buf[i]`: how many bytes came before it.
+    pub(crate) fn offset(&self, i: usize) -> u64 {
+        self.base + i as u64
     }
 
     /// The bytes of a message `next_message` returned.
@@ -74,10 +82,12 @@ impl Framer {
     }
 
     /// The buffer to read into: append to it (into its spare capacity,
-    /// which holds at least [`READ_CHUNK`] bytes).
-    pub(crate) fn room(&mut self) -> &mut Vec<u8> {
+    /// which holds at least [`READ_CHUNK`] bytes). With it, the stream
+    /// offset of the first byte appended.
+    pub(crate) fn room(&mut self) -> (&mut Vec<u8>, u64) {
         self.make_room();
-        &mut self.buf
+        let at = self.offset(self.buf.len());
+        (&mut self.buf, at)
     }
 
     /// Bytes received and not yet consumed.
@@ -259,6 +269,7 @@ impl Framer {
     /// unconsumed bytes to the front or growing the buffer.
     fn make_room(&mut self) {
         if self.start == self.buf.len() {
+            self.base += self.start as u64;
             self.start = 0;
             self.scan = 0;
             self.clean = 0;
@@ -271,6 +282,7 @@ impl Framer {
             return;
         }
         if self.start > 0 {
+            self.base += self.start as u64;
             self.buf.copy_within(self.start.., 0);
             self.buf.truncate(self.buf.len() - self.start);
             self.scan -= self.start;
@@ -336,7 +348,7 @@ pub fn fuzz_framing(data: &[u8], cuts: &[usize], max_len: usize) {
         if pending.is_empty() {
             framer.set_eof();
         } else {
-            let room = framer.room();
+            let (room, _) = framer.room();
             let n = (room.capacity() - room.len()).min(pending.len());
             room.extend_from_slice(&pending[..n]);
             pending = &pending[n..];

@@ -1115,9 +1115,9 @@ impl fmt::Debug for ChannelSender {
 pub struct ChannelReceiver {
     shared: Arc<Shared>,
     framer: Framer,
-    /// fds received and not yet claimed by a `NODE_HANDLE` line (Node
-    /// attaches a received fd to the next such line).
-    fds: VecDeque<OwnedFd>,
+    /// fds received and not yet claimed by a `NODE_HANDLE` line, each with
+    /// the stream range of the read that brought it.
+    fds: VecDeque<ReceivedFd>,
     /// Control data was cut since the last `recv`: fds were lost.
     truncated: bool,
     /// Writes the protocol replies the socket did not take at once; kept
@@ -1129,6 +1129,16 @@ pub struct ChannelReceiver {
     /// A read that got less than it asked for emptied the socket (see
     /// [`ChannelReceiver::poll_fill`]).
     short_read_empties: bool,
+}
+
+/// An fd a read brought, and the stream offsets `[from, to)` of that read's
+/// bytes. The kernel ends a read with the bytes an fd was sent with (it
+/// never joins them to later ones), so those bytes are in the read, and
+/// its line (a `NODE_HANDLE` line, from an honest peer) overlaps the read.
+struct ReceivedFd {
+    fd: OwnedFd,
+    from: u64,
+    to: u64,
 }
 
 impl ChannelReceiver {
@@ -1455,11 +1465,24 @@ impl ChannelReceiver {
         Poll::Ready(Ok(()))
     }
 
-    /// A `NODE_HANDLE` line: take the oldest received fd for it and answer
-    /// `NODE_HANDLE_ACK`, or `NODE_HANDLE_NACK` when no fd came (the sender
-    /// tries again). `None` when there is nothing to deliver.
+    /// A `NODE_HANDLE` line, `buf[start..end]` and its `\n`: take the
+    /// oldest fd whose read overlaps it and answer `NODE_HANDLE_ACK`, or
+    /// `NODE_HANDLE_NACK` when none came (the sender tries again). `None`
+    /// when there is nothing to deliver.
+    ///
+    /// An fd whose read ended before the line began came with an earlier
+    /// line that was not `NODE_HANDLE`: it is closed, as Node drops a handle
+    /// with no `NODE_HANDLE` line in its read (`setupChannel`'s `onread`).
+    /// Handing out fds in the order they came instead gave a stray fd from
+    /// a raw peer to the next handle line, and every later handle to the
+    /// line after its own (an outside attack).
     fn take_handle_line(&mut self, start: usize, end: usize) -> Option<Raw> {
-        let Some(fd) = self.fds.pop_front() else {
+        let (first, last) = (self.framer.offset(start), self.framer.offset(end));
+        while self.fds.front().is_some_and(|f| f.to <= first) {
+            self.fds.pop_front();
+        }
+        let overlaps = self.fds.front().is_some_and(|f| f.from <= last);
+        let Some(ReceivedFd { fd, .. }) = overlaps.then(|| self.fds.pop_front()).flatten() else {
             self.reply(HANDLE_NACK);
             return None;
         };
@@ -1504,13 +1527,22 @@ impl ChannelReceiver {
         let mut ready = ready!(self.shared.socket.poll_read_ready(cx)).map_err(ChannelError::Io)?;
         // Into the buffer's spare capacity (no zeroing before the read),
         // taking the fds that come with the bytes.
-        let room = self.framer.room();
+        let (room, from) = self.framer.room();
         let max = room.capacity() - room.len();
+        let before = self.fds.len();
         let fds = &mut self.fds;
+        // Each fd gets its read's range once the read's length is known.
+        let take = |fd| fds.push_back(ReceivedFd { fd, from, to: from });
         // A `WouldBlock` clears the readiness this read saw.
         let read = ready
-            .try_io(|socket| sys::ipc::recv_with_fds(socket.as_fd(), room, max, fds))
+            .try_io(|socket| sys::ipc::recv_with_fds(socket.as_fd(), room, max, take))
             .unwrap_or_else(|_| Err(io::ErrorKind::WouldBlock.into()));
+        if let Some(got) = read.as_ref().ok().filter(|got| got.control) {
+            let to = from + got.bytes as u64;
+            for fd in self.fds.iter_mut().skip(before) {
+                fd.to = to;
+            }
+        }
         // A peer that sends fds without `NODE_HANDLE` lines to claim them
         // cannot fill our fd table: keep the newest few.
         while self.fds.len() > MAX_UNCLAIMED_FDS {

@@ -9,7 +9,7 @@ use nix::fcntl::{FcntlArg, FdFlag, OFlag};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::pin;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -1866,7 +1866,7 @@ async fn an_fd_comes_with_the_read_that_completes_its_line() {
         raw.readable().await.unwrap();
         let (mut buf, fds_before) = (Vec::with_capacity(64 << 10), fds.len());
         let read = raw.try_io(tokio::io::Interest::READABLE, || {
-            sys::ipc::recv_with_fds(raw.as_fd(), &mut buf, 64 << 10, &mut fds)
+            sys::ipc::recv_with_fds(raw.as_fd(), &mut buf, 64 << 10, |fd| fds.push_back(fd))
         });
         match read {
             Ok(got) => assert!(!got.truncated && got.bytes > 0),
@@ -2143,6 +2143,48 @@ fn send_with_fd(sock: &std::os::unix::net::UnixStream, bytes: &[u8], fd: Option<
     let iov = [std::io::IoSlice::new(bytes)];
     let sent = sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), None).unwrap();
     assert_eq!(sent, bytes.len());
+}
+
+/// An fd a raw peer sends with a plain line belongs to no handle: it is
+/// closed once a later `NODE_HANDLE` line is read, and each handle line
+/// still gets the fd sent with it. (An outside attack: fds went out in the
+/// order they came, so the stray went to the first handle line and every
+/// later handle to the line after its own.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_stray_fd_is_closed_and_each_handle_keeps_its_own() {
+    use std::os::fd::AsRawFd;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut ch = Channel::from_fd(ours.into()).unwrap();
+    let inode = |fd: BorrowedFd<'_>| nix::sys::stat::fstat(fd).unwrap().st_ino;
+    let (stray, stray_w) = nix::unistd::pipe().unwrap();
+    let pipes: Vec<_> = (0..3).map(|_| nix::unistd::pipe().unwrap()).collect();
+    send_with_fd(&theirs, b"{\"plain\":0}\n", Some(stray.as_raw_fd()));
+    drop(stray);
+    for (i, (r, _)) in pipes.iter().enumerate() {
+        let line = format!(
+            "{{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{{\"want\":{i}}}}}\n"
+        );
+        send_with_fd(&theirs, line.as_bytes(), Some(r.as_raw_fd()));
+    }
+    let (plain, none) = ch.recv_with_handle::<Value>().await.unwrap().unwrap();
+    assert_eq!((plain, none.is_none()), (json!({"plain": 0}), true));
+    for (i, (r, _)) in pipes.iter().enumerate() {
+        let (msg, handle) = ch.recv_with_handle::<Value>().await.unwrap().unwrap();
+        let Some(Handle::Fd(fd)) = handle else {
+            panic!("line {i}: {msg} came with {handle:?}");
+        };
+        assert_eq!(msg, json!({"want": i}));
+        assert_eq!(
+            inode(fd.as_fd()),
+            inode(r.as_fd()),
+            "line {i} got another fd"
+        );
+    }
+    // The stray was closed: its pipe has no reader left.
+    assert_eq!(
+        nix::unistd::write(&stray_w, b"x"),
+        Err(nix::errno::Errno::EPIPE)
+    );
 }
 
 /// Attack on the short-read rule: 1–6 handles back to back (one `sendmsg`

@@ -512,14 +512,20 @@ pub(crate) struct Received {
     pub control: bool,
 }
 
+/// `SCM_PIDFD` (Linux 6.5): a pidfd of the sender, which the kernel
+/// installs on every read of a socket with `SO_PASSPIDFD` set (by whoever
+/// made the socket we adopted). The libc crate does not name it.
+const SCM_PIDFD: libc::c_int = 4;
+
 /// One non-blocking `recvmsg(2)` into the spare capacity of `buf` (at most
-/// `max` bytes, without zeroing), taking any fds that came with them
-/// (`SCM_RIGHTS`, received close-on-exec) into `fds`.
+/// `max` bytes, without zeroing), handing each fd that came with them
+/// (`SCM_RIGHTS`, received close-on-exec) to `take`. Any other fd the
+/// kernel installs (an `SCM_PIDFD`) is closed: one per read leaked before.
 pub(crate) fn recv_with_fds(
     sock: std::os::fd::BorrowedFd<'_>,
     buf: &mut Vec<u8>,
     max: usize,
-    fds: &mut std::collections::VecDeque<OwnedFd>,
+    mut take: impl FnMut(OwnedFd),
 ) -> io::Result<Received> {
     use std::os::fd::AsRawFd;
     let spare = buf.spare_capacity_mut();
@@ -561,9 +567,10 @@ pub(crate) fn recv_with_fds(
     while !cmsg.is_null() {
         // SAFETY: `cmsg` points at a header inside the control buffer.
         let header = unsafe { &*cmsg };
-        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
-            // SAFETY: the payload of an SCM_RIGHTS message is an array of
-            // ints, `cmsg_len - CMSG_LEN(0)` bytes long.
+        let fd_carrying = matches!(header.cmsg_type, libc::SCM_RIGHTS | SCM_PIDFD);
+        if header.cmsg_level == libc::SOL_SOCKET && fd_carrying {
+            // SAFETY: the payload of an SCM_RIGHTS or SCM_PIDFD message is
+            // an array of ints, `cmsg_len - CMSG_LEN(0)` bytes long.
             let data = unsafe { libc::CMSG_DATA(cmsg) } as *const RawFd;
             // SAFETY: CMSG_LEN(0) is the header size; a constant computation.
             let count = (header.cmsg_len - unsafe { libc::CMSG_LEN(0) } as usize)
@@ -573,8 +580,11 @@ pub(crate) fn recv_with_fds(
                 // as the control buffer gives no alignment for the ints.
                 let raw = unsafe { data.add(i).read_unaligned() };
                 // SAFETY: the kernel just installed this fd in our table for
-                // us (SCM_RIGHTS); nothing else owns it.
-                fds.push_back(unsafe { OwnedFd::from_raw_fd(raw) });
+                // us; nothing else owns it.
+                let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                if header.cmsg_type == libc::SCM_RIGHTS {
+                    take(fd);
+                }
             }
         }
         // SAFETY: as above.

@@ -684,6 +684,51 @@ fn issue_14_received_fds_are_never_leaked() {
     });
 }
 
+/// A socket we adopt may have `SO_PASSPIDFD` set (Linux 6.5), by whoever
+/// made it: the kernel then installs a pidfd of the sender with every read
+/// (`SCM_PIDFD`). Each is closed; one leaked per read before (an outside
+/// attack).
+#[test]
+#[ignore = "run by run_isolated in a process of its own"]
+fn pidfds_the_kernel_attaches_to_reads_are_not_leaked() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    runtime().block_on(async {
+        let before = warm_up().await;
+        {
+            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            const SO_PASSPIDFD: libc::c_int = 76;
+            let one: libc::c_int = 1;
+            // SAFETY: test code; setsockopt reads one int through a valid
+            // pointer.
+            let set = unsafe {
+                libc::setsockopt(
+                    ours.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    SO_PASSPIDFD,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if set != 0 {
+                let e = std::io::Error::last_os_error();
+                eprintln!("skipped: SO_PASSPIDFD needs Linux 6.5 ({e})");
+                return;
+            }
+            let mut channel = cp::Channel::from_fd(ours.into()).unwrap();
+            // One line per read: a pidfd each.
+            for i in 0..20 {
+                writeln!(theirs, "{i}").unwrap();
+                let got = channel.recv::<serde_json::Value>().await.unwrap();
+                assert_eq!(got, Some(serde_json::json!(i)));
+            }
+            drop(channel);
+            drop(theirs);
+        }
+        assert_no_new_fds(&before);
+    });
+}
+
 /// A cluster's whole life leaves nothing behind: no worker, no zombie, no
 /// fd (listeners, connections in flight, channels), whether it ends with
 /// `shutdown` or by dropping the `Primary`.
