@@ -926,7 +926,6 @@ fn shape_rows(
         Some(Floor {
             row: floor_row,
             within: 1.0 / 1.03,
-            floor_misses: false,
             describe: Box::new(move |f| format!(" (floor: {f:.2}×, {floor_why})")),
         }),
     );
@@ -1495,7 +1494,6 @@ fn against_node(
         Some(Floor {
             row: std,
             within: 0.97,
-            floor_misses: true,
             describe: Box::new(|f| {
                 format!("; floor: std itself is {f:.2}× Node (the child's own start-up dominates)")
             }),
@@ -1508,7 +1506,6 @@ fn against_node(
         Some(Floor {
             row: floor_row,
             within: 1.0 / 1.03,
-            floor_misses: true,
             describe: Box::new(move |f| format!(" (floor: {f:.2}×, {floor_why})")),
         }),
     );
@@ -2077,7 +2074,6 @@ fn bench_capture(p: &Params) -> Vec<Section> {
                 Some(Floor {
                     row: CAPTURE_FLOOR,
                     within: 0.97,
-                    floor_misses: false,
                     describe: Box::new(move |f| {
                         format!(
                             "; floor: a minimal reader (a second thread faulting its buffer \
@@ -2622,7 +2618,7 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                 target,
                 (ours, node_row),
                 factor,
-                (ASYNC_IPC_FLOOR, false),
+                ASYNC_IPC_FLOOR,
                 move |f| {
                     format!(
                         " (floor: a tokio program on `tokio::net::UnixStream` does {f:.2}× \
@@ -2648,7 +2644,7 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                  the cross-CPU wake-ups)",
                 (PINNED_OURS, PINNED_NODE),
                 factor,
-                (PINNED_FD_FLOOR, true),
+                PINNED_FD_FLOOR,
                 move |f| {
                     let x = |a: Option<f64>| a.map_or("n/a".into(), |a| format!("{a:.2}"));
                     format!(
@@ -2675,7 +2671,7 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                 "≥ 2× Node, each process on its own CPU (every message wakes the other CPU)",
                 (SPLIT_OURS, SPLIT_NODE),
                 factor,
-                (SPLIT_FD_FLOOR, true),
+                SPLIT_FD_FLOOR,
                 move |f| {
                     let x = |a: Option<f64>| a.map_or("n/a".into(), |a| format!("{a:.2}"));
                     format!(
@@ -2715,7 +2711,6 @@ fn bench_ipc(p: &Params) -> Vec<Section> {
                 Some(Floor {
                     row: ONEWAY_FLOOR,
                     within: 0.95,
-                    floor_misses: true,
                     describe: Box::new(|f| {
                         format!(
                             " (floor: a blocking minimal receiver, parsing each line into a \
@@ -4021,12 +4016,11 @@ impl From<Option<bool>> for Holds {
 /// in the same run, that does only the syscalls the target's work needs.
 /// A target that does not hold says "floor" when each of our rows that
 /// misses it is within `within` of the floor row (`Unit::advantage(ours,
-/// floor) ≥ within`), and, with `floor_misses`, the floor row misses the
-/// target against the same peer as well.
+/// floor) ≥ within`), and the floor row misses the target against the same
+/// peer as well (a floor that meets it shows the target is reachable).
 struct Floor<'a> {
     row: &'a str,
     within: f64,
-    floor_misses: bool,
     /// The words added to the measured column, given the floor row's own
     /// figure against the peer (in the target's terms).
     describe: Box<dyn Fn(f64) -> String + 'a>,
@@ -4108,9 +4102,13 @@ impl Section {
     ) {
         match got {
             Ok(v) => self.paired.push((ours, peer, batch, v)),
-            Err(e) => self
-                .notes
-                .push(format!("Paired {ours} against {peer} failed: {e}")),
+            Err(e) => {
+                self.notes
+                    .push(format!("Paired {ours} against {peer} failed: {e}"));
+                // No ratio then: the rounds' would decide a target in its
+                // place, with their noise.
+                self.paired.push((ours, peer, batch, Vec::new()));
+            }
         }
     }
 
@@ -4126,13 +4124,17 @@ impl Section {
     /// ran in the same rounds (issue 16: side by side, so a slow spell of
     /// the machine that hits both rows of a round cancels out); otherwise
     /// the ratio of the medians.
+    /// A pair measured by [`paired`] has that ratio, or none if the
+    /// measurement failed or has too few batches.
     fn advantage(&self, ours: &str, peer: &str) -> Option<f64> {
         if let Some((_, _, _, batches)) = self
             .paired
             .iter()
-            .find(|(o, p, _, b)| o == ours && p == peer && b.len() >= MIN_PAIRED_ROUNDS)
+            .find(|(o, p, _, _)| o == ours && p == peer)
         {
-            return median(batches);
+            return (batches.len() >= MIN_PAIRED_ROUNDS)
+                .then(|| median(batches))
+                .flatten();
         }
         let row = |label: &str| self.rows.iter().find(|r| r.label == label);
         let (o, p) = (row(ours)?, row(peer)?);
@@ -4167,19 +4169,15 @@ impl Section {
         self.target_worst_floor(text, pairs, bound, None);
     }
 
-    /// `target_worst`, and where it does not hold, "floor" when `floor`
-    /// says ours is at it; the measured column then also shows the floor
-    /// row's own figure against the peer.
     /// A target of one ratio, `ours` at least `factor` times better than
-    /// `peer`, whose floor is `floor.0` within 5 % (`floor.1`: the floor
-    /// must miss the target as well; see [`Floor`]), described by
-    /// `describe` given the floor's own figure.
+    /// `peer`, whose floor is the row `row` within 5 % (see [`Floor`]),
+    /// described by `describe` given the floor's own figure.
     fn target_ratio_floor(
         &mut self,
         text: &str,
         (ours, peer): (&str, &str),
         factor: f64,
-        (row, floor_misses): (&'static str, bool),
+        row: &'static str,
         describe: impl Fn(f64) -> String + 'static,
     ) {
         self.target_worst_floor(
@@ -4189,12 +4187,14 @@ impl Section {
             Some(Floor {
                 row,
                 within: 0.95,
-                floor_misses,
                 describe: Box::new(describe),
             }),
         );
     }
 
+    /// `target_worst`, and where it does not hold, "floor" when `floor`
+    /// says ours is at it; the measured column then also shows the floor
+    /// row's own figure against the peer.
     fn target_worst_floor(
         &mut self,
         text: &str,
@@ -4287,7 +4287,7 @@ impl Section {
                 {
                     Some((fa, of)) => {
                         floor_figure.get_or_insert(shown(fa));
-                        if of < floor.within || (floor.floor_misses && ok(fa)) {
+                        if of < floor.within || ok(fa) {
                             at_floor = false;
                         }
                     }
@@ -4394,6 +4394,13 @@ impl Section {
             );
             let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
             for (ours, peer, batch, batches) in &self.paired {
+                if batches.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "| {ours} | {peer} | failed: see the section's notes | n/a | n/a | n/a |"
+                    );
+                    continue;
+                }
                 let mut v = batches.clone();
                 v.sort_by(f64::total_cmp);
                 let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
