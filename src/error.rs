@@ -417,7 +417,7 @@ pub enum ChannelError {
         limit: usize,
     },
     /// fds sent with a message were lost on the way in: more came in one
-    /// message than a read takes (76), or our fd table was full (`EMFILE`),
+    /// message than a read takes (64 or more), or our fd table was full,
     /// and the kernel closed the rest (`MSG_CTRUNC`). The messages
     /// themselves are not lost; a `NODE_HANDLE` whose fd is missing is
     /// refused (`NODE_HANDLE_NACK`), so a Node sender sends it again.

@@ -55,6 +55,12 @@ pub(super) struct Framer {
     pub(super) max_len: usize,
     /// The stream offset of `buf[0]`: bytes received before it.
     base: u64,
+    /// `buf[..]` range of the last line found too long (what of it is
+    /// buffered), for [`Framer::next_message`] to look at.
+    too_long: (usize, usize),
+    /// The last line [`Framer::next_message`] skipped as too long was a
+    /// `NODE_HANDLE` envelope: its sender waits for an answer.
+    pub(super) skipped_handle: bool,
 }
 
 impl Framer {
@@ -68,6 +74,8 @@ impl Framer {
             eof: false,
             max_len,
             base: 0,
+            too_long: (0, 0),
+            skipped_handle: false,
         }
     }
 
@@ -140,7 +148,13 @@ impl Framer {
             }
             Ok(None) if self.eof => Step::End,
             Ok(None) => Step::NeedMore,
-            Err(e) => Step::Error(e),
+            Err(e) => {
+                if matches!(e, ChannelError::TooLong { .. }) {
+                    let (start, end) = self.too_long;
+                    self.skipped_handle = is_handle_envelope(&self.buf[start..end]);
+                }
+                Step::Error(e)
+            }
         }
     }
 
@@ -231,6 +245,7 @@ impl Framer {
                     continue;
                 }
                 if end - start > self.max_len {
+                    self.too_long = (start, end);
                     return Err(ChannelError::TooLong {
                         limit: self.max_len,
                     });
@@ -244,6 +259,7 @@ impl Framer {
                 // Drop what we have of this line and the rest of it as it
                 // arrives, so one huge message cannot exhaust memory.
                 self.discarding = true;
+                self.too_long = (self.start, self.buf.len());
                 self.start = self.buf.len();
                 return Err(ChannelError::TooLong {
                     limit: self.max_len,
@@ -404,6 +420,25 @@ pub fn fuzz_framing(data: &[u8], cuts: &[usize], max_len: usize) {
         model.push(Out::Cut);
     }
     assert_eq!(got, model);
+}
+
+/// Whether `line` (or what of it is buffered) starts as a `NODE_HANDLE`
+/// envelope, `{"cmd":"NODE_HANDLE"`, as Node and our sender write it (the
+/// `cmd` key first), whitespace allowed between the tokens. A line cut
+/// before that much of it came is not taken for one.
+fn is_handle_envelope(line: &[u8]) -> bool {
+    let mut rest = line;
+    for token in [&b"{"[..], b"\"cmd\"", b":", b"\"NODE_HANDLE\""] {
+        let at = rest
+            .iter()
+            .position(|&b| !matches!(b, b' ' | b'\t' | b'\r'))
+            .unwrap_or(rest.len());
+        match rest[at..].strip_prefix(token) {
+            Some(after) => rest = after,
+            None => return false,
+        }
+    }
+    true
 }
 
 /// The first `\n` in `bytes`. Small messages are the common case and a

@@ -1418,7 +1418,18 @@ impl ChannelReceiver {
                     })),
                 },
                 Step::Blank => continue,
-                Step::Error(e) => Err(e),
+                Step::Error(e) => {
+                    // A `NODE_HANDLE` line skipped as too long gets its
+                    // answer too: without one, a Node sender holds every
+                    // later message forever, and ours pairs the next
+                    // answers with the wrong handles (an outside attack).
+                    // Refused, it is sent again up to three times, then
+                    // given up with a warning (Node) or `HandleRefused`.
+                    if std::mem::take(&mut self.framer.skipped_handle) {
+                        self.reply(HANDLE_NACK);
+                    }
+                    Err(e)
+                }
                 Step::End => Ok(None),
                 Step::NeedMore => unreachable!("handled above"),
             });

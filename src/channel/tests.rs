@@ -2187,6 +2187,39 @@ async fn a_stray_fd_is_closed_and_each_handle_keeps_its_own() {
     );
 }
 
+/// A `NODE_HANDLE` line over the limit is skipped and answered with a
+/// NACK (its sender waits for an answer: Node holds every later message
+/// until it comes, ours pairs answers with handles in order); a plain line
+/// over the limit gets none.
+#[tokio::test(flavor = "current_thread")]
+async fn a_handle_line_over_the_limit_is_refused() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut ch = Channel::from_fd(ours.into()).unwrap();
+    ch.set_max_message_len(1000);
+    let (r, _w) = nix::unistd::pipe().unwrap();
+    let pad = "x".repeat(5000);
+    let line = format!(
+        "{{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{{\"pad\":\"{pad}\"}}}}\n"
+    );
+    send_with_fd(&theirs, line.as_bytes(), Some(r.as_raw_fd()));
+    send_with_fd(&theirs, format!("{{\"pad\":\"{pad}\"}}\n").as_bytes(), None);
+    send_with_fd(&theirs, b"\"after\"\n", None);
+    for _ in 0..2 {
+        let err = ch.recv::<Value>().await.unwrap_err();
+        assert!(
+            matches!(err, crate::Error::Channel(ChannelError::TooLong { .. })),
+            "{err}"
+        );
+    }
+    assert_eq!(ch.recv::<Value>().await.unwrap(), Some(json!("after")));
+    theirs.set_nonblocking(true).unwrap();
+    let mut replies = Vec::new();
+    let _ = (&theirs).read_to_end(&mut replies);
+    assert_eq!(replies, HANDLE_NACK);
+}
+
 /// Attack on the short-read rule: 1–6 handles back to back (one `sendmsg`
 /// each, the kernel ends a read at each), then 0–2 plain lines, then
 /// nothing more: every message arrives.

@@ -534,11 +534,14 @@ pub(crate) fn recv_with_fds(
         iov_base: spare.as_mut_ptr().cast(),
         iov_len: len,
     };
-    // Room for MAX_FDS fds, aligned as a cmsghdr needs. Not zeroed (that
-    // was a 320-byte memset per read, 35 of the 123 instructions of this
-    // function in a ping-pong profile): the walk below reads only the
-    // `msg_controllen` bytes the kernel wrote.
-    let mut control = std::mem::MaybeUninit::<[u64; (MAX_FDS * 4 + 64) / 8]>::uninit();
+    // Room for MAX_FDS fds (a header and 256 bytes), credentials
+    // (SO_PASSCRED, 32 bytes) and a pidfd (SO_PASSPIDFD, 24 bytes), aligned
+    // as a cmsghdr needs: with only the first, 63 fds and both options
+    // reported fds lost that had all come (an outside attack). Not zeroed
+    // (a memset per read was 35 of this function's 123 instructions in a
+    // ping-pong profile): the walk below reads only the `msg_controllen`
+    // bytes the kernel wrote.
+    let mut control = std::mem::MaybeUninit::<[u64; (MAX_FDS * 4 + 128) / 8]>::uninit();
     // SAFETY: msghdr is a plain C struct; all-zero is a valid value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;

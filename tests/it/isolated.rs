@@ -715,6 +715,17 @@ fn pidfds_the_kernel_attaches_to_reads_are_not_leaked() {
                 eprintln!("skipped: SO_PASSPIDFD needs Linux 6.5 ({e})");
                 return;
             }
+            // SAFETY: as above.
+            let creds = unsafe {
+                libc::setsockopt(
+                    ours.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_PASSCRED,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(creds, 0, "{}", std::io::Error::last_os_error());
             let mut channel = cp::Channel::from_fd(ours.into()).unwrap();
             // One line per read: a pidfd each.
             for i in 0..20 {
@@ -722,6 +733,24 @@ fn pidfds_the_kernel_attaches_to_reads_are_not_leaked() {
                 let got = channel.recv::<serde_json::Value>().await.unwrap();
                 assert_eq!(got, Some(serde_json::json!(i)));
             }
+            // 64 fds with credentials and a pidfd: all fit in one read's
+            // control data (with room for the fds alone, the pidfd was cut
+            // off and the fds reported lost).
+            let file = std::fs::File::open("/dev/null").unwrap();
+            let fds = vec![file.as_raw_fd(); 64];
+            let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+            let line = b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":1}\n";
+            let iov = [std::io::IoSlice::new(line)];
+            let flags = nix::sys::socket::MsgFlags::empty();
+            nix::sys::socket::sendmsg::<()>(theirs.as_raw_fd(), &iov, &cmsg, flags, None).unwrap();
+            drop(file);
+            let (msg, handle) = channel
+                .recv_with_handle::<serde_json::Value>()
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((msg, handle.is_some()), (serde_json::json!(1), true));
+            drop(handle);
             drop(channel);
             drop(theirs);
         }

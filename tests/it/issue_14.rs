@@ -82,6 +82,41 @@ async fn rust_parent_passes_a_listener_a_socket_and_a_udp_socket_to_node() {
     assert!(child.wait().await.unwrap().success());
 }
 
+/// A `NODE_HANDLE` line over our limit is skipped and refused: Node gives
+/// a server up at once (it sends only a socket again, up to three times)
+/// and sends what it held behind it. Unanswered, the line held every later
+/// message of Node's forever (an outside attack).
+#[tokio::test]
+async fn a_handle_message_over_our_limit_is_refused_and_later_messages_come() {
+    if !have_node() {
+        return;
+    }
+    // Killed if the test fails: held up, it would keep our stdout open.
+    let mut child = cp::fork(fixture("handles.js"))
+        .stderr(cp::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut channel = child.take_channel().unwrap();
+    channel.set_max_message_len(100_000);
+    let big = json!({"kind": "send-big-server", "pad": 200_000});
+    channel.send(&big).await.unwrap();
+    let mut skipped = 0;
+    let after = loop {
+        let got = tokio::time::timeout(Duration::from_secs(20), channel.recv::<Value>())
+            .await
+            .expect("Node held its next message: the handle line was not answered");
+        match got {
+            Err(cp::Error::Channel(cp::ChannelError::TooLong { .. })) => skipped += 1,
+            other => break other.unwrap(),
+        }
+    };
+    assert_eq!(after, Some(json!({"after": true})));
+    assert_eq!(skipped, 1);
+    channel.disconnect();
+    assert!(child.wait().await.unwrap().success());
+}
+
 #[tokio::test]
 async fn node_child_passes_a_server_and_a_socket_to_a_rust_parent() {
     if !have_node() {
