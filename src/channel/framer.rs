@@ -55,11 +55,8 @@ pub(super) struct Framer {
     pub(super) max_len: usize,
     /// The stream offset of `buf[0]`: bytes received before it.
     base: u64,
-    /// `buf[..]` range of the last line found too long (what of it is
-    /// buffered), for [`Framer::next_message`] to look at.
-    too_long: (usize, usize),
-    /// The last line [`Framer::next_message`] skipped as too long was a
-    /// `NODE_HANDLE` envelope: its sender waits for an answer.
+    /// The last line skipped as too long was a `NODE_HANDLE` envelope: its
+    /// sender waits for an answer.
     pub(super) skipped_handle: bool,
 }
 
@@ -74,7 +71,6 @@ impl Framer {
             eof: false,
             max_len,
             base: 0,
-            too_long: (0, 0),
             skipped_handle: false,
         }
     }
@@ -148,13 +144,7 @@ impl Framer {
             }
             Ok(None) if self.eof => Step::End,
             Ok(None) => Step::NeedMore,
-            Err(e) => {
-                if matches!(e, ChannelError::TooLong { .. }) {
-                    let (start, end) = self.too_long;
-                    self.skipped_handle = is_handle_envelope(&self.buf[start..end]);
-                }
-                Step::Error(e)
-            }
+            Err(e) => Step::Error(e),
         }
     }
 
@@ -245,7 +235,7 @@ impl Framer {
                     continue;
                 }
                 if end - start > self.max_len {
-                    self.too_long = (start, end);
+                    self.skipped_handle = is_handle_envelope(&self.buf[start..end]);
                     return Err(ChannelError::TooLong {
                         limit: self.max_len,
                     });
@@ -259,7 +249,7 @@ impl Framer {
                 // Drop what we have of this line and the rest of it as it
                 // arrives, so one huge message cannot exhaust memory.
                 self.discarding = true;
-                self.too_long = (self.start, self.buf.len());
+                self.skipped_handle = is_handle_envelope(&self.buf[self.start..]);
                 self.start = self.buf.len();
                 return Err(ChannelError::TooLong {
                     limit: self.max_len,
